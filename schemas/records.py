@@ -1,0 +1,263 @@
+"""Every record the pipeline writes: one frozen dataclass per table.
+
+These classes are the single source of truth. BigQuery JSON schemas, Postgres
+DDL, DuckDB DDL and Arrow schemas are generated from them by
+`schemas.generate`, and `tests/schemas/golden/` pins the result.
+
+Personal data (email, name, postal code, state) appears only in the
+operational stores that need it (`contributions_store`, the email message
+body) and in `dead_letters.raw`; never in `contributions` or `acquisitions`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import ClassVar
+
+from schemas.table import Table, column
+
+
+@dataclass(frozen=True)
+class AbTest:
+    name: str = column("A/B test name.")
+    variant: str = column("Variant the reader saw.")
+
+
+@dataclass(frozen=True)
+class QueryParameter:
+    key: str = column("URL query parameter name.")
+    value: str = column("URL query parameter value.")
+
+
+@dataclass(frozen=True)
+class PrintOptions:
+    product: str = column("Print product.")
+    delivery_country_code: str = column("Delivery country, ISO alpha-2.")
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One one-off contribution; `status` and `amount_refunded` are current."""
+
+    TABLE: ClassVar[Table] = Table(
+        name="contributions",
+        description="One row per one-off contribution paid on a Stripe-hosted page.",
+        key=("payment_id",),
+        partition_by="created",
+        cluster_by=("currency", "country_code"),
+    )
+
+    payment_id: str = column("Stripe charge id (ch_...): the payment's natural key.")
+    payment_intent_id: str = column("Stripe PaymentIntent id (pi_...).")
+    checkout_session_id: str = column("Stripe Checkout Session id (cs_...).")
+    contribution_id: str = column("UUIDv5 of payment_id under CONTRIBUTION_ID_NAMESPACE.")
+    status: str = column("Paid, Failed or Refunded (refunded only when fully refunded).")
+    amount: Decimal = column("Amount paid, major units, exact.")
+    amount_refunded: Decimal = column("Cumulative amount refunded, major units.")
+    currency: str = column("ISO 4217 code, upper case.")
+    country_code: str = column("Card country, else billing address country, else GB.")
+    country_source: str = column("Where country_code came from: card, address or default.")
+    payment_method: str | None = column("Stripe payment method type (card, bacs_debit, ...).")
+    identity_id: str | None = column("Reader's identity id, when known.")
+    disputed: bool = column("True once any dispute was opened on the charge.")
+    livemode: bool = column("False for Stripe test-mode payments.")
+    account: str | None = column("Stripe partner event source (ed_...), one per Stripe account.")
+    created: datetime = column("When the payment settled (Stripe event time, UTC).")
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """A row of `fact_acquisition_event` for one paid contribution."""
+
+    TABLE: ClassVar[Table] = Table(
+        name="acquisitions",
+        description="Acquisition events (fact_acquisition_event columns) of one-off contributions.",
+        key=("payment_id",),
+        partition_by="event_time_stamp",
+        cluster_by=("currency", "country_code"),
+    )
+
+    event_time_stamp: datetime = column("When the payment settled (UTC).")
+    product: str = column("CONTRIBUTION for one-off contributions.")
+    amount: Decimal = column("Amount, major units, exact.")
+    country_code: str = column("Card country, else address country, else GB.")
+    currency: str = column("ISO 4217 code, upper case.")
+    component_id: str | None = column("Page component the reader came from.")
+    component_type: str | None = column("Type of that component.")
+    campaign_codes: tuple[str, ...] = column("Campaign codes, trimmed.")
+    source: str | None = column("Acquisition source.")
+    referrer_url: str | None = column("Referring page.")
+    ab_tests: tuple[AbTest, ...] = column("A/B tests the reader was in; never null.")
+    payment_frequency: str = column("ONE_OFF.")
+    payment_provider: str = column("STRIPE_HOSTED_CHECKOUT.")
+    print_options: PrintOptions | None = column("Always null for contributions.")
+    browser_id: str | None = column("Analytics browser id.")
+    identity_id: str | None = column("Reader's identity id, when known.")
+    page_view_id: str | None = column("Analytics page view id.")
+    referrer_page_view_id: str | None = column("Page view id of the referring page.")
+    labels: tuple[str, ...] = column("Free labels.")
+    promo_code: str | None = column("Promo code; none for contributions.")
+    reused_existing_payment_method: bool = column("Always false on hosted checkout.")
+    reader_type: str = column("Direct.")
+    acquisition_type: str = column("Purchase.")
+    zuora_subscription_number: str | None = column("Always null for contributions.")
+    contribution_id: str = column("The contribution's UUID.")
+    payment_id: str = column("Stripe charge id (ch_...).")
+    query_parameters: tuple[QueryParameter, ...] = column("URL parameters of the landing page.")
+    platform: str = column("Platform; SUPPORT when not given.")
+    livemode: bool = column("False for Stripe test mode.")
+    account: str | None = column("Stripe partner event source (ed_...).")
+
+
+@dataclass(frozen=True)
+class PaymentAdjustment:
+    """A refund or dispute event against a charge, kept without payment state."""
+
+    TABLE: ClassVar[Table] = Table(
+        name="payment_adjustments",
+        description="Refunds and disputes, one row per Stripe event, keyed by charge id.",
+        key=("adjustment_id",),
+        partition_by="created",
+        cluster_by=("payment_id",),
+    )
+
+    adjustment_id: str = column("Stripe event id (evt_...) that carried the adjustment.")
+    payment_id: str = column("Stripe charge id (ch_...) adjusted.")
+    kind: str = column("refund or dispute.")
+    event_type: str = column("Stripe event type.")
+    amount: Decimal = column("Refund: amount refunded by this event; dispute: disputed amount.")
+    amount_refunded_total: Decimal | None = column("Refund: cumulative amount refunded so far.")
+    currency: str = column("ISO 4217 code, upper case.")
+    dispute_id: str | None = column("Stripe dispute id (dp_...).")
+    dispute_status: str | None = column("Dispute status after this event.")
+    livemode: bool = column("False for Stripe test mode.")
+    account: str | None = column("Stripe partner event source (ed_...).")
+    created: datetime = column("Stripe event time (UTC).")
+
+
+@dataclass(frozen=True)
+class ContributionStoreRecord:
+    """The operational contributions store row (today's `newContributionData`)."""
+
+    TABLE: ClassVar[Table] = Table(
+        name="contributions_store",
+        description="Operational contributions store, upserted by payment id.",
+        key=("payment_id",),
+        partition_by="created",
+    )
+
+    payment_provider: str = column("Stripe.")
+    payment_status: str = column("Paid, Failed or Refunded.")
+    payment_id: str = column("Stripe charge id (ch_...).")
+    identity_id: str | None = column("Reader's identity id.")
+    email: str | None = column("Reader's email (personal data).")
+    created: datetime = column("When the payment settled (UTC).")
+    currency: str = column("ISO 4217 code, upper case.")
+    amount: Decimal = column("Amount, major units.")
+    country_code: str | None = column("Country, ISO alpha-2.")
+    country_subdivision_code: str | None = column("Billing address state (personal data).")
+    postal_code: str | None = column("Billing postal code (personal data).")
+    contribution_id: str = column("The contribution's UUID.")
+    livemode: bool = column("False for Stripe test mode.")
+    account: str | None = column("Stripe partner event source (ed_...).")
+
+
+@dataclass(frozen=True)
+class SupporterProductData:
+    """An item of the DynamoDB `SupporterProductData` table."""
+
+    TABLE: ClassVar[Table] = Table(
+        name="supporter_product_data",
+        description="Supporter data store items, keyed by identity and subscription name.",
+        key=("identity_id", "subscription_name"),
+    )
+
+    identity_id: str = column("Reader's identity id (partition key).")
+    subscription_name: str = column("'Stripe - <charge id>' (sort key).")
+    product_rate_plan_id: str = column("single_contribution.")
+    product_rate_plan_name: str = column("Single Contribution.")
+    contract_effective_date: date = column("Payment date (UTC).")
+    term_end_date: date = column("Payment date + 8 years + 1 week.")
+    expiry_date: int = column("Epoch seconds of term_end_date + 1 day: the table's TTL.")
+    contribution_amount: Decimal = column("Amount, major units.")
+    contribution_currency: str = column("ISO 4217 code, upper case.")
+    payment_id: str = column("Stripe charge id (ch_...).")
+    livemode: bool = column("False for Stripe test mode.")
+    account: str | None = column("Stripe partner event source (ed_...).")
+
+
+@dataclass(frozen=True)
+class ThankYouEmail:
+    """The exact SQS body that triggers the thank-you email."""
+
+    TABLE: ClassVar[Table] = Table(
+        name="thank_you_emails",
+        description="Thank-you email messages, one per paid payment with an identity.",
+        key=("payment_id",),
+        partition_by="created",
+    )
+
+    payment_id: str = column("Stripe charge id (ch_...).")
+    message: str = column("JSON body sent to the email queue (contains the email address).")
+    livemode: bool = column("False for Stripe test mode.")
+    account: str | None = column("Stripe partner event source (ed_...).")
+    created: datetime = column("When the payment settled (UTC).")
+
+
+@dataclass(frozen=True)
+class SoftOptIn:
+    """The exact SQS body that sets the reader's soft opt-in consents."""
+
+    TABLE: ClassVar[Table] = Table(
+        name="soft_opt_ins",
+        description="Soft opt-in messages, one per paid payment with an identity.",
+        key=("payment_id",),
+        partition_by="created",
+    )
+
+    payment_id: str = column("Stripe charge id (ch_...).")
+    message: str = column("JSON body sent to the soft opt-in queue.")
+    livemode: bool = column("False for Stripe test mode.")
+    account: str | None = column("Stripe partner event source (ed_...).")
+    created: datetime = column("When the payment settled (UTC).")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Anything the pipeline could not turn into records, with what it needs to retry.
+
+    `time` is the record's arrival time where known (Kinesis arrival, envelope
+    time), never the wall clock, so that re-runs write the same rows.
+    """
+
+    TABLE: ClassVar[Table] = Table(
+        name="dead_letters",
+        description="Records and payments that could not be processed, with the reason.",
+        key=("dead_letter_id",),
+        partition_by="time",
+        cluster_by=("step", "reason"),
+    )
+
+    dead_letter_id: str = column("Deterministic id: hash of step, source and raw.")
+    step: str = column("Pipeline step that failed (decode, classify, join, write_...).")
+    reason: str = column("Short machine-readable reason (invalid_json, charge_missing, ...).")
+    error: str = column("Human-readable error.")
+    raw: str = column("The raw input (record text or payment summary).")
+    source: str = column("Where it came from: file@byte_offset, or stream/shard/sequence.")
+    event_id: str | None = column("Stripe event id, when known.")
+    time: datetime | None = column("Arrival time of the record, when known (UTC).")
+
+
+#: Every table the pipeline writes, in the order the summary prints them.
+ALL_RECORD_TYPES: tuple[type, ...] = (
+    Contribution,
+    Acquisition,
+    PaymentAdjustment,
+    ContributionStoreRecord,
+    SupporterProductData,
+    ThankYouEmail,
+    SoftOptIn,
+    DeadLetter,
+)
