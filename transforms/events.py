@@ -8,9 +8,10 @@ one record and where they came from. `transforms.decode` turns each into a
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from schemas.records import DeadLetter
 
