@@ -1,0 +1,146 @@
+"""Small builders of Stripe events for tests: realistic shapes, explicit values.
+
+Each builder returns a `StripeEvent` as the decoding step would, with only
+the fields the pipeline reads plus what Stripe always sends. Amounts are in
+minor units, times in epoch seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transforms.events import StripeEvent
+
+T0 = 1_733_439_600  # 2024-12-05T23:00:00Z
+ACCOUNT_UK = "ed_61RkUK0000000000000000"
+MODERN_API = "2024-06-20"
+LEGACY_API = "2022-08-01"
+
+
+def event(
+    event_id: str,
+    event_type: str,
+    data_object: dict[str, Any],
+    *,
+    created: int = T0,
+    livemode: bool = True,
+    account: str | None = ACCOUNT_UK,
+    api_version: str = MODERN_API,
+    previous_attributes: dict[str, Any] | None = None,
+    source: str = "test@0",
+) -> StripeEvent:
+    return StripeEvent(
+        id=event_id,
+        type=event_type,
+        created=created,
+        livemode=livemode,
+        api_version=api_version,
+        account=account,
+        data_object=data_object,
+        previous_attributes=previous_attributes,
+        source=source,
+        arrival=None,
+    )
+
+
+def session_object(
+    *,
+    session_id: str = "cs_1",
+    payment_intent: str | None = "pi_1",
+    payment_status: str = "paid",
+    mode: str = "payment",
+    amount_total: int = 500,
+    currency: str = "gbp",
+    metadata: dict[str, str] | None = None,
+    client_reference_id: str | None = None,
+    email: str | None = "reader1@example.com",
+    name: str | None = "Ada Reader",
+    country: str | None = "GB",
+    postal_code: str | None = "N1 9GU",
+    state: str | None = None,
+    promotions: str | None = None,
+    payment_method_types: tuple[str, ...] = ("card",),
+) -> dict[str, Any]:
+    return {
+        "id": session_id,
+        "object": "checkout.session",
+        "mode": mode,
+        "payment_intent": payment_intent,
+        "payment_status": payment_status,
+        "status": "complete",
+        "amount_total": amount_total,
+        "currency": currency,
+        "metadata": metadata if metadata is not None else {"identityId": "1001"},
+        "client_reference_id": client_reference_id,
+        "customer_details": {
+            "email": email,
+            "name": name,
+            "address": {"country": country, "postal_code": postal_code, "state": state},
+        },
+        "consent": {"promotions": promotions} if promotions else None,
+        "payment_method_types": list(payment_method_types),
+    }
+
+
+def charge_object(
+    *,
+    charge_id: str = "ch_1",
+    payment_intent: str | None = "pi_1",
+    amount: int = 500,
+    currency: str = "gbp",
+    card_country: str | None = "US",
+    method: str = "card",
+    amount_refunded: int = 0,
+    status: str = "succeeded",
+) -> dict[str, Any]:
+    details: dict[str, Any] = {"type": method}
+    if method == "card":
+        details["card"] = {"brand": "visa", "country": card_country, "last4": "4242"}
+    return {
+        "id": charge_id,
+        "object": "charge",
+        "payment_intent": payment_intent,
+        "amount": amount,
+        "amount_refunded": amount_refunded,
+        "currency": currency,
+        "status": status,
+        "refunded": amount_refunded >= amount,
+        "payment_method_details": details,
+        "billing_details": {"address": {"country": "GB"}},
+    }
+
+
+def payment_intent_object(
+    *,
+    payment_intent_id: str = "pi_1",
+    latest_charge: str | dict[str, Any] | None = "ch_1",
+    legacy_charges: list[dict[str, Any]] | None = None,
+    last_payment_error_charge: str | None = None,
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {"id": payment_intent_id, "object": "payment_intent", "amount": 500}
+    if legacy_charges is not None:
+        obj["charges"] = {"object": "list", "data": legacy_charges}
+    else:
+        obj["latest_charge"] = latest_charge
+    if last_payment_error_charge:
+        obj["last_payment_error"] = {"charge": last_payment_error_charge}
+    return obj
+
+
+def dispute_object(
+    *,
+    dispute_id: str = "dp_1",
+    charge: str = "ch_1",
+    amount: int = 500,
+    currency: str = "gbp",
+    status: str = "needs_response",
+) -> dict[str, Any]:
+    return {
+        "id": dispute_id,
+        "object": "dispute",
+        "charge": charge,
+        "amount": amount,
+        "currency": currency,
+        "status": status,
+        "reason": "fraudulent",
+    }

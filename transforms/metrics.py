@@ -1,0 +1,33 @@
+"""The pipeline's counters: one namespace, names built in one place.
+
+Every record read ends in exactly one of `processed`, `skipped_<reason>`
+(duplicates are `skipped_duplicate`) or `dead_lettered_<reason>`, which is
+what lets the jobs print and check read = processed + skipped + dead-lettered.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics as _Metrics
+
+NAMESPACE = "stripe_events"
+
+RECORDS_READ = "records_read"
+PROCESSED = "processed"
+SKIPPED_PREFIX = "skipped_"
+DEAD_LETTERED_PREFIX = "dead_lettered_"
+EVENT_TYPE_PREFIX = "event_type:"
+PAYMENTS_PREFIX = "payments_"
+OUTPUT_SKIPPED_PREFIX = "output_skipped_"
+WARNING_PREFIX = "warning_"
+
+
+@cache
+def counter(name: str) -> _Metrics.DelegatingCounter:
+    return Metrics.counter(NAMESPACE, name)
+
+
+def inc(name: str, value: int = 1) -> None:
+    counter(name).inc(value)
