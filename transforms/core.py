@@ -47,6 +47,7 @@ from apache_beam.transforms.userstate import (
     TimerSpec,
     on_timer,
 )
+from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas.records import (
@@ -198,7 +199,9 @@ class DeduplicateEvents(beam.PTransform):
                 | "GroupCopies" >> beam.GroupByKey()
                 | "KeepBestCopy" >> beam.ParDo(KeepBestCopyFn())
             )
-        return keyed | "KeepFirstCopy" >> beam.ParDo(KeepFirstCopyFn(self._horizon))
+        return keyed | "KeepFirstCopy" >> beam.ParDo(
+            KeepFirstCopyFn(self._horizon)
+        ).with_input_types(KV[str, Any])
 
 
 class RouteFactsFn(beam.DoFn):
@@ -253,9 +256,7 @@ class JoinPaymentsFn(beam.DoFn):
         stored.write(state)
 
     @on_timer(CHARGE_DEADLINE)
-    def charge_deadline_passed(
-        self, stored: Any = beam.DoFn.StateParam(STATE)
-    ) -> Iterator[object]:
+    def charge_deadline_passed(self, stored: Any = beam.DoFn.StateParam(STATE)) -> Iterator[object]:
         state: PaymentState | None = stored.read()
         if state is None:
             return
@@ -264,9 +265,7 @@ class JoinPaymentsFn(beam.DoFn):
         yield from outputs
 
     @on_timer(EXPIRY)
-    def expired(
-        self, stored: Any = beam.DoFn.StateParam(STATE)
-    ) -> Iterator[object]:
+    def expired(self, stored: Any = beam.DoFn.StateParam(STATE)) -> Iterator[object]:
         state: PaymentState | None = stored.read()
         stored.clear()
         if state is None:
@@ -381,18 +380,19 @@ class ProcessStripeEvents(beam.PTransform):
     def expand(self, events: PCollection) -> CoreOutputs:
         classified = events | "ClassifyEvents" >> beam.ParDo(
             ClassifyEventsFn(self._include_test_mode)
-        ).with_outputs(DEAD_LETTERS, main=PAYMENT_FACTS)
+        ).with_output_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main=PAYMENT_FACTS)
         routed = (
             classified[PAYMENT_FACTS]
             | "DeduplicateEvents" >> DeduplicateEvents(self._dedupe_horizon)
-            | "RouteFacts" >> beam.ParDo(RouteFactsFn()).with_outputs(ADJUSTMENTS, main="keyed")
+            | "RouteFacts"
+            >> beam.ParDo(RouteFactsFn())
+            .with_output_types(KV[str, Any])
+            .with_outputs(ADJUSTMENTS, main="keyed")
         )
         joined = routed["keyed"] | "JoinPayments" >> beam.ParDo(
             JoinPaymentsFn(self._charge_wait, self._settlement_timeout)
-        ).with_outputs(DEAD_LETTERS, main="payments")
-        records = joined["payments"] | "BuildRecords" >> beam.ParDo(
-            BuildRecordsFn()
-        ).with_outputs(
+        ).with_input_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main="payments")
+        records = joined["payments"] | "BuildRecords" >> beam.ParDo(BuildRecordsFn()).with_outputs(
             ACQUISITIONS,
             CONTRIBUTIONS_STORE,
             SUPPORTER_ITEMS,
