@@ -1,0 +1,330 @@
+"""Records to rows, and the check every writer runs before writing one.
+
+    to_row(record)                -> dict   plain Python values for Arrow and DuckDB
+    to_bigquery_json_row(record)  -> dict   JSON-serialisable, for BigQuery (and JSONB)
+    natural_key(record)           -> tuple  the values of `TABLE.key`
+    validate(record)              -> None   raises RowValidationError(column, message)
+
+These run per element on the hot path, so everything that depends only on the
+record type (column names, converters, checks) is compiled once per class and
+cached; a flat record becomes a row with one `attrgetter` call and a `zip`.
+
+Error messages name the column and the rule broken, never the value, so they
+can be logged and stored without leaking personal data.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from schemas.generate import NUMERIC_PRECISION, NUMERIC_SCALE, Column, Kind, Mode, columns
+
+_MAX_INTEGER_DIGITS = NUMERIC_PRECISION - NUMERIC_SCALE
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+Converter = Callable[[Any], Any]
+
+
+class RowValidationError(ValueError):
+    """A record does not fit its table's schema.
+
+    `column` is the column's path (`amount`, `ab_tests[1].name`); `message`
+    says which rule it breaks, without the offending value.
+    """
+
+    def __init__(self, column: str, message: str) -> None:
+        super().__init__(f"{column}: {message}")
+        self.column = column
+        self.message = message
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything per class the hot-path functions need, computed once."""
+
+    names: tuple[str, ...]
+    getter: Callable[[Any], tuple[Any, ...]]
+    # Only the columns whose value needs converting; the rest are copied as is.
+    row_converters: tuple[tuple[str, Converter], ...]
+    json_converters: tuple[tuple[str, Converter], ...]
+    checks: tuple[tuple[str, Callable[[Any, str], None]], ...]
+    key_getter: Callable[[Any], tuple[Any, ...]] | None
+
+
+def _tuple_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    # attrgetter returns a bare value for one name; rows and keys want a tuple.
+    if len(names) == 1:
+        (name,) = names
+        return lambda record: (getattr(record, name),)
+    return operator.attrgetter(*names)
+
+
+_PLANS: dict[type, _Plan] = {}
+
+
+def _plan(cls: type) -> _Plan:
+    """The cached plan of a record type (a dict lookup after the first call)."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = _PLANS[cls] = _build_plan(cls)
+    return plan
+
+
+def _build_plan(cls: type) -> _Plan:
+    cols = columns(cls)
+    names = tuple(c.name for c in cols)
+    table = getattr(cls, "TABLE", None)
+    row_converters = []
+    json_converters = []
+    for column in cols:
+        row = _row_converter(column)
+        if row is not None:
+            row_converters.append((column.name, row))
+        json = _json_converter(column)
+        if json is not None:
+            json_converters.append((column.name, json))
+    return _Plan(
+        names=names,
+        getter=_tuple_getter(names),
+        row_converters=tuple(row_converters),
+        json_converters=tuple(json_converters),
+        checks=tuple((c.name, _check(c)) for c in cols),
+        key_getter=_tuple_getter(tuple(table.key)) if table is not None else None,
+    )
+
+
+def _convert(plan: _Plan, converters: tuple[tuple[str, Converter], ...], record: Any) -> dict:
+    row = dict(zip(plan.names, plan.getter(record), strict=True))
+    for name, convert in converters:
+        value = row[name]
+        if value is not None:
+            row[name] = convert(value)
+    return row
+
+
+# --- to_row -----------------------------------------------------------------
+
+
+def _row_converter(column: Column) -> Converter | None:
+    if column.kind is Kind.RECORD:
+        nested = _nested(column, json=False)
+        if column.mode is Mode.REPEATED:
+            return lambda items: [nested(item) for item in items]
+        return nested
+    if column.mode is Mode.REPEATED:
+        return list
+    return None
+
+
+def _nested(column: Column, *, json: bool) -> Converter:
+    assert column.record is not None
+    plan = _plan(column.record)
+    converters = plan.json_converters if json else plan.row_converters
+    return lambda record: _convert(plan, converters, record)
+
+
+def to_row(record: Any) -> dict[str, Any]:
+    """The record as a dict keyed by column name, in column order.
+
+    Nested records become dicts and tuples lists; Decimal, datetime and date
+    stay as they are (what `pyarrow.RecordBatch.from_pylist` and DuckDB take).
+    """
+    plan = _plan(type(record))
+    return _convert(plan, plan.row_converters, record)
+
+
+# --- to_bigquery_json_row ---------------------------------------------------
+
+
+def _numeric_json(value: Decimal) -> str:
+    # Fixed-point text: BigQuery parses NUMERIC from a string exactly, and "f"
+    # never produces an exponent (Decimal("1E+2") -> "100").
+    return format(value, "f")
+
+
+def _timestamp_json(value: datetime) -> str:
+    utc = value.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"
+
+
+def _date_json(value: date) -> str:
+    return value.isoformat()
+
+
+_JSON_SCALARS: dict[Kind, Converter] = {
+    Kind.NUMERIC: _numeric_json,
+    Kind.TIMESTAMP: _timestamp_json,
+    Kind.DATE: _date_json,
+}
+
+
+def _json_converter(column: Column) -> Converter | None:
+    item: Converter | None
+    if column.kind is Kind.RECORD:
+        item = _nested(column, json=True)
+    else:
+        item = _JSON_SCALARS.get(column.kind)
+    if column.mode is Mode.REPEATED:
+        if item is None:
+            return list
+        convert_item = item
+        return lambda items: [convert_item(i) for i in items]
+    return item
+
+
+def to_bigquery_json_row(record: Any) -> dict[str, Any]:
+    """The record as a JSON-serialisable dict for BigQuery.
+
+    NUMERIC becomes a fixed-point string, TIMESTAMP an ISO string in UTC with
+    microseconds and `Z`, DATE `YYYY-MM-DD`; nested records dicts, tuples lists.
+    """
+    plan = _plan(type(record))
+    return _convert(plan, plan.json_converters, record)
+
+
+# --- natural_key ------------------------------------------------------------
+
+
+def natural_key(record: Any) -> tuple[Any, ...]:
+    """The values of the record type's `TABLE.key`, in key order."""
+    getter = _plan(type(record)).key_getter
+    if getter is None:
+        raise TypeError(f"{type(record).__name__} has no TABLE, hence no natural key")
+    return getter(record)
+
+
+# --- validate ---------------------------------------------------------------
+
+
+def _numeric_error(value: Decimal) -> str | None:
+    """Why a Decimal does not fit NUMERIC(38, 9), or None when it does.
+
+    Judged on the value, not its spelling: Decimal("1.500000000000") is 1.5
+    and fits, as Arrow and BigQuery would store it without loss.
+    """
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):
+        return "NUMERIC must be finite (not NaN or Infinity)"
+    if -NUMERIC_SCALE <= exponent <= 0 and len(digits) <= _MAX_INTEGER_DIGITS:
+        return None  # the common case: at most 9 decimals and few digits
+    n = len(digits)
+    while n > 1 and exponent < 0 and digits[n - 1] == 0:
+        n -= 1
+        exponent += 1
+    if n == 1 and digits[0] == 0:
+        return None
+    fraction_digits = -exponent if exponent < 0 else 0
+    if fraction_digits > NUMERIC_SCALE:
+        return (
+            f"NUMERIC allows at most {NUMERIC_SCALE} digits after the point, got {fraction_digits}"
+        )
+    integer_digits = n + exponent
+    if integer_digits > _MAX_INTEGER_DIGITS:
+        return (
+            f"NUMERIC allows at most {_MAX_INTEGER_DIGITS} digits before the point, "
+            f"got {integer_digits}"
+        )
+    return None
+
+
+def _scalar_error(kind: Kind, value: Any) -> str | None:
+    """Why `value` is not a valid `kind`, or None."""
+    if kind is Kind.STRING:
+        return None if isinstance(value, str) else f"expected str, got {type(value).__name__}"
+    if kind is Kind.NUMERIC:
+        if not isinstance(value, Decimal):
+            return f"expected Decimal, got {type(value).__name__}"
+        return _numeric_error(value)
+    if kind is Kind.TIMESTAMP:
+        if not isinstance(value, datetime):
+            return f"expected datetime, got {type(value).__name__}"
+        if value.utcoffset() is None:
+            return "TIMESTAMP needs a timezone-aware datetime (UTC)"
+        return None
+    if kind is Kind.BOOL:
+        return None if isinstance(value, bool) else f"expected bool, got {type(value).__name__}"
+    if kind is Kind.INT64:
+        # bool is an int subclass; True in an INT64 column is a bug upstream.
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"expected int, got {type(value).__name__}"
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            return "INT64 out of range"
+        return None
+    if kind is Kind.DATE:
+        # datetime is a date subclass; a DATE column wants the calendar day only.
+        if not isinstance(value, date) or isinstance(value, datetime):
+            return f"expected date, got {type(value).__name__}"
+        return None
+    raise AssertionError(kind)
+
+
+def _check(column: Column) -> Callable[[Any, str], None]:
+    """A function(value, path) raising RowValidationError when value breaks the column."""
+    kind = column.kind
+    record_type = column.record
+
+    def check_item(value: Any, path: str) -> None:
+        if value is None:
+            raise RowValidationError(path, "must not be null")
+        if record_type is not None:
+            if not isinstance(value, record_type):
+                raise RowValidationError(
+                    path, f"expected {record_type.__name__}, got {type(value).__name__}"
+                )
+            _validate(value, path + ".")
+            return
+        error = _scalar_error(kind, value)
+        if error is not None:
+            raise RowValidationError(path, error)
+
+    if column.mode is Mode.REPEATED:
+
+        def check_repeated(value: Any, path: str) -> None:
+            if not isinstance(value, tuple):
+                raise RowValidationError(
+                    path, f"expected a tuple (empty for none), got {type(value).__name__}"
+                )
+            for index, item in enumerate(value):
+                check_item(item, f"{path}[{index}]")
+
+        return check_repeated
+
+    if column.mode is Mode.NULLABLE:
+
+        def check_nullable(value: Any, path: str) -> None:
+            if value is not None:
+                check_item(value, path)
+
+        return check_nullable
+
+    def check_required(value: Any, path: str) -> None:
+        if value is None:
+            raise RowValidationError(path, "is required but is None")
+        check_item(value, path)
+
+    return check_required
+
+
+def _validate(record: Any, prefix: str) -> None:
+    plan = _plan(type(record))
+    for (name, check), value in zip(plan.checks, plan.getter(record), strict=True):
+        check(value, prefix + name)
+
+
+def validate(record: Any) -> None:
+    """Check a record against its table schema before it is written anywhere.
+
+    Required columns are not None; every value has its column's type (str,
+    int within INT64 and not bool, bool, Decimal fitting NUMERIC(38, 9) with
+    at most 29 integer and 9 fraction digits, timezone-aware datetime, date
+    that is not a datetime, tuple of non-null items, nested record of the
+    declared type). Raises RowValidationError naming the first bad column, or
+    TypeError when the record's type is not a supported record type.
+    """
+    _validate(record, "")

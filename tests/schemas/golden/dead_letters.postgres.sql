@@ -1,0 +1,20 @@
+CREATE TABLE IF NOT EXISTS "dead_letters" (
+    "dead_letter_id" TEXT NOT NULL,
+    "step" TEXT NOT NULL,
+    "reason" TEXT NOT NULL,
+    "error" TEXT NOT NULL,
+    "raw" TEXT NOT NULL,
+    "source" TEXT NOT NULL,
+    "event_id" TEXT,
+    "time" TIMESTAMPTZ,
+    PRIMARY KEY ("dead_letter_id")
+);
+COMMENT ON TABLE "dead_letters" IS 'Records and payments that could not be processed, with the reason.';
+COMMENT ON COLUMN "dead_letters"."dead_letter_id" IS 'Deterministic id: hash of step, source and raw.';
+COMMENT ON COLUMN "dead_letters"."step" IS 'Pipeline step that failed (decode, classify, join, write_...).';
+COMMENT ON COLUMN "dead_letters"."reason" IS 'Short machine-readable reason (invalid_json, charge_missing, ...).';
+COMMENT ON COLUMN "dead_letters"."error" IS 'Human-readable error.';
+COMMENT ON COLUMN "dead_letters"."raw" IS 'The raw input (record text or payment summary).';
+COMMENT ON COLUMN "dead_letters"."source" IS 'Where it came from: file@byte_offset, or stream/shard/sequence.';
+COMMENT ON COLUMN "dead_letters"."event_id" IS 'Stripe event id, when known.';
+COMMENT ON COLUMN "dead_letters"."time" IS 'Arrival time of the record, when known (UTC).';
