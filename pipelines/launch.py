@@ -1,0 +1,80 @@
+"""Argument parsing, runner choice and the end-of-run report, shared by the jobs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import duckdb
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.runner import PipelineResult, PipelineRunner
+
+from schemas.records import ALL_RECORD_TYPES
+from transforms.summary import RunSummary, counters_of, render
+
+BEAM_OPTIONS_EPILOG = (
+    "Any other Beam pipeline option is passed to Beam, e.g. --runner DataflowRunner "
+    "--project P --region R --temp_location gs://B/tmp --setup_file ./setup.py. "
+    "Without --runner the job runs locally on Beam's FnApiRunner."
+)
+
+
+def parse_options(
+    argv: Sequence[str] | None,
+    option_classes: Sequence[type[PipelineOptions]],
+    *,
+    prog: str,
+    description: str,
+) -> PipelineOptions:
+    """The job's options; `--help` and bad values exit with argparse's messages."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=BEAM_OPTIONS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for option_class in option_classes:
+        # Beam's documented hook; it only calls add_argument, which argparse has.
+        option_class._add_argparse_args(cast(Any, parser))
+    parser.parse_known_args(args)
+    return PipelineOptions(args)
+
+
+def runner_for(options: PipelineOptions) -> PipelineRunner | None:
+    """FnApiRunner unless --runner was given (None lets Beam resolve the name)."""
+    if options.view_as(StandardOptions).runner:
+        return None
+    return FnApiRunner()
+
+
+def table_rows(warehouse: str) -> dict[str, int]:
+    """Rows in each table of a DuckDB warehouse after the run."""
+    if not Path(warehouse).exists():
+        return {}
+    with duckdb.connect(warehouse, read_only=True) as connection:
+        rows = {}
+        for record_type in ALL_RECORD_TYPES:
+            name = record_type.TABLE.name
+            found = connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()
+            rows[name] = int(found[0]) if found else 0
+        return rows
+
+
+def report(result: PipelineResult, warehouse: str | None) -> RunSummary:
+    """Prints the run summary and returns it."""
+    summary = RunSummary(
+        counters=counters_of(result),
+        table_rows=table_rows(warehouse) if warehouse else {},
+    )
+    print(render(summary))
+    return summary
+
+
+def quiet_beam_logs() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
