@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
+from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
 from transforms.summary import RunSummary, counters_of, render
 
@@ -60,7 +61,7 @@ def table_rows(warehouse: str) -> dict[str, int]:
     with duckdb.connect(warehouse, read_only=True) as connection:
         rows = {}
         for record_type in ALL_RECORD_TYPES:
-            name = record_type.TABLE.name
+            name = table_of(record_type).name
             found = connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()
             rows[name] = int(found[0]) if found else 0
         return rows

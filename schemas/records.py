@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from schemas.table import Table, column
 
@@ -251,7 +251,7 @@ class DeadLetter:
 
 
 #: Every table the pipeline writes, in the order the summary prints them.
-ALL_RECORD_TYPES: tuple[type[Any], ...] = (
+ALL_RECORD_TYPES: tuple[type, ...] = (
     Contribution,
     Acquisition,
     PaymentAdjustment,

@@ -19,6 +19,7 @@ import duckdb
 import pytest
 
 from pipelines import backfill
+from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
 from tools.generate_archive import generate, write_archive
 
@@ -44,7 +45,7 @@ def rows(warehouse: Path, sql: str) -> list[tuple[Any, ...]]:
 
 def snapshot(warehouse: Path) -> dict[str, list[tuple[Any, ...]]]:
     return {
-        t.TABLE.name: rows(warehouse, f"SELECT * FROM {t.TABLE.name} ORDER BY ALL")
+        table_of(t).name: rows(warehouse, f"SELECT * FROM {table_of(t).name} ORDER BY ALL")
         for t in ALL_RECORD_TYPES
     }
 
