@@ -244,7 +244,7 @@ class JoinPaymentsFn(beam.DoFn):
     ) -> Iterator[object]:
         state: PaymentState = (stored.read() or PaymentState()).add(element[1])
         if state.completed:
-            metrics.inc(metrics.PAYMENTS_PREFIX + "fact_after_completion")
+            metrics.inc(metrics.FACTS_AFTER_COMPLETION)
         decision = decide(state, charge_wait=self._charge_wait, deadline_passed=False)
         if decision.verdict is Verdict.COMPLETE:
             state = _completed(state)
@@ -277,7 +277,7 @@ class JoinPaymentsFn(beam.DoFn):
         if state.sessions:
             yield self._dead_letter(state, "payment_not_settled", "no settlement before timeout")
         else:
-            metrics.inc(metrics.PAYMENTS_PREFIX + "charge_without_checkout_session")
+            metrics.inc(metrics.CHARGES_WITHOUT_SESSION)
 
     def _settle_late(self, state: PaymentState) -> tuple[PaymentState, list[object]]:
         """Completes a payment whose charge deadline passed, with what is known."""

@@ -22,6 +22,10 @@ EVENT_TYPE_PREFIX = "event_type:"
 PAYMENTS_PREFIX = "payments_"
 OUTPUT_SKIPPED_PREFIX = "output_skipped_"
 WARNING_PREFIX = "warning_"
+# Informational: facts that reached a payment already completed (e.g. a
+# payment_intent.succeeded after the charge), and charges no session claimed.
+FACTS_AFTER_COMPLETION = "facts_after_completion"
+CHARGES_WITHOUT_SESSION = "charges_without_checkout_session"
 
 
 @cache

@@ -97,7 +97,9 @@ def render(summary: RunSummary) -> str:
     section("skipped by reason (duplicates included)", summary.skipped)
     section("dead-lettered records by reason", summary.dead_lettered)
     lines.append(f"processed: {summary.processed}")
-    section("payments", summary.payments)
+    section("payments completed or dead-lettered", summary.payments)
+    for name in (metrics.FACTS_AFTER_COMPLETION, metrics.CHARGES_WITHOUT_SESSION):
+        lines.append(f"{name.replace('_', ' ')}: {summary.counters.get(name, 0)}")
     section("outputs skipped", summary.outputs_skipped)
     section("warnings", summary.warnings)
     section("rows per table", summary.table_rows)
