@@ -15,11 +15,11 @@ downstream on a natural key (the Stripe event id).
 
 Positions and checkpoints: one restriction (`ShardRestriction`) per shard. Its
 position is the sequence number of the last record claimed, never a shard
-iterator (iterators expire after five minutes). A checkpoint
-(`ShardTracker.try_split(0)`, what the runner does on
-`ProcessContinuation.resume()` or when it drains/snapshots the job) leaves a
-residual that resumes `AFTER_SEQUENCE_NUMBER` of the last claimed record, so a
-restart from the checkpoint neither re-reads nor skips. A restriction with no
+iterator (iterators expire after five minutes). A checkpoint is
+`ShardTracker.try_split(0)`: the reader takes one through `defer_remainder()`
+when a shard is idle or throttled, the runner when it snapshots or drains the
+job. Its residual resumes `AFTER_SEQUENCE_NUMBER` of the last claimed record,
+so a restart from the checkpoint neither re-reads nor skips. A restriction with no
 position yet starts at `initial_position` (`TRIM_HORIZON`, `LATEST`, or
 `AT_TIMESTAMP` with `initial_timestamp`). A closed shard read to its end ends
 its restriction.
@@ -69,7 +69,7 @@ from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
 from apache_beam.runners.sdf_utils import RestrictionTrackerView
-from apache_beam.transforms.core import ProcessContinuation, RestrictionProvider
+from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
@@ -390,7 +390,7 @@ class _ReadShardFn(beam.DoFn):
         shard: KinesisShard,
         tracker: RestrictionTrackerView = _RESTRICTION_PARAM,  # type: ignore[assignment]
         watermark_estimator: ManualWatermarkEstimator = _WATERMARK_PARAM,  # type: ignore[assignment]
-    ) -> Iterator[TimestampedValue | ProcessContinuation]:
+    ) -> Iterator[TimestampedValue]:
         restriction: ShardRestriction = tracker.current_restriction()
         if restriction.finished:
             return
@@ -413,7 +413,7 @@ class _ReadShardFn(beam.DoFn):
                 )
             except self._client.exceptions.ProvisionedThroughputExceededException:
                 self._throttled.inc()
-                yield ProcessContinuation.resume(Duration.of(THROTTLE_BACKOFF.total_seconds()))
+                tracker.defer_remainder(Duration.of(THROTTLE_BACKOFF.total_seconds()))
                 return
             except self._client.exceptions.ExpiredIteratorException:
                 self._expired_iterators.inc()
@@ -457,16 +457,14 @@ class _ReadShardFn(beam.DoFn):
                     idle_mark = datetime.now(UTC) - IDLE_WATERMARK_LAG
                     _advance(watermark_estimator, _to_timestamp(idle_mark))
                 if self._idle_timeout is None:
-                    yield ProcessContinuation.resume(
-                        Duration.of(self._poll_interval.total_seconds())
-                    )
+                    tracker.defer_remainder(Duration.of(self._poll_interval.total_seconds()))
                     return
                 if now - last_record_at >= self._idle_timeout.total_seconds():
                     tracker.try_claim(END_OF_SHARD)
                     return
                 time.sleep(self._poll_interval.total_seconds())
             if self._idle_timeout is None and now - started >= MAX_READ_PER_CALL.total_seconds():
-                yield ProcessContinuation.resume()
+                tracker.defer_remainder()
                 return
 
 

@@ -17,11 +17,14 @@ import boto3
 import pytest
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import trigger, window
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from tests.fixtures.moto_server import MotoServer
+from transforms import kinesis
 from transforms.events import SourceRecord
 from transforms.kinesis import (
     END_OF_SHARD,
@@ -340,9 +343,13 @@ def test_checkpoint_resume_neither_rereads_nor_skips(
     )
     read_fn.setup()
     shard = KinesisShard(stream=name, shard_id=shard_id)
-    tracker = ShardTracker(ShardRestriction(shard_id=shard_id, start=StartingPosition()))
+    tracker = ThreadsafeRestrictionTracker(
+        ShardTracker(ShardRestriction(shard_id=shard_id, start=StartingPosition()))
+    )
     estimator = ManualWatermarkEstimator(None)
-    outputs = read_fn.process(shard, tracker=tracker, watermark_estimator=estimator)
+    outputs = read_fn.process(
+        shard, tracker=RestrictionTrackerView(tracker), watermark_estimator=estimator
+    )
     first = [next(outputs).value for _ in range(7)]
     # What the runner does to checkpoint: split at the current position.
     split = tracker.try_split(0)
@@ -351,9 +358,13 @@ def test_checkpoint_resume_neither_rereads_nor_skips(
     first.extend(_values(outputs))
     assert residual.after_sequence == first[-1].sequence_number
 
-    resumed = ShardTracker(residual)
+    resumed = ThreadsafeRestrictionTracker(ShardTracker(residual))
     rest = _values(
-        read_fn.process(shard, tracker=resumed, watermark_estimator=ManualWatermarkEstimator(None))
+        read_fn.process(
+            shard,
+            tracker=RestrictionTrackerView(resumed),
+            watermark_estimator=ManualWatermarkEstimator(None),
+        )
     )
     resumed.check_done()
     assert [(r.data, r.sequence_number) for r in first] == in_shard[:7]
@@ -367,3 +378,196 @@ def test_source_record_of_kinesis_record() -> None:
     assert record.to_source_record() == SourceRecord(
         data=b"{}", source="kinesis:s/shardId-000000000001/49", arrival=arrival
     )
+
+
+class _Throttled(Exception):
+    pass
+
+
+class _Expired(Exception):
+    pass
+
+
+class _FakeKinesis:
+    """A scripted Kinesis client: each GetRecords answer is the next of `answers`.
+
+    An answer is a response dict or an exception class to raise. Iterator
+    requests are recorded so tests can check where reading resumed.
+    """
+
+    class exceptions:  # noqa: N801 - mirrors boto3's client.exceptions
+        ProvisionedThroughputExceededException = _Throttled
+        ExpiredIteratorException = _Expired
+
+    def __init__(self, answers: list[dict[str, Any] | type[Exception]]) -> None:
+        self._answers = list(answers)
+        self.iterator_requests: list[dict[str, Any]] = []
+        self.shards: list[dict[str, Any]] = []
+
+    def list_shards(self, **request: Any) -> dict[str, Any]:
+        return {"Shards": self.shards}
+
+    def get_shard_iterator(self, **request: Any) -> dict[str, str]:
+        self.iterator_requests.append(request)
+        return {"ShardIterator": f"it-{len(self.iterator_requests)}"}
+
+    def get_records(self, **request: Any) -> dict[str, Any]:
+        assert request["Limit"] <= 10_000
+        answer = self._answers.pop(0)
+        if isinstance(answer, type):
+            raise answer()
+        return answer
+
+
+ARRIVAL = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+
+def _records(*sequence_numbers: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "SequenceNumber": seq,
+            "Data": f"d{seq}".encode(),
+            "PartitionKey": f"k{seq}",
+            "ApproximateArrivalTimestamp": ARRIVAL + timedelta(seconds=int(seq)),
+        }
+        for seq in sequence_numbers
+    ]
+
+
+def _run_fake(
+    answers: list[dict[str, Any] | type[Exception]],
+    restriction: ShardRestriction = RESTRICTION,
+    idle_timeout: timedelta | None = None,
+) -> tuple[list[Any], ThreadsafeRestrictionTracker, ManualWatermarkEstimator, _FakeKinesis]:
+    client = _FakeKinesis(answers)
+    read_fn = _ReadShardFn(idle_timeout=idle_timeout, max_records=None, poll_interval=FAST_POLL)
+    read_fn._client = client
+    tracker = ThreadsafeRestrictionTracker(ShardTracker(restriction))
+    estimator = ManualWatermarkEstimator(None)
+    outputs = list(
+        read_fn.process(
+            KinesisShard("s", restriction.shard_id),
+            tracker=RestrictionTrackerView(tracker),
+            watermark_estimator=estimator,
+        )
+    )
+    return outputs, tracker, estimator, client
+
+
+def test_closed_shard_read_to_its_end_ends_the_restriction() -> None:
+    outputs, tracker, estimator, _ = _run_fake(
+        [
+            {"Records": _records("1", "2"), "NextShardIterator": "next", "MillisBehindLatest": 0},
+            {"Records": _records("3"), "MillisBehindLatest": 0},
+        ]
+    )
+    assert [output.value.sequence_number for output in outputs] == ["1", "2", "3"]
+    assert outputs[0].value.partition_key == "k1"
+    assert tracker.current_restriction() == ShardRestriction(
+        "s0", StartingPosition(), after_sequence="3", finished=True
+    )
+    tracker.check_done()
+    assert estimator.current_watermark() == Timestamp.from_utc_datetime(
+        ARRIVAL + timedelta(seconds=3)
+    )
+
+
+def test_throttling_checkpoints_and_resumes_later() -> None:
+    outputs, tracker, _, _ = _run_fake(
+        [{"Records": _records("1"), "NextShardIterator": "next"}, _Throttled]
+    )
+    assert [output.value.sequence_number for output in outputs] == ["1"]
+    deferred = tracker.deferred_status()
+    assert deferred is not None
+    residual, delay = deferred
+    assert residual == ShardRestriction("s0", StartingPosition(), after_sequence="1")
+    assert Duration.of(0) < delay <= Duration.of(1)
+    tracker.check_done()
+
+
+def test_expired_iterator_is_recreated_after_the_last_record() -> None:
+    _, tracker, _, client = _run_fake(
+        [
+            {"Records": _records("4"), "NextShardIterator": "next"},
+            _Expired,
+            {"Records": _records("5")},
+        ],
+        restriction=ShardRestriction("s0", StartingPosition(), after_sequence="3"),
+    )
+    assert [request.get("StartingSequenceNumber") for request in client.iterator_requests] == [
+        "3",
+        "4",
+    ]
+    assert {request["ShardIteratorType"] for request in client.iterator_requests} == {
+        "AFTER_SEQUENCE_NUMBER"
+    }
+    assert tracker.current_restriction().after_sequence == "5"
+
+
+def test_at_timestamp_starts_the_iterator_at_that_time() -> None:
+    start = StartingPosition(kind="AT_TIMESTAMP", timestamp=ARRIVAL)
+    _, _, _, client = _run_fake([{"Records": []}], restriction=ShardRestriction("s0", start))
+    assert client.iterator_requests == [
+        {
+            "StreamName": "s",
+            "ShardId": "s0",
+            "ShardIteratorType": "AT_TIMESTAMP",
+            "Timestamp": ARRIVAL,
+        }
+    ]
+
+
+def test_idle_caught_up_shard_advances_its_watermark_and_polls_again() -> None:
+    before = datetime.now(UTC)
+    outputs, tracker, estimator, _ = _run_fake(
+        [{"Records": [], "NextShardIterator": "next", "MillisBehindLatest": 0}]
+    )
+    assert outputs == []
+    deferred = tracker.deferred_status()
+    assert deferred is not None
+    assert deferred[0] == RESTRICTION
+    assert deferred[1] <= Duration.of(0.2)
+    watermark = estimator.current_watermark()
+    assert watermark is not None
+    assert watermark.to_utc_datetime(has_tz=True) >= before - timedelta(seconds=6)
+
+
+def test_idle_timeout_ends_a_quiet_shard() -> None:
+    quiet = {"Records": [], "NextShardIterator": "next", "MillisBehindLatest": 0}
+    outputs, tracker, _, _ = _run_fake([quiet] * 20, idle_timeout=timedelta(seconds=0.3))
+    assert outputs == []
+    tracker.check_done()
+
+
+def test_runner_resumes_throttled_and_idle_shard_until_it_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caught_up = {"NextShardIterator": "next", "MillisBehindLatest": 0}
+    client = _FakeKinesis(
+        [
+            {"Records": _records("1", "2"), **caught_up},
+            _Throttled,
+            {"Records": _records("3"), **caught_up},
+            {"Records": [], **caught_up},
+            {"Records": _records("4"), "MillisBehindLatest": 0},
+        ]
+    )
+    client.shards = [
+        {
+            "ShardId": "s0",
+            "SequenceNumberRange": {"StartingSequenceNumber": "1", "EndingSequenceNumber": "4"},
+        }
+    ]
+    monkeypatch.setattr(kinesis, "_kinesis_client", lambda: client)
+    # No idle_timeout: only the shard closing ends this read, after two runner resumes.
+    with _pipeline() as pipeline:
+        records = _read(pipeline, ReadFromKinesis("s", poll_interval=FAST_POLL))
+        assert_that(
+            records | "KeepSources" >> beam.Map(lambda r: r.source),
+            equal_to([f"kinesis:s/s0/{seq}" for seq in "1234"]),
+        )
+    assert [request.get("StartingSequenceNumber") for request in client.iterator_requests] == [
+        None,
+        "2",
+        "3",
+    ]
