@@ -238,7 +238,9 @@ def _payment_intent_fact(meta: EventMeta, intent: Mapping[str, Any], *, succeede
         charge = latest
     embedded = (intent.get("charges") or {}).get("data") or []
     if charge is None and embedded:
-        charge = embedded[-1]
+        # Stripe lists newest first; prefer the attempt that matches the event.
+        wanted = "succeeded" if succeeded else "failed"
+        charge = next((c for c in embedded if c.get("status") == wanted), embedded[0])
     if charge is None and not succeeded:
         error = intent.get("last_payment_error") or {}
         charge_id = _id_of(error.get("charge")) or _id_of(latest)

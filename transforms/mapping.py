@@ -111,7 +111,7 @@ def parse_query_parameters(value: str | None) -> tuple[tuple[QueryParameter, ...
 
 def consent_override(payment: Payment) -> bool | None:
     """The reader's explicit choice at checkout, which overrides the default."""
-    explicit = payment.session.metadata.get("similarProductsConsent")
+    explicit = (payment.session.metadata.get("similarProductsConsent") or "").strip().lower()
     if explicit in ("true", "false"):
         return explicit == "true"
     promotions = payment.session.consent_promotions

@@ -515,7 +515,7 @@ def test_campaign_codes_are_split_and_trimmed(
         (None, "opt_out", False),
         (None, None, None),
         ("yes", "opt_in", True),
-        ("TRUE", None, None),
+        (" TRUE ", "opt_out", True),
     ],
     ids=[
         "metadata-true-beats-opt-out",
@@ -526,7 +526,7 @@ def test_campaign_codes_are_split_and_trimmed(
         "promotions-opt-out",
         "neither-is-null",
         "unreadable-metadata-falls-back",
-        "upper-case-metadata-ignored",
+        "metadata-case-and-spaces-ignored",
     ],
 )
 def test_soft_opt_in_consent_override(
