@@ -734,3 +734,29 @@ def test_classify_errors(event_type: str, obj: dict[str, Any], reason: str, mess
         classify(event("evt_e", event_type, obj))
 
     assert (caught.value.reason, str(caught.value)) == (reason, message)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "succeeded", "expected_charge"),
+    [
+        ("payment_intent.succeeded", True, "ch_new"),
+        ("payment_intent.payment_failed", False, "ch_old"),
+    ],
+    ids=["succeeded-picks-the-succeeded-attempt", "failed-picks-the-failed-attempt"],
+)
+def test_legacy_charges_list_picks_the_attempt_matching_the_event(
+    event_type: str, succeeded: bool, expected_charge: str
+) -> None:
+    # Stripe lists newest first: a retry that succeeded after a failed attempt.
+    charges = [
+        charge_object(charge_id="ch_new", card_country="FR", status="succeeded"),
+        charge_object(charge_id="ch_old", card_country="DE", status="failed"),
+    ]
+    intent = payment_intent_object(legacy_charges=charges)
+    fact = classify(event("evt_pi", event_type, intent, api_version=LEGACY_API))
+    assert isinstance(fact, ChargeFact)
+    assert (fact.charge_id, fact.succeeded, fact.card_country) == (
+        expected_charge,
+        succeeded,
+        "FR" if succeeded else "DE",
+    )
