@@ -7,6 +7,7 @@ bounded with `idle_timeout` so the FnApiRunner finishes.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ from transforms.kinesis import (
     ShardRestriction,
     ShardTracker,
     StartingPosition,
+    _ListShardsFn,
     _ReadShardFn,
     readable_shards,
 )
@@ -570,4 +572,25 @@ def test_runner_resumes_throttled_and_idle_shard_until_it_closes(
         None,
         "2",
         "3",
+    ]
+
+
+def test_list_shards_emits_readable_shards_and_warns_about_waiting_children(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = _FakeKinesis([])
+    client.shards = [
+        {"ShardId": "p", "SequenceNumberRange": {"EndingSequenceNumber": "9"}},
+        {"ShardId": "a", "ParentShardId": "p"},
+        {"ShardId": "b", "ParentShardId": "p"},
+        {"ShardId": "q", "ParentShardId": "expired"},
+    ]
+    list_fn = _ListShardsFn("s", StartingPosition(kind="LATEST"))
+    list_fn._client = client
+    with caplog.at_level(logging.WARNING, logger=kinesis.__name__):
+        shards = list(list_fn.process(b""))
+    latest = StartingPosition(kind="LATEST")
+    assert shards == [KinesisShard("s", "p", latest), KinesisShard("s", "q", latest)]
+    assert [record.getMessage() for record in caplog.records] == [
+        "Stream s: shards a, b wait for undrained parents and are not read"
     ]
