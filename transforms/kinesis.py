@@ -29,8 +29,9 @@ ListShards, which shards may be read: a child only after all its parents
 present in the listing are drained. This version lists the shards once, when
 the read starts, and reads those whose parents are gone (past retention) or
 absent; children of shards that close while the job runs, or that are still
-closed-but-undrained at start, are **not yet read**: each such case logs a
-warning naming the shards and counts `kinesis_shards_drained`.
+closed-but-undrained at start, are **not yet read**: both cases log a warning
+naming the shards (a shard drained while running also counts
+`kinesis_shards_drained`), so the gap is never silent.
 
 Watermark: per shard, the latest ApproximateArrivalTimestamp read; a shard
 that is caught up (an empty GetRecords with MillisBehindLatest == 0) advances
@@ -345,12 +346,8 @@ class _ListShardsFn(beam.DoFn):
         _LOG.info(
             "Stream %s: %d shards listed, %d readable", self._stream, len(shards), len(readable)
         )
-        waiting = sorted(
-            shard.shard_id
-            for shard in shards
-            if shard not in readable
-            and any(parent in {s.shard_id for s in shards} for parent in shard.parents)
-        )
+        # With nothing drained yet, every shard not readable waits for a parent.
+        waiting = sorted(shard.shard_id for shard in shards if shard not in readable)
         if waiting:
             # Reading them needs their parents' drain to be observed, which this
             # version does not do yet: say so instead of losing them silently.
