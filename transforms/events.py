@@ -24,12 +24,14 @@ class SourceRecord:
     `<file>@<byte offset in the decompressed stream>` for the archive,
     `kinesis:<stream>/<shard id>/<sequence number>` for Kinesis.
     `arrival` is when the record reached AWS (Kinesis approximate arrival
-    time); None when the source does not know it.
+    time); None when the source does not know it. `partition_key` is the
+    Kinesis partition key, None for the archive.
     """
 
     data: bytes
     source: str
     arrival: datetime | None = None
+    partition_key: str | None = None
 
 
 @dataclass(frozen=True)
