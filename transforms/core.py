@@ -9,19 +9,22 @@ Steps, with the delivery guarantee each gives:
 
 1. ClassifyEvents: each event becomes one fact (`transforms.facts`); an
    unreadable payload of a type we handle becomes a dead letter.
-2. DeduplicateEvents: one copy per Stripe event id (`evt_...`), so
-   redeliveries, EventBridge replays and exported copies count once. On a
-   bounded input all copies are grouped and the best one kept (a copy with an
+2. On a bounded input (the backfill): GroupByPayment, FoldPayments. Every
+   copy of every fact is grouped by its join key (PaymentIntent id for
+   session and charge facts, event id otherwise) in one shuffle; copies are
+   reduced to one per Stripe event id (`evt_...`), so redeliveries,
+   EventBridge replays and exported copies count once (a copy with an
    EventBridge envelope beats a bare export, since only it names the
-   account); on an unbounded input the first copy wins and the id is
-   remembered for `dedupe_horizon` of event time.
-3. RouteFacts: skips are counted, refunds and disputes are final
+   account), and each payment is decided as if event time had passed every
+   deadline. No state or timers: that is what keeps the backfill fast.
+3. On an unbounded input (the streaming job): DeduplicateEvents keeps the
+   first copy of an event id and remembers it for `dedupe_horizon` of event
+   time; RouteFacts counts skips and passes refunds and disputes on as final
    adjustments (no per-payment state: they can come months later, or before
-   the payment), session and charge facts are keyed by PaymentIntent id.
-4. JoinPayments: per-PaymentIntent state and event-time timers
-   (`transforms.payment` holds the rules): charge wait, then a settlement
-   timeout after which the state is dropped.
-5. BuildRecords: one settled payment -> at most one record of each kind.
+   the payment); JoinPayments keeps per-PaymentIntent state with event-time
+   timers (charge wait, then a settlement timeout after which the state is
+   dropped). Both paths apply the same rules (`transforms.payment`).
+4. BuildRecords: one settled payment -> at most one record of each kind.
 
 Outputs (all in `CoreOutputs`): contributions, acquisitions,
 payment_adjustments, contributions_store, supporter_product_data,
@@ -140,21 +143,21 @@ class ClassifyEventsFn(beam.DoFn):
         yield event.id, fact
 
 
-def _copy_rank(fact: Fact) -> tuple[bool, str]:
-    # A copy that names its account wins; the rest is only a stable tie-break.
-    account = fact.account if isinstance(fact, PaymentAdjustment) else fact.meta.account
-    return account is None, repr(fact)
+def best_copy(copies: list[Fact]) -> Fact:
+    """The copy of one Stripe event to keep: one that names its account wins.
 
+    Copies of an event differ only in what delivered them (a bare API export
+    has no EventBridge source, hence no account); the rest of the ranking is
+    a stable tie-break so that re-runs pick the same copy.
+    """
+    if len(copies) == 1:
+        return copies[0]
 
-class KeepBestCopyFn(beam.DoFn):
-    """(event id, [Fact, ...]) -> the one copy to keep (bounded inputs)."""
+    def rank(fact: Fact) -> tuple[bool, str]:
+        account = fact.account if isinstance(fact, PaymentAdjustment) else fact.meta.account
+        return account is None, repr(fact)
 
-    def process(self, element: tuple[str, Iterable[Fact]]) -> Iterator[Fact]:
-        _, copies = element
-        copies = list(copies)
-        if len(copies) > 1:
-            metrics.inc(metrics.SKIPPED_PREFIX + "duplicate", len(copies) - 1)
-        yield min(copies, key=_copy_rank)
+    return min(copies, key=rank)
 
 
 class KeepFirstCopyFn(beam.DoFn):
@@ -186,19 +189,13 @@ class KeepFirstCopyFn(beam.DoFn):
 
 
 class DeduplicateEvents(beam.PTransform):
-    """PCollection[(event id, Fact)] -> PCollection[Fact], one per event id."""
+    """PCollection[(event id, Fact)] (unbounded) -> PCollection[Fact], one per event id."""
 
     def __init__(self, horizon: timedelta) -> None:
         super().__init__()
         self._horizon = horizon
 
     def expand(self, keyed: PCollection) -> PCollection:
-        if keyed.is_bounded:
-            return (
-                keyed
-                | "GroupCopies" >> beam.GroupByKey()
-                | "KeepBestCopy" >> beam.ParDo(KeepBestCopyFn())
-            )
         return keyed | "KeepFirstCopy" >> beam.ParDo(
             KeepFirstCopyFn(self._horizon)
         ).with_input_types(KV[str, Any])
@@ -268,61 +265,147 @@ class JoinPaymentsFn(beam.DoFn):
     def expired(self, stored: Any = beam.DoFn.StateParam(STATE)) -> Iterator[object]:
         state: PaymentState | None = stored.read()
         stored.clear()
-        if state is None:
-            return
-        state, outputs = self._settle_late(state)
-        yield from outputs
-        if state.completed:
-            return
-        if state.sessions:
-            yield self._dead_letter(state, "payment_not_settled", "no settlement before timeout")
-        else:
-            metrics.inc(metrics.CHARGES_WITHOUT_SESSION)
+        if state is not None:
+            yield from close_payment(state, self._charge_wait)
 
     def _settle_late(self, state: PaymentState) -> tuple[PaymentState, list[object]]:
-        """Completes a payment whose charge deadline passed, with what is known."""
-        decision = decide(state, charge_wait=self._charge_wait, deadline_passed=True)
-        if decision.verdict is Verdict.COMPLETE:
-            return _completed(state), list(self._emit(decision.payment))
-        if decision.verdict is Verdict.CHARGE_MISSING:
-            letter = self._dead_letter(state, "charge_missing", "no charge id by the deadline")
-            return _completed(state), [letter]
-        return state, []
+        return settle_late(state, self._charge_wait)
 
     def _emit(self, payment: Payment | None) -> Iterator[Payment]:
         assert payment is not None
-        metrics.inc(metrics.PAYMENTS_PREFIX + payment.status.lower())
-        yield payment
+        yield emitted(payment)
 
     def _dead_letter(self, state: PaymentState, reason: str, error: str) -> TaggedOutput:
-        metrics.inc(metrics.PAYMENTS_PREFIX + "dead_lettered_" + reason)
-        session = settlement(state) or min(state.sessions, key=lambda s: s.meta.event_id)
-        # A summary without personal data; the events themselves are in the archive.
-        raw = json.dumps(
-            {
-                "payment_intent": session.payment_intent_id,
-                "checkout_session": session.session_id,
-                "amount_minor": session.amount_minor,
-                "currency": session.currency,
-                "events": sorted(
-                    [s.meta.event_id for s in state.sessions]
-                    + [c.meta.event_id for c in state.charges]
-                ),
-            },
-            sort_keys=True,
-        )
-        return TaggedOutput(
-            DEAD_LETTERS,
-            make_dead_letter(
-                step="join_payment",
-                reason=reason,
-                error=error,
-                raw=raw,
-                source=f"payment_intent:{session.payment_intent_id}",
-                event_id=session.meta.event_id,
-                time=None,
+        return payment_dead_letter(state, reason, error)
+
+
+PAYMENT_KEY = "payment_intent:"
+EVENT_KEY = "event:"
+
+
+def join_key(element: tuple[str, Fact]) -> tuple[str, Fact | str]:
+    """(event id, fact) -> (join key, fact or skip reason), for the bounded path.
+
+    Payment facts group by PaymentIntent, everything else by event id; a
+    skip travels as its reason alone, since only its copies are counted.
+    """
+    event_id, fact = element
+    if isinstance(fact, SessionFact | ChargeFact):
+        return PAYMENT_KEY + fact.payment_intent_id, fact
+    if isinstance(fact, Skip):
+        return EVENT_KEY + event_id, fact.reason
+    return EVENT_KEY + event_id, fact
+
+
+class FoldPaymentsFn(beam.DoFn):
+    """(join key, [Fact | skip reason]) -> Payment; ADJUSTMENTS; DEAD_LETTERS. Bounded input.
+
+    With the whole input at hand, one group holds every copy of every fact of
+    a PaymentIntent: copies are reduced to one per event id (`best_copy`),
+    and the payment is decided as the streaming join would once event time
+    has passed every deadline (`transforms.payment.decide`, then
+    `close_payment`). No state or timers, so no per-element state traffic.
+    """
+
+    def __init__(self, charge_wait: timedelta) -> None:
+        self._charge_wait = int(charge_wait.total_seconds())
+
+    def process(self, element: tuple[str, Iterable[Fact | str]]) -> Iterator[object]:
+        key, grouped = element
+        values = list(grouped)
+        if key.startswith(PAYMENT_KEY):
+            yield from self._fold_payment(values)
+            return
+        if len(values) > 1:
+            metrics.inc(metrics.SKIPPED_PREFIX + "duplicate", len(values) - 1)
+        first = values[0]
+        if isinstance(first, str):
+            metrics.inc(metrics.SKIPPED_PREFIX + first)
+            return
+        metrics.inc(metrics.PROCESSED)
+        yield TaggedOutput(ADJUSTMENTS, best_copy([v for v in values if not isinstance(v, str)]))
+
+    def _fold_payment(self, values: list[Any]) -> Iterator[object]:
+        copies: dict[str, list[Fact]] = {}
+        for fact in values:
+            copies.setdefault(fact.meta.event_id, []).append(fact)
+        duplicates = len(values) - len(copies)
+        if duplicates:
+            metrics.inc(metrics.SKIPPED_PREFIX + "duplicate", duplicates)
+        metrics.inc(metrics.PROCESSED, len(copies))
+        sessions: list[SessionFact] = []
+        charges: list[ChargeFact] = []
+        for event_id in sorted(copies):
+            kept = best_copy(copies[event_id])
+            if isinstance(kept, SessionFact):
+                sessions.append(kept)
+            elif isinstance(kept, ChargeFact):
+                charges.append(kept)
+        state = PaymentState(sessions=tuple(sessions), charges=tuple(charges))
+        decision = decide(state, charge_wait=self._charge_wait, deadline_passed=False)
+        if decision.verdict is Verdict.COMPLETE:
+            assert decision.payment is not None
+            yield emitted(decision.payment)
+            return
+        yield from close_payment(state, self._charge_wait)
+
+
+def emitted(payment: Payment) -> Payment:
+    metrics.inc(metrics.PAYMENTS_PREFIX + payment.status.lower())
+    return payment
+
+
+def settle_late(state: PaymentState, charge_wait: int) -> tuple[PaymentState, list[object]]:
+    """Completes a payment whose charge deadline passed, with what is known."""
+    decision = decide(state, charge_wait=charge_wait, deadline_passed=True)
+    if decision.verdict is Verdict.COMPLETE:
+        assert decision.payment is not None
+        return _completed(state), [emitted(decision.payment)]
+    if decision.verdict is Verdict.CHARGE_MISSING:
+        letter = payment_dead_letter(state, "charge_missing", "no charge id by the deadline")
+        return _completed(state), [letter]
+    return state, []
+
+
+def close_payment(state: PaymentState, charge_wait: int) -> list[object]:
+    """What a payment's state yields when it is dropped (input ended or timed out)."""
+    state, outputs = settle_late(state, charge_wait)
+    if state.completed:
+        return outputs
+    if state.sessions:
+        return [payment_dead_letter(state, "payment_not_settled", "no settlement before timeout")]
+    metrics.inc(metrics.CHARGES_WITHOUT_SESSION)
+    return []
+
+
+def payment_dead_letter(state: PaymentState, reason: str, error: str) -> TaggedOutput:
+    metrics.inc(metrics.PAYMENTS_PREFIX + "dead_lettered_" + reason)
+    session = settlement(state) or min(state.sessions, key=lambda s: s.meta.event_id)
+    # A summary without personal data; the events themselves are in the archive.
+    raw = json.dumps(
+        {
+            "payment_intent": session.payment_intent_id,
+            "checkout_session": session.session_id,
+            "amount_minor": session.amount_minor,
+            "currency": session.currency,
+            "events": sorted(
+                [s.meta.event_id for s in state.sessions] + [c.meta.event_id for c in state.charges]
             ),
-        )
+        },
+        sort_keys=True,
+    )
+    return TaggedOutput(
+        DEAD_LETTERS,
+        make_dead_letter(
+            step="join_payment",
+            reason=reason,
+            error=error,
+            raw=raw,
+            source=f"payment_intent:{session.payment_intent_id}",
+            event_id=session.meta.event_id,
+            time=None,
+        ),
+    )
 
 
 def _completed(state: PaymentState) -> PaymentState:
@@ -381,17 +464,31 @@ class ProcessStripeEvents(beam.PTransform):
         classified = events | "ClassifyEvents" >> beam.ParDo(
             ClassifyEventsFn(self._include_test_mode)
         ).with_output_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main=PAYMENT_FACTS)
-        routed = (
-            classified[PAYMENT_FACTS]
-            | "DeduplicateEvents" >> DeduplicateEvents(self._dedupe_horizon)
-            | "RouteFacts"
-            >> beam.ParDo(RouteFactsFn())
-            .with_output_types(KV[str, Any])
-            .with_outputs(ADJUSTMENTS, main="keyed")
-        )
-        joined = routed["keyed"] | "JoinPayments" >> beam.ParDo(
-            JoinPaymentsFn(self._charge_wait, self._settlement_timeout)
-        ).with_input_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main="payments")
+        if events.is_bounded:
+            # One shuffle: group every copy of every fact by its join key.
+            joined = (
+                classified[PAYMENT_FACTS]
+                | "KeyByPayment" >> beam.Map(join_key)
+                | "GroupByPayment" >> beam.GroupByKey()
+                | "FoldPayments"
+                >> beam.ParDo(FoldPaymentsFn(self._charge_wait)).with_outputs(
+                    DEAD_LETTERS, ADJUSTMENTS, main="payments"
+                )
+            )
+            adjustments = joined[ADJUSTMENTS]
+        else:
+            routed = (
+                classified[PAYMENT_FACTS]
+                | "DeduplicateEvents" >> DeduplicateEvents(self._dedupe_horizon)
+                | "RouteFacts"
+                >> beam.ParDo(RouteFactsFn())
+                .with_output_types(KV[str, Any])
+                .with_outputs(ADJUSTMENTS, main="keyed")
+            )
+            joined = routed["keyed"] | "JoinPayments" >> beam.ParDo(
+                JoinPaymentsFn(self._charge_wait, self._settlement_timeout)
+            ).with_input_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main="payments")
+            adjustments = routed[ADJUSTMENTS]
         records = joined["payments"] | "BuildRecords" >> beam.ParDo(BuildRecordsFn()).with_outputs(
             ACQUISITIONS,
             CONTRIBUTIONS_STORE,
@@ -407,7 +504,7 @@ class ProcessStripeEvents(beam.PTransform):
         return CoreOutputs(
             contributions=records["contributions"],
             acquisitions=records[ACQUISITIONS],
-            payment_adjustments=routed[ADJUSTMENTS],
+            payment_adjustments=adjustments,
             contributions_store=records[CONTRIBUTIONS_STORE],
             supporter_product_data=records[SUPPORTER_ITEMS],
             thank_you_emails=records[THANK_YOU_EMAILS],
