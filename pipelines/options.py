@@ -152,3 +152,114 @@ class BackfillOptions(PipelineOptions):
             "arrival_margin_before": timedelta(hours=self.arrival_margin_before_hours),
             "arrival_margin_after": timedelta(hours=self.arrival_margin_after_hours),
         }
+
+
+def positive_integer(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def iso_time_text(text: str) -> str:
+    """Checks an ISO 8601 time and keeps it as text.
+
+    Options travel to Dataflow as JSON, which has no datetime; the value is
+    parsed with `utc_datetime` when the transform's arguments are built.
+    """
+    utc_datetime(text)
+    return text
+
+
+#: Where a shard is read from when the job starts, as `transforms.kinesis` names them.
+INITIAL_POSITIONS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
+
+
+class KinesisOptions(PipelineOptions):
+    """Where the streaming job reads from, and the optional bounds of a test or demo read.
+
+    `--kinesis_stream` is required by the streaming job, but not declared
+    `required` to argparse: Beam parses every options class's flags for every
+    job, so a required flag here would break the backfill. `kinesis_arguments`
+    checks it instead.
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("kinesis")
+        group.add_argument(
+            "--kinesis_stream",
+            default=None,
+            help="Required. The Kinesis data stream EventBridge puts the Stripe events on: a "
+            "stream name or an ARN (arn:aws:kinesis:...). Credentials, region and endpoint come "
+            "from the standard AWS configuration (e.g. AWS_PROFILE, AWS_ENDPOINT_URL).",
+        )
+        group.add_argument(
+            "--initial_position",
+            choices=INITIAL_POSITIONS,
+            default="TRIM_HORIZON",
+            help="Where each shard is read from when the job starts: the oldest record kept "
+            "(TRIM_HORIZON), only new records (LATEST), or --initial_timestamp (AT_TIMESTAMP). "
+            "Default: %(default)s.",
+        )
+        group.add_argument(
+            "--initial_timestamp",
+            type=iso_time_text,
+            default=None,
+            help="With --initial_position AT_TIMESTAMP (and only with it): read records that "
+            "arrived at or after this time (ISO 8601, UTC unless an offset is given).",
+        )
+        group.add_argument(
+            "--idle_timeout_s",
+            type=positive_number,
+            default=None,
+            help="Tests and demos: end each shard after this many seconds without a new "
+            "record, which makes the run end. Off by default: the job runs until stopped.",
+        )
+        group.add_argument(
+            "--max_records",
+            type=positive_integer,
+            default=None,
+            help="Tests and demos: end each shard after this many records. Off by default.",
+        )
+        group.add_argument(
+            "--load_interval_s",
+            type=positive_integer,
+            default=60,
+            help="How often (processing time) the records that arrived since the last load "
+            "are loaded into the warehouse; a last load follows the end of a bounded read. "
+            "Default: %(default)s.",
+        )
+
+    def read_is_bounded(self) -> bool:
+        """True when a test bound (`--idle_timeout_s`, `--max_records`) ends the read."""
+        return self.idle_timeout_s is not None or self.max_records is not None
+
+    def kinesis_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for `ReadFromKinesis`; ValueError names a bad combination."""
+        if not self.kinesis_stream:
+            raise ValueError("--kinesis_stream is required (a stream name or ARN)")
+        at_timestamp = self.initial_position == "AT_TIMESTAMP"
+        if at_timestamp != (self.initial_timestamp is not None):
+            raise ValueError(
+                "--initial_timestamp is required with --initial_position AT_TIMESTAMP "
+                "and only with it"
+            )
+        return {
+            "stream": self.kinesis_stream,
+            "initial_position": self.initial_position,
+            "initial_timestamp": (
+                utc_datetime(self.initial_timestamp) if self.initial_timestamp else None
+            ),
+            "idle_timeout": (
+                timedelta(seconds=self.idle_timeout_s) if self.idle_timeout_s is not None else None
+            ),
+            "max_records": self.max_records,
+        }
+
+    def load_interval(self) -> timedelta:
+        """How often the streaming job loads the warehouse (processing time)."""
+        return timedelta(seconds=self.load_interval_s)

@@ -62,7 +62,7 @@ class Job:
 #: Job name -> how to build it. A job joins the check with one line here and a golden file.
 JOBS: dict[str, Job] = {
     "backfill": Job("pipelines.backfill"),
-    # "streaming": Job("pipelines.streaming", ("--streaming",)),
+    "streaming": Job("pipelines.streaming", ("--streaming", "--kinesis_stream=stripe-events")),
 }
 
 
