@@ -1,5 +1,7 @@
 """Shared pytest fixtures: each lives in `tests/fixtures/` and is re-exported here."""
 
+from tests.fixtures.aws_faults import aws_faults
 from tests.fixtures.moto_server import moto_server
 
 __all__ = ["moto_server"]
+__all__ += ["aws_faults"]

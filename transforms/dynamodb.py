@@ -1,0 +1,403 @@
+"""Write `SupporterProductData` items to the DynamoDB supporter data store.
+
+`WriteSupporterItems(table_name)` takes a `PCollection[SupporterProductData]`
+(bounded or unbounded) and returns `WriteSupporterResult`:
+
+- `written`: the `subscription_name` of every item the table now holds
+  (tag `WRITTEN_TAG`);
+- `dead_letters`: a `DeadLetter` (step `write_supporter_item`) for every item
+  that could not be written: invalid against its schema (`invalid_record`),
+  rejected by DynamoDB (`rejected`), or still failing after all retries
+  (`retries_exhausted`). `raw` is the item as JSON, so it can be re-driven.
+
+Every input element ends on exactly one of the two outputs.
+
+Delivery guarantee: **effectively once**. Each item is written with an
+`UpdateItem` keyed by (`identityId`, `subscriptionName`) that sets every
+attribute to a value that depends only on the payment, so a redelivered,
+replayed or retried item rewrites the same values and a repeat is harmless.
+Attributes other systems may add to the item are left alone.
+
+Items are buffered per bundle and written in batches of `batch_size`; the
+items of a batch that fail with a throttling or transient error
+(`RETRYABLE_ERROR_CODES`, HTTP 5xx, connection errors and timeouts) are
+retried together, up to `max_attempts` attempts, after an exponential backoff
+with full jitter (`Backoff`). botocore's own retries are turned off so that
+this is the only retry policy. Other errors are not retried.
+
+The table is infrastructure: the job never creates it. `check_supporter_table`
+runs in `DoFn.setup()` and stops the job with `SinkConfigurationError` when
+the table is missing or its key schema is not (`identityId` HASH,
+`subscriptionName` RANGE).
+
+Credentials, region and endpoint come from the standard AWS chain (boto3's
+default session; `AWS_ENDPOINT_URL` for local servers). Logs and counters
+carry counts, table names and error codes only: never item values.
+
+Run the tests with `.venv/bin/pytest tests/transforms/test_dynamodb.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import boto3
+import botocore.config
+import botocore.exceptions
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import BoundedWindow
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
+
+from schemas.records import DeadLetter, SupporterProductData
+from schemas.rows import RowValidationError, to_bigquery_json_row, validate
+from transforms.events import make_dead_letter
+from transforms.metrics import NAMESPACE
+
+_LOG = logging.getLogger(__name__)
+
+WRITE_SUPPORTER_STEP = "write_supporter_item"
+WRITTEN_TAG = "written"
+DEAD_LETTERS_TAG = "dead_letters"
+
+INVALID_RECORD = "invalid_record"
+REJECTED = "rejected"
+RETRIES_EXHAUSTED = "retries_exhausted"
+
+#: The key schema the supporter table must have: (attribute, key type).
+SUPPORTER_KEY_SCHEMA = (("identityId", "HASH"), ("subscriptionName", "RANGE"))
+
+#: Error codes worth retrying: throttling and server-side transient failures.
+RETRYABLE_ERROR_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TransactionConflictException",
+        "InternalServerError",
+        "InternalFailure",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+    }
+)
+
+#: botocore retries nothing: `Backoff` is the one retry policy.
+CLIENT_CONFIG = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"})
+
+
+class SinkConfigurationError(RuntimeError):
+    """A sink's infrastructure (table, queue) is missing or not as the job expects."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry policy: at most `max_attempts` attempts, full-jitter exponential delays.
+
+    The delay before attempt n+1 (n >= 1) is uniform in
+    [0, min(max_delay, initial_delay * 2 ** (n - 1))] seconds.
+    """
+
+    max_attempts: int = 8
+    initial_delay: float = 0.1
+    max_delay: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.initial_delay < 0 or self.max_delay < self.initial_delay:
+            raise ValueError("need 0 <= initial_delay <= max_delay")
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        return rng.uniform(0.0, min(self.max_delay, self.initial_delay * 2 ** (attempt - 1)))
+
+
+def error_code(error: Exception) -> str:
+    """A short code for an AWS call failure: the service's code or the exception class."""
+    if isinstance(error, botocore.exceptions.ClientError):
+        return str(error.response.get("Error", {}).get("Code") or "ClientError")
+    return type(error).__name__
+
+
+def is_retryable(error: Exception) -> bool:
+    """True for throttling, server-side and connection failures, which may pass on retry."""
+    if isinstance(error, botocore.exceptions.ClientError):
+        if error_code(error) in RETRYABLE_ERROR_CODES:
+            return True
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return isinstance(status, int) and status >= 500
+    return isinstance(
+        error,
+        botocore.exceptions.ConnectionError
+        | botocore.exceptions.HTTPClientError
+        | botocore.exceptions.ReadTimeoutError,
+    )
+
+
+def call_with_retries(call: Callable[[], Any], backoff: Backoff, rng: random.Random) -> Any:
+    """`call()`, retried on retryable errors per `backoff`; the last error is raised."""
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+            if attempt >= backoff.max_attempts or not is_retryable(error):
+                raise
+            time.sleep(backoff.delay(attempt, rng))
+            attempt += 1
+
+
+def dynamodb_client() -> Any:
+    """A DynamoDB client from the standard AWS chain, without botocore retries."""
+    return boto3.session.Session().client("dynamodb", config=CLIENT_CONFIG)
+
+
+def check_table_key(
+    table_name: str, key_schema: Sequence[tuple[str, str]], client: Any | None = None
+) -> None:
+    """Raise `SinkConfigurationError` unless `table_name` exists with exactly `key_schema`.
+
+    `key_schema` is ((attribute, "HASH"), (attribute, "RANGE")?) in order.
+    """
+    client = client or dynamodb_client()
+    expected = ", ".join(f"{name} {kind}" for name, kind in key_schema)
+    try:
+        table = client.describe_table(TableName=table_name)["Table"]
+    except botocore.exceptions.ClientError as error:
+        if error_code(error) == "ResourceNotFoundException":
+            raise SinkConfigurationError(
+                f"DynamoDB table {table_name!r} does not exist; the job does not create it: "
+                f"provision it with key ({expected})"
+            ) from None
+        raise
+    found = tuple(
+        (key["AttributeName"], key["KeyType"])
+        for key in sorted(table["KeySchema"], key=lambda key: key["KeyType"] != "HASH")
+    )
+    if found != tuple(key_schema):
+        shown = ", ".join(f"{name} {kind}" for name, kind in found)
+        raise SinkConfigurationError(
+            f"DynamoDB table {table_name!r} has key ({shown}); expected ({expected})"
+        )
+
+
+def check_supporter_table(table_name: str, client: Any | None = None) -> None:
+    """Raise `SinkConfigurationError` unless the supporter table is usable.
+
+    It must exist with key (`identityId` HASH, `subscriptionName` RANGE).
+    """
+    check_table_key(table_name, SUPPORTER_KEY_SCHEMA, client)
+
+
+def supporter_item_key(item: SupporterProductData) -> dict[str, dict[str, str]]:
+    """The DynamoDB key of the item."""
+    return {
+        "identityId": {"S": item.identity_id},
+        "subscriptionName": {"S": item.subscription_name},
+    }
+
+
+def supporter_item_attributes(item: SupporterProductData) -> dict[str, dict[str, str]]:
+    """The non-key attributes of the item, as DynamoDB attribute values.
+
+    Dates are ISO `YYYY-MM-DD` strings; `expiryDate` (the table's TTL) and
+    `contributionAmount` are numbers (exact decimal text, never a float).
+    """
+    return {
+        "productRatePlanId": {"S": item.product_rate_plan_id},
+        "productRatePlanName": {"S": item.product_rate_plan_name},
+        "contractEffectiveDate": {"S": item.contract_effective_date.isoformat()},
+        "termEndDate": {"S": item.term_end_date.isoformat()},
+        "expiryDate": {"N": str(item.expiry_date)},
+        "contributionAmount": {"N": format(item.contribution_amount, "f")},
+        "contributionCurrency": {"S": item.contribution_currency},
+    }
+
+
+def supporter_update_request(table_name: str, item: SupporterProductData) -> dict[str, Any]:
+    """The keyword arguments of the `UpdateItem` that writes the item."""
+    attributes = supporter_item_attributes(item)
+    names = {f"#a{index}": name for index, name in enumerate(attributes)}
+    values = {f":v{index}": value for index, value in enumerate(attributes.values())}
+    assignments = ", ".join(f"#a{index} = :v{index}" for index in range(len(attributes)))
+    return {
+        "TableName": table_name,
+        "Key": supporter_item_key(item),
+        "UpdateExpression": f"SET {assignments}",
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
+
+
+class WriteSupporterResult(NamedTuple):
+    """The outputs of `WriteSupporterItems` (a NamedTuple so Beam records the names)."""
+
+    written: beam.PCollection[str]
+    dead_letters: beam.PCollection[DeadLetter]
+
+
+@dataclass
+class _Buffered:
+    item: SupporterProductData
+    timestamp: Timestamp
+    window: BoundedWindow
+
+
+class _WriteSupporterItemsFn(beam.DoFn):
+    """Buffers items per bundle and writes them in batches with retries."""
+
+    def __init__(self, table_name: str, batch_size: int, backoff: Backoff) -> None:
+        self._table_name = table_name
+        self._batch_size = batch_size
+        self._backoff = backoff
+        self._client: Any = None
+        self._rng = random.Random()
+        self._buffer: list[_Buffered] = []
+        self._written = Metrics.counter(NAMESPACE, "supporter_items_written")
+        self._retried = Metrics.counter(NAMESPACE, "supporter_item_retries")
+        self._dead_lettered = Metrics.counter(NAMESPACE, "supporter_items_dead_lettered")
+
+    def setup(self) -> None:
+        self._client = dynamodb_client()
+        check_supporter_table(self._table_name, self._client)
+
+    def teardown(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def start_bundle(self) -> None:
+        self._buffer = []
+
+    def process(
+        self,
+        item: SupporterProductData,
+        timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
+        window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
+    ) -> Iterator[TaggedOutput]:
+        self._buffer.append(_Buffered(item, timestamp, window))
+        if len(self._buffer) >= self._batch_size:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[TaggedOutput]:
+        yield from self._flush()
+
+    def _flush(self) -> Iterator[TaggedOutput]:
+        batch, self._buffer = self._buffer, []
+        pending: list[_Buffered] = []
+        for entry in batch:
+            try:
+                validate(entry.item)
+            except RowValidationError as error:
+                yield self._dead_letter(entry, INVALID_RECORD, str(error))
+            else:
+                pending.append(entry)
+        attempt = 1
+        while pending:
+            failed: list[tuple[_Buffered, Exception]] = []
+            for entry in pending:
+                try:
+                    self._client.update_item(
+                        **supporter_update_request(self._table_name, entry.item)
+                    )
+                except (
+                    botocore.exceptions.ClientError,
+                    botocore.exceptions.BotoCoreError,
+                ) as error:
+                    if is_retryable(error):
+                        failed.append((entry, error))
+                    else:
+                        yield self._dead_letter(entry, REJECTED, _describe(error))
+                else:
+                    self._written.inc()
+                    yield _output(WRITTEN_TAG, entry.item.subscription_name, entry)
+            if not failed:
+                break
+            if attempt >= self._backoff.max_attempts:
+                for entry, last_error in failed:
+                    yield self._dead_letter(entry, RETRIES_EXHAUSTED, _describe(last_error))
+                break
+            self._retried.inc(len(failed))
+            time.sleep(self._backoff.delay(attempt, self._rng))
+            attempt += 1
+            pending = [entry for entry, _ in failed]
+
+    def _dead_letter(self, entry: _Buffered, reason: str, error: str) -> TaggedOutput:
+        self._dead_lettered.inc()
+        _LOG.warning("Dead-lettering a supporter item for table %s: %s", self._table_name, reason)
+        item = entry.item
+        return _output(
+            DEAD_LETTERS_TAG,
+            make_dead_letter(
+                step=WRITE_SUPPORTER_STEP,
+                reason=reason,
+                error=error,
+                raw=json.dumps(to_bigquery_json_row(item), sort_keys=True),
+                source=f"dynamodb:{self._table_name}/{item.subscription_name}",
+            ),
+            entry,
+        )
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, botocore.exceptions.ClientError):
+        message = error.response.get("Error", {}).get("Message", "")
+        return f"{error_code(error)}: {message}"
+    return f"{type(error).__name__}: {error}"
+
+
+def _output(tag: str, value: object, entry: _Buffered) -> TaggedOutput:
+    # Outputs leave from finish_bundle too, so they carry the input's window.
+    return TaggedOutput(tag, WindowedValue(value, entry.timestamp, (entry.window,)))
+
+
+class WriteSupporterItems(
+    beam.PTransform[beam.PCollection[SupporterProductData], WriteSupporterResult]
+):
+    """`PCollection[SupporterProductData]` -> `WriteSupporterResult(written, dead_letters)`.
+
+    See the module docstring for the contract and the delivery guarantee.
+    `batch_size` and `backoff` tune the writes and never change the result.
+    """
+
+    def __init__(
+        self, table_name: str, *, batch_size: int = 25, backoff: Backoff = Backoff()
+    ) -> None:
+        super().__init__()
+        if not table_name:
+            raise ValueError("table_name is required")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._table_name = table_name
+        self._batch_size = batch_size
+        self._backoff = backoff
+
+    def expand(self, items: beam.PCollection[SupporterProductData]) -> WriteSupporterResult:
+        outputs = items | "WriteItems" >> beam.ParDo(
+            _WriteSupporterItemsFn(self._table_name, self._batch_size, self._backoff)
+        ).with_outputs(DEAD_LETTERS_TAG, WRITTEN_TAG)
+        return WriteSupporterResult(
+            written=outputs[WRITTEN_TAG], dead_letters=outputs[DEAD_LETTERS_TAG]
+        )
+
+
+__all__ = [
+    "Backoff",
+    "SinkConfigurationError",
+    "WriteSupporterItems",
+    "WriteSupporterResult",
+    "check_supporter_table",
+    "check_table_key",
+    "supporter_update_request",
+]
