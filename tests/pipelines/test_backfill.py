@@ -2,7 +2,8 @@
 
 The truth says what each simulated payment is (ids, amount, currency,
 countries, identity, refunds, dispute, account); the expected rows are
-derived from it here with DOMAIN.md's rules, independently of the pipeline.
+derived from it with DOMAIN.md's rules in `tests/pipelines/expected.py`,
+independently of the pipeline.
 """
 
 from __future__ import annotations
@@ -11,43 +12,32 @@ import contextlib
 import json
 from collections import Counter
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from pipelines import backfill
-from schemas.generate import table_of
-from schemas.records import ALL_RECORD_TYPES
+from tests.pipelines.expected import (
+    ACQUISITIONS_SQL,
+    CONTRIBUTIONS_SQL,
+    CONTRIBUTIONS_STORE_SQL,
+    SUPPORTER_ITEMS_SQL,
+    email_identities,
+    expected_acquisitions,
+    expected_contributions,
+    expected_contributions_store,
+    expected_dead_letter_reasons,
+    expected_messages,
+    expected_supporter_items,
+    missing_charge_payment_intents,
+    opt_in_identities,
+    rows,
+    snapshot,
+)
 from tools.generate_archive import generate, write_archive
 
-EXPONENTS = {"JPY": 0, "KWD": 3}
-MALFORMED_REASONS = {
-    "truncated_json": "invalid_json",
-    "not_json": "invalid_json",
-    "not_an_envelope": "not_an_event",
-    "detail_without_id": "invalid_event",
-}
 SAMPLE = Path(__file__).resolve().parents[2] / "sample"
-
-
-def major(amount_minor: int, currency: str) -> Decimal:
-    exponent = EXPONENTS.get(currency, 2)
-    return (Decimal(amount_minor) / (10**exponent)).quantize(Decimal(1).scaleb(-9))
-
-
-def rows(warehouse: Path, sql: str) -> list[tuple[Any, ...]]:
-    with duckdb.connect(str(warehouse), read_only=True) as connection:
-        return connection.execute(sql).fetchall()
-
-
-def snapshot(warehouse: Path) -> dict[str, list[tuple[Any, ...]]]:
-    return {
-        table_of(t).name: rows(warehouse, f"SELECT * FROM {table_of(t).name} ORDER BY ALL")
-        for t in ALL_RECORD_TYPES
-    }
 
 
 @pytest.fixture(scope="module", params=["generated", "sample"])
@@ -81,89 +71,18 @@ def runs(
     return warehouse, truth, outputs, snapshots
 
 
-def expected_country(payment: dict[str, Any]) -> str:
-    return payment["card_country"] or payment["address_country"] or "GB"
-
-
 def test_contributions_match_the_truth_row_by_row(runs: Any) -> None:
     warehouse, truth, _, _ = runs
-    expected = sorted(
-        (
-            p["charge_id"],
-            p["payment_intent_id"],
-            p["checkout_session_id"],
-            p["status"],
-            major(p["amount_minor"], p["currency"]),
-            major(p["refunded_total_minor"], p["currency"]),
-            p["currency"],
-            expected_country(p),
-            p["identity_id"],
-            p["disputed"],
-            p["livemode"],
-            p["account"],
-        )
-        for p in truth["payments"]
-        if p["charge_id"]
-    )
-    actual = rows(
-        warehouse,
-        "SELECT payment_id, payment_intent_id, checkout_session_id, status, amount,"
-        " amount_refunded, currency, country_code, identity_id, disputed, livemode, account"
-        " FROM contributions ORDER BY payment_id",
-    )
-    assert actual == expected
+    assert rows(warehouse, CONTRIBUTIONS_SQL) == expected_contributions(truth)
 
 
 def test_paid_payments_have_one_row_in_each_output(runs: Any) -> None:
     warehouse, truth, _, _ = runs
-    paid = [p for p in truth["payments"] if p["charge_id"] and p["status"] != "Failed"]
-    with_identity = [p for p in paid if p["identity_id"]]
-
-    assert rows(
-        warehouse,
-        "SELECT payment_id, amount, currency, country_code, identity_id, livemode, account,"
-        " product, payment_provider, reader_type FROM acquisitions ORDER BY payment_id",
-    ) == sorted(
-        (
-            p["charge_id"],
-            major(p["amount_minor"], p["currency"]),
-            p["currency"],
-            expected_country(p),
-            p["identity_id"],
-            p["livemode"],
-            p["account"],
-            "CONTRIBUTION",
-            "STRIPE_HOSTED_CHECKOUT",
-            "Direct",
-        )
-        for p in paid
-    )
-    assert rows(
-        warehouse,
-        "SELECT payment_id, payment_status, amount, currency FROM contributions_store"
-        " ORDER BY payment_id",
-    ) == sorted(
-        (p["charge_id"], p["status"], major(p["amount_minor"], p["currency"]), p["currency"])
-        for p in paid
-    )
-    assert rows(
-        warehouse,
-        "SELECT identity_id, subscription_name, contribution_amount, contribution_currency"
-        " FROM supporter_product_data ORDER BY ALL",
-    ) == sorted(
-        (
-            p["identity_id"],
-            f"Stripe - {p['charge_id']}",
-            major(p["amount_minor"], p["currency"]),
-            p["currency"],
-        )
-        for p in with_identity
-    )
-    expected_messages = sorted((p["charge_id"], p["identity_id"]) for p in with_identity)
-    emails = rows(warehouse, "SELECT payment_id, message FROM thank_you_emails ORDER BY 1")
-    assert [(pid, json.loads(m)["IdentityUserId"]) for pid, m in emails] == expected_messages
-    opt_ins = rows(warehouse, "SELECT payment_id, message FROM soft_opt_ins ORDER BY 1")
-    assert [(pid, json.loads(m)["identityId"]) for pid, m in opt_ins] == expected_messages
+    assert rows(warehouse, ACQUISITIONS_SQL) == expected_acquisitions(truth)
+    assert rows(warehouse, CONTRIBUTIONS_STORE_SQL) == expected_contributions_store(truth)
+    assert rows(warehouse, SUPPORTER_ITEMS_SQL) == expected_supporter_items(truth)
+    assert email_identities(warehouse) == expected_messages(truth)
+    assert opt_in_identities(warehouse) == expected_messages(truth)
 
 
 def test_no_personal_data_in_analytics_tables(runs: Any) -> None:
@@ -177,16 +96,11 @@ def test_no_personal_data_in_analytics_tables(runs: Any) -> None:
 
 def test_dead_letters_hold_malformed_records_and_missing_charges(runs: Any) -> None:
     warehouse, truth, _, _ = runs
-    expected = Counter[str]()
-    for kind, count in truth["counts"]["malformed"].items():
-        expected[MALFORMED_REASONS[kind]] += count
-    missing = [p["payment_intent_id"] for p in truth["payments"] if not p["charge_id"]]
-    expected["charge_missing"] = len(missing)
     reasons = Counter(r[0] for r in rows(warehouse, "SELECT reason FROM dead_letters"))
-    assert reasons == expected
+    assert reasons == expected_dead_letter_reasons(truth)
     assert rows(
         warehouse, "SELECT source FROM dead_letters WHERE reason = 'charge_missing' ORDER BY 1"
-    ) == [(f"payment_intent:{pi}",) for pi in sorted(missing)]
+    ) == [(f"payment_intent:{pi}",) for pi in missing_charge_payment_intents(truth)]
     # Record-level dead letters say where the record is.
     sources = rows(warehouse, "SELECT source, raw FROM dead_letters WHERE step = 'decode'")
     assert all(src.rsplit("@", 1)[1].isdigit() and raw for src, raw in sources)
