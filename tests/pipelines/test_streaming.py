@@ -224,3 +224,37 @@ def test_streaming_and_backfill_write_identical_rows(runs: Runs) -> None:
     query = f"SELECT {', '.join(columns)} FROM dead_letters ORDER BY ALL"
     assert rows(runs.streaming_warehouse, query) == rows(runs.backfill_warehouse, query)
     assert len(streamed["dead_letters"]) == len(backfilled["dead_letters"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param([], "--kinesis_stream is required", id="no-stream"),
+        pytest.param(
+            ["--kinesis_stream", "s", "--initial_position", "AT_TIMESTAMP"],
+            "--initial_timestamp is required with --initial_position AT_TIMESTAMP",
+            id="at-timestamp-without-time",
+        ),
+        pytest.param(
+            ["--kinesis_stream", "s", "--initial_timestamp", "2026-01-01T00:00:00Z"],
+            "--initial_timestamp is required with --initial_position AT_TIMESTAMP",
+            id="time-without-at-timestamp",
+        ),
+    ],
+)
+def test_bad_flag_combinations_exit_2_with_a_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert streaming.run(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_lists_the_kinesis_core_and_warehouse_flags(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        streaming.run(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--kinesis_stream", "--idle_timeout_s", "--charge_wait_minutes", "--warehouse"):
+        assert flag in help_text
