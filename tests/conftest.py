@@ -2,6 +2,7 @@
 
 from tests.fixtures.aws_faults import aws_faults
 from tests.fixtures.moto_server import moto_server
+from tests.fixtures.postgres import postgres_database, postgres_server
 
-__all__ = ["moto_server"]
+__all__ = ["moto_server", "postgres_database", "postgres_server"]
 __all__ += ["aws_faults"]

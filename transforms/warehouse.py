@@ -92,6 +92,8 @@ def reconciliation_sql(
     contributions: str = f'"{Contribution.TABLE.name}"',
     contributions_store: str = f'"{ContributionStoreRecord.TABLE.name}"',
     payment_adjustments: str = f'"{PaymentAdjustment.TABLE.name}"',
+    *,
+    payment_filter: str | None = None,
 ) -> tuple[str, str]:
     """The two UPDATEs that fold payment adjustments into current payment state.
 
@@ -112,13 +114,19 @@ def reconciliation_sql(
     DuckDB/Postgres, `` `project.dataset.contributions` `` for BigQuery); the
     SQL sticks to what Postgres, DuckDB and BigQuery share (UPDATE ... FROM,
     CASE inside aggregates, GREATEST over non-null arguments).
+
+    `payment_filter`, when given, is a boolean SQL expression on the
+    adjustments' `payment_id` (e.g. `payment_id = ANY(%(payment_ids)s)` for
+    Postgres) that limits both updates to those payments, so a writer can
+    reconcile just the payments of the batch it wrote; None reconciles all.
     """
+    where = f"\n    WHERE {payment_filter}" if payment_filter is not None else ""
     adjustments = f"""(
     SELECT
         payment_id,
         MAX(CASE WHEN kind = '{_REFUND}' THEN amount_refunded_total END) AS refunded,
         COUNT(CASE WHEN kind = '{_DISPUTE}' THEN 1 END) > 0 AS disputed
-    FROM {payment_adjustments}
+    FROM {payment_adjustments}{where}
     GROUP BY payment_id
 ) AS a"""
     # GREATEST in BigQuery is NULL when any argument is; keep both non-null.
