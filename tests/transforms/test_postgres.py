@@ -200,7 +200,8 @@ def run_writer(
     return outcome
 
 
-def test_writes_exact_rows_in_batches(postgres_database: str) -> None:
+@pytest.mark.parametrize("max_batch_size", [1, 2, 500], ids=["row-by-row", "pairs", "one-batch"])
+def test_writes_exact_rows(postgres_database: str, max_batch_size: int) -> None:
     records: list[Record] = [
         store_record("ch_1"),
         store_record("ch_2", email=None, identity_id=None, amount=Decimal("5.123456789")),
@@ -208,7 +209,7 @@ def test_writes_exact_rows_in_batches(postgres_database: str) -> None:
         refund("ch_9", "1.00", event="evt_r9"),
         dispute("ch_8", event="evt_d8"),
     ]
-    run_writer(postgres_database, records, max_batch_size=2)
+    run_writer(postgres_database, records, max_batch_size=max_batch_size)
 
     assert read_rows(postgres_database, ContributionStoreRecord) == records[:3]
     assert read_rows(postgres_database, PaymentAdjustment) == [records[4], records[3]]
