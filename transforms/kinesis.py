@@ -2,56 +2,103 @@
 
 `ReadFromKinesis(stream)` is applied to a pipeline's beginning and returns an
 **unbounded** `PCollection[SourceRecord]`: `data` is the record's bytes,
-`source` is `kinesis:<stream>/<shard id>/<sequence number>`, `arrival` the
-record's ApproximateArrivalTimestamp (UTC); each element is timestamped with
-that arrival time. `ReadKinesisRecords` is the same read returning
-`KinesisRecord`s, which also keep the partition key (`SourceRecord` has no
-field for it).
+`source` is `kinesis:<stream>/<shard id>/<sequence number>`, `partition_key`
+the record's partition key, `arrival` its ApproximateArrivalTimestamp (UTC);
+each element is timestamped with that arrival time. `ReadKinesisRecords` is
+the same read returning `KinesisRecord`s, which keep the shard id and sequence
+number as fields.
 
 Delivery is **at least once**, like Kinesis itself: a record is never skipped,
 but a bundle that fails after reading is retried and reads its records again,
 and producers' retries put duplicates with new sequence numbers. Deduplicate
 downstream on a natural key (the Stripe event id).
 
-Positions and checkpoints: one restriction (`ShardRestriction`) per shard. Its
-position is the sequence number of the last record claimed, never a shard
-iterator (iterators expire after five minutes). A checkpoint is
-`ShardTracker.try_split(0)`: the reader takes one through `defer_remainder()`
-when a shard is idle or throttled, the runner when it snapshots or drains the
-job. Its residual resumes `AFTER_SEQUENCE_NUMBER` of the last claimed record,
-so a restart from the checkpoint neither re-reads nor skips. A restriction with no
-position yet starts at `initial_position` (`TRIM_HORIZON`, `LATEST`, or
-`AT_TIMESTAMP` with `initial_timestamp`). A closed shard read to its end ends
-its restriction.
+Design: one restriction per stream, one position per shard
+-----------------------------------------------------------
+The element is the stream (`KinesisStream`); its restriction
+(`StreamRestriction`) holds one `ShardPosition` per shard being read, the
+shards already drained, and the counters of the test bounds. The reading
+DoFn lists the shards itself (ListShards, paginated) when it starts or
+resumes, right after a shard drains, and every `DISCOVERY_INTERVAL`; it
+polls every shard it holds in turn.
 
-Resharding: `readable_shards` decides, from the shard graph returned by
-ListShards, which shards may be read: a child only after all its parents
-present in the listing are drained. This version lists the shards once, when
-the read starts, and reads those whose parents are gone (past retention) or
-absent; children of shards that close while the job runs, or that are still
-closed-but-undrained at start, are **not yet read**: both cases log a warning
-naming the shards (a shard drained while running also counts
-`kinesis_shards_drained`), so the gap is never silent.
+Why not one restriction per shard: the rule "a child is read only after all
+its parents are drained" needs whoever starts a child to *know* that the
+readers of its parents have finished. Separate restrictions cannot tell each
+other: a Beam graph has no cycles, so a reader's "drained" signal can never
+reach a step upstream of the readers, and a stateful step downstream of them
+cannot hand children back to them (and the FnApiRunner fires a GroupByKey only
+when the source ends). Taking a child over in the parent's restriction works
+for a split but not for a merge, whose two parents are read by two
+restrictions that cannot agree which one drained last. (Beam's Java
+KinesisIO has the same limit: the reader of `ParentShardId` takes a merged
+child without waiting for the adjacent parent.) Holding every shard of the
+stream in one restriction makes the rule a local check, for splits, merges,
+chains and restarts alike, and makes `max_records` and `idle_timeout` exact
+totals. The cost is parallelism: one restriction reads the whole stream, one
+GetRecords call at a time, i.e. one worker thread per stream. That is ample
+for this pipeline's streams (Stripe events: a few records per second, a few
+shards); a stream needing many parallel readers is out of scope.
 
-Watermark: per shard, the latest ApproximateArrivalTimestamp read; a shard
-that is caught up (an empty GetRecords with MillisBehindLatest == 0) advances
-to now minus `IDLE_WATERMARK_LAG`.
+Resharding: a shard becomes readable when each of its parents is drained or
+no longer listed (past retention: it has nothing left to read), see
+`readable_shards`. A shard is drained when GetRecords returns no
+`NextShardIterator`: it is closed and read to its end. It then leaves the
+restriction and its id joins `drained` (and is forgotten once ListShards no
+longer lists it), and the shards are listed again at once, so the children
+of a split (both) or of a merge (once its second parent is drained) start
+right away. A shard in a listing made while running is read from
+`TRIM_HORIZON`, so no record of a new shard is missed. A child is never read
+twice: a shard is adopted only when it is neither held nor drained.
+
+Starting positions: the shards of the first listing start at
+`initial_position`. `TRIM_HORIZON` reads the whole retained history in
+lineage order; `AT_TIMESTAMP` (with `initial_timestamp`) applies to every
+shard, even ones created later; `LATEST` skips the closed shards of the first
+listing (they hold only older records) and reads the open ones from the time
+of that listing: it is recorded as `AT_TIMESTAMP` at that wall-clock time, so
+a checkpoint taken before a shard's first record neither skips nor re-reads.
+
+Positions and checkpoints: a shard's position is the sequence number of its
+last record claimed, never a shard iterator (iterators expire after five
+minutes). Every change of the restriction is claimed through
+`StreamTracker.try_claim(next_restriction)`, so a checkpoint
+(`try_split(0)`, by the reader through `defer_remainder()` when the stream is
+idle or throttled or after `MAX_READ_PER_CALL`, or by the runner) always
+captures a consistent state. The residual resumes each shard
+`AFTER_SEQUENCE_NUMBER` of its last claimed record (or at its start when it
+has none), so a restart from the checkpoint neither re-reads nor skips.
+
+Watermark: each shard has its own, the latest ApproximateArrivalTimestamp read
+from it; a shard that is caught up (an empty GetRecords with
+MillisBehindLatest == 0) advances its own to now minus `IDLE_WATERMARK_LAG`.
+The restriction's watermark is the minimum over the shards held, set once
+each of them has been polled since the (re)start, and never goes back.
 
 Limits respected: at most `GET_RECORDS_LIMIT` (10,000) records per GetRecords
 and at least `MIN_CALL_INTERVAL` (0.2 s, i.e. 5 calls/s) between calls on a
-shard; ProvisionedThroughputExceededException backs off by checkpointing and
-resuming after `THROTTLE_BACKOFF`; ExpiredIteratorException re-creates the
-iterator after the last claimed sequence number.
+shard; ProvisionedThroughputExceededException backs that shard off for
+`THROTTLE_BACKOFF` while the others are read (when all are idle or backing
+off the reader checkpoints and resumes after the backoff);
+ExpiredIteratorException re-creates the shard's iterator after its last
+claimed sequence number.
 
 Credentials, region and endpoint come only from the standard AWS chain
 (boto3's default session: environment, config files, instance roles;
 `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_KINESIS` for local servers). Clients are
 created in `DoFn.setup()`.
 
-`idle_timeout` (end a shard after that long without new records) and
-`max_records` (end a shard after that many records) are off by default; they
-exist to bound reads in tests and demos and make the output bounded. Both are
-per shard: shards are read in parallel and share no state.
+Bounds for tests and demos, off by default; either makes the output bounded:
+- `idle_timeout`: the read ends once no shard has returned a record for that
+  long, measured in wall-clock time from the last record claimed on any shard
+  (or from the read's start) and kept in the restriction across checkpoints;
+  it is checked after each polling round that returned no record, so the read
+  ends within `idle_timeout` plus one round (at most `poll_interval` plus one
+  GetRecords per shard).
+- `max_records`: the read ends right after its `max_records`-th record in
+  total, across all shards (the count is kept in the restriction).
+Without them the read ends only when no shard is left that can ever receive a
+record (every listed shard drained), which a real stream never reaches.
 
 Run the tests with `.venv/bin/pytest tests/transforms/test_kinesis.py`.
 """
@@ -60,7 +107,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,7 +120,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.runners.sdf_utils import RestrictionTrackerView
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from transforms.decode import METRICS_NAMESPACE
 from transforms.events import SourceRecord
@@ -89,18 +136,17 @@ INITIAL_POSITIONS = (TRIM_HORIZON, LATEST, AT_TIMESTAMP)
 GET_RECORDS_LIMIT = 10_000
 #: GetRecords allows 5 calls per second per shard.
 MIN_CALL_INTERVAL = timedelta(seconds=0.2)
-#: How long a throttled shard waits before it reads again.
+#: How long a throttled shard waits before it is read again.
 THROTTLE_BACKOFF = timedelta(seconds=1)
 #: How far behind now the watermark of a caught-up, idle shard stays, to
 #: allow for the skew of ApproximateArrivalTimestamp.
 IDLE_WATERMARK_LAG = timedelta(seconds=5)
 #: Longest a single process() call reads before checkpointing, so the runner
-#: gets regular checkpoints on a busy shard.
+#: gets regular checkpoints on a busy stream.
 MAX_READ_PER_CALL = timedelta(seconds=10)
-
-#: Claiming this position ends a restriction: the shard is closed and drained,
-#: or a test bound (`idle_timeout`, `max_records`) was reached.
-END_OF_SHARD = "END_OF_SHARD"
+#: How often a busy reader lists the shards to find new ones (it also lists
+#: them whenever it starts or resumes and right after a shard drains).
+DISCOVERY_INTERVAL = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -176,77 +222,153 @@ def _depth(shard: ShardInfo, by_id: Mapping[str, ShardInfo]) -> int:
 
 @dataclass(frozen=True)
 class StartingPosition:
-    """Where a shard is read from when its restriction has no position yet."""
+    """Where a shard is read from when it has no position yet."""
 
     kind: str = TRIM_HORIZON
     timestamp: datetime | None = None
 
 
 @dataclass(frozen=True)
-class KinesisShard:
-    """The element the reading DoFn splits: one shard of one stream."""
+class KinesisStream:
+    """The element the reading DoFn splits: one stream, by name or ARN."""
 
     stream: str
-    shard_id: str
     start: StartingPosition = StartingPosition()
 
 
 @dataclass(frozen=True)
-class ShardRestriction:
-    """What is left to read of one shard.
-
-    `after_sequence` is the sequence number of the last record read (None:
-    nothing read yet, start at `start`). `finished` marks a restriction with
-    nothing left to read: a drained closed shard, a stopped test read, or the
-    primary half of a checkpoint.
-    """
+class ShardPosition:
+    """How far one shard has been read: after `after_sequence`, else from `start`."""
 
     shard_id: str
-    start: StartingPosition
+    start: StartingPosition = StartingPosition()
     after_sequence: str | None = None
-    finished: bool = False
 
 
-class ShardTracker(RestrictionTracker):
-    """Claims records of one shard by sequence number; splits only to checkpoint.
+@dataclass(frozen=True)
+class StreamRestriction:
+    """What is left to read of one stream.
 
-    `try_claim(sequence_number)` claims the next record; `try_claim(END_OF_SHARD)`
-    ends the restriction. `try_split(0)` is the checkpoint: the primary is
-    finished at what was claimed, the residual resumes after the last claimed
-    sequence number. Other fractions are refused (a shard cannot be divided).
+    `shards` are the shards being read, each with its position, parents before
+    children; `drained` the listed shards read to their end (or skipped by
+    `LATEST`). `listed` tells whether the first listing happened (`start`
+    applies to its shards). `records_read` and `quiet_since` (wall-clock epoch
+    seconds of the last record claimed, or of the first listing) serve the
+    test bounds. `finished` marks a restriction with nothing left to read: the
+    stream ended, a test bound was reached, or the primary half of a
+    checkpoint.
     """
 
-    def __init__(self, restriction: ShardRestriction) -> None:
+    start: StartingPosition
+    shards: tuple[ShardPosition, ...] = ()
+    drained: frozenset[str] = frozenset()
+    listed: bool = False
+    records_read: int = 0
+    quiet_since: float | None = None
+    finished: bool = False
+
+    def position(self, shard_id: str) -> ShardPosition:
+        for position in self.shards:
+            if position.shard_id == shard_id:
+                return position
+        raise KeyError(shard_id)
+
+
+def after_listing(
+    restriction: StreamRestriction, listing: Sequence[ShardInfo], now: float
+) -> StreamRestriction:
+    """The restriction once a ListShards result (`listing`) taken at `now` is applied.
+
+    Adopts the readable shards (`readable_shards`) not already held, at the
+    initial position on the first listing and at `TRIM_HORIZON` afterwards
+    (`AT_TIMESTAMP` always), and forgets drained shards no longer listed (an
+    absent parent counts as drained anyway). On the first listing with
+    `LATEST`, closed shards are marked drained and open ones start at `now`.
+    Shards held stay held even if not listed: they are read to their end.
+    """
+    listed_ids = {shard.shard_id for shard in listing}
+    held = {position.shard_id for position in restriction.shards}
+    drained = {shard_id for shard_id in restriction.drained if shard_id in listed_ids}
+    start = restriction.start
+    if not restriction.listed and start.kind == LATEST:
+        drained |= {
+            shard.shard_id for shard in listing if shard.closed and shard.shard_id not in held
+        }
+        start = StartingPosition(kind=AT_TIMESTAMP, timestamp=datetime.fromtimestamp(now, UTC))
+    elif restriction.listed and start.kind != AT_TIMESTAMP:
+        start = StartingPosition(kind=TRIM_HORIZON)
+    adopted = tuple(
+        ShardPosition(shard_id=shard.shard_id, start=start)
+        for shard in readable_shards(listing, drained)
+        if shard.shard_id not in held
+    )
+    return replace(
+        restriction,
+        shards=restriction.shards + adopted,
+        drained=frozenset(drained),
+        listed=True,
+        quiet_since=now if restriction.quiet_since is None else restriction.quiet_since,
+    )
+
+
+def after_record(
+    restriction: StreamRestriction, shard_id: str, sequence_number: str, now: float
+) -> StreamRestriction:
+    """The restriction once the record `sequence_number` of `shard_id` is read at `now`."""
+    return replace(
+        restriction,
+        shards=tuple(
+            replace(position, after_sequence=sequence_number)
+            if position.shard_id == shard_id
+            else position
+            for position in restriction.shards
+        ),
+        records_read=restriction.records_read + 1,
+        quiet_since=now,
+    )
+
+
+def after_drain(restriction: StreamRestriction, shard_id: str) -> StreamRestriction:
+    """The restriction once `shard_id` is read to its end: it leaves `shards` for `drained`."""
+    return replace(
+        restriction,
+        shards=tuple(position for position in restriction.shards if position.shard_id != shard_id),
+        drained=restriction.drained | {shard_id},
+    )
+
+
+class StreamTracker(RestrictionTracker):
+    """Claims each next state of a `StreamRestriction`; splits only to checkpoint.
+
+    `try_claim(next_restriction)` moves to the next state (a record read, a
+    shard drained, a listing applied); a `finished` one ends the restriction.
+    It fails once the restriction ended or was checkpointed, and the reader
+    must then stop. `try_split(0)` is the checkpoint: the primary is the state
+    claimed so far, finished; the residual is the same state, to resume.
+    Other fractions are refused (the shards' order of reading is the point).
+    """
+
+    def __init__(self, restriction: StreamRestriction) -> None:
         self._restriction = restriction
-        self._last_claimed = restriction.after_sequence
         self._ended = restriction.finished
 
-    def current_restriction(self) -> ShardRestriction:
+    def current_restriction(self) -> StreamRestriction:
         return self._restriction
 
-    @property
-    def last_claimed(self) -> str | None:
-        return self._last_claimed
-
-    def try_claim(self, position: str) -> bool:
+    def try_claim(self, position: StreamRestriction) -> bool:
         if self._ended:
             return False
-        if position == END_OF_SHARD:
-            self._ended = True
-            self._restriction = replace(
-                self._restriction, after_sequence=self._last_claimed, finished=True
-            )
-            return True
-        self._last_claimed = position
+        self._restriction = position
+        self._ended = position.finished
         return True
 
     def try_split(
         self, fraction_of_remainder: float
-    ) -> tuple[ShardRestriction, ShardRestriction] | None:
+    ) -> tuple[StreamRestriction, StreamRestriction] | None:
         if self._ended or fraction_of_remainder != 0:
             return None
         primary = replace(self._restriction, finished=True)
-        residual = replace(self._restriction, after_sequence=self._last_claimed, finished=False)
+        residual = self._restriction
         self._restriction = primary
         self._ended = True
         return primary, residual
@@ -254,12 +376,12 @@ class ShardTracker(RestrictionTracker):
     def check_done(self) -> None:
         if not self._ended:
             raise ValueError(
-                f"shard {self._restriction.shard_id} neither ended nor checkpointed "
-                f"after sequence number {self._last_claimed}"
+                f"stream read holding shards {[p.shard_id for p in self._restriction.shards]} "
+                "neither ended nor checkpointed"
             )
 
     def current_progress(self) -> RestrictionProgress:
-        # A shard has no known end: report work as done or remaining, not a fraction.
+        # A stream has no known end: report work as done or remaining, not a fraction.
         return RestrictionProgress(
             completed=1 if self._ended else 0, remaining=0 if self._ended else 1
         )
@@ -268,21 +390,21 @@ class ShardTracker(RestrictionTracker):
         return self._ended
 
 
-class ShardRestrictionProvider(RestrictionProvider):
-    """One restriction per shard, starting at the shard element's position."""
+class StreamRestrictionProvider(RestrictionProvider):
+    """One restriction per stream, starting at the element's initial position."""
 
-    def initial_restriction(self, element: KinesisShard) -> ShardRestriction:
-        return ShardRestriction(shard_id=element.shard_id, start=element.start)
+    def initial_restriction(self, element: KinesisStream) -> StreamRestriction:
+        return StreamRestriction(start=element.start)
 
-    def create_tracker(self, restriction: ShardRestriction) -> ShardTracker:
-        return ShardTracker(restriction)
+    def create_tracker(self, restriction: StreamRestriction) -> StreamTracker:
+        return StreamTracker(restriction)
 
-    def restriction_size(self, element: KinesisShard, restriction: ShardRestriction) -> int:
+    def restriction_size(self, element: KinesisStream, restriction: StreamRestriction) -> int:
         return 0 if restriction.finished else 1
 
     def split(
-        self, element: KinesisShard, restriction: ShardRestriction
-    ) -> Iterator[ShardRestriction]:
+        self, element: KinesisStream, restriction: StreamRestriction
+    ) -> Iterator[StreamRestriction]:
         yield restriction
 
 
@@ -302,7 +424,12 @@ class KinesisRecord:
         return f"kinesis:{self.stream}/{self.shard_id}/{self.sequence_number}"
 
     def to_source_record(self) -> SourceRecord:
-        return SourceRecord(data=self.data, source=self.source, arrival=self.arrival)
+        return SourceRecord(
+            data=self.data,
+            source=self.source,
+            arrival=self.arrival,
+            partition_key=self.partition_key,
+        )
 
 
 def _stream_argument(stream: str) -> dict[str, str]:
@@ -315,57 +442,57 @@ def _kinesis_client() -> Any:
     return boto3.session.Session().client("kinesis")
 
 
-_PROVIDER = ShardRestrictionProvider()
+def list_shards(client: Any, stream: str) -> list[ShardInfo]:
+    """Every shard ListShards returns for `stream`, following `NextToken`."""
+    shards: list[ShardInfo] = []
+    request: dict[str, Any] = _stream_argument(stream)
+    while True:
+        response = client.list_shards(**request)
+        shards.extend(ShardInfo.from_api(shard) for shard in response["Shards"])
+        token = response.get("NextToken")
+        if not token:
+            return shards
+        # With a token, ListShards refuses the stream name.
+        request = {"NextToken": token}
+
+
+_PROVIDER = StreamRestrictionProvider()
 # Beam reads DoFn parameters from defaults; module-level so they are built once.
 _RESTRICTION_PARAM = beam.DoFn.RestrictionParam(_PROVIDER)
 _WATERMARK_PARAM = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())
-
-
-class _ListShardsFn(beam.DoFn):
-    """Lists the stream's shards and emits those that may be read now."""
-
-    def __init__(self, stream: str, start: StartingPosition) -> None:
-        self._stream = stream
-        self._start = start
-        self._client: Any = None
-
-    def setup(self) -> None:
-        self._client = _kinesis_client()
-
-    def process(self, _: bytes) -> Iterator[KinesisShard]:
-        shards: list[ShardInfo] = []
-        request: dict[str, Any] = _stream_argument(self._stream)
-        while True:
-            response = self._client.list_shards(**request)
-            shards.extend(ShardInfo.from_api(shard) for shard in response["Shards"])
-            token = response.get("NextToken")
-            if not token:
-                break
-            request = {"NextToken": token}
-        readable = readable_shards(shards, drained=())
-        _LOG.info(
-            "Stream %s: %d shards listed, %d readable", self._stream, len(shards), len(readable)
-        )
-        # With nothing drained yet, every shard not readable waits for a parent.
-        waiting = sorted(shard.shard_id for shard in shards if shard not in readable)
-        if waiting:
-            # Reading them needs their parents' drain to be observed, which this
-            # version does not do yet: say so instead of losing them silently.
-            _LOG.warning(
-                "Stream %s: shards %s wait for undrained parents and are not read",
-                self._stream,
-                ", ".join(waiting),
-            )
-        for shard in readable:
-            yield KinesisShard(stream=self._stream, shard_id=shard.shard_id, start=self._start)
 
 
 def _to_timestamp(moment: datetime) -> Timestamp:
     return Timestamp.from_utc_datetime(moment.astimezone(UTC))
 
 
-class _ReadShardFn(beam.DoFn):
-    """Reads one shard from its restriction's position; see the module docstring."""
+def _advance(estimator: ManualWatermarkEstimator, to: Timestamp) -> None:
+    current = estimator.current_watermark()
+    if current is None or to > current:
+        estimator.set_watermark(to)
+
+
+@dataclass
+class _Poll:
+    """What one GetRecords call on one shard told."""
+
+    records: list[Mapping[str, Any]]
+    drained: bool = False
+    caught_up: bool = False
+    throttled: bool = False
+
+
+def _restriction_watermark(
+    restriction: StreamRestriction, marks: Mapping[str, Timestamp]
+) -> Timestamp | None:
+    """The minimum of the held shards' watermarks, None until each has one."""
+    if not restriction.shards or any(p.shard_id not in marks for p in restriction.shards):
+        return None
+    return min(marks[position.shard_id] for position in restriction.shards)
+
+
+class _ReadStreamFn(beam.DoFn):
+    """Reads every shard of one stream from its restriction; see the module docstring."""
 
     def __init__(
         self,
@@ -385,117 +512,167 @@ class _ReadShardFn(beam.DoFn):
     def setup(self) -> None:
         self._client = _kinesis_client()
 
-    def _shard_iterator(
-        self, shard: KinesisShard, restriction: ShardRestriction, after: str | None
-    ) -> str:
-        request: dict[str, Any] = {**_stream_argument(shard.stream), "ShardId": shard.shard_id}
-        if after is not None:
-            request.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after)
-        elif restriction.start.kind == AT_TIMESTAMP:
-            request.update(ShardIteratorType=AT_TIMESTAMP, Timestamp=restriction.start.timestamp)
+    def _shard_iterator(self, stream: str, position: ShardPosition) -> str:
+        request: dict[str, Any] = {**_stream_argument(stream), "ShardId": position.shard_id}
+        if position.after_sequence is not None:
+            request.update(
+                ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                StartingSequenceNumber=position.after_sequence,
+            )
+        elif position.start.kind == AT_TIMESTAMP:
+            request.update(ShardIteratorType=AT_TIMESTAMP, Timestamp=position.start.timestamp)
         else:
-            request.update(ShardIteratorType=restriction.start.kind)
+            request.update(ShardIteratorType=position.start.kind)
         return str(self._client.get_shard_iterator(**request)["ShardIterator"])
+
+    def _poll(self, stream: str, position: ShardPosition, iterators: dict[str, str]) -> _Poll:
+        """One GetRecords on one shard; keeps `iterators` pointing after what it returned."""
+        shard_id = position.shard_id
+        iterator = iterators.get(shard_id) or self._shard_iterator(stream, position)
+        # GetRecords on a stream given by ARN must name it again; moto needs it too.
+        stream_argument = {"StreamARN": stream} if stream.startswith("arn:") else {}
+        try:
+            response = self._client.get_records(
+                ShardIterator=iterator, Limit=GET_RECORDS_LIMIT, **stream_argument
+            )
+        except self._client.exceptions.ProvisionedThroughputExceededException:
+            self._throttled.inc()
+            iterators[shard_id] = iterator
+            return _Poll(records=[], throttled=True)
+        except self._client.exceptions.ExpiredIteratorException:
+            # Re-created at the next poll, after the last record claimed.
+            self._expired_iterators.inc()
+            iterators.pop(shard_id, None)
+            return _Poll(records=[])
+        records = list(response.get("Records", []))
+        next_iterator = response.get("NextShardIterator")
+        if next_iterator is None:
+            iterators.pop(shard_id, None)
+            return _Poll(records=records, drained=True)
+        iterators[shard_id] = next_iterator
+        caught_up = not records and response.get("MillisBehindLatest", 0) == 0
+        return _Poll(records=records, caught_up=caught_up)
 
     @beam.DoFn.unbounded_per_element()
     def process(
         self,
-        shard: KinesisShard,
+        element: KinesisStream,
         tracker: RestrictionTrackerView = _RESTRICTION_PARAM,  # type: ignore[assignment]
         watermark_estimator: ManualWatermarkEstimator = _WATERMARK_PARAM,  # type: ignore[assignment]
     ) -> Iterator[TimestampedValue]:
-        restriction: ShardRestriction = tracker.current_restriction()
-        if restriction.finished:
+        state: StreamRestriction = tracker.current_restriction()
+        if state.finished:
             return
-        last = restriction.after_sequence
-        iterator = self._shard_iterator(shard, restriction, last)
-        # GetRecords on a stream given by ARN must name it again; moto needs it too.
-        stream_argument = {"StreamARN": shard.stream} if shard.stream.startswith("arn:") else {}
-        read_in_restriction = 0
+        stream = element.stream
+        iterators: dict[str, str] = {}
+        # Per shard, in time.monotonic() seconds: when it may be called again.
+        not_before: dict[str, float] = {}
+        throttled_until: dict[str, float] = {}
+        caught_up: dict[str, bool] = {}
+        marks: dict[str, Timestamp] = {}
         started = time.monotonic()
-        last_record_at = started
-        last_call_at = 0.0
+        next_listing = started
         while True:
-            wait = MIN_CALL_INTERVAL.total_seconds() - (time.monotonic() - last_call_at)
-            if wait > 0:
-                time.sleep(wait)
-            last_call_at = time.monotonic()
-            try:
-                response = self._client.get_records(
-                    ShardIterator=iterator, Limit=GET_RECORDS_LIMIT, **stream_argument
-                )
-            except self._client.exceptions.ProvisionedThroughputExceededException:
-                self._throttled.inc()
-                tracker.defer_remainder(Duration.of(THROTTLE_BACKOFF.total_seconds()))
-                return
-            except self._client.exceptions.ExpiredIteratorException:
-                self._expired_iterators.inc()
-                iterator = self._shard_iterator(shard, restriction, last)
+            if time.monotonic() >= next_listing:
+                held = {position.shard_id for position in state.shards}
+                state = after_listing(state, list_shards(self._client, stream), time.time())
+                if not state.shards:
+                    # Every listed shard is drained: no record can ever come.
+                    tracker.try_claim(replace(state, finished=True))
+                    return
+                if not tracker.try_claim(state):
+                    return
+                adopted = [p.shard_id for p in state.shards if p.shard_id not in held]
+                if adopted:
+                    _LOG.info("Stream %s: reading shards %s", stream, ", ".join(adopted))
+                next_listing = time.monotonic() + DISCOVERY_INTERVAL.total_seconds()
+            earliest = min(not_before.get(p.shard_id, 0.0) for p in state.shards)
+            if earliest > time.monotonic():
+                time.sleep(earliest - time.monotonic())
+            round_records = 0
+            drained_any = False
+            for position in state.shards:
+                shard_id = position.shard_id
+                if not_before.get(shard_id, 0.0) > time.monotonic():
+                    continue
+                poll = self._poll(stream, position, iterators)
+                called_at = time.monotonic()
+                not_before[shard_id] = called_at + MIN_CALL_INTERVAL.total_seconds()
+                if poll.throttled:
+                    throttled_until[shard_id] = called_at + THROTTLE_BACKOFF.total_seconds()
+                    not_before[shard_id] = throttled_until[shard_id]
+                caught_up[shard_id] = poll.caught_up or poll.throttled
+                for record in poll.records:
+                    claimed = after_record(state, shard_id, record["SequenceNumber"], time.time())
+                    if not tracker.try_claim(claimed):
+                        return
+                    state = claimed
+                    arrival = record["ApproximateArrivalTimestamp"].astimezone(UTC)
+                    self._records_read.inc()
+                    yield TimestampedValue(
+                        KinesisRecord(
+                            data=record["Data"],
+                            stream=stream,
+                            shard_id=shard_id,
+                            sequence_number=record["SequenceNumber"],
+                            partition_key=record["PartitionKey"],
+                            arrival=arrival,
+                        ),
+                        _to_timestamp(arrival),
+                    )
+                    marks[shard_id] = max(
+                        marks.get(shard_id, MIN_TIMESTAMP), _to_timestamp(arrival)
+                    )
+                    if self._max_records is not None and state.records_read >= self._max_records:
+                        tracker.try_claim(replace(state, finished=True))
+                        return
+                round_records += len(poll.records)
+                if poll.caught_up:
+                    idle_mark = _to_timestamp(datetime.now(UTC) - IDLE_WATERMARK_LAG)
+                    marks[shard_id] = max(marks.get(shard_id, MIN_TIMESTAMP), idle_mark)
+                watermark = _restriction_watermark(state, marks)
+                if watermark is not None:
+                    _advance(watermark_estimator, watermark)
+                if poll.drained:
+                    drained = after_drain(state, shard_id)
+                    if not tracker.try_claim(drained):
+                        return
+                    state = drained
+                    for per_shard in (not_before, throttled_until, caught_up, marks):
+                        per_shard.pop(shard_id, None)
+                    self._shards_drained.inc()
+                    _LOG.info("Stream %s: shard %s is closed and drained", stream, shard_id)
+                    drained_any = True
+            if drained_any:
+                # Its children may be readable now: list before reading on.
+                next_listing = time.monotonic()
                 continue
-            records = response.get("Records", [])
-            for record in records:
-                sequence_number = record["SequenceNumber"]
-                if not tracker.try_claim(sequence_number):
+            if round_records == 0:
+                quiet_since = state.quiet_since if state.quiet_since is not None else time.time()
+                if (
+                    self._idle_timeout is not None
+                    and time.time() - quiet_since >= self._idle_timeout.total_seconds()
+                ):
+                    tracker.try_claim(replace(state, finished=True))
                     return
-                last = sequence_number
-                arrival = record["ApproximateArrivalTimestamp"].astimezone(UTC)
-                self._records_read.inc()
-                yield TimestampedValue(
-                    KinesisRecord(
-                        data=record["Data"],
-                        stream=shard.stream,
-                        shard_id=shard.shard_id,
-                        sequence_number=sequence_number,
-                        partition_key=record["PartitionKey"],
-                        arrival=arrival,
-                    ),
-                    _to_timestamp(arrival),
-                )
-                _advance(watermark_estimator, _to_timestamp(arrival))
-                read_in_restriction += 1
-                if self._max_records is not None and read_in_restriction >= self._max_records:
-                    tracker.try_claim(END_OF_SHARD)
+                if all(caught_up.get(p.shard_id, False) for p in state.shards):
+                    backoff = max(throttled_until.values(), default=0.0) - time.monotonic()
+                    wait = max(self._poll_interval.total_seconds(), backoff)
+                    tracker.defer_remainder(Duration.of(wait))
                     return
-            next_iterator = response.get("NextShardIterator")
-            if next_iterator is None:
-                # A closed shard read to its end: nothing will ever follow.
-                self._shards_drained.inc()
-                _LOG.warning(
-                    "Stream %s: shard %s is closed and drained; its children are not read "
-                    "by this version of the source",
-                    shard.stream,
-                    shard.shard_id,
-                )
-                tracker.try_claim(END_OF_SHARD)
-                return
-            iterator = next_iterator
-            now = time.monotonic()
-            if records:
-                last_record_at = now
-            else:
-                if response.get("MillisBehindLatest", 0) == 0:
-                    idle_mark = datetime.now(UTC) - IDLE_WATERMARK_LAG
-                    _advance(watermark_estimator, _to_timestamp(idle_mark))
-                if self._idle_timeout is None:
-                    tracker.defer_remainder(Duration.of(self._poll_interval.total_seconds()))
-                    return
-                if now - last_record_at >= self._idle_timeout.total_seconds():
-                    tracker.try_claim(END_OF_SHARD)
-                    return
-                time.sleep(self._poll_interval.total_seconds())
-            if self._idle_timeout is None and now - started >= MAX_READ_PER_CALL.total_seconds():
+            if time.monotonic() - started >= MAX_READ_PER_CALL.total_seconds():
                 tracker.defer_remainder()
                 return
 
 
-def _advance(estimator: ManualWatermarkEstimator, to: Timestamp) -> None:
-    current = estimator.current_watermark()
-    if current is None or to > current:
-        estimator.set_watermark(to)
-
-
 class ReadKinesisRecords(beam.PTransform[beam.pvalue.PBegin, beam.PCollection[KinesisRecord]]):
-    """`PBegin` -> unbounded `PCollection[KinesisRecord]`; see the module docstring."""
+    """`PBegin` -> unbounded `PCollection[KinesisRecord]`, at least once.
+
+    See the module docstring for positions, resharding, watermarks and the
+    test bounds `idle_timeout` and `max_records` (totals over the stream).
+    `poll_interval` is how long an idle stream waits before it is polled again.
+    Raises ValueError on an impossible combination of arguments.
+    """
 
     def __init__(
         self,
@@ -518,21 +695,26 @@ class ReadKinesisRecords(beam.PTransform[beam.pvalue.PBegin, beam.PCollection[Ki
             raise ValueError("initial_timestamp must be timezone-aware")
         if max_records is not None and max_records < 1:
             raise ValueError("max_records must be at least 1")
+        if idle_timeout is not None and idle_timeout <= timedelta(0):
+            raise ValueError("idle_timeout must be positive")
         if poll_interval < MIN_CALL_INTERVAL:
             raise ValueError(f"poll_interval must be at least {MIN_CALL_INTERVAL}")
-        self._stream = stream
-        self._start = StartingPosition(kind=initial_position, timestamp=initial_timestamp)
+        self._element = KinesisStream(
+            stream=stream,
+            start=StartingPosition(kind=initial_position, timestamp=initial_timestamp),
+        )
         self._idle_timeout = idle_timeout
         self._max_records = max_records
         self._poll_interval = poll_interval
 
     def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection[KinesisRecord]:
+        element = self._element
         return (
             begin
             | "Start" >> beam.Impulse()
-            | "ListShards" >> beam.ParDo(_ListShardsFn(self._stream, self._start))
+            | "ToStream" >> beam.Map(lambda _: element)
             | "ReadShards"
-            >> beam.ParDo(_ReadShardFn(self._idle_timeout, self._max_records, self._poll_interval))
+            >> beam.ParDo(_ReadStreamFn(self._idle_timeout, self._max_records, self._poll_interval))
         )
 
 
@@ -540,7 +722,7 @@ class ReadFromKinesis(beam.PTransform[beam.pvalue.PBegin, beam.PCollection[Sourc
     """`PBegin` -> unbounded `PCollection[SourceRecord]`, at least once.
 
     `ReadKinesisRecords` followed by `KinesisRecord.to_source_record`, which
-    drops the partition key. Arguments as for `ReadKinesisRecords`.
+    keeps the partition key. Arguments as for `ReadKinesisRecords`.
     """
 
     def __init__(self, stream: str, **kwargs: Any) -> None:

@@ -1,15 +1,17 @@
-"""Tests of `transforms.kinesis`: the shard graph, the tracker, and reads from moto.
+"""Tests of `transforms.kinesis`: the shard graph, the restriction, and reads.
 
-moto's shard split is not faithful, so resharding is tested on fake shard
-graphs; reads run against a real moto server (`moto_server` fixture) and are
-bounded with `idle_timeout` so the FnApiRunner finishes.
+moto's shard split is not faithful, so resharding is tested on the fake shard
+graph of `tests.fixtures.kinesis` (splits, merges and expiry while the reader
+runs); plain reads, positions and checkpoints run against a real moto server
+(`moto_server` fixture), bounded with `idle_timeout` so the FnApiRunner ends.
 """
 
 from __future__ import annotations
 
-import logging
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,27 +26,35 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from tests.fixtures.kinesis import BASE_ARRIVAL, FakeKinesis
 from tests.fixtures.moto_server import MotoServer
 from transforms import kinesis
 from transforms.events import SourceRecord
 from transforms.kinesis import (
-    END_OF_SHARD,
+    AT_TIMESTAMP,
+    LATEST,
+    TRIM_HORIZON,
     KinesisRecord,
-    KinesisShard,
+    KinesisStream,
     ReadFromKinesis,
     ReadKinesisRecords,
     ShardInfo,
-    ShardRestriction,
-    ShardTracker,
+    ShardPosition,
     StartingPosition,
-    _ListShardsFn,
-    _ReadShardFn,
+    StreamRestriction,
+    StreamTracker,
+    _ReadStreamFn,
+    after_drain,
+    after_listing,
+    after_record,
+    list_shards,
     readable_shards,
 )
 
 RECORD_COUNT = 200
 FAST_POLL = timedelta(seconds=0.2)
 IDLE = timedelta(seconds=1)
+NOW = 1_800_000_000.0
 
 
 def _ids(shards: list[ShardInfo]) -> list[str]:
@@ -127,69 +137,138 @@ def test_shard_info_from_list_shards() -> None:
     assert not ShardInfo.from_api({"ShardId": "s", "SequenceNumberRange": {}}).closed
 
 
-RESTRICTION = ShardRestriction(shard_id="s0", start=StartingPosition())
+HORIZON = StartingPosition()
+FRESH = StreamRestriction(start=HORIZON)
 
 
-def test_checkpoint_resumes_after_last_claimed() -> None:
-    tracker = ShardTracker(RESTRICTION)
-    assert tracker.try_claim("10")
-    assert tracker.try_claim("11")
-    split = tracker.try_split(0)
-    assert split is not None
-    primary, residual = split
-    assert primary == ShardRestriction("s0", StartingPosition(), after_sequence=None, finished=True)
-    assert residual == ShardRestriction("s0", StartingPosition(), after_sequence="11")
-    assert not tracker.try_claim("12")
-    tracker.check_done()
-    assert tracker.current_restriction() == primary
+def _held(restriction: StreamRestriction) -> list[tuple[str, str, str | None]]:
+    return [(p.shard_id, p.start.kind, p.after_sequence) for p in restriction.shards]
 
-    resumed = ShardTracker(residual)
-    assert resumed.last_claimed == "11"
-    assert resumed.try_claim("12")
-    assert resumed.try_split(0) == (
-        ShardRestriction("s0", StartingPosition(), after_sequence="11", finished=True),
-        ShardRestriction("s0", StartingPosition(), after_sequence="12"),
+
+def test_first_listing_adopts_the_readable_shards_at_the_initial_position() -> None:
+    listing = [*SPLIT, ShardInfo("q", parent_id="expired")]
+    restriction = after_listing(FRESH, listing, NOW)
+    assert _held(restriction) == [("p", TRIM_HORIZON, None), ("q", TRIM_HORIZON, None)]
+    assert restriction.listed
+    assert restriction.quiet_since == NOW
+    assert restriction.drained == frozenset()
+
+
+def test_listing_adopts_children_once_all_parents_are_drained() -> None:
+    restriction = after_listing(StreamRestriction(start=HORIZON), MERGE, NOW)
+    assert _held(restriction) == [("p1", TRIM_HORIZON, None), ("p2", TRIM_HORIZON, None)]
+    restriction = after_listing(after_drain(restriction, "p1"), MERGE, NOW + 1)
+    assert _held(restriction) == [("p2", TRIM_HORIZON, None)]
+    assert restriction.drained == {"p1"}
+    restriction = after_listing(after_drain(restriction, "p2"), MERGE, NOW + 2)
+    assert _held(restriction) == [("c", TRIM_HORIZON, None)]
+    assert restriction.quiet_since == NOW
+
+
+def test_listing_never_adopts_a_held_or_drained_shard_twice() -> None:
+    restriction = after_listing(FRESH, SPLIT, NOW)
+    again = after_listing(restriction, SPLIT, NOW + 1)
+    assert again == restriction
+    children = after_listing(after_drain(again, "p"), SPLIT, NOW + 2)
+    assert after_listing(children, SPLIT, NOW + 3) == children
+
+
+def test_listing_forgets_drained_shards_past_retention() -> None:
+    restriction = after_listing(after_drain(after_listing(FRESH, SPLIT, NOW), "p"), SPLIT, NOW)
+    assert restriction.drained == {"p"}
+    without_parent = [ShardInfo("a", parent_id="p"), ShardInfo("b", parent_id="p")]
+    assert after_listing(restriction, without_parent, NOW).drained == frozenset()
+
+
+def test_shards_listed_while_running_start_at_trim_horizon() -> None:
+    start = StartingPosition(kind=LATEST)
+    first = after_listing(StreamRestriction(start=start), [ShardInfo("s0")], NOW)
+    assert first.shards == (
+        ShardPosition("s0", StartingPosition(AT_TIMESTAMP, datetime.fromtimestamp(NOW, UTC))),
     )
+    later = after_listing(first, [ShardInfo("s0"), ShardInfo("s1")], NOW + 5)
+    assert later.shards[1] == ShardPosition("s1", HORIZON)
+
+
+def test_latest_skips_closed_shards_of_the_first_listing() -> None:
+    listing = [*SPLIT, *MERGE, ShardInfo("x", parent_id="gone")]
+    restriction = after_listing(
+        StreamRestriction(start=StartingPosition(kind=LATEST)), listing, NOW
+    )
+    at_start = StartingPosition(AT_TIMESTAMP, datetime.fromtimestamp(NOW, UTC))
+    assert restriction.shards == tuple(ShardPosition(s, at_start) for s in ("x", "a", "b", "c"))
+    assert restriction.drained == {"p", "p1", "p2"}
+
+
+def test_at_timestamp_applies_to_shards_listed_later() -> None:
+    start = StartingPosition(kind=AT_TIMESTAMP, timestamp=BASE_ARRIVAL)
+    restriction = after_listing(StreamRestriction(start=start), [ShardInfo("s0")], NOW)
+    later = after_listing(restriction, [ShardInfo("s0"), ShardInfo("s1")], NOW)
+    assert [p.start for p in later.shards] == [start, start]
+
+
+def test_a_record_moves_its_shard_and_the_bounds() -> None:
+    restriction = after_listing(FRESH, [ShardInfo("s0"), ShardInfo("s1")], NOW)
+    restriction = after_record(restriction, "s1", "42", NOW + 3)
+    assert _held(restriction) == [("s0", TRIM_HORIZON, None), ("s1", TRIM_HORIZON, "42")]
+    assert (restriction.records_read, restriction.quiet_since) == (1, NOW + 3)
+
+
+HELD = StreamRestriction(start=HORIZON, shards=(ShardPosition("s0"),), listed=True, quiet_since=NOW)
+
+
+def test_checkpoint_resumes_from_the_state_claimed() -> None:
+    tracker = StreamTracker(HELD)
+    one = after_record(HELD, "s0", "10", NOW)
+    two = after_record(one, "s0", "11", NOW)
+    assert tracker.try_claim(one)
+    assert tracker.try_claim(two)
+    split = tracker.try_split(0)
+    assert split == (replace(two, finished=True), two)
+    assert not tracker.try_claim(after_record(two, "s0", "12", NOW))
+    tracker.check_done()
+    assert tracker.current_restriction() == replace(two, finished=True)
+    assert two.position("s0").after_sequence == "11"
 
 
 def test_checkpoint_before_any_claim_keeps_the_start() -> None:
-    split = ShardTracker(RESTRICTION).try_split(0)
+    split = StreamTracker(FRESH).try_split(0)
     assert split is not None
-    assert split[1] == RESTRICTION
+    assert split[1] == FRESH
 
 
-def test_end_of_shard_ends_the_restriction() -> None:
-    tracker = ShardTracker(RESTRICTION)
-    assert tracker.try_claim("7")
-    assert tracker.try_claim(END_OF_SHARD)
+def test_finished_claim_ends_the_restriction() -> None:
+    tracker = StreamTracker(HELD)
+    assert tracker.try_claim(replace(HELD, finished=True))
     tracker.check_done()
     assert tracker.is_bounded()
-    assert tracker.current_restriction() == ShardRestriction(
-        "s0", StartingPosition(), after_sequence="7", finished=True
-    )
-    assert not tracker.try_claim("8")
+    assert not tracker.try_claim(HELD)
     assert tracker.try_split(0) is None
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.25, 1.0], ids=str)
-def test_shard_is_not_divisible(fraction: float) -> None:
-    tracker = ShardTracker(RESTRICTION)
-    assert tracker.try_claim("1")
-    assert tracker.try_split(fraction) is None
+def test_restriction_is_not_divisible(fraction: float) -> None:
+    assert StreamTracker(HELD).try_split(fraction) is None
 
 
 def test_unfinished_restriction_is_not_done() -> None:
-    tracker = ShardTracker(RESTRICTION)
-    assert tracker.try_claim("1")
+    tracker = StreamTracker(HELD)
     assert not tracker.is_bounded()
     with pytest.raises(ValueError, match="neither ended nor checkpointed"):
         tracker.check_done()
 
 
 def test_finished_restriction_claims_nothing() -> None:
-    tracker = ShardTracker(ShardRestriction("s0", StartingPosition(), "5", finished=True))
-    assert not tracker.try_claim("6")
+    tracker = StreamTracker(replace(HELD, finished=True))
+    assert not tracker.try_claim(HELD)
     tracker.check_done()
+
+
+def test_list_shards_follows_next_token() -> None:
+    fake = FakeKinesis(page_size=2)
+    for shard_id in ("s0", "s1", "s2", "s3", "s4"):
+        fake.add_shard(shard_id)
+    assert [shard.shard_id for shard in list_shards(fake, "s")] == ["s0", "s1", "s2", "s3", "s4"]
 
 
 @pytest.mark.parametrize(
@@ -205,6 +284,7 @@ def test_finished_restriction_claims_nothing() -> None:
             id="naive-time",
         ),
         pytest.param({"max_records": 0}, id="zero-max-records"),
+        pytest.param({"idle_timeout": timedelta(0)}, id="zero-idle-timeout"),
         pytest.param({"poll_interval": timedelta(seconds=0.01)}, id="poll-too-fast"),
     ],
 )
@@ -312,73 +392,337 @@ def test_read_from_kinesis_by_arn_emits_source_records(
         )
 
 
-def test_max_records_bounds_each_shard(
+@pytest.fixture
+def fast_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake clients have no rate limit: do not wait 0.2 s between calls on a shard."""
+    monkeypatch.setattr(kinesis, "MIN_CALL_INTERVAL", timedelta(seconds=0.005))
+
+
+def _drive(
+    client: Any,
+    restriction: StreamRestriction = FRESH,
+    idle_timeout: timedelta | None = None,
+    max_records: int | None = None,
+    stream: str = "s",
+) -> tuple[list[KinesisRecord], StreamRestriction, ManualWatermarkEstimator]:
+    """Runs the reading DoFn as a runner would: resumes each deferral until it ends.
+
+    Returns the records in the order emitted, the final restriction and the
+    watermark estimator (which, like the runner's, survives resumes).
+    """
+    read_fn = _ReadStreamFn(
+        idle_timeout=idle_timeout, max_records=max_records, poll_interval=FAST_POLL
+    )
+    read_fn._client = client
+    estimator = ManualWatermarkEstimator(None)
+    records: list[KinesisRecord] = []
+    for _ in range(50):
+        tracker = ThreadsafeRestrictionTracker(StreamTracker(restriction))
+        outputs = read_fn.process(
+            KinesisStream(stream, restriction.start),
+            tracker=RestrictionTrackerView(tracker),
+            watermark_estimator=estimator,
+        )
+        records.extend(output.value for output in outputs)
+        deferred = tracker.deferred_status()
+        if deferred is None:
+            tracker.check_done()
+            return records, tracker.current_restriction(), estimator
+        restriction, delay = deferred
+        time.sleep(max(0.0, min(delay.micros / 1e6, 0.3)))
+    raise AssertionError("the read did not end")
+
+
+def _keys(records: list[KinesisRecord]) -> list[tuple[str, str]]:
+    return [(record.shard_id, record.sequence_number) for record in records]
+
+
+def _assert_lineage_order(order: list[tuple[str, str]], fake: FakeKinesis) -> None:
+    """Each child's first record comes after the last record of each of its parents."""
+    shards = [shard_id for shard_id, _ in order]
+    for shard in fake.shards.values():
+        for parent in shard.parents:
+            if parent in shards and shard.shard_id in shards:
+                last_of_parent = len(shards) - 1 - shards[::-1].index(parent)
+                assert last_of_parent < shards.index(shard.shard_id), (parent, shard.shard_id)
+
+
+def _split_after_first_call(
+    parent: str, children: tuple[str, str], more: int = 2, per_child: int = 3
+) -> Any:
+    """A hook: after the first GetRecords on `parent`, put `more` records and split it."""
+
+    def hook(fake: FakeKinesis, shard_id: str, calls: int) -> None:
+        if shard_id == parent and calls == 1:
+            fake.put(parent, more)
+            fake.split(parent, children)
+            for child in children:
+                fake.put(child, per_child)
+                fake.close(child)
+
+    return hook
+
+
+def test_split_while_running_reads_parent_then_both_children_once(fast_calls: None) -> None:
+    fake = FakeKinesis(batch=3)
+    fake.add_shard("s0")
+    fake.put("s0", 4)
+    fake.add_shard("t")
+    fake.put("t", 2)
+    fake.close("t")
+    fake.hooks.append(_split_after_first_call("s0", ("s1", "s2")))
+    records, restriction, _ = _drive(fake)
+    assert sorted(_keys(records)) == sorted(fake.all_records())
+    assert len(records) == 4 + 2 + 2 + 3 + 3
+    assert _keys(records) == fake.reads
+    _assert_lineage_order(fake.reads, fake)
+    assert restriction.finished
+    assert restriction.shards == ()
+    assert [record.partition_key for record in records[:1]] == ["key-1"]
+
+
+def test_merge_while_running_reads_the_child_after_both_parents(fast_calls: None) -> None:
+    fake = FakeKinesis(batch=3)
+    fake.add_shard("p1")
+    fake.add_shard("p2")
+    fake.put("p1", 2)
+    fake.put("p2", 8)
+
+    def merge(fake: FakeKinesis, shard_id: str, calls: int) -> None:
+        if shard_id == "p1" and calls == 1:
+            fake.merge("p1", "p2", "c")
+            fake.put("c", 4)
+            fake.close("c")
+
+    fake.hooks.append(merge)
+    records, _, _ = _drive(fake)
+    assert sorted(_keys(records)) == sorted(fake.all_records())
+    assert len(records) == 2 + 8 + 4
+    # p1 drains first; c waits for p2, which takes three more calls.
+    assert [shard for shard, _ in fake.reads] == ["p1"] * 2 + ["p2"] * 8 + ["c"] * 4
+    _assert_lineage_order(_keys(records), fake)
+
+
+def test_start_after_reshard_reads_parents_first(fast_calls: None) -> None:
+    fake = FakeKinesis(batch=2, page_size=2)
+    for shard_id in ("p", "m1", "m2"):
+        fake.add_shard(shard_id)
+        fake.put(shard_id, 3)
+    fake.split("p", ("a", "b"))
+    fake.merge("m1", "m2", "mc")
+    fake.add_shard("g", parents=("a",))
+    for shard_id in ("a", "b", "mc"):
+        fake.put(shard_id, 2)
+    fake.close("a")
+    fake.put("g", 2)
+    for shard_id in ("b", "mc", "g"):
+        fake.close(shard_id)
+    records, _, _ = _drive(fake)
+    assert sorted(_keys(records)) == sorted(fake.all_records())
+    assert len(records) == 3 * 3 + 3 * 2 + 2
+    _assert_lineage_order(_keys(records), fake)
+
+
+def test_parent_past_retention_counts_as_drained(fast_calls: None) -> None:
+    fake = FakeKinesis()
+    fake.add_shard("old")
+    fake.put("old", 2)
+    fake.split("old", ("a", "b"))
+    fake.put("a", 2)
+    fake.put("b", 1)
+    fake.expire("old")
+    for shard_id in ("a", "b"):
+        fake.close(shard_id)
+    records, _, _ = _drive(fake)
+    assert sorted(_keys(records)) == sorted(fake.all_records())
+    assert {shard for shard, _ in _keys(records)} == {"a", "b"}
+
+
+def test_chain_of_splits_while_running(fast_calls: None) -> None:
+    fake = FakeKinesis(batch=2)
+    fake.add_shard("g0")
+    fake.put("g0", 3)
+
+    def split_again(fake: FakeKinesis, shard_id: str, calls: int) -> None:
+        if shard_id == "g0" and calls == 1:
+            fake.split("g0", ("g1", "x1"))
+            fake.put("g1", 3)
+            fake.put("x1", 1)
+            fake.close("x1")
+        if shard_id == "g1" and calls == 1:
+            fake.split("g1", ("g2", "x2"))
+            for child in ("g2", "x2"):
+                fake.put(child, 2)
+                fake.close(child)
+
+    fake.hooks.append(split_again)
+    records, _, _ = _drive(fake)
+    assert sorted(_keys(records)) == sorted(fake.all_records())
+    assert len(records) == 3 + 3 + 1 + 2 + 2
+    _assert_lineage_order(_keys(records), fake)
+    assert _keys(records) == fake.reads
+
+
+def test_max_records_is_a_total_across_shards(fast_calls: None) -> None:
+    fake = FakeKinesis(batch=3)
+    for shard_id in ("s0", "s1"):
+        fake.add_shard(shard_id)
+        fake.put(shard_id, 5)
+    records, restriction, _ = _drive(fake, max_records=4)
+    assert _keys(records) == [
+        ("s0", "000001"),
+        ("s0", "000002"),
+        ("s0", "000003"),
+        ("s1", "000006"),
+    ]
+    assert restriction.finished
+    assert restriction.records_read == 4
+
+
+def test_idle_timeout_ends_when_no_shard_has_new_records(fast_calls: None) -> None:
+    fake = FakeKinesis(batch=10)
+    for shard_id in ("s0", "s1"):
+        fake.add_shard(shard_id)
+        fake.put(shard_id, 2)
+    started = time.monotonic()
+    records, restriction, estimator = _drive(fake, idle_timeout=timedelta(seconds=0.5))
+    elapsed = time.monotonic() - started
+    assert sorted(_keys(records)) == sorted(fake.all_records())
+    assert restriction.finished
+    assert 0.5 <= elapsed < 2.0
+    # Both shards caught up: the watermark follows now, not the old arrivals.
+    watermark = estimator.current_watermark()
+    assert watermark is not None
+    assert watermark.to_utc_datetime(has_tz=True) > datetime.now(UTC) - timedelta(seconds=10)
+
+
+def test_watermark_is_the_minimum_over_shards(fast_calls: None) -> None:
+    fake = FakeKinesis(batch=1)
+    for shard_id, count in (("s0", 3), ("s1", 1)):
+        fake.add_shard(shard_id)
+        fake.put(shard_id, count)
+        fake.close(shard_id)
+    estimator = ManualWatermarkEstimator(None)
+    seen: list[timedelta | None] = []
+
+    def watch(fake: FakeKinesis, shard_id: str, calls: int) -> None:
+        mark = estimator.current_watermark()
+        seen.append(None if mark is None else mark.to_utc_datetime(has_tz=True) - BASE_ARRIVAL)
+
+    fake.hooks.append(watch)
+    read_fn = _ReadStreamFn(idle_timeout=None, max_records=None, poll_interval=FAST_POLL)
+    read_fn._client = fake
+    tracker = ThreadsafeRestrictionTracker(StreamTracker(FRESH))
+    outputs = read_fn.process(
+        KinesisStream("s"), tracker=RestrictionTrackerView(tracker), watermark_estimator=estimator
+    )
+    assert len(list(outputs)) == 4
+    # None until both shards are read; s1's record (+4 s) does not carry it
+    # past s0's (+1 s); once s1 drains, s0 alone moves it.
+    assert seen == [None, None, timedelta(seconds=1), timedelta(seconds=2)]
+    assert estimator.current_watermark() == Timestamp.from_utc_datetime(
+        BASE_ARRIVAL + timedelta(seconds=3)
+    )
+
+
+def test_pipeline_reads_a_shard_split_mid_read_exactly_once(
+    monkeypatch: pytest.MonkeyPatch, fast_calls: None
+) -> None:
+    fake = FakeKinesis(batch=2)
+    fake.add_shard("s0")
+    fake.put("s0", 5)
+    fake.add_shard("t")
+    fake.put("t", 3)
+    fake.close("t")
+    fake.hooks.append(_split_after_first_call("s0", ("s1", "s2"), more=3, per_child=4))
+    monkeypatch.setattr(kinesis, "_kinesis_client", lambda: fake)
+    with _pipeline() as pipeline:
+        records = _read(pipeline, ReadFromKinesis("s", poll_interval=FAST_POLL))
+        assert_that(
+            records | "KeepFields" >> beam.Map(lambda r: (r.data, r.partition_key)),
+            equal_to(
+                [
+                    (f"{shard}-{n:06d}".encode(), f"key-{n}")
+                    for shard, numbers in (
+                        ("s0", range(1, 6)),
+                        ("t", range(6, 9)),
+                        ("s0", range(9, 12)),
+                        ("s1", range(12, 16)),
+                        ("s2", range(16, 20)),
+                    )
+                    for n in numbers
+                ]
+            ),
+        )
+    assert sorted(fake.reads) == sorted(fake.all_records())
+    assert len(fake.reads) == 5 + 3 + 3 + 4 + 4
+    _assert_lineage_order(fake.reads, fake)
+
+
+def test_max_records_is_a_total_over_the_stream(
     stream: tuple[str, list[tuple[bytes, str, str, str]]],
 ) -> None:
     name, expected = stream
-    first_per_shard: dict[str, list[bytes]] = {}
-    for data, shard, _, _ in expected:
-        first_per_shard.setdefault(shard, []).append(data)
+    first_shard = min(shard for _, shard, _, _ in expected)
     with _pipeline() as pipeline:
         records = _read(
             pipeline,
             ReadFromKinesis(name, max_records=5, idle_timeout=IDLE, poll_interval=FAST_POLL),
         )
+        # The shards are read in ListShards order, each call returning all of a shard's records.
         assert_that(
-            records | "KeepData" >> beam.Map(lambda r: r.data),
-            equal_to([data for datas in first_per_shard.values() for data in datas[:5]]),
+            records | "KeepFields" >> beam.Map(lambda r: (r.data, r.partition_key)),
+            equal_to([(data, key) for data, shard, _, key in expected if shard == first_shard][:5]),
         )
-
-
-def _values(outputs: Iterator[Any]) -> list[KinesisRecord]:
-    return [output.value for output in outputs]
 
 
 def test_checkpoint_resume_neither_rereads_nor_skips(
     stream: tuple[str, list[tuple[bytes, str, str, str]]],
 ) -> None:
     name, expected = stream
-    shard_id = expected[0][1]
-    in_shard = [(data, seq) for data, shard, seq, _ in expected if shard == shard_id]
-    read_fn = _ReadShardFn(
+    first_shard = min(shard for _, shard, _, _ in expected)
+    in_first_shard = [(data, seq) for data, shard, seq, _ in expected if shard == first_shard]
+    read_fn = _ReadStreamFn(
         idle_timeout=timedelta(seconds=0.5), max_records=None, poll_interval=FAST_POLL
     )
     read_fn.setup()
-    shard = KinesisShard(stream=name, shard_id=shard_id)
-    tracker = ThreadsafeRestrictionTracker(
-        ShardTracker(ShardRestriction(shard_id=shard_id, start=StartingPosition()))
-    )
+    tracker = ThreadsafeRestrictionTracker(StreamTracker(StreamRestriction(start=HORIZON)))
     estimator = ManualWatermarkEstimator(None)
     outputs = read_fn.process(
-        shard, tracker=RestrictionTrackerView(tracker), watermark_estimator=estimator
+        KinesisStream(name), tracker=RestrictionTrackerView(tracker), watermark_estimator=estimator
     )
     first = [next(outputs).value for _ in range(7)]
     # What the runner does to checkpoint: split at the current position.
     split = tracker.try_split(0)
     assert split is not None
     _, residual = split
-    first.extend(_values(outputs))
-    assert residual.after_sequence == first[-1].sequence_number
+    first.extend(output.value for output in outputs)
+    assert residual.position(first_shard).after_sequence == first[-1].sequence_number
+    assert residual.records_read == 7
 
-    resumed = ThreadsafeRestrictionTracker(ShardTracker(residual))
-    rest = _values(
-        read_fn.process(
-            shard,
-            tracker=RestrictionTrackerView(resumed),
-            watermark_estimator=ManualWatermarkEstimator(None),
-        )
+    # A new bundle resumes the residual, with the same client.
+    rest, final, resumed_estimator = _drive(
+        read_fn._client, residual, idle_timeout=timedelta(seconds=0.5), stream=name
     )
-    resumed.check_done()
-    assert [(r.data, r.sequence_number) for r in first] == in_shard[:7]
-    assert [(r.data, r.sequence_number) for r in first + rest] == in_shard
-    assert estimator.current_watermark() is not None
+    assert final.finished
+    assert [(r.data, r.sequence_number) for r in first] == in_first_shard[:7]
+    assert sorted((r.data, r.shard_id, r.sequence_number) for r in first + rest) == sorted(
+        (data, shard, seq) for data, shard, seq, _ in expected
+    )
+    assert len(first + rest) == RECORD_COUNT
+    # The other shard was not polled before the checkpoint: it held the watermark.
+    assert estimator.current_watermark() is None
+    assert resumed_estimator.current_watermark() is not None
 
 
 def test_source_record_of_kinesis_record() -> None:
     arrival = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
     record = KinesisRecord(b"{}", "s", "shardId-000000000001", "49", "key", arrival)
     assert record.to_source_record() == SourceRecord(
-        data=b"{}", source="kinesis:s/shardId-000000000001/49", arrival=arrival
+        data=b"{}",
+        source="kinesis:s/shardId-000000000001/49",
+        arrival=arrival,
+        partition_key="key",
     )
 
 
@@ -390,7 +734,7 @@ class _Expired(Exception):
     pass
 
 
-class _FakeKinesis:
+class _ScriptedKinesis:
     """A scripted Kinesis client: each GetRecords answer is the next of `answers`.
 
     An answer is a response dict or an exception class to raise. Iterator
@@ -436,19 +780,19 @@ def _records(*sequence_numbers: str) -> list[dict[str, Any]]:
     ]
 
 
-def _run_fake(
+def _run_scripted(
     answers: list[dict[str, Any] | type[Exception]],
-    restriction: ShardRestriction = RESTRICTION,
-    idle_timeout: timedelta | None = None,
-) -> tuple[list[Any], ThreadsafeRestrictionTracker, ManualWatermarkEstimator, _FakeKinesis]:
-    client = _FakeKinesis(answers)
-    read_fn = _ReadShardFn(idle_timeout=idle_timeout, max_records=None, poll_interval=FAST_POLL)
+    restriction: StreamRestriction = HELD,
+) -> tuple[list[Any], ThreadsafeRestrictionTracker, ManualWatermarkEstimator, _ScriptedKinesis]:
+    """One process() call on a restriction holding shard s0 of a stream listing no shard."""
+    client = _ScriptedKinesis(answers)
+    read_fn = _ReadStreamFn(idle_timeout=None, max_records=None, poll_interval=FAST_POLL)
     read_fn._client = client
-    tracker = ThreadsafeRestrictionTracker(ShardTracker(restriction))
+    tracker = ThreadsafeRestrictionTracker(StreamTracker(restriction))
     estimator = ManualWatermarkEstimator(None)
     outputs = list(
         read_fn.process(
-            KinesisShard("s", restriction.shard_id),
+            KinesisStream("s", restriction.start),
             tracker=RestrictionTrackerView(tracker),
             watermark_estimator=estimator,
         )
@@ -456,8 +800,8 @@ def _run_fake(
     return outputs, tracker, estimator, client
 
 
-def test_closed_shard_read_to_its_end_ends_the_restriction() -> None:
-    outputs, tracker, estimator, _ = _run_fake(
+def test_closed_shard_read_to_its_end_leaves_the_restriction() -> None:
+    outputs, tracker, estimator, _ = _run_scripted(
         [
             {"Records": _records("1", "2"), "NextShardIterator": "next", "MillisBehindLatest": 0},
             {"Records": _records("3"), "MillisBehindLatest": 0},
@@ -465,36 +809,55 @@ def test_closed_shard_read_to_its_end_ends_the_restriction() -> None:
     )
     assert [output.value.sequence_number for output in outputs] == ["1", "2", "3"]
     assert outputs[0].value.partition_key == "k1"
-    assert tracker.current_restriction() == ShardRestriction(
-        "s0", StartingPosition(), after_sequence="3", finished=True
-    )
+    # The last shard drained and the stream lists no other: the read ends.
+    final = tracker.current_restriction()
+    assert (final.shards, final.records_read, final.finished) == ((), 3, True)
     tracker.check_done()
     assert estimator.current_watermark() == Timestamp.from_utc_datetime(
         ARRIVAL + timedelta(seconds=3)
     )
 
 
-def test_throttling_checkpoints_and_resumes_later() -> None:
-    outputs, tracker, _, _ = _run_fake(
+def test_throttling_backs_off_then_resumes() -> None:
+    outputs, tracker, _, _ = _run_scripted(
         [{"Records": _records("1"), "NextShardIterator": "next"}, _Throttled]
     )
     assert [output.value.sequence_number for output in outputs] == ["1"]
     deferred = tracker.deferred_status()
     assert deferred is not None
     residual, delay = deferred
-    assert residual == ShardRestriction("s0", StartingPosition(), after_sequence="1")
-    assert Duration.of(0) < delay <= Duration.of(1)
+    assert residual.shards == (ShardPosition("s0", HORIZON, after_sequence="1"),)
+    assert Duration.of(0.5) < delay <= Duration.of(1)
     tracker.check_done()
 
 
+def test_throttled_shard_does_not_stop_the_others(fast_calls: None) -> None:
+    held = replace(HELD, shards=(ShardPosition("s0"), ShardPosition("s1")))
+    caught_up = {"NextShardIterator": "next", "MillisBehindLatest": 0}
+    outputs, _, _, _ = _run_scripted(
+        [
+            _Throttled,  # s0
+            {"Records": _records("1"), **caught_up},  # s1
+            {"Records": _records("2"), **caught_up},  # s1 again while s0 backs off
+            {"Records": [], **caught_up},  # s1
+            {"Records": [], **caught_up},  # s1: both idle or backing off, checkpoint
+        ],
+        restriction=held,
+    )
+    assert [(o.value.shard_id, o.value.sequence_number) for o in outputs] == [
+        ("s1", "1"),
+        ("s1", "2"),
+    ]
+
+
 def test_expired_iterator_is_recreated_after_the_last_record() -> None:
-    _, tracker, _, client = _run_fake(
+    _, tracker, _, client = _run_scripted(
         [
             {"Records": _records("4"), "NextShardIterator": "next"},
             _Expired,
             {"Records": _records("5")},
         ],
-        restriction=ShardRestriction("s0", StartingPosition(), after_sequence="3"),
+        restriction=replace(HELD, shards=(ShardPosition("s0", after_sequence="3"),)),
     )
     assert [request.get("StartingSequenceNumber") for request in client.iterator_requests] == [
         "3",
@@ -503,12 +866,14 @@ def test_expired_iterator_is_recreated_after_the_last_record() -> None:
     assert {request["ShardIteratorType"] for request in client.iterator_requests} == {
         "AFTER_SEQUENCE_NUMBER"
     }
-    assert tracker.current_restriction().after_sequence == "5"
+    assert tracker.current_restriction().records_read == 2
 
 
 def test_at_timestamp_starts_the_iterator_at_that_time() -> None:
-    start = StartingPosition(kind="AT_TIMESTAMP", timestamp=ARRIVAL)
-    _, _, _, client = _run_fake([{"Records": []}], restriction=ShardRestriction("s0", start))
+    start = StartingPosition(kind=AT_TIMESTAMP, timestamp=ARRIVAL)
+    _, _, _, client = _run_scripted(
+        [{"Records": []}], restriction=replace(HELD, shards=(ShardPosition("s0", start),))
+    )
     assert client.iterator_requests == [
         {
             "StreamName": "s",
@@ -521,31 +886,24 @@ def test_at_timestamp_starts_the_iterator_at_that_time() -> None:
 
 def test_idle_caught_up_shard_advances_its_watermark_and_polls_again() -> None:
     before = datetime.now(UTC)
-    outputs, tracker, estimator, _ = _run_fake(
+    outputs, tracker, estimator, _ = _run_scripted(
         [{"Records": [], "NextShardIterator": "next", "MillisBehindLatest": 0}]
     )
     assert outputs == []
     deferred = tracker.deferred_status()
     assert deferred is not None
-    assert deferred[0] == RESTRICTION
+    assert deferred[0] == HELD
     assert deferred[1] <= Duration.of(0.2)
     watermark = estimator.current_watermark()
     assert watermark is not None
     assert watermark.to_utc_datetime(has_tz=True) >= before - timedelta(seconds=6)
 
 
-def test_idle_timeout_ends_a_quiet_shard() -> None:
-    quiet = {"Records": [], "NextShardIterator": "next", "MillisBehindLatest": 0}
-    outputs, tracker, _, _ = _run_fake([quiet] * 20, idle_timeout=timedelta(seconds=0.3))
-    assert outputs == []
-    tracker.check_done()
-
-
 def test_runner_resumes_throttled_and_idle_shard_until_it_closes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caught_up = {"NextShardIterator": "next", "MillisBehindLatest": 0}
-    client = _FakeKinesis(
+    client = _ScriptedKinesis(
         [
             {"Records": _records("1", "2"), **caught_up},
             _Throttled,
@@ -561,36 +919,15 @@ def test_runner_resumes_throttled_and_idle_shard_until_it_closes(
         }
     ]
     monkeypatch.setattr(kinesis, "_kinesis_client", lambda: client)
-    # No idle_timeout: only the shard closing ends this read, after two runner resumes.
+    # No bound: only the last shard draining ends this read, after two runner resumes.
     with _pipeline() as pipeline:
         records = _read(pipeline, ReadFromKinesis("s", poll_interval=FAST_POLL))
         assert_that(
-            records | "KeepSources" >> beam.Map(lambda r: r.source),
-            equal_to([f"kinesis:s/s0/{seq}" for seq in "1234"]),
+            records | "KeepFields" >> beam.Map(lambda r: (r.source, r.partition_key)),
+            equal_to([(f"kinesis:s/s0/{seq}", f"k{seq}") for seq in "1234"]),
         )
     assert [request.get("StartingSequenceNumber") for request in client.iterator_requests] == [
         None,
         "2",
         "3",
-    ]
-
-
-def test_list_shards_emits_readable_shards_and_warns_about_waiting_children(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    client = _FakeKinesis([])
-    client.shards = [
-        {"ShardId": "p", "SequenceNumberRange": {"EndingSequenceNumber": "9"}},
-        {"ShardId": "a", "ParentShardId": "p"},
-        {"ShardId": "b", "ParentShardId": "p"},
-        {"ShardId": "q", "ParentShardId": "expired"},
-    ]
-    list_fn = _ListShardsFn("s", StartingPosition(kind="LATEST"))
-    list_fn._client = client
-    with caplog.at_level(logging.WARNING, logger=kinesis.__name__):
-        shards = list(list_fn.process(b""))
-    latest = StartingPosition(kind="LATEST")
-    assert shards == [KinesisShard("s", "p", latest), KinesisShard("s", "q", latest)]
-    assert [record.getMessage() for record in caplog.records] == [
-        "Stream s: shards a, b wait for undrained parents and are not read"
     ]
