@@ -123,6 +123,9 @@ class Backoff:
         return rng.uniform(0.0, min(self.max_delay, self.initial_delay * 2 ** (attempt - 1)))
 
 
+DEFAULT_BACKOFF = Backoff()
+
+
 def error_code(error: Exception) -> str:
     """A short code for an AWS call failure: the service's code or the exception class."""
     if isinstance(error, botocore.exceptions.ClientError):
@@ -372,7 +375,7 @@ class WriteSupporterItems(
     """
 
     def __init__(
-        self, table_name: str, *, batch_size: int = 25, backoff: Backoff = Backoff()
+        self, table_name: str, *, batch_size: int = 25, backoff: Backoff = DEFAULT_BACKOFF
     ) -> None:
         super().__init__()
         if not table_name:
