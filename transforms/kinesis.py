@@ -81,7 +81,9 @@ shard; ProvisionedThroughputExceededException backs that shard off for
 `THROTTLE_BACKOFF` while the others are read (when all are idle or backing
 off the reader checkpoints and resumes after the backoff);
 ExpiredIteratorException re-creates the shard's iterator after its last
-claimed sequence number.
+claimed sequence number. A shard held by a checkpoint but past retention when
+the job resumes (ResourceNotFoundException) counts as drained, with a warning
+and `kinesis_shards_expired`: its unread records expired with it.
 
 Credentials, region and endpoint come only from the standard AWS chain
 (boto3's default session: environment, config files, instance roles;
@@ -508,6 +510,7 @@ class _ReadStreamFn(beam.DoFn):
         self._throttled = Metrics.counter(METRICS_NAMESPACE, "kinesis_throttled")
         self._expired_iterators = Metrics.counter(METRICS_NAMESPACE, "kinesis_expired_iterators")
         self._shards_drained = Metrics.counter(METRICS_NAMESPACE, "kinesis_shards_drained")
+        self._shards_expired = Metrics.counter(METRICS_NAMESPACE, "kinesis_shards_expired")
 
     def setup(self) -> None:
         self._client = _kinesis_client()
@@ -528,22 +531,32 @@ class _ReadStreamFn(beam.DoFn):
     def _poll(self, stream: str, position: ShardPosition, iterators: dict[str, str]) -> _Poll:
         """One GetRecords on one shard; keeps `iterators` pointing after what it returned."""
         shard_id = position.shard_id
-        iterator = iterators.get(shard_id) or self._shard_iterator(stream, position)
         # GetRecords on a stream given by ARN must name it again; moto needs it too.
         stream_argument = {"StreamARN": stream} if stream.startswith("arn:") else {}
         try:
+            iterator = iterators.get(shard_id) or self._shard_iterator(stream, position)
+            iterators[shard_id] = iterator
             response = self._client.get_records(
                 ShardIterator=iterator, Limit=GET_RECORDS_LIMIT, **stream_argument
             )
         except self._client.exceptions.ProvisionedThroughputExceededException:
             self._throttled.inc()
-            iterators[shard_id] = iterator
             return _Poll(records=[], throttled=True)
         except self._client.exceptions.ExpiredIteratorException:
             # Re-created at the next poll, after the last record claimed.
             self._expired_iterators.inc()
             iterators.pop(shard_id, None)
             return _Poll(records=[])
+        except self._client.exceptions.ResourceNotFoundException:
+            # Only a shard past retention (a restart from an old checkpoint) is
+            # gone while its stream exists; its records are gone with it. A
+            # deleted stream fails the listing that follows instead.
+            self._shards_expired.inc()
+            _LOG.warning(
+                "Stream %s: shard %s is past retention; unread records expired", stream, shard_id
+            )
+            iterators.pop(shard_id, None)
+            return _Poll(records=[], drained=True)
         records = list(response.get("Records", []))
         next_iterator = response.get("NextShardIterator")
         if next_iterator is None:
