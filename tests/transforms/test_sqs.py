@@ -33,6 +33,7 @@ from tests.fixtures.moto_server import MotoServer
 from transforms.dynamodb import Backoff, SinkConfigurationError
 from transforms.sqs import (
     OUTCOME_UNKNOWN,
+    REJECTED,
     RETRIES_EXHAUSTED,
     SENDING,
     SOFT_OPT_IN,
@@ -345,6 +346,37 @@ def test_lost_send_responses_are_absorbed_by_deduplication(
 
     assert faults.lost.get("SendMessageBatch", 0) > 0
     assert sorted(_drain(sqs, queue)) == _bodies(EMAILS)
+
+
+def test_failed_batch_entries_are_retried_until_sent(
+    sqs: Any, queue: str, ledger: str, aws_faults: InjectFaults
+) -> None:
+    fail_some = {"rate": 0.5, "lost_share": 0.0, "seed": 2, "failed_entries": False}
+    with aws_faults(**fail_some, operations={"sqs": {"SendMessageBatch"}}) as faults:
+        _send(queue, ledger, EMAILS, sent=_ids(EMAILS))
+
+    assert faults.refused.get("SendMessageBatch", 0) > 0
+    assert sorted(_drain(sqs, queue)) == _bodies(EMAILS)
+
+
+def test_entries_refused_as_the_senders_fault_are_not_retried(
+    sqs: Any, queue: str, ledger: str, aws_faults: InjectFaults
+) -> None:
+    refuse_all = {"rate": 1.0, "lost_share": 0.0, "seed": 1, "failed_entries": True}
+    queue_name = queue.rsplit("/", 1)[-1]
+    with aws_faults(**refuse_all, operations={"sqs": {"SendMessageBatch"}}) as faults:
+        _send(
+            queue,
+            ledger,
+            EMAILS[:2],
+            sent=[],
+            dead=[
+                (f"send_{THANK_YOU_EMAIL}", REJECTED, f"sqs:{queue_name}/{m.payment_id}", m.message)
+                for m in EMAILS[:2]
+            ],
+        )
+    assert faults.calls == {"SendMessageBatch": 1}
+    assert _drain(sqs, queue) == []
 
 
 def test_unsendable_messages_become_dead_letters(
