@@ -216,14 +216,15 @@ class KinesisOptions(PipelineOptions):
             "--idle_timeout_s",
             type=positive_number,
             default=None,
-            help="Tests and demos: end each shard after this many seconds without a new "
-            "record, which makes the run end. Off by default: the job runs until stopped.",
+            help="Tests and demos: end the read once no shard has returned a record for this "
+            "many seconds, which makes the run end. Off by default: the job runs until stopped.",
         )
         group.add_argument(
             "--max_records",
             type=positive_integer,
             default=None,
-            help="Tests and demos: end each shard after this many records. Off by default.",
+            help="Tests and demos: end the read after this many records in total, across "
+            "all shards. Off by default.",
         )
         group.add_argument(
             "--load_interval_s",

@@ -4,7 +4,7 @@ One module-scoped run feeds every test: the generator plans 750 payments
 (about 5,300 records, with redeliveries, replays and malformed records); a
 two-shard stream gets 80 % of the records before the job starts and the rest
 from a background thread in chunks while the job runs; the job reads until
-each shard has been idle for `IDLE_TIMEOUT_S`. The backfill then reads the
+no shard has returned a record for `IDLE_TIMEOUT_S`. The backfill then reads the
 same generated archive (`write_archive`) into a second warehouse.
 
 Event time: the Kinesis source's watermark follows arrival time (now), while
@@ -63,7 +63,7 @@ SHARDS = 2
 #: Share of the records on the stream before the job starts; the rest is put while it runs.
 PUT_BEFORE = 0.8
 LATE_CHUNKS = 6
-#: Between two late chunks; well under the idle timeout, so no shard ends between them.
+#: Between two late chunks; well under the idle timeout, so the read cannot end between them.
 LATE_PAUSE_S = 0.5
 IDLE_TIMEOUT_S = 4
 #: Dead-letter columns that say where and when a record was read: a file offset and
