@@ -28,21 +28,23 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.launch import parse_options, quiet_beam_logs, report, runner_for
-from pipelines.options import BackfillOptions, CoreOptions, WarehouseOptions
+from pipelines.launch import check_sinks, parse_options, quiet_beam_logs, report, runner_for
+from pipelines.options import BackfillOptions, CoreOptions, SinkOptions
 from schemas.records import DeadLetter
 from transforms.archive import ReadArchive
 from transforms.core import ProcessStripeEvents
-from transforms.warehouse import WriteToWarehouse
+from transforms.dynamodb import SinkConfigurationError
+from transforms.sinks import WriteOutputs
 
-OPTION_CLASSES = (BackfillOptions, CoreOptions, WarehouseOptions)
+OPTION_CLASSES = (BackfillOptions, CoreOptions, SinkOptions)
+PROG = "python -m pipelines.backfill"
 
 
 def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     """Reads the archive, applies the core and writes every output."""
     archive = options.view_as(BackfillOptions).archive_arguments()
     core = options.view_as(CoreOptions).core_arguments()
-    warehouse = options.view_as(WarehouseOptions).warehouse
+    sinks = options.view_as(SinkOptions).sink_config()
 
     read = pipeline | "ReadArchive" >> ReadArchive(**archive)
     outputs = read.events | "ProcessStripeEvents" >> ProcessStripeEvents(**core)
@@ -51,7 +53,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
         outputs.dead_letters,
         read.dead_letters,
     ) | "CollectDeadLetters" >> beam.Flatten()
-    _ = tables | "WriteToWarehouse" >> WriteToWarehouse(warehouse)
+    _ = tables | "WriteOutputs" >> WriteOutputs(sinks)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -59,17 +61,22 @@ def run(argv: Sequence[str] | None = None) -> int:
     options = parse_options(
         argv,
         OPTION_CLASSES,
-        prog="python -m pipelines.backfill",
+        prog=PROG,
         description=__doc__ or "",
     )
     quiet_beam_logs()
-    warehouse = options.view_as(WarehouseOptions).warehouse
-    Path(warehouse).parent.mkdir(parents=True, exist_ok=True)
-    pipeline = beam.Pipeline(runner=runner_for(options), options=options)
-    build(pipeline, options)
+    try:
+        sinks = options.view_as(SinkOptions).sink_config()
+        check_sinks(sinks)
+        pipeline = beam.Pipeline(runner=runner_for(options), options=options)
+        build(pipeline, options)
+    except (ValueError, SinkConfigurationError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    Path(sinks.warehouse).parent.mkdir(parents=True, exist_ok=True)
     result = pipeline.run()
     result.wait_until_finish()
-    summary = report(result, warehouse)
+    summary = report(result, sinks.warehouse)
     return 0 if summary.balanced else 1
 
 

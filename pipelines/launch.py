@@ -16,6 +16,9 @@ from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
 from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
+from transforms.dynamodb import check_supporter_table
+from transforms.sinks import SinkConfig
+from transforms.sqs import check_ledger_table, check_message_queue
 from transforms.summary import RunSummary, counters_of, render
 
 BEAM_OPTIONS_EPILOG = (
@@ -75,6 +78,21 @@ def report(result: PipelineResult, warehouse: str | None) -> RunSummary:
     )
     print(render(summary))
     return summary
+
+
+def check_sinks(sinks: SinkConfig) -> None:
+    """Stops before launch when a configured queue or table is missing or of the wrong kind.
+
+    Queues and DynamoDB tables are infrastructure: the job never creates
+    them. (The writers repeat these checks on each worker.)
+    """
+    if sinks.supporter_table:
+        check_supporter_table(sinks.supporter_table)
+    for queue_url in (sinks.emails_queue_url, sinks.opt_ins_queue_url):
+        if queue_url:
+            check_message_queue(queue_url)
+    if sinks.sent_messages_table:
+        check_ledger_table(sinks.sent_messages_table)
 
 
 def quiet_beam_logs() -> None:

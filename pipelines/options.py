@@ -9,11 +9,14 @@ never read options themselves.
 from __future__ import annotations
 
 import argparse
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.sinks import SinkConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLE = str(PROJECT_ROOT / "sample" / "archive")
@@ -84,16 +87,69 @@ class CoreOptions(PipelineOptions):
         }
 
 
-class WarehouseOptions(PipelineOptions):
+CONTRIBUTIONS_STORE_ENV = "CONTRIBUTIONS_STORE_DSN"
+
+
+class SinkOptions(PipelineOptions):
+    """Where each output goes; anything without its own sink goes to the warehouse."""
+
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("outputs")
         group.add_argument(
             "--warehouse",
             default=DEFAULT_WAREHOUSE,
-            help="DuckDB file that receives every table (created with its folder if missing; "
-            "rows are upserted by natural key, so re-runs are harmless). "
-            "Default: %(default)s.",
+            help="DuckDB file that receives the analytics tables, the dead letters and every "
+            "output without a sink of its own (created with its folder if missing; rows are "
+            "upserted by natural key, so re-runs are harmless). Default: %(default)s.",
+        )
+        group.add_argument(
+            "--contributions_store",
+            default=None,
+            help="Postgres DSN of the contributions store (postgresql://user@host/db). "
+            f"Default: the {CONTRIBUTIONS_STORE_ENV} environment variable, else the "
+            "warehouse. Prefer the variable or a password file (PGPASSFILE): a password on "
+            "the command line is visible to other users of the machine. Never logged.",
+        )
+        group.add_argument(
+            "--supporter_table",
+            default=None,
+            help="DynamoDB SupporterProductData table name (keys identityId, "
+            "subscriptionName). Default: the warehouse.",
+        )
+        group.add_argument(
+            "--emails_queue_url",
+            default=None,
+            help="SQS FIFO queue URL for thank-you emails. Default: the warehouse.",
+        )
+        group.add_argument(
+            "--opt_ins_queue_url",
+            default=None,
+            help="SQS FIFO queue URL for soft opt-ins. Default: the warehouse.",
+        )
+        group.add_argument(
+            "--sent_messages_table",
+            default=None,
+            help="DynamoDB table (key messageKey) recording sent messages, so that a replay "
+            "days later sends nothing again. Required with either queue.",
+        )
+
+    def sink_config(self) -> SinkConfig:
+        """The sinks, checked for consistency (ValueError with the flag names)."""
+        dsn = self.contributions_store or os.environ.get(CONTRIBUTIONS_STORE_ENV) or None
+        queues = self.emails_queue_url or self.opt_ins_queue_url
+        if queues and not self.sent_messages_table:
+            raise ValueError(
+                "--emails_queue_url/--opt_ins_queue_url need --sent_messages_table: SQS FIFO "
+                "deduplication alone forgets a message after 5 minutes"
+            )
+        return SinkConfig(
+            warehouse=self.warehouse,
+            contributions_store_dsn=dsn,
+            supporter_table=self.supporter_table,
+            emails_queue_url=self.emails_queue_url,
+            opt_ins_queue_url=self.opt_ins_queue_url,
+            sent_messages_table=self.sent_messages_table,
         )
 
 

@@ -8,7 +8,7 @@ Reads the Kinesis data stream EventBridge puts the Stripe events on
 DuckDB warehouse (`transforms.warehouse.WriteToWarehouse`). Only the read step
 and the windowing before the writer differ from the backfill.
 
-Windowing before the writer (`TriggerWarehouseLoads`): a global window whose
+Windowing before the warehouse writer (`transforms.sinks.TriggerLoads`): a global window whose
 panes fire every `--load_interval_s` of processing time (early firings) and
 once more when the watermark passes the end of the window (the end of a
 bounded read, or a drain), discarding what was fired. Why: the records are
@@ -49,67 +49,24 @@ reachable by the workers):
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Sequence
 from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.pvalue import PCollection
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.transforms import trigger, window
 
-from pipelines.launch import parse_options, quiet_beam_logs, report, runner_for
-from pipelines.options import CoreOptions, KinesisOptions, WarehouseOptions
-from schemas.generate import table_of
+from pipelines.launch import check_sinks, parse_options, quiet_beam_logs, report, runner_for
+from pipelines.options import CoreOptions, KinesisOptions, SinkOptions
 from schemas.records import DeadLetter
 from transforms.core import ProcessStripeEvents
 from transforms.decode import DecodeEvents
+from transforms.dynamodb import SinkConfigurationError
 from transforms.kinesis import ReadFromKinesis
-from transforms.warehouse import WriteToWarehouse
+from transforms.sinks import TriggerLoads, WriteOutputs
 
-OPTION_CLASSES = (KinesisOptions, CoreOptions, WarehouseOptions)
+OPTION_CLASSES = (KinesisOptions, CoreOptions, SinkOptions)
 PROG = "python -m pipelines.streaming"
-
-
-class TriggerWarehouseLoads(beam.PTransform):
-    """`{record type: PCollection}` -> the same dict, windowed for periodic warehouse loads.
-
-    Each PCollection (bounded or not) goes into the global window with early
-    panes every `interval` of processing time and a final pane when the
-    watermark passes the window's end, discarding fired panes. Elements are
-    unchanged; see the module docstring for why this windowing.
-
-    `early_panes=False` keeps only the final pane: for the FnApiRunner, whose
-    GroupByKey has no processing-time clock and fires only when the source
-    ends anyway. The step names are the same either way.
-    """
-
-    def __init__(self, interval: timedelta, *, early_panes: bool = True) -> None:
-        super().__init__()
-        # Beam's trigger proto holds whole seconds.
-        self._interval = max(1, round(interval.total_seconds()))
-        self._early_panes = early_panes
-
-    def expand(self, pcolls: Mapping[type, PCollection]) -> dict[type, PCollection]:
-        # One trigger object for all: the writer flattens these PCollections, and
-        # Beam compares their windowing by trigger identity.
-        early = trigger.AfterProcessingTime(self._interval) if self._early_panes else None
-        load_trigger = trigger.AfterWatermark(early=early)
-        return {
-            record_type: pcoll
-            | _step_name(table_of(record_type).name)
-            >> beam.WindowInto(
-                window.GlobalWindows(),
-                trigger=load_trigger,
-                accumulation_mode=trigger.AccumulationMode.DISCARDING,
-            )
-            for record_type, pcoll in pcolls.items()
-        }
-
-
-def _step_name(table: str) -> str:
-    return "".join(part.capitalize() for part in table.split("_"))
 
 
 def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
@@ -120,7 +77,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     kinesis = options.view_as(KinesisOptions)
     read_arguments = kinesis.kinesis_arguments()
     core = options.view_as(CoreOptions).core_arguments()
-    warehouse = options.view_as(WarehouseOptions).warehouse
+    sinks = options.view_as(SinkOptions).sink_config()
 
     records = pipeline | "ReadFromKinesis" >> ReadFromKinesis(**read_arguments)
     decoded = records | "DecodeEvents" >> DecodeEvents()
@@ -130,11 +87,10 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
         outputs.dead_letters,
         decoded.dead_letters,
     ) | "CollectDeadLetters" >> beam.Flatten()
-    loads = TriggerWarehouseLoads(
+    loads = TriggerLoads(
         kinesis.load_interval(), early_panes=not isinstance(pipeline.runner, FnApiRunner)
     )
-    windowed = tables | "TriggerWarehouseLoads" >> loads
-    _ = windowed | "WriteToWarehouse" >> WriteToWarehouse(warehouse)
+    _ = tables | "WriteOutputs" >> WriteOutputs(sinks, loads)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -152,20 +108,21 @@ def run(argv: Sequence[str] | None = None) -> int:
         # The FnApiRunner runs the splittable Kinesis read only in streaming mode.
         options.view_as(StandardOptions).streaming = True
     quiet_beam_logs()
-    warehouse = options.view_as(WarehouseOptions).warehouse
     pipeline = beam.Pipeline(runner=local, options=options)
     try:
+        sinks = options.view_as(SinkOptions).sink_config()
+        check_sinks(sinks)
         build(pipeline, options)
-    except ValueError as error:
+    except (ValueError, SinkConfigurationError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    Path(warehouse).parent.mkdir(parents=True, exist_ok=True)
+    Path(sinks.warehouse).parent.mkdir(parents=True, exist_ok=True)
     result = pipeline.run()
     if local is None and not options.view_as(KinesisOptions).read_is_bounded():
         print(f"submitted: {result}; it runs until drained or cancelled")
         return 0
     result.wait_until_finish()
-    summary = report(result, warehouse)
+    summary = report(result, sinks.warehouse)
     return 0 if summary.balanced else 1
 
 
