@@ -6,3 +6,6 @@ from tests.fixtures.postgres import postgres_database, postgres_server
 
 __all__ = ["moto_server", "postgres_database", "postgres_server"]
 __all__ += ["aws_faults"]
+from tests.fixtures.bigquery import bigquery_emulator  # noqa: E402
+
+__all__ += ["bigquery_emulator"]

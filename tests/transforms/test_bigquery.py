@@ -1,0 +1,359 @@
+"""WriteToWarehouseBigQuery on the FnApiRunner against the BigQuery and GCS emulators."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import apache_beam as beam
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+from google.cloud import bigquery
+
+from schemas.generate import columns, table_of
+from schemas.records import (
+    ALL_RECORD_TYPES,
+    AbTest,
+    Acquisition,
+    Contribution,
+    ContributionStoreRecord,
+    DeadLetter,
+    PaymentAdjustment,
+    QueryParameter,
+    SoftOptIn,
+    SupporterProductData,
+    ThankYouEmail,
+)
+from schemas.rows import to_row
+from schemas.views import CONTRIBUTIONS_CURRENT, DAILY_TOTALS, raw_table_name
+from tests.fixtures.bigquery import BigQueryEmulator
+from transforms.bigquery import (
+    INVALID_REASON,
+    WRITE_STEP,
+    Method,
+    WriteToWarehouseBigQuery,
+    ensure_dataset,
+)
+from transforms.events import make_dead_letter
+
+CREATED = datetime(2025, 3, 5, 14, 30, 1, 123456, tzinfo=UTC)
+METHODS: tuple[Method, ...] = ("FILE_LOADS", "STREAMING_INSERTS")
+_datasets = itertools.count()
+
+
+def contribution(payment_id: str = "ch_1", **changes: Any) -> Contribution:
+    record = Contribution(
+        payment_id=payment_id,
+        payment_intent_id="pi_" + payment_id,
+        checkout_session_id="cs_" + payment_id,
+        contribution_id="uuid-" + payment_id,
+        status="Paid",
+        amount=Decimal("10.00"),
+        amount_refunded=Decimal("0"),
+        currency="GBP",
+        country_code="GB",
+        country_source="card",
+        payment_method="card",
+        identity_id="42",
+        disputed=False,
+        livemode=True,
+        account="ed_1",
+        created=CREATED,
+    )
+    return dataclasses.replace(record, **changes)
+
+
+def refund(payment_id: str, total: str, event: str = "evt_r1") -> PaymentAdjustment:
+    return PaymentAdjustment(
+        adjustment_id=event,
+        payment_id=payment_id,
+        kind="refund",
+        event_type="charge.refunded",
+        amount=Decimal(total),
+        amount_refunded_total=Decimal(total),
+        currency="GBP",
+        dispute_id=None,
+        dispute_status=None,
+        livemode=True,
+        account="ed_1",
+        created=CREATED,
+    )
+
+
+def one_of_each() -> dict[type, list[Any]]:
+    """One valid record of every record type, nested and repeated columns filled."""
+    return {
+        Contribution: [contribution()],
+        Acquisition: [
+            Acquisition(
+                event_time_stamp=CREATED,
+                product="CONTRIBUTION",
+                amount=Decimal("10.00"),
+                country_code="GB",
+                currency="GBP",
+                component_id="c",
+                component_type=None,
+                campaign_codes=("a", "b"),
+                source=None,
+                referrer_url=None,
+                ab_tests=(AbTest(name="t", variant="v"),),
+                payment_frequency="ONE_OFF",
+                payment_provider="STRIPE_HOSTED_CHECKOUT",
+                print_options=None,
+                browser_id=None,
+                identity_id="42",
+                page_view_id=None,
+                referrer_page_view_id=None,
+                labels=(),
+                promo_code=None,
+                reused_existing_payment_method=False,
+                reader_type="Direct",
+                acquisition_type="Purchase",
+                zuora_subscription_number=None,
+                contribution_id="uuid-ch_1",
+                payment_id="ch_1",
+                query_parameters=(QueryParameter(key="utm", value="x"),),
+                platform="SUPPORT",
+                livemode=True,
+                account="ed_1",
+            )
+        ],
+        PaymentAdjustment: [refund("ch_1", "2.50")],
+        ContributionStoreRecord: [
+            ContributionStoreRecord(
+                payment_provider="Stripe",
+                payment_status="Paid",
+                payment_id="ch_1",
+                identity_id="42",
+                email="reader@example.com",
+                created=CREATED,
+                currency="GBP",
+                amount=Decimal("10.00"),
+                country_code="GB",
+                country_subdivision_code=None,
+                postal_code=None,
+                contribution_id="uuid-ch_1",
+                livemode=True,
+                account="ed_1",
+            )
+        ],
+        SupporterProductData: [
+            SupporterProductData(
+                identity_id="42",
+                subscription_name="Stripe - ch_1",
+                product_rate_plan_id="single_contribution",
+                product_rate_plan_name="Single Contribution",
+                contract_effective_date=date(2025, 3, 5),
+                term_end_date=date(2033, 3, 12),
+                expiry_date=1994457600,
+                contribution_amount=Decimal("10.00"),
+                contribution_currency="GBP",
+                payment_id="ch_1",
+                livemode=True,
+                account="ed_1",
+            )
+        ],
+        ThankYouEmail: [
+            ThankYouEmail(
+                payment_id="ch_1",
+                message='{"To": {}}',
+                livemode=True,
+                account=None,
+                created=CREATED,
+            )
+        ],
+        SoftOptIn: [
+            SoftOptIn(
+                payment_id="ch_1",
+                message='{"a": 1}',
+                livemode=True,
+                account="ed_1",
+                created=CREATED,
+            )
+        ],
+        DeadLetter: [
+            make_dead_letter(
+                step="decode", reason="invalid_json", error="e", raw="{", source="f@0", time=CREATED
+            )
+        ],
+    }
+
+
+@pytest.fixture
+def client(bigquery_emulator: BigQueryEmulator) -> Iterator[bigquery.Client]:
+    with bigquery.Client(project=bigquery_emulator.project) as bq_client:
+        yield bq_client
+
+
+def new_dataset() -> str:
+    return f"warehouse_{next(_datasets)}"
+
+
+def write(
+    emulator: BigQueryEmulator,
+    dataset: str,
+    method: Method,
+    inputs: Mapping[type, Sequence[Any]],
+    expected_rejected: Sequence[DeadLetter] = (),
+) -> None:
+    """Runs the writer once on the FnApiRunner and checks the dead letters it made."""
+    with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
+        pcolls = {
+            record_type: pipeline | f"Create{record_type.__name__}" >> beam.Create(list(records))
+            for record_type, records in inputs.items()
+        }
+        rejected = pcolls | WriteToWarehouseBigQuery(
+            emulator.project,
+            dataset,
+            method,
+            temp_location=emulator.temp_location,
+        )
+        assert_that(rejected, equal_to(list(expected_rejected)))
+
+
+def query(client: bigquery.Client, sql: str) -> list[dict[str, Any]]:
+    return [dict(row.items()) for row in client.query(sql).result()]
+
+
+def read_view(
+    client: bigquery.Client, project: str, dataset: str, record_type: type
+) -> list[dict[str, Any]]:
+    """The record type's de-duplicated view, as `to_row` dicts ordered by natural key."""
+    table = table_of(record_type)
+    return query(
+        client,
+        f"SELECT * FROM `{project}.{dataset}.{table.name}` ORDER BY {', '.join(table.key)}",
+    )
+
+
+def count_raw(client: bigquery.Client, project: str, dataset: str, record_type: type) -> int:
+    (row,) = query(
+        client, f"SELECT COUNT(*) AS n FROM `{project}.{dataset}.{raw_table_name(record_type)}`"
+    )
+    return int(row["n"])
+
+
+def test_ensure_dataset_is_idempotent(
+    bigquery_emulator: BigQueryEmulator, client: bigquery.Client
+) -> None:
+    project, dataset = bigquery_emulator.project, new_dataset()
+    ensure_dataset(client, project, dataset)
+    ensure_dataset(client, project, dataset)
+
+    listed = {t.table_id: t.table_type for t in client.list_tables(f"{project}.{dataset}")}
+    views = {table_of(t).name for t in ALL_RECORD_TYPES} | {CONTRIBUTIONS_CURRENT, DAILY_TOTALS}
+    assert listed == {raw_table_name(t): "TABLE" for t in ALL_RECORD_TYPES} | {
+        v: "VIEW" for v in views
+    }
+    for record_type in ALL_RECORD_TYPES:
+        table = client.get_table(f"{project}.{dataset}.{raw_table_name(record_type)}")
+        spec = table_of(record_type)
+        partitioning = table.time_partitioning
+        expected = ("DAY", spec.partition_by) if spec.partition_by else None
+        assert ((partitioning.type_, partitioning.field) if partitioning else None) == expected
+        assert (table.clustering_fields or []) == list(spec.cluster_by)
+        assert [f.name for f in table.schema] == [
+            *(c.name for c in columns(record_type)),
+            "_written_at",
+        ]
+        assert table.num_rows in (0, None)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_table_reads_back_exactly_once_after_writing_twice(
+    bigquery_emulator: BigQueryEmulator, client: bigquery.Client, method: Method
+) -> None:
+    project, dataset = bigquery_emulator.project, new_dataset()
+    inputs = one_of_each()
+
+    write(bigquery_emulator, dataset, method, inputs)
+    write(bigquery_emulator, dataset, method, inputs)
+
+    for record_type, records in inputs.items():
+        name = record_type.__name__
+        assert count_raw(client, project, dataset, record_type) == 2, name
+        assert read_view(client, project, dataset, record_type) == [to_row(r) for r in records]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_invalid_row_becomes_dead_letter_and_others_are_written(
+    bigquery_emulator: BigQueryEmulator, client: bigquery.Client, method: Method
+) -> None:
+    project, dataset = bigquery_emulator.project, new_dataset()
+    too_big = contribution("ch_big", amount=Decimal("1" * 30))  # NUMERIC: 29 integer digits
+    good = contribution("ch_ok")
+    letter = make_dead_letter(
+        step=WRITE_STEP,
+        reason=INVALID_REASON,
+        error="contributions.amount: NUMERIC allows at most 29 digits before the point, got 30",
+        raw=repr(too_big),
+        source="bigquery:contributions",
+    )
+
+    write(bigquery_emulator, dataset, method, {Contribution: [too_big, good]}, [letter])
+
+    assert read_view(client, project, dataset, Contribution) == [to_row(good)]
+    assert read_view(client, project, dataset, DeadLetter) == [to_row(letter)]
+
+
+def test_current_state_folds_a_refund_that_arrived_before_its_payment(
+    bigquery_emulator: BigQueryEmulator, client: bigquery.Client
+) -> None:
+    project, dataset = bigquery_emulator.project, new_dataset()
+    write(
+        bigquery_emulator,
+        dataset,
+        "STREAMING_INSERTS",
+        {PaymentAdjustment: [refund("ch_1", "10.00"), refund("ch_2", "4.00", event="evt_r2")]},
+    )
+    write(
+        bigquery_emulator,
+        dataset,
+        "STREAMING_INSERTS",
+        {Contribution: [contribution("ch_1"), contribution("ch_2"), contribution("ch_3")]},
+    )
+
+    current = query(
+        client,
+        "SELECT payment_id, status, amount_refunded, disputed "
+        f"FROM `{project}.{dataset}.{CONTRIBUTIONS_CURRENT}` ORDER BY payment_id",
+    )
+    assert current == [
+        {
+            "payment_id": "ch_1",
+            "status": "Refunded",
+            "amount_refunded": Decimal("10"),
+            "disputed": False,
+        },
+        {
+            "payment_id": "ch_2",
+            "status": "Paid",
+            "amount_refunded": Decimal("4"),
+            "disputed": False,
+        },
+        {
+            "payment_id": "ch_3",
+            "status": "Paid",
+            "amount_refunded": Decimal("0"),
+            "disputed": False,
+        },
+    ]
+    totals = query(client, f"SELECT * FROM `{project}.{dataset}.{DAILY_TOTALS}`")
+    assert totals == [
+        {
+            "day": date(2025, 3, 5),
+            "currency": "GBP",
+            "livemode": True,
+            "payments": 3,
+            "amount": Decimal("30"),
+            "amount_refunded": Decimal("14"),
+            "net_amount": Decimal("16"),
+            "disputed_payments": 0,
+        }
+    ]
