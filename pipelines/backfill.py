@@ -77,7 +77,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     result = pipeline.run()
     result.wait_until_finish()
     summary = report(result, sinks.warehouse)
-    return 0 if summary.balanced else 1
+    return 0 if summary.succeeded else 1
 
 
 if __name__ == "__main__":

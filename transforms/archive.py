@@ -43,6 +43,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from schemas.records import DeadLetter
+from transforms import metrics
 from transforms.decode import METRICS_NAMESPACE, DecodeEvents, DecodeResult
 from transforms.events import SourceRecord, StripeEvent, make_dead_letter
 
@@ -341,7 +342,7 @@ class _ReadFileFn(beam.DoFn):
 
     def __init__(self) -> None:
         self._files_read = Metrics.counter(METRICS_NAMESPACE, "files_read")
-        self._unreadable = Metrics.counter(METRICS_NAMESPACE, f"dead_lettered_{UNREADABLE_FILE}")
+        self._unreadable = Metrics.counter(METRICS_NAMESPACE, metrics.FILES_UNREADABLE)
 
     def process(self, file: fileio.ReadableFile) -> Iterator[SourceRecord | TaggedOutput]:
         path = file.metadata.path
@@ -430,7 +431,8 @@ class ReadArchive(beam.PTransform[beam.pvalue.PBegin, DecodeResult]):
     files across workers.
 
     Counters (namespace `stripe_events`): `files_read`,
-    `files_skipped_outside_time_range`, `dead_lettered_unreadable_file`,
+    `files_skipped_outside_time_range`, `files_unreadable` (files, not records: outside
+    the records identity, and a failed run),
     `skipped_outside_time_range`, and DecodeEvents' `records_read` and
     `dead_lettered_<reason>` (records are counted there only).
     """

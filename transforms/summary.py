@@ -73,6 +73,15 @@ class RunSummary:
     def balanced(self) -> bool:
         return self.records_read == self.accounted
 
+    @property
+    def files_unreadable(self) -> int:
+        return self.counters.get(metrics.FILES_UNREADABLE, 0)
+
+    @property
+    def succeeded(self) -> bool:
+        """Every record accounted for, and every file read to its end."""
+        return self.balanced and not self.files_unreadable
+
 
 def counters_of(result: PipelineResult) -> dict[str, int]:
     """The pipeline's counters by name (committed values where the runner has them)."""
@@ -103,6 +112,11 @@ def render(summary: RunSummary) -> str:
     section("outputs skipped", summary.outputs_skipped)
     section("warnings", summary.warnings)
     section("rows per table", summary.table_rows)
+    if summary.files_unreadable:
+        lines.append(
+            f"unreadable files: {summary.files_unreadable} (see dead_letters, step read):"
+            " their records after the failure were not read"
+        )
     verdict = "holds" if summary.balanced else "DOES NOT HOLD"
     lines.append(
         f"read {summary.records_read} = processed {summary.processed}"

@@ -323,7 +323,7 @@ def test_truncated_gzip_keeps_what_was_read_and_dead_letters_the_file(tmp_path: 
     assert counters(outcome) == {
         "files_read": 1,
         "records_read": 2,
-        "dead_lettered_unreadable_file": 1,
+        "files_unreadable": 1,
     }
 
 

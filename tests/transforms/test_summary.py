@@ -68,3 +68,12 @@ def test_render_flags_an_identity_that_does_not_hold() -> None:
     assert text.splitlines()[-1] == (
         "read 12 = processed 5 + skipped 3 + dead-lettered 2: DOES NOT HOLD"
     )
+
+
+def test_an_unreadable_file_fails_the_run_and_is_reported() -> None:
+    summary = RunSummary(counters={**COUNTERS, "files_unreadable": 1}, table_rows={})
+    assert (summary.balanced, summary.succeeded) == (True, False)
+    assert render(summary).splitlines()[-2] == (
+        "unreadable files: 1 (see dead_letters, step read): their records after the failure"
+        " were not read"
+    )
