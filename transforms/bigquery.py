@@ -79,6 +79,7 @@ from schemas.generate import bigquery_table_parameters, table_of
 from schemas.records import ALL_RECORD_TYPES, DeadLetter
 from schemas.rows import RowValidationError, natural_key, to_bigquery_json_row, validate
 from schemas.views import (
+    RAW_SUFFIX,
     WRITTEN_AT,
     raw_bigquery_schema,
     raw_table_name,
@@ -92,6 +93,8 @@ Method = Literal["FILE_LOADS", "STREAMING_INSERTS"]
 WRITE_STEP = "write_bigquery"
 INVALID_REASON = "invalid_row"
 INSERT_FAILED_REASON = "insert_failed"
+#: Longest `raw` kept in a dead letter of a refused row (an insert carries at most 10 MB).
+MAX_FAILED_RAW_CHARS = 1_000_000
 
 _VALID = "valid"
 _REJECTED = "rejected"
@@ -227,15 +230,28 @@ class _ValidateRows(beam.DoFn):
         yield self._table_spec, (row, insert_id(self._record_type, record))
 
 
-def _failed_row_to_dead_letter(failed: tuple[Any, dict[str, Any], Any]) -> DeadLetter:
-    """Beam's `(destination, row, errors)` of a rejected insert -> a DeadLetter."""
+def failed_row_to_dead_letter(failed: tuple[Any, dict[str, Any], Any]) -> DeadLetter:
+    """Beam's failed-rows-with-errors element `(destination, row, errors)` -> a DeadLetter.
+
+    Reason `insert_failed`; `error` is the service's (or Beam's) errors as
+    JSON; `raw` the row as sorted JSON without `_written_at`, cut to `MAX_FAILED_RAW_CHARS` (and
+    said so in `error`) so that the dead letter itself fits an insert even
+    when the row was refused for its size.
+    """
     destination, row, errors = failed
-    table = str(destination).rsplit(".", 1)[-1]
+    table = str(destination).rsplit(".", 1)[-1].removesuffix(RAW_SUFFIX)
+    # Without the write time, a replay of the row makes the same dead letter id.
+    record_row = {name: value for name, value in row.items() if name != WRITTEN_AT}
+    raw = json.dumps(record_row, sort_keys=True, default=str)
+    error = json.dumps(errors, sort_keys=True, default=str)
+    if len(raw) > MAX_FAILED_RAW_CHARS:
+        error = f"{error} (raw cut to {MAX_FAILED_RAW_CHARS} of {len(raw)} characters)"
+        raw = raw[:MAX_FAILED_RAW_CHARS]
     return make_dead_letter(
         step=WRITE_STEP,
         reason=INSERT_FAILED_REASON,
-        error=json.dumps(errors, sort_keys=True, default=str),
-        raw=json.dumps(row, sort_keys=True, default=str),
+        error=error,
+        raw=raw,
         source=f"bigquery:{table}",
     )
 
@@ -326,7 +342,7 @@ class WriteToWarehouseBigQuery(beam.PTransform):
             failed = self._write(outputs[_VALID], record_type, name)
             if failed is not None:
                 rejected.append(
-                    failed | f"DeadLetter{name}Failures" >> beam.Map(_failed_row_to_dead_letter)
+                    failed | f"DeadLetter{name}Failures" >> beam.Map(failed_row_to_dead_letter)
                 )
 
         invalid_letters = rejected | "FlattenRejectedRows" >> beam.Flatten()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -30,15 +31,19 @@ from schemas.records import (
     SupporterProductData,
     ThankYouEmail,
 )
-from schemas.rows import to_row
+from schemas.rows import to_bigquery_json_row, to_row
 from schemas.views import CONTRIBUTIONS_CURRENT, DAILY_TOTALS, raw_table_name
 from tests.fixtures.bigquery import BigQueryEmulator
 from transforms.bigquery import (
+    INSERT_FAILED_REASON,
     INVALID_REASON,
+    MAX_FAILED_RAW_CHARS,
     WRITE_STEP,
     Method,
     WriteToWarehouseBigQuery,
     ensure_dataset,
+    failed_row_to_dead_letter,
+    insert_id,
 )
 from transforms.events import make_dead_letter
 
@@ -200,9 +205,9 @@ def write(
     dataset: str,
     method: Method,
     inputs: Mapping[type, Sequence[Any]],
-    expected_rejected: Sequence[DeadLetter] = (),
+    expected_rejected: Sequence[DeadLetter] | None = (),
 ) -> None:
-    """Runs the writer once on the FnApiRunner and checks the dead letters it made."""
+    """Runs the writer once on the FnApiRunner; checks the dead letters it made unless None."""
     with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
         pcolls = {
             record_type: pipeline | f"Create{record_type.__name__}" >> beam.Create(list(records))
@@ -214,7 +219,8 @@ def write(
             method,
             temp_location=emulator.temp_location,
         )
-        assert_that(rejected, equal_to(list(expected_rejected)))
+        if expected_rejected is not None:
+            assert_that(rejected, equal_to(list(expected_rejected)))
 
 
 def query(client: bigquery.Client, sql: str) -> list[dict[str, Any]]:
@@ -277,6 +283,8 @@ def test_every_table_reads_back_exactly_once_after_writing_twice(
 
     for record_type, records in inputs.items():
         name = record_type.__name__
+        # Both copies reach the raw table (the emulator ignores insert ids, and
+        # load jobs have none): the view alone must make them one row.
         assert count_raw(client, project, dataset, record_type) == 2, name
         assert read_view(client, project, dataset, record_type) == [to_row(r) for r in records]
 
@@ -357,3 +365,67 @@ def test_current_state_folds_a_refund_that_arrived_before_its_payment(
             "disputed_payments": 0,
         }
     ]
+
+
+def test_row_the_insert_refuses_becomes_dead_letter_with_the_error(
+    bigquery_emulator: BigQueryEmulator, client: bigquery.Client
+) -> None:
+    # Beam refuses a row above the 9 MB insert payload on its failed-rows
+    # output, the same path as a row the service rejects (which the emulator,
+    # returning HTTP 500 instead of per-row errors, cannot produce).
+    project, dataset = bigquery_emulator.project, new_dataset()
+    huge = ThankYouEmail(
+        payment_id="ch_huge", message="x" * 9_500_000, livemode=True, account=None, created=CREATED
+    )
+    small = ThankYouEmail(
+        payment_id="ch_1", message="{}", livemode=True, account=None, created=CREATED
+    )
+
+    write(bigquery_emulator, dataset, "STREAMING_INSERTS", {ThankYouEmail: [huge, small]}, None)
+
+    assert read_view(client, project, dataset, ThankYouEmail) == [to_row(small)]
+    (letter,) = read_view(client, project, dataset, DeadLetter)
+    assert (letter["step"], letter["reason"], letter["source"]) == (
+        WRITE_STEP,
+        INSERT_FAILED_REASON,
+        "bigquery:thank_you_emails",
+    )
+    assert "exceeds the maximum insert payload size" in letter["error"]
+    assert f"raw cut to {MAX_FAILED_RAW_CHARS} of" in letter["error"]
+    raw = json.dumps(to_bigquery_json_row(huge), sort_keys=True)
+    assert letter["raw"] == raw[:MAX_FAILED_RAW_CHARS]
+    assert (
+        letter["dead_letter_id"]
+        == make_dead_letter(
+            step=WRITE_STEP,
+            reason=INSERT_FAILED_REASON,
+            error="",
+            raw=raw[:MAX_FAILED_RAW_CHARS],
+            source="bigquery:thank_you_emails",
+        ).dead_letter_id
+    )  # the same on every replay
+
+
+def test_insert_id_depends_on_table_and_natural_key_only() -> None:
+    paid = contribution("ch_1")
+    refunded = contribution("ch_1", status="Refunded", amount_refunded=Decimal("10"))
+
+    assert insert_id(Contribution, paid) == insert_id(Contribution, refunded)
+    assert insert_id(Contribution, paid) != insert_id(Contribution, contribution("ch_2"))
+    assert len(insert_id(Contribution, paid)) <= 128  # BigQuery's insertId limit
+
+
+def test_failed_row_keeps_the_row_and_the_service_error() -> None:
+    errors = [{"reason": "invalid", "message": "no such field: x"}]
+
+    row = {"payment_id": "ch_1", "_written_at": "2025-03-05T14:30:01.000000Z"}
+
+    letter = failed_row_to_dead_letter(("p:d.contributions_raw", row, errors))
+
+    assert letter == make_dead_letter(
+        step=WRITE_STEP,
+        reason=INSERT_FAILED_REASON,
+        error='[{"message": "no such field: x", "reason": "invalid"}]',
+        raw='{"payment_id": "ch_1"}',
+        source="bigquery:contributions",
+    )
