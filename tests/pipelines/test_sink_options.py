@@ -1,0 +1,197 @@
+"""Both jobs' sink flags: combinations, start-up checks of the infrastructure, the store's DSN.
+
+The start-up checks run against a real moto server (`check_sinks`); the DSN
+tests run the backfill over a tiny generated archive, against the embedded
+Postgres server or an address where nothing listens.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import transforms.postgres
+from pipelines import backfill, streaming
+from pipelines.options import CONTRIBUTIONS_STORE_ENV, SinkOptions
+from tests.fixtures.moto_server import MotoServer
+from tests.fixtures.postgres import PostgresServer
+from tests.fixtures.sinks import LEDGER_KEY, SUPPORTER_KEY, create_queue, create_table, store_rows
+from tests.pipelines.expected import CONTRIBUTIONS_STORE_SQL, expected_contributions_store
+from tools.generate_archive import generate, write_archive
+
+Job = Callable[[list[str]], int]
+JOBS = [pytest.param(backfill.run, id="backfill"), pytest.param(streaming.run, id="streaming")]
+LEDGER_NEEDED = (
+    "error: --emails_queue_url/--opt_ins_queue_url need --sent_messages_table: SQS FIFO "
+    "deduplication alone forgets a message after 5 minutes\n"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A generated archive of a few payments (folder, truth)."""
+    archive = generate(payments=6, seed=11)
+    folder = tmp_path_factory.mktemp("tiny") / "archive"
+    write_archive(archive, folder)
+    return folder, archive.truth.to_json()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("job", JOBS)
+@pytest.mark.parametrize("queue_flag", ["--emails_queue_url", "--opt_ins_queue_url"])
+def test_a_queue_without_the_ledger_exits_2_with_the_reason(
+    job: Job, queue_flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warehouse = tmp_path / "out" / "w.duckdb"
+    argv = [queue_flag, "https://sqs.eu-west-1.amazonaws.com/1/q.fifo"]
+    assert job([*argv, "--warehouse", str(warehouse)]) == 2
+    assert capsys.readouterr().err.endswith(LEDGER_NEEDED)
+    assert not warehouse.parent.exists()
+
+
+#: (flags, error) for infrastructure that is missing or of the wrong kind, built from
+#: freshly provisioned moto resources.
+Case = Callable[[], tuple[list[str], str]]
+
+
+def _missing_supporter_table() -> tuple[list[str], str]:
+    return ["--supporter_table", "absent-supporters"], (
+        "DynamoDB table 'absent-supporters' does not exist; the job does not create it: "
+        "provision it with key (identityId HASH, subscriptionName RANGE)"
+    )
+
+
+def _mis_keyed_supporter_table() -> tuple[list[str], str]:
+    table = create_table(SUPPORTER_KEY[:1])
+    return ["--supporter_table", table], (
+        f"DynamoDB table {table!r} has key (identityId HASH); "
+        "expected (identityId HASH, subscriptionName RANGE)"
+    )
+
+
+def _standard_queue() -> tuple[list[str], str]:
+    queue, ledger = create_queue(fifo=False), create_table(LEDGER_KEY)
+    return ["--emails_queue_url", queue, "--sent_messages_table", ledger], (
+        f"SQS queue {queue} is a standard queue; SendMessages needs a FIFO queue "
+        "(name ending .fifo) so that its deduplication id absorbs resends"
+    )
+
+
+def _missing_queue() -> tuple[list[str], str]:
+    queue = create_queue().replace("messages-", "absent-")
+    return ["--opt_ins_queue_url", queue, "--sent_messages_table", create_table(LEDGER_KEY)], (
+        f"SQS queue {queue} does not exist; the job does not create it"
+    )
+
+
+def _missing_ledger() -> tuple[list[str], str]:
+    return ["--emails_queue_url", create_queue(), "--sent_messages_table", "absent-ledger"], (
+        "DynamoDB table 'absent-ledger' does not exist; the job does not create it: "
+        "provision it with key (messageKey HASH)"
+    )
+
+
+@pytest.mark.parametrize("job", JOBS)
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(_missing_supporter_table, id="missing-supporter-table"),
+        pytest.param(_mis_keyed_supporter_table, id="mis-keyed-supporter-table"),
+        pytest.param(_standard_queue, id="standard-queue"),
+        pytest.param(_missing_queue, id="missing-queue"),
+        pytest.param(_missing_ledger, id="missing-ledger"),
+    ],
+)
+def test_missing_or_wrong_infrastructure_stops_before_launch(
+    job: Job,
+    case: Case,
+    moto_server: MotoServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    flags, error = case()
+    warehouse = tmp_path / "out" / "w.duckdb"
+    # The streaming job has no stream: the sinks are checked before anything is read.
+    assert job([*flags, "--warehouse", str(warehouse)]) == 2
+    assert capsys.readouterr().err.endswith(f"error: {error}\n")
+    assert not warehouse.parent.exists()
+
+
+def test_the_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CONTRIBUTIONS_STORE_ENV, "host=from-env")
+    from_env = SinkOptions([]).sink_config()
+    from_flag = SinkOptions(["--contributions_store", "host=from-flag"]).sink_config()
+    monkeypatch.delenv(CONTRIBUTIONS_STORE_ENV)
+    neither = SinkOptions([]).sink_config()
+
+    assert (from_env.contributions_store_dsn, from_flag.contributions_store_dsn) == (
+        "host=from-env",
+        "host=from-flag",
+    )
+    assert neither.contributions_store_dsn is None
+
+
+def test_the_store_dsn_comes_from_the_environment(
+    tiny_archive: tuple[Path, dict],
+    postgres_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder, truth = tiny_archive
+    dsn = postgres_server.create_database()
+    monkeypatch.setenv(CONTRIBUTIONS_STORE_ENV, dsn)
+    warehouse = tmp_path / "w.duckdb"
+
+    assert backfill.run(["--source", str(folder), "--warehouse", str(warehouse)]) == 0
+
+    assert store_rows(dsn, CONTRIBUTIONS_STORE_SQL) == expected_contributions_store(truth)
+    # The store went to Postgres, not to the warehouse.
+    assert "  contributions_store: 0" in capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("via", ["flag", "environment"])
+def test_the_password_is_never_shown_even_when_the_store_is_unreachable(
+    via: str,
+    tiny_archive: tuple[Path, dict],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder, _ = tiny_archive
+    port = _free_port()  # nothing listens there
+    dsn = f"postgresql://postgres:S3cr3t%21pw%2342@127.0.0.1:{port}/postgres"
+    flags = ["--source", str(folder), "--warehouse", str(tmp_path / "w.duckdb")]
+    if via == "flag":
+        flags += ["--contributions_store", dsn]
+    else:
+        monkeypatch.setenv(CONTRIBUTIONS_STORE_ENV, dsn)
+    # The writer's backoff would only add seconds of waiting between refused connections.
+    monkeypatch.setattr(transforms.postgres, "time", SimpleNamespace(sleep=lambda _: None))
+    caplog.set_level(logging.DEBUG)
+
+    with pytest.raises(Exception) as raised:
+        backfill.run(flags)
+
+    failure = "".join(traceback.format_exception(raised.value))
+    output = capfd.readouterr()
+    logs = [record.getMessage() + (record.exc_text or "") for record in caplog.records]
+    # The failure names the store as host:port/database, so it is this DSN that was used.
+    assert f"Could not create tables in the contributions store at 127.0.0.1:{port}/postgres" in (
+        failure
+    )
+    assert any(f"127.0.0.1:{port}/postgres (attempt 1 of 8)" in line for line in logs)
+    for text in (failure, output.out, output.err, *logs):
+        assert "S3cr3t" not in text
