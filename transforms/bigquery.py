@@ -113,7 +113,9 @@ def ensure_dataset(
 
     Idempotent: existing tables are left as they are (their data untouched);
     an existing view whose SQL differs from `schemas.views` is updated, so a
-    deploy rolls out a changed view. Raw tables are partitioned by day and
+    deploy rolls out a changed view (a server that leaves `view.query` out of
+    tables.get, like bqemulator 1.4, gets the same SQL patched in on every
+    call: harmless). Raw tables are partitioned by day and
     clustered as the record type's `TABLE` says (`bigquery_table_parameters`).
     """
     reference = bigquery.Dataset(f"{project}.{dataset}")
