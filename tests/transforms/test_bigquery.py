@@ -8,9 +8,11 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import duckdb
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
@@ -46,6 +48,7 @@ from transforms.bigquery import (
     insert_id,
 )
 from transforms.events import make_dead_letter
+from transforms.warehouse import WriteToWarehouse
 
 CREATED = datetime(2025, 3, 5, 14, 30, 1, 123456, tzinfo=UTC)
 METHODS: tuple[Method, ...] = ("FILE_LOADS", "STREAMING_INSERTS")
@@ -262,6 +265,30 @@ def count_raw(client: bigquery.Client, project: str, dataset: str, record_type: 
     return int(row["n"])
 
 
+def reconciled_in_duckdb(
+    tmp_path: Path, runs: Sequence[Mapping[type, Sequence[Any]]]
+) -> list[dict[str, Any]]:
+    """`contributions` after the DuckDB writer (`reconciliation_sql`) loaded `runs` in order."""
+    path = str(tmp_path / "warehouse.duckdb")
+    for run in runs:
+        with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
+            _ = {
+                record_type: pipeline
+                | f"Create{record_type.__name__}" >> beam.Create(list(records))
+                for record_type, records in run.items()
+            } | WriteToWarehouse(path)
+    names = [c.name for c in columns(Contribution)]
+    connection = duckdb.connect(path, read_only=True)
+    try:
+        connection.execute("SET TimeZone = 'UTC'")
+        result = connection.execute(
+            f"SELECT {', '.join(names)} FROM contributions ORDER BY payment_id"
+        ).fetchall()
+    finally:
+        connection.close()
+    return [dict(zip(names, row, strict=True)) for row in result]
+
+
 def test_ensure_dataset_is_idempotent_keeps_rows_and_refreshes_views(
     bigquery_emulator: BigQueryEmulator, client: bigquery.Client
 ) -> None:
@@ -348,7 +375,7 @@ def test_invalid_row_becomes_dead_letter_and_others_are_written(
 
 
 def test_current_state_folds_adjustments_that_arrived_before_their_payments(
-    bigquery_emulator: BigQueryEmulator, client: bigquery.Client
+    bigquery_emulator: BigQueryEmulator, client: bigquery.Client, tmp_path: Path
 ) -> None:
     project, dataset = bigquery_emulator.project, new_dataset()
     next_day = datetime(2025, 3, 6, 9, 0, tzinfo=UTC)
@@ -384,6 +411,13 @@ def test_current_state_folds_adjustments_that_arrived_before_their_payments(
         to_row(dataclasses.replace(failed, amount_refunded=Decimal("10"))),
         to_row(euro),
     ]
+    assert current == reconciled_in_duckdb(
+        tmp_path,
+        [
+            {PaymentAdjustment: adjustments},
+            {Contribution: [paid, partly_refunded, disputed, failed, euro]},
+        ],
+    )
     totals = query(client, f"SELECT * FROM `{project}.{dataset}.{DAILY_TOTALS}` ORDER BY day")
     assert totals == [
         {
