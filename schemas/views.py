@@ -64,11 +64,18 @@ def latest_view_sql(record_type: type, project: str, dataset: str) -> str:
     """The view `<table>`: exactly one row per natural key, the latest written.
 
     Rows of one key written at the same instant are identical copies (a
-    replayed record), so which one wins does not matter.
+    replayed record), so which one wins does not matter. The window is also
+    partitioned by the table's partition column: a record's event time is a
+    function of its key (assigned once, from the Stripe event), so the result
+    is the same, and BigQuery can push a filter on that column through the
+    window into the raw table, pruning its partitions.
     """
     table = table_of(record_type)
     names = ", ".join(c.name for c in columns(record_type))
-    key = ", ".join(table.key)
+    window = table.key
+    if table.partition_by is not None and table.partition_by not in window:
+        window = (*window, table.partition_by)
+    key = ", ".join(window)
     return (
         f"SELECT {names}\n"
         f"FROM {_ref(project, dataset, raw_table_name(record_type))}\n"

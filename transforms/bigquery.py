@@ -15,13 +15,18 @@ Why append + de-duplicating views rather than MERGE. Analysts must see one row
 per payment after replays, restarts and re-run backfills. A MERGE per load
 (or per streaming micro-batch) into final tables keeps the tables exact, but
 each MERGE scans the target's partitions touched by the batch (a backfill
-touches them all), is a DML job subject to DML quotas and serialisation on the
-table, and cannot follow streaming inserts until their buffer is flushed.
-Appending is free with FILE_LOADS and cheap with streaming inserts, never
-conflicts, and is idempotent by construction; the price is paid at query time:
+touches them all) and is a DML job, subject to DML quotas and serialised per
+table; a streaming job would need a staging table plus a scheduled MERGE, so
+the final tables would lag by the schedule. Appending is free with FILE_LOADS
+and cheap with streaming inserts, never conflicts, and is idempotent by
+construction; the price is paid at query time:
 every query of a view runs a window over the raw rows of the partitions it
-reads (duplicates included). With partition filters on the event-time column
-(`WHERE created >= ...`) and clustering this stays a small scan; when the raw
+reads (duplicates included). With filters on the event-time column (`WHERE
+created >= ...`), which the views let BigQuery push down to the raw table's
+day partitions (the window is partitioned by key and event time), and with
+clustering, this stays a small scan; without such a filter a query of a view
+scans the whole raw table, duplicates included (`contributions_current`
+always aggregates all of `payment_adjustments`, a small table). When the raw
 tables grow many duplicates (e.g. after several full backfills), a scheduled
 `CREATE OR REPLACE TABLE <t>_raw AS SELECT * FROM <t>_raw QUALIFY ...` (or
 a scheduled MERGE into a materialised table) compacts them once instead of
