@@ -554,6 +554,29 @@ def test_held_shard_past_retention_on_resume_counts_as_drained(fast_calls: None)
     assert restriction.finished
 
 
+def test_latest_reads_only_records_arriving_after_the_start(fast_calls: None) -> None:
+    fake = FakeKinesis()
+    fake.add_shard("p")
+    fake.put("p", 3)
+    fake.split("p", ("a", "b"))
+    fake.put("a", 2)
+    fake.put("b", 1)
+    new: list[tuple[str, str]] = []
+
+    def put_new(fake: FakeKinesis, shard_id: str, calls: int) -> None:
+        if shard_id == "a" and calls == 1:
+            arrival = datetime.now(UTC) + timedelta(seconds=1)
+            new.extend(("a", seq) for seq in fake.put("a", 2, arrival=arrival))
+            fake.close("a")
+            fake.close("b")
+
+    fake.hooks.append(put_new)
+    records, _, _ = _drive(fake, StreamRestriction(start=StartingPosition(kind=LATEST)))
+    assert _keys(records) == new
+    assert len(new) == 2
+    assert "p" not in fake.calls
+
+
 def test_chain_of_splits_while_running(fast_calls: None) -> None:
     fake = FakeKinesis(batch=2)
     fake.add_shard("g0")
