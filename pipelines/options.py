@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from transforms.sinks import SinkConfig
 
@@ -99,9 +99,13 @@ class SinkOptions(PipelineOptions):
         group.add_argument(
             "--warehouse",
             default=DEFAULT_WAREHOUSE,
-            help="DuckDB file that receives the analytics tables, the dead letters and every "
-            "output without a sink of its own (created with its folder if missing; rows are "
-            "upserted by natural key, so re-runs are harmless). Default: %(default)s.",
+            help="Where the analytics tables and dead letters go: a DuckDB file (created with "
+            "its folder if missing; it also receives every output without a sink of its own) "
+            "or bigquery:PROJECT.DATASET (dataset, tables and views created when missing; "
+            "file loads through --temp_location for the backfill, streaming inserts for the "
+            "streaming job; every other output then needs its own sink, since BigQuery gets "
+            "no personal data). Rows are upserted or de-duplicated by natural key, so re-runs "
+            "are harmless. Default: %(default)s.",
         )
         group.add_argument(
             "--contributions_store",
@@ -136,6 +140,7 @@ class SinkOptions(PipelineOptions):
 
     def sink_config(self) -> SinkConfig:
         """The sinks, checked for consistency (ValueError with the flag names)."""
+        temp_location = self.view_as(GoogleCloudOptions).temp_location
         dsn = self.contributions_store or os.environ.get(CONTRIBUTIONS_STORE_ENV) or None
         queues = self.emails_queue_url or self.opt_ins_queue_url
         if queues and not self.sent_messages_table:
@@ -150,6 +155,7 @@ class SinkOptions(PipelineOptions):
             emails_queue_url=self.emails_queue_url,
             opt_ins_queue_url=self.opt_ins_queue_url,
             sent_messages_table=self.sent_messages_table,
+            bigquery_temp_location=temp_location,
         )
 
 

@@ -116,13 +116,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     except (ValueError, SinkConfigurationError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    Path(sinks.warehouse).parent.mkdir(parents=True, exist_ok=True)
+    if sinks.duckdb_path:
+        Path(sinks.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
     result = pipeline.run()
     if local is None and not options.view_as(KinesisOptions).read_is_bounded():
         print(f"submitted: {result}; it runs until drained or cancelled")
         return 0
     result.wait_until_finish()
-    summary = report(result, sinks.warehouse)
+    summary = report(result, sinks.duckdb_path)
     return 0 if summary.succeeded else 1
 
 

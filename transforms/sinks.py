@@ -11,7 +11,11 @@ sink:
 - ThankYouEmail, SoftOptIn: SQS FIFO queues guarded by a DynamoDB ledger
   when configured.
 
-The warehouse is a DuckDB file (the embedded default). Records a production
+The warehouse is a DuckDB file (the embedded default) or a BigQuery dataset
+(`bigquery:PROJECT.DATASET`: file loads for bounded input, streaming inserts
+with insert ids for unbounded input; see `transforms.bigquery`). BigQuery is
+for analysts, so it never receives personal data: with a BigQuery
+warehouse every operational output needs its own sink. Records a production
 sink could not write come back as dead letters and go to the warehouse's
 `dead_letters` table with the rest. Every sink upserts or deduplicates on
 the record's natural key, so replays, restarts and re-run backfills leave
@@ -40,15 +44,23 @@ from schemas.records import (
     SupporterProductData,
     ThankYouEmail,
 )
+from transforms.bigquery import WriteToWarehouseBigQuery
 from transforms.dynamodb import WriteSupporterItems
 from transforms.postgres import WriteToContributionsStore
 from transforms.sqs import SOFT_OPT_IN, THANK_YOU_EMAIL, SendMessages
 from transforms.warehouse import WriteToWarehouse
 
+BIGQUERY_PREFIX = "bigquery:"
+
 
 @dataclass(frozen=True)
 class SinkConfig:
-    """Which sinks to write to; None means "the warehouse"."""
+    """Which sinks to write to; None means "the warehouse".
+
+    `warehouse` is a DuckDB path or `bigquery:PROJECT.DATASET`;
+    `bigquery_temp_location` (a gs:// folder) is needed for BigQuery file
+    loads, i.e. with a BigQuery warehouse on bounded input.
+    """
 
     warehouse: str
     contributions_store_dsn: str | None = None
@@ -56,6 +68,7 @@ class SinkConfig:
     emails_queue_url: str | None = None
     opt_ins_queue_url: str | None = None
     sent_messages_table: str | None = None
+    bigquery_temp_location: str | None = None
 
     def __post_init__(self) -> None:
         queues = self.emails_queue_url or self.opt_ins_queue_url
@@ -64,6 +77,37 @@ class SinkConfig:
                 "the SQS sinks need a sent-messages ledger table: FIFO deduplication "
                 "alone forgets a message after 5 minutes"
             )
+        if self.bigquery is not None:
+            missing = [
+                flag
+                for flag, value in (
+                    ("--contributions_store", self.contributions_store_dsn),
+                    ("--supporter_table", self.supporter_table),
+                    ("--emails_queue_url", self.emails_queue_url),
+                    ("--opt_ins_queue_url", self.opt_ins_queue_url),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    "a BigQuery warehouse holds no personal data, so the contributions store, "
+                    "supporter items and messages need their own sinks: missing "
+                    + ", ".join(missing)
+                )
+
+    @property
+    def bigquery(self) -> tuple[str, str] | None:
+        """(project, dataset) when the warehouse is BigQuery, else None."""
+        if not self.warehouse.startswith(BIGQUERY_PREFIX):
+            return None
+        project, _, dataset = self.warehouse[len(BIGQUERY_PREFIX) :].partition(".")
+        if not project or not dataset or "." in dataset:
+            raise ValueError(f"--warehouse {self.warehouse!r}: expected bigquery:PROJECT.DATASET")
+        return project, dataset
+
+    @property
+    def duckdb_path(self) -> str | None:
+        return None if self.warehouse.startswith(BIGQUERY_PREFIX) else self.warehouse
 
     def __repr__(self) -> str:
         # Never show a DSN (it may hold a password) in display data or errors.
@@ -73,7 +117,8 @@ class SinkConfig:
             f"supporter_table={self.supporter_table!r}, "
             f"emails_queue_url={self.emails_queue_url!r}, "
             f"opt_ins_queue_url={self.opt_ins_queue_url!r}, "
-            f"sent_messages_table={self.sent_messages_table!r})"
+            f"sent_messages_table={self.sent_messages_table!r}, "
+            f"bigquery_temp_location={self.bigquery_temp_location!r})"
         )
 
 
@@ -164,6 +209,17 @@ class WriteOutputs(beam.PTransform):
                 dead_letters.append(sent.dead_letters)
 
         to_warehouse[DeadLetter] = tuple(dead_letters) | "CollectDeadLetters" >> beam.Flatten()
+        bigquery = config.bigquery
+        if bigquery is not None:
+            bounded = all(pcoll.is_bounded for pcoll in pcolls.values())
+            project, dataset = bigquery
+            _ = to_warehouse | "WriteToBigQuery" >> WriteToWarehouseBigQuery(
+                project,
+                dataset,
+                "FILE_LOADS" if bounded else "STREAMING_INSERTS",
+                temp_location=config.bigquery_temp_location,
+            )
+            return
         if self._loads is not None:
             to_warehouse = to_warehouse | "TriggerWarehouseLoads" >> self._loads
         _ = to_warehouse | "WriteToWarehouse" >> WriteToWarehouse(config.warehouse)
