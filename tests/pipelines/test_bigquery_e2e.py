@@ -1,0 +1,439 @@
+"""The BigQuery warehouse through the real jobs, on the emulators, against the generator's truth.
+
+Servers: bqemulator and gcp-storage-emulator (`bigquery_emulator`), moto
+(Kinesis, DynamoDB, SQS) and the embedded Postgres: with a BigQuery
+warehouse every operational output must have its own sink. The events are
+the generator's (start a day from now: see test_streaming.py for why the
+streaming job needs live events) plus one crafted payment whose amount
+(10**35 pence) does not fit NUMERIC(38, 9).
+
+`runs` (module scope) writes three times into one BigQuery dataset:
+
+1. the backfill of the archive in a local folder (`FILE_LOADS` through
+   `--temp_location gs://...`);
+2. the same backfill again;
+3. the streaming job over the same events on a two-shard moto Kinesis
+   stream, bounded by `--idle_timeout_s` (`STREAMING_INSERTS`).
+
+After each run every view and the row count of every `<table>_raw` are read
+back. The first run is checked against the truth (`tests/pipelines/expected.py`);
+the later ones must leave every view as it was while the raw tables grow,
+since the emulator, like a replay past BigQuery's de-duplication window,
+keeps every copy: the views alone make them one row per natural key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.cloud import bigquery
+
+from pipelines import backfill, streaming
+from schemas.generate import table_of
+from schemas.records import ALL_RECORD_TYPES
+from schemas.views import CONTRIBUTIONS_CURRENT, DAILY_TOTALS, raw_table_name
+from tests.builders import charge_object, session_object
+from tests.fixtures.bigquery import BigQueryEmulator
+from tests.fixtures.moto_server import MotoServer
+from tests.fixtures.postgres import PostgresServer
+from tests.fixtures.sinks import provision_sinks, unique
+from tests.pipelines.expected import (
+    ACQUISITIONS_SQL,
+    CONTRIBUTIONS_SQL,
+    expected_acquisitions,
+    expected_contributions,
+    expected_dead_letter_reasons,
+    major,
+    paid_payments,
+)
+from tools.generate_archive import generate, write_archive
+from tools.put_on_kinesis import create_stream, kinesis_client, put_records
+
+PAYMENTS = 200
+SEED = 61
+SHARDS = 2
+IDLE_TIMEOUT_S = "3"
+ACCOUNT = "ed_61RkUK0000000000000000"
+HUGE = "crafted_huge"
+PERSONAL_COLUMNS = {"email", "name", "postal_code", "state"}
+#: Tables whose records go to a production sink, never to BigQuery.
+SENT_ELSEWHERE = (
+    "contributions_store",
+    "supporter_product_data",
+    "thank_you_emails",
+    "soft_opt_ins",
+)
+VIEWS = (*(table_of(t).name for t in ALL_RECORD_TYPES), CONTRIBUTIONS_CURRENT, DAILY_TOTALS)
+DISPUTE_EVENTS = (
+    "charge.dispute.created",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+)
+OVERFLOW = "amount: NUMERIC allows at most 29 digits before the point, got 34"
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Events:
+    archive: Path  # the Firehose folder (with exports/) the backfill reads
+    records: tuple[bytes, ...]  # as put on Kinesis, malformed ones included
+    truth: dict[str, Any]
+    malformed: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The dataset after one run: every view's rows (sorted) and every raw table's row count."""
+
+    views: dict[str, list[Row]]
+    raw_counts: dict[str, int]
+    load_jobs: int  # every load job the server has run so far
+    summary: str
+
+
+@dataclass(frozen=True)
+class Runs:
+    project: str
+    dataset: str
+    events: Events
+    load_jobs_before: int  # load jobs of other tests in this session
+    first: Snapshot  # the backfill
+    second: Snapshot  # the backfill again
+    third: Snapshot  # the streaming job over the same events
+
+
+def _envelope(event_type: str, data_object: dict[str, Any], created: datetime) -> bytes:
+    event_id = f"evt_{data_object['id']}"
+    detail = {
+        "id": event_id,
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": int(created.timestamp()),
+        "data": {"object": data_object},
+        "livemode": True,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": event_type,
+    }
+    envelope = {
+        "version": "0",
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, event_id)),
+        "detail-type": event_type,
+        "source": f"aws.partner/stripe.com/{ACCOUNT}",
+        "account": "123456789012",
+        "time": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "eu-west-1",
+        "resources": [],
+        "detail": detail,
+    }
+    return json.dumps(envelope).encode()
+
+
+def _huge_payment(created: datetime) -> list[bytes]:
+    """A paid card payment of 10**35 pence: 34 digits before the point in pounds."""
+    session = session_object(
+        session_id=f"cs_{HUGE}",
+        payment_intent=f"pi_{HUGE}",
+        amount_total=10**35,
+        metadata={},
+        email="ada@example.com",
+        name="Ada Lovelace",
+    )
+    charge = charge_object(
+        charge_id=f"ch_{HUGE}", payment_intent=f"pi_{HUGE}", amount=10**35, card_country="GB"
+    )
+    return [
+        _envelope("checkout.session.completed", session, created),
+        _envelope("charge.succeeded", charge, created),
+    ]
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory: pytest.TempPathFactory) -> Events:
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+    archive = generate(payments=PAYMENTS, seed=SEED, start=start, hours=2)
+    created = start + timedelta(minutes=30)
+    huge = _huge_payment(created)
+    folder = tmp_path_factory.mktemp("archive") / "archive"
+    write_archive(archive, folder, buffer_seconds=900)  # Firehose's longest buffer: fewer files
+    hour = folder / created.strftime("%Y/%m/%d/%H")
+    hour.mkdir(parents=True, exist_ok=True)
+    (hour / f"crafted-1-{created:%Y-%m-%d-%H-%M-%S}-{uuid.uuid4()}").write_bytes(b"\n".join(huge))
+    truth = archive.truth.to_json()
+    return Events(
+        archive=folder,
+        records=(*archive.envelopes(include_malformed=True), *huge),
+        truth=truth,
+        malformed=sum(truth["counts"]["malformed"].values()),
+    )
+
+
+def _query(client: bigquery.Client, sql: str) -> list[Row]:
+    return [tuple(row.values()) for row in client.query(sql).result()]
+
+
+def _snapshot(client: bigquery.Client, project: str, dataset: str, summary: str) -> Snapshot:
+    views = {
+        view: sorted(_query(client, f"SELECT * FROM `{project}.{dataset}.{view}`"), key=repr)
+        for view in VIEWS
+    }
+    raw_counts = {}
+    for record_type in ALL_RECORD_TYPES:
+        raw = f"`{project}.{dataset}.{raw_table_name(record_type)}`"
+        ((count,),) = _query(client, f"SELECT COUNT(*) FROM {raw}")
+        raw_counts[table_of(record_type).name] = int(count)
+    load_jobs = _count_load_jobs(client)
+    return Snapshot(views=views, raw_counts=raw_counts, load_jobs=load_jobs, summary=summary)
+
+
+def _count_load_jobs(client: bigquery.Client) -> int:
+    return sum(1 for job in client.list_jobs(all_users=True) if job.job_type == "load")
+
+
+def _run(job: Callable[[Sequence[str]], int], argv: list[str], out: Path) -> str:
+    with out.open("w") as capture, contextlib.redirect_stdout(capture):
+        code = job(argv)
+    summary = out.read_text()
+    assert code == 0, summary
+    return summary
+
+
+@pytest.fixture(scope="module")
+def runs(
+    events: Events,
+    bigquery_emulator: BigQueryEmulator,
+    moto_server: MotoServer,
+    postgres_server: PostgresServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Runs:
+    root = tmp_path_factory.mktemp("bigquery_e2e")
+    project = bigquery_emulator.project
+    dataset = f"e2e_{uuid.uuid4().hex[:8]}"
+    sinks = dataclasses.replace(
+        provision_sinks(postgres_server, root / "unused"), warehouse=f"bigquery:{project}.{dataset}"
+    )
+    flags = [*sinks.flags(), "--temp_location", bigquery_emulator.temp_location]
+    backfill_argv = ["--source", str(events.archive), *flags]
+    stream = unique("stripe-events")
+    kinesis = kinesis_client()
+    create_stream(kinesis, stream, SHARDS)
+    put_records(kinesis, stream, events.records)
+    kinesis.close()
+    streaming_argv = ["--kinesis_stream", stream, "--idle_timeout_s", IDLE_TIMEOUT_S, *flags]
+
+    with bigquery.Client(project=project) as client:
+        load_jobs_before = _count_load_jobs(client)
+        first = _snapshot(
+            client, project, dataset, _run(backfill.run, backfill_argv, root / "first.txt")
+        )
+        second = _snapshot(
+            client, project, dataset, _run(backfill.run, backfill_argv, root / "second.txt")
+        )
+        third = _snapshot(
+            client, project, dataset, _run(streaming.run, streaming_argv, root / "third.txt")
+        )
+    return Runs(project, dataset, events, load_jobs_before, first, second, third)
+
+
+def _view(runs: Runs, sql: str) -> list[Row]:
+    """`sql` (written for the DuckDB warehouse's table names) on the BigQuery views."""
+    qualified = sql.replace(" FROM ", f" FROM `{runs.project}.{runs.dataset}`.", 1)
+    with bigquery.Client(project=runs.project) as client:
+        return _query(client, qualified)
+
+
+def expected_adjustments(truth: dict[str, Any]) -> list[Row]:
+    """(payment, kind, event type, amount, refunded total, currency) per refund or dispute event."""
+    expected: list[Row] = []
+    for p in truth["payments"]:
+        currency = p["currency"]
+        refunded = 0
+        for amount in p["refunds_minor"]:
+            refunded += amount
+            expected.append(
+                (
+                    p["charge_id"],
+                    "refund",
+                    "charge.refunded",
+                    major(amount, currency),
+                    major(refunded, currency),
+                    currency,
+                )
+            )
+        if p["disputed"]:
+            won = ("charge.dispute.funds_reinstated",) if p["dispute_outcome"] == "won" else ()
+            expected.extend(
+                (
+                    p["charge_id"],
+                    "dispute",
+                    event,
+                    major(p["amount_minor"], currency),
+                    None,
+                    currency,
+                )
+                for event in (*DISPUTE_EVENTS, *won)
+            )
+    return sorted(expected, key=repr)
+
+
+def expected_daily_totals(truth: dict[str, Any], settled: dict[str, date]) -> list[Row]:
+    """Per settlement day (UTC), currency and livemode, over paid and refunded payments.
+
+    The settlement day is the one fact the truth does not hold: it comes from
+    `contributions.created` (`settled`, by payment id).
+    """
+    totals: dict[tuple[date, str, bool], list[Any]] = {}
+    for p in paid_payments(truth):
+        key = (settled[p["charge_id"]], p["currency"], p["livemode"])
+        day = totals.setdefault(key, [0, Decimal(0), Decimal(0), 0])
+        day[0] += 1
+        day[1] += major(p["amount_minor"], p["currency"])
+        day[2] += major(p["refunded_total_minor"], p["currency"])
+        day[3] += int(p["disputed"])
+    return sorted(
+        (*key, payments, amount, refunded, amount - refunded, disputed)
+        for key, (payments, amount, refunded, disputed) in totals.items()
+    )
+
+
+def as_emitted(row: Row) -> Row:
+    """An expected `contributions` row as the core emits it: before any refund or dispute."""
+    status = "Paid" if row[3] == "Refunded" else row[3]
+    return (*row[:3], status, row[4], Decimal(0), *row[6:9], False, *row[10:])
+
+
+def test_contributions_current_folds_refunds_and_disputes_exactly_as_the_truth(
+    runs: Runs,
+) -> None:
+    current = CONTRIBUTIONS_SQL.replace("FROM contributions", f"FROM {CONTRIBUTIONS_CURRENT}")
+    expected = expected_contributions(runs.events.truth)
+    assert _view(runs, current) == expected
+    # The folding is the view's: the appended rows are as the core emitted them.
+    assert _view(runs, CONTRIBUTIONS_SQL) == [as_emitted(row) for row in expected]
+    assert {row[3] for row in expected} == {"Paid", "Failed", "Refunded"}
+    assert any(row[9] for row in expected)
+
+
+def test_acquisitions_and_adjustments_hold_exactly_the_truth(runs: Runs) -> None:
+    truth = runs.events.truth
+    assert _view(runs, ACQUISITIONS_SQL) == expected_acquisitions(truth)
+    adjustments = _view(
+        runs,
+        "SELECT payment_id, kind, event_type, amount, amount_refunded_total, currency"
+        " FROM payment_adjustments",
+    )
+    assert sorted(adjustments, key=repr) == expected_adjustments(truth)
+
+
+def test_daily_totals_sum_the_current_state_per_day(runs: Runs) -> None:
+    settled = {
+        payment_id: created.astimezone(UTC).date()
+        for payment_id, created in _view(runs, "SELECT payment_id, created FROM contributions")
+    }
+    totals = _view(runs, f"SELECT * FROM {DAILY_TOTALS} ORDER BY day, currency, livemode")
+    assert totals == expected_daily_totals(runs.events.truth, settled)
+
+
+def test_no_personal_data_reaches_the_analytics_views(runs: Runs) -> None:
+    with bigquery.Client(project=runs.project) as client:
+        for view, raw in (
+            ("contributions", "contributions_raw"),
+            ("acquisitions", "acquisitions_raw"),
+            (CONTRIBUTIONS_CURRENT, "contributions_raw"),
+        ):
+            sql = f"SELECT * FROM `{runs.project}.{runs.dataset}.{view}` LIMIT 0"
+            schema = client.query(sql).result().schema
+            assert {field.name for field in schema}.isdisjoint(PERSONAL_COLUMNS), view
+            table = client.get_table(f"{runs.project}.{runs.dataset}.{raw}")
+            assert {field.name for field in table.schema}.isdisjoint(PERSONAL_COLUMNS), raw
+    for snapshot in (runs.first, runs.third):
+        for table in ("contributions", "acquisitions"):
+            dump = json.dumps(snapshot.views[table], default=str)
+            assert "@example" not in dump and "Lovelace" not in dump, table
+        assert {table: snapshot.views[table] for table in SENT_ELSEWHERE} == {
+            table: [] for table in SENT_ELSEWHERE
+        }
+
+
+def test_the_huge_amount_is_dead_lettered_with_its_step_and_the_rest_is_complete(
+    runs: Runs,
+) -> None:
+    # After the backfill alone; the streaming run adds rows for malformed records only.
+    letters = [
+        (step, reason, error, source, raw)
+        for _, step, reason, error, raw, source, _, _ in (runs.first.views["dead_letters"])
+    ]
+    huge = sorted(
+        (step, reason, error, source)
+        for step, reason, error, source, raw in letters
+        if f"'ch_{HUGE}'" in raw
+    )
+    assert huge == [
+        ("write_bigquery", "invalid_row", f"acquisitions.{OVERFLOW}", "bigquery:acquisitions"),
+        ("write_bigquery", "invalid_row", f"contributions.{OVERFLOW}", "bigquery:contributions"),
+        (
+            "write_contributions_store",
+            "invalid_row",
+            f"contributions_store.{OVERFLOW}",
+            f"contributions_store:contributions_store/ch_{HUGE}",
+        ),
+    ]
+    reasons = Counter(reason for _, reason, _, _, _ in letters)
+    assert reasons == expected_dead_letter_reasons(runs.events.truth) + Counter(invalid_row=3)
+    assert runs.first.summary.splitlines()[-1].endswith(": holds")
+    ids = {r[0] for r in runs.first.views["contributions"]}
+    assert f"ch_{HUGE}" not in ids
+    assert len(ids) == len(expected_contributions(runs.events.truth))
+
+
+def test_rerun_and_streaming_leave_every_view_as_after_the_first_run(runs: Runs) -> None:
+    first, second, third = runs.first, runs.second, runs.third
+    assert second.views == first.views
+    assert second.summary.splitlines()[-1].endswith(": holds")
+    assert third.summary.splitlines()[-1].endswith(": holds")
+    assert {v: rows for v, rows in third.views.items() if v != "dead_letters"} == {
+        v: rows for v, rows in first.views.items() if v != "dead_letters"
+    }
+    # A malformed record's dead letter is keyed by where it was read: the
+    # stream's copies are new rows; every other dead letter is the same row.
+    decoded = [r for r in third.views["dead_letters"] if r[5].startswith("kinesis:")]
+    assert len(decoded) == runs.events.malformed
+    assert (
+        sorted(set(third.views["dead_letters"]) - set(decoded), key=repr)
+        == first.views["dead_letters"]
+    )
+
+
+def test_raw_tables_keep_every_copy_and_the_views_one_row_per_key(runs: Runs) -> None:
+    first, second, third = runs.first, runs.second, runs.third
+    for table, count in first.raw_counts.items():
+        if table in SENT_ELSEWHERE:
+            assert (count, second.raw_counts[table], third.raw_counts[table]) == (0, 0, 0)
+            continue
+        assert count == len(first.views[table]) > 0, table
+        assert second.raw_counts[table] == 2 * count, table
+        # The stream's dead letters for malformed records replace, in number, the archive's.
+        assert third.raw_counts[table] == 3 * count, table
+
+
+def test_the_backfill_loads_files_and_the_streaming_job_inserts(runs: Runs) -> None:
+    # One load job per table that receives rows; the streaming job runs none.
+    first, second, third = runs.first, runs.second, runs.third
+    loaded = ("contributions", "acquisitions", "payment_adjustments", "dead_letters")
+    assert [t for t, count in first.raw_counts.items() if count] == list(loaded)
+    assert first.load_jobs - runs.load_jobs_before == len(loaded)
+    assert second.load_jobs - first.load_jobs == len(loaded)
+    assert third.load_jobs == second.load_jobs
