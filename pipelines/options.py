@@ -278,15 +278,28 @@ class KinesisOptions(PipelineOptions):
             "--idle_timeout_s",
             type=positive_number,
             default=None,
-            help="Tests and demos: end the read once no shard has returned a record for this "
-            "many seconds, which makes the run end. Off by default: the job runs until stopped.",
+            help="Tests and demos: end a read once none of its shards has returned a record for "
+            "this many seconds, which makes the run end. Per restriction: the whole stream "
+            "without --kinesis_coordination_table, each shard's lineage with it. Off by "
+            "default: the job runs until stopped.",
         )
         group.add_argument(
             "--max_records",
             type=positive_integer,
             default=None,
-            help="Tests and demos: end the read after this many records in total, across "
-            "all shards. Off by default.",
+            help="Tests and demos: end a read after this many records. Per restriction: a total "
+            "across all shards without --kinesis_coordination_table, a bound per shard's lineage "
+            "with it (the total is then at most this times the shards readable at start). Off "
+            "by default.",
+        )
+        group.add_argument(
+            "--kinesis_coordination_table",
+            default=None,
+            help="Optional. A DynamoDB table (key shardKey HASH, not created by the job) through "
+            "which the shards are read in parallel, one restriction per shard, like the KCL's "
+            "lease table; it records drained shards and which reader adopts a merged shard. "
+            "Without it one reader thread reads every shard. Credentials, region and endpoint "
+            "come from the standard AWS configuration.",
         )
         group.add_argument(
             "--load_interval_s",
@@ -321,6 +334,7 @@ class KinesisOptions(PipelineOptions):
                 timedelta(seconds=self.idle_timeout_s) if self.idle_timeout_s is not None else None
             ),
             "max_records": self.max_records,
+            "coordination_table": self.kinesis_coordination_table,
         }
 
     def load_interval(self) -> timedelta:

@@ -13,32 +13,51 @@ but a bundle that fails after reading is retried and reads its records again,
 and producers' retries put duplicates with new sequence numbers. Deduplicate
 downstream on a natural key (the Stripe event id).
 
-Design: one restriction per stream, one position per shard
------------------------------------------------------------
-The element is the stream (`KinesisStream`); its restriction
-(`StreamRestriction`) holds one `ShardPosition` per shard being read, the
-shards already drained, and the counters of the test bounds. The reading
-DoFn lists the shards itself (ListShards, paginated) when it starts or
-resumes, right after a shard drains, and every `DISCOVERY_INTERVAL`; it
-polls every shard it holds in turn.
+Design: restrictions of shard positions, two modes
+--------------------------------------------------
+The element is the stream (`KinesisStream`); a restriction
+(`StreamRestriction`) holds one `ShardPosition` per shard it reads, the
+shards it saw drained, and the counters of the test bounds. Each shard is
+held by exactly one restriction at a time; the reader polls the shards of
+its restriction in turn.
 
-Why not one restriction per shard: the rule "a child is read only after all
-its parents are drained" needs whoever starts a child to *know* that the
-readers of its parents have finished. Separate restrictions cannot tell each
-other: a Beam graph has no cycles, so a reader's "drained" signal can never
-reach a step upstream of the readers, and a stateful step downstream of them
-cannot hand children back to them (and the FnApiRunner fires a GroupByKey only
-when the source ends). Taking a child over in the parent's restriction works
-for a split but not for a merge, whose two parents are read by two
-restrictions that cannot agree which one drained last. (Beam's Java
-KinesisIO has the same limit: the reader of `ParentShardId` takes a merged
-child without waiting for the adjacent parent.) Holding every shard of the
-stream in one restriction makes the rule a local check, for splits, merges,
-chains and restarts alike, and makes `max_records` and `idle_timeout` exact
-totals. The cost is parallelism: one restriction reads the whole stream, one
-GetRecords call at a time, i.e. one worker thread per stream. That is ample
-for this pipeline's streams (Stripe events: a few records per second, a few
-shards); a stream needing many parallel readers is out of scope.
+Without a coordination table (`coordination_table=None`, the default) the
+stream has ONE restriction holding every shard: correct, but read by one
+thread, one GetRecords call at a time. The reader lists the shards itself
+(ListShards, paginated) when it starts or resumes, right after a shard
+drains, and every `DISCOVERY_INTERVAL`, and the rule "a child is read only
+after all its parents are drained" is a local check, for splits, merges,
+chains and restarts alike. This is ample for the Stripe events stream (a few
+records per second, a few shards).
+
+With a coordination table (a DynamoDB table with key `shardKey` HASH, like
+the KCL's lease table; see `ShardCoordinator`) there is ONE RESTRICTION PER
+SHARD at start, read in parallel: `StreamRestrictionProvider.split` lists the
+shards and yields one restriction per shard readable at start. Separate
+restrictions cannot tell each other anything through the graph (a Beam graph
+has no cycles, so a reader's "drained" signal cannot reach a step upstream of
+the readers), so they tell each other through the table. A restriction reads
+its shard(s); when one drains, it leaves the restriction (the tracker records
+it drained), the reader records `drained(<stream>/<shard>)` in the table
+(conditional put) and lists the shards to adopt that shard's children:
+- a split child (one parent) is adopted by its parent's restriction;
+- a merge child (two parents) by whichever parent's reader drains last: after
+  writing its own mark, the reader reads the other parent's mark (strongly
+  consistent; a parent no longer listed counts as drained); if both are
+  drained it claims the child with a conditional put of
+  `claimed(<stream>/<child>)` (`attribute_not_exists`, or already claimed by
+  this same parent, so a retried bundle adopts it again). Of two readers
+  draining at once at least one sees both marks and exactly one wins the
+  claim; the first to drain, seeing no mark, adopts nothing.
+An adopted child is appended to the restriction's positions, so after
+adoptions one restriction may hold several shards. A restriction left with
+no shard after a drain ends: a closed shard ends its restriction. At start,
+shards that are closed and marked drained in the table (a restart after a
+reshard) count as drained, so their children are readable at start and they
+are not read again: like the KCL's SHARD_END checkpoint, a drained mark is
+final for every later run on the same table. One table serves any number of
+streams (the keys name the stream), but only one job may read a stream with
+a given table at a time.
 
 Resharding: a shard becomes readable when each of its parents is drained or
 no longer listed (past retention: it has nothing left to read), see
@@ -49,7 +68,8 @@ longer lists it), and the shards are listed again at once, so the children
 of a split (both) or of a merge (once its second parent is drained) start
 right away. A shard in a listing made while running is read from
 `TRIM_HORIZON`, so no record of a new shard is missed. A child is never read
-twice: a shard is adopted only when it is neither held nor drained.
+twice: a shard is adopted only when it is neither held nor drained. (With a
+coordination table, the adoption rules above replace the periodic listing.)
 
 Starting positions: the shards of the first listing start at
 `initial_position`. `TRIM_HORIZON` reads the whole retained history in
@@ -88,19 +108,29 @@ and `kinesis_shards_expired`: its unread records expired with it.
 Credentials, region and endpoint come only from the standard AWS chain
 (boto3's default session: environment, config files, instance roles;
 `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_KINESIS` for local servers). Clients are
-created in `DoFn.setup()`.
+created in `DoFn.setup()`, which also checks that the coordination table, if
+any, exists with key `shardKey` HASH (`SinkConfigurationError` otherwise; the
+job never creates it). Table calls are retried per
+`transforms.dynamodb.DEFAULT_BACKOFF`.
 
-Bounds for tests and demos, off by default; either makes the output bounded:
-- `idle_timeout`: the read ends once no shard has returned a record for that
-  long, measured in wall-clock time from the last record claimed on any shard
-  (or from the read's start) and kept in the restriction across checkpoints;
-  it is checked after each polling round that returned no record, so the read
-  ends within `idle_timeout` plus one round (at most `poll_interval` plus one
-  GetRecords per shard).
-- `max_records`: the read ends right after its `max_records`-th record in
-  total, across all shards (the count is kept in the restriction).
-Without them the read ends only when no shard is left that can ever receive a
-record (every listed shard drained), which a real stream never reaches.
+Bounds for tests and demos, off by default; either makes the output bounded.
+Both apply PER RESTRICTION: without a coordination table that is the whole
+stream; with one, each restriction (one shard at start, plus the children it
+adopts) ends on its own bound, so `max_records` then bounds each restriction
+(the total is at most `max_records` times the number of restrictions), and a
+restriction ended by a bound adopts no further children.
+- `idle_timeout`: a restriction ends once none of its shards has returned a
+  record for that long, measured in wall-clock time from the last record it
+  claimed (or from its start) and kept in the restriction across checkpoints;
+  it is checked after each polling round that returned no record, so it ends
+  within `idle_timeout` plus one round (at most `poll_interval` plus one
+  GetRecords per shard it holds).
+- `max_records`: a restriction ends right after its `max_records`-th record,
+  across the shards it held (the count is kept in the restriction).
+Without them a restriction ends only when no shard is left that it can ever
+read (without a table: every listed shard drained; with one: its shards
+drained and no child adopted), which a real stream's last restriction never
+reaches.
 
 Run the tests with `.venv/bin/pytest tests/transforms/test_kinesis.py`.
 """
@@ -108,6 +138,7 @@ Run the tests with `.venv/bin/pytest tests/transforms/test_kinesis.py`.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -116,6 +147,7 @@ from typing import Any
 
 import apache_beam as beam
 import boto3
+import botocore.exceptions
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
@@ -125,6 +157,13 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from transforms.decode import METRICS_NAMESPACE
+from transforms.dynamodb import (
+    DEFAULT_BACKOFF,
+    call_with_retries,
+    check_table_key,
+    dynamodb_client,
+    error_code,
+)
 from transforms.events import SourceRecord
 
 _LOG = logging.getLogger(__name__)
@@ -149,6 +188,9 @@ MAX_READ_PER_CALL = timedelta(seconds=10)
 #: How often a busy reader lists the shards to find new ones (it also lists
 #: them whenever it starts or resumes and right after a shard drains).
 DISCOVERY_INTERVAL = timedelta(seconds=10)
+#: The coordination table's key: one item per fact, named by `drained_key`
+#: or `claimed_key`.
+COORDINATION_KEY_SCHEMA = (("shardKey", "HASH"),)
 
 
 @dataclass(frozen=True)
@@ -236,6 +278,7 @@ class KinesisStream:
 
     stream: str
     start: StartingPosition = StartingPosition()
+    coordination_table: str | None = None
 
 
 @dataclass(frozen=True)
@@ -339,6 +382,130 @@ def after_drain(restriction: StreamRestriction, shard_id: str) -> StreamRestrict
     )
 
 
+def children_of(listing: Iterable[ShardInfo], shard_id: str) -> list[ShardInfo]:
+    """The shards of `listing` with `shard_id` as a parent, in listing order."""
+    return [shard for shard in listing if shard_id in shard.parents]
+
+
+def child_start(restriction: StreamRestriction) -> StartingPosition:
+    """Where a shard adopted while running starts: `AT_TIMESTAMP` stays, else `TRIM_HORIZON`."""
+    if restriction.start.kind == AT_TIMESTAMP:
+        return restriction.start
+    return StartingPosition(kind=TRIM_HORIZON)
+
+
+def after_adoption(
+    restriction: StreamRestriction, children: Sequence[str], listing: Sequence[ShardInfo]
+) -> StreamRestriction:
+    """The restriction once it adopts `children` (read from their start) after a drain.
+
+    Drained shards no longer listed are forgotten, as in `after_listing`.
+    """
+    listed_ids = {shard.shard_id for shard in listing}
+    start = child_start(restriction)
+    return replace(
+        restriction,
+        shards=restriction.shards
+        + tuple(ShardPosition(shard_id=child, start=start) for child in children),
+        drained=frozenset(s for s in restriction.drained if s in listed_ids),
+    )
+
+
+def drained_key(stream: str, shard_id: str) -> str:
+    """The coordination table's key telling that `shard_id` was read to its end."""
+    return f"drained({stream}/{shard_id})"
+
+
+def claimed_key(stream: str, shard_id: str) -> str:
+    """The coordination table's key telling which reader adopted the merge child `shard_id`."""
+    return f"claimed({stream}/{shard_id})"
+
+
+class ShardCoordinator:
+    """The coordination table (key `shardKey` HASH), like the KCL's lease table.
+
+    It holds two kinds of items, each written once and never changed:
+    `drained(<stream>/<shard>)` once a reader has read the shard to its end,
+    and `claimed(<stream>/<child>)` with `claimedBy` (the parent whose reader
+    adopted the merge child). Reads are strongly consistent; every call is
+    retried per `transforms.dynamodb.DEFAULT_BACKOFF`.
+    """
+
+    def __init__(self, table: str, client: Any) -> None:
+        self.table = table
+        self.client = client
+        self._rng = random.Random()
+
+    def check(self) -> None:
+        """Raise `SinkConfigurationError` unless the table exists with key `shardKey` HASH."""
+        check_table_key(self.table, COORDINATION_KEY_SCHEMA, self.client)
+
+    def _conditional_put(self, item: dict[str, Any], **condition: Any) -> bool:
+        try:
+            call_with_retries(
+                lambda: self.client.put_item(TableName=self.table, Item=item, **condition),
+                DEFAULT_BACKOFF,
+                self._rng,
+            )
+        except botocore.exceptions.ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def mark_drained(self, stream: str, shard_id: str) -> None:
+        """Record that `shard_id` is read to its end; recording it again changes nothing."""
+        self._conditional_put(
+            {"shardKey": {"S": drained_key(stream, shard_id)}},
+            ConditionExpression="attribute_not_exists(shardKey)",
+        )
+
+    def is_drained(self, stream: str, shard_id: str) -> bool:
+        response = call_with_retries(
+            lambda: self.client.get_item(
+                TableName=self.table,
+                Key={"shardKey": {"S": drained_key(stream, shard_id)}},
+                ConsistentRead=True,
+            ),
+            DEFAULT_BACKOFF,
+            self._rng,
+        )
+        return "Item" in response
+
+    def claim(self, stream: str, child: str, by: str) -> bool:
+        """True if the reader that drained `by` owns `child`: it claimed it now or before.
+
+        Only the first claim wins; the same claimer winning again makes a
+        retried bundle (which drains `by` again) adopt the child again rather
+        than lose it.
+        """
+        return self._conditional_put(
+            {"shardKey": {"S": claimed_key(stream, child)}, "claimedBy": {"S": by}},
+            ConditionExpression="attribute_not_exists(shardKey) OR claimedBy = :by",
+            ExpressionAttributeValues={":by": {"S": by}},
+        )
+
+
+def coordinated_start(
+    restriction: StreamRestriction,
+    stream: str,
+    listing: Sequence[ShardInfo],
+    coordinator: ShardCoordinator,
+    now: float,
+) -> StreamRestriction:
+    """The first listing applied, with the shards the table marks drained counted as drained.
+
+    So on a restart after a reshard the drained parents are not read again
+    and their children are readable at start; only closed shards are looked up.
+    """
+    marked = frozenset(
+        shard.shard_id
+        for shard in listing
+        if shard.closed and coordinator.is_drained(stream, shard.shard_id)
+    )
+    return after_listing(replace(restriction, drained=restriction.drained | marked), listing, now)
+
+
 class StreamTracker(RestrictionTracker):
     """Claims each next state of a `StreamRestriction`; splits only to checkpoint.
 
@@ -393,7 +560,13 @@ class StreamTracker(RestrictionTracker):
 
 
 class StreamRestrictionProvider(RestrictionProvider):
-    """One restriction per stream, starting at the element's initial position."""
+    """One restriction per stream, split per shard when the stream has a coordination table.
+
+    Without a table the initial restriction is not split: it lists and reads
+    every shard itself. With a table, `split` lists the shards (and reads the
+    table's drained marks) and yields one restriction per shard readable at
+    start, or one finished restriction when none is.
+    """
 
     def initial_restriction(self, element: KinesisStream) -> StreamRestriction:
         return StreamRestriction(start=element.start)
@@ -407,7 +580,18 @@ class StreamRestrictionProvider(RestrictionProvider):
     def split(
         self, element: KinesisStream, restriction: StreamRestriction
     ) -> Iterator[StreamRestriction]:
-        yield restriction
+        if element.coordination_table is None or restriction.listed or restriction.finished:
+            yield restriction
+            return
+        coordinator = ShardCoordinator(element.coordination_table, dynamodb_client())
+        coordinator.check()
+        listing = list_shards(_kinesis_client(), element.stream)
+        state = coordinated_start(restriction, element.stream, listing, coordinator, time.time())
+        if not state.shards:
+            yield replace(state, finished=True)
+            return
+        for position in state.shards:
+            yield replace(state, shards=(position,))
 
 
 @dataclass(frozen=True)
@@ -494,26 +678,63 @@ def _restriction_watermark(
 
 
 class _ReadStreamFn(beam.DoFn):
-    """Reads every shard of one stream from its restriction; see the module docstring."""
+    """Reads the shards its restriction holds; see the module docstring."""
 
     def __init__(
         self,
         idle_timeout: timedelta | None,
         max_records: int | None,
         poll_interval: timedelta,
+        coordination_table: str | None = None,
     ) -> None:
         self._idle_timeout = idle_timeout
         self._max_records = max_records
         self._poll_interval = poll_interval
+        self._coordination_table = coordination_table
         self._client: Any = None
+        self._coordinator: ShardCoordinator | None = None
         self._records_read = Metrics.counter(METRICS_NAMESPACE, "kinesis_records_read")
         self._throttled = Metrics.counter(METRICS_NAMESPACE, "kinesis_throttled")
         self._expired_iterators = Metrics.counter(METRICS_NAMESPACE, "kinesis_expired_iterators")
         self._shards_drained = Metrics.counter(METRICS_NAMESPACE, "kinesis_shards_drained")
         self._shards_expired = Metrics.counter(METRICS_NAMESPACE, "kinesis_shards_expired")
+        self._children_adopted = Metrics.counter(METRICS_NAMESPACE, "kinesis_children_adopted")
 
     def setup(self) -> None:
         self._client = _kinesis_client()
+        if self._coordination_table is not None:
+            self._coordinator = ShardCoordinator(self._coordination_table, dynamodb_client())
+            self._coordinator.check()
+
+    def teardown(self) -> None:
+        if self._coordinator is not None:
+            self._coordinator.client.close()
+            self._coordinator = None
+
+    def _adopted_children(
+        self, stream: str, shard_id: str, listing: Sequence[ShardInfo]
+    ) -> list[str]:
+        """The children of the just drained `shard_id` that this reader must read next.
+
+        A split child is its parent's. A merge child goes to whichever parent's
+        reader drains last: mark this parent drained, then read the other's
+        mark (a parent no longer listed has nothing left: drained); if both are
+        drained, the conditional claim decides, so when both readers see both
+        marks only one adopts the child. Whichever reader writes its mark
+        second sees the first one's, so the child is never left unadopted.
+        """
+        coordinator = self._coordinator
+        assert coordinator is not None
+        coordinator.mark_drained(stream, shard_id)
+        listed = {shard.shard_id for shard in listing}
+        adopted = []
+        for child in children_of(listing, shard_id):
+            others = [parent for parent in child.parents if parent != shard_id]
+            if all(
+                other not in listed or coordinator.is_drained(stream, other) for other in others
+            ) and (not others or coordinator.claim(stream, child.shard_id, by=shard_id)):
+                adopted.append(child.shard_id)
+        return adopted
 
     def _shard_iterator(self, stream: str, position: ShardPosition) -> str:
         request: dict[str, Any] = {**_stream_argument(stream), "ShardId": position.shard_id}
@@ -585,10 +806,18 @@ class _ReadStreamFn(beam.DoFn):
         marks: dict[str, Timestamp] = {}
         started = time.monotonic()
         next_listing = started
+        coordinator = self._coordinator
+        coordinated = coordinator is not None
         while True:
-            if time.monotonic() >= next_listing:
+            # With a coordination table a restriction lists the shards only
+            # when it starts unsplit and when it drains a shard (below).
+            if time.monotonic() >= next_listing and not (coordinated and state.listed):
                 held = {position.shard_id for position in state.shards}
-                state = after_listing(state, list_shards(self._client, stream), time.time())
+                listing = list_shards(self._client, stream)
+                if coordinator is not None:
+                    state = coordinated_start(state, stream, listing, coordinator, time.time())
+                else:
+                    state = after_listing(state, listing, time.time())
                 if not state.shards:
                     # Every listed shard is drained: no record can ever come.
                     tracker.try_claim(replace(state, finished=True))
@@ -648,14 +877,27 @@ class _ReadStreamFn(beam.DoFn):
                     _advance(watermark_estimator, watermark)
                 if poll.drained:
                     drained = after_drain(state, shard_id)
+                    children: list[str] = []
+                    if coordinated:
+                        listing = list_shards(self._client, stream)
+                        children = self._adopted_children(stream, shard_id, listing)
+                        drained = after_adoption(drained, children, listing)
+                        if not drained.shards:
+                            # A closed shard ends its restriction unless it adopts a child.
+                            drained = replace(drained, finished=True)
                     if not tracker.try_claim(drained):
                         return
                     state = drained
                     for per_shard in (not_before, throttled_until, caught_up, marks):
                         per_shard.pop(shard_id, None)
                     self._shards_drained.inc()
+                    self._children_adopted.inc(len(children))
                     _LOG.info("Stream %s: shard %s is closed and drained", stream, shard_id)
-                    drained_any = True
+                    if children:
+                        _LOG.info("Stream %s: reading shards %s", stream, ", ".join(children))
+                    if state.finished:
+                        return
+                    drained_any = not coordinated
             if drained_any:
                 # Its children may be readable now: list before reading on.
                 next_listing = time.monotonic()
@@ -682,9 +924,13 @@ class ReadKinesisRecords(beam.PTransform[beam.pvalue.PBegin, beam.PCollection[Ki
     """`PBegin` -> unbounded `PCollection[KinesisRecord]`, at least once.
 
     See the module docstring for positions, resharding, watermarks and the
-    test bounds `idle_timeout` and `max_records` (totals over the stream).
+    test bounds `idle_timeout` and `max_records` (per restriction: the whole
+    stream without a coordination table, each shard's lineage with one).
     `poll_interval` is how long an idle stream waits before it is polled again.
-    Raises ValueError on an impossible combination of arguments.
+    `coordination_table` names a DynamoDB table (key `shardKey` HASH) through
+    which one restriction per shard reads in parallel; None reads every shard
+    in one restriction, on one thread. Raises ValueError on an impossible
+    combination of arguments.
     """
 
     def __init__(
@@ -695,6 +941,7 @@ class ReadKinesisRecords(beam.PTransform[beam.pvalue.PBegin, beam.PCollection[Ki
         idle_timeout: timedelta | None = None,
         max_records: int | None = None,
         poll_interval: timedelta = timedelta(seconds=1),
+        coordination_table: str | None = None,
     ) -> None:
         super().__init__()
         if initial_position not in INITIAL_POSITIONS:
@@ -712,9 +959,12 @@ class ReadKinesisRecords(beam.PTransform[beam.pvalue.PBegin, beam.PCollection[Ki
             raise ValueError("idle_timeout must be positive")
         if poll_interval < MIN_CALL_INTERVAL:
             raise ValueError(f"poll_interval must be at least {MIN_CALL_INTERVAL}")
+        if coordination_table is not None and not coordination_table:
+            raise ValueError("coordination_table must be a table name or None")
         self._element = KinesisStream(
             stream=stream,
             start=StartingPosition(kind=initial_position, timestamp=initial_timestamp),
+            coordination_table=coordination_table,
         )
         self._idle_timeout = idle_timeout
         self._max_records = max_records
@@ -727,7 +977,14 @@ class ReadKinesisRecords(beam.PTransform[beam.pvalue.PBegin, beam.PCollection[Ki
             | "Start" >> beam.Impulse()
             | "ToStream" >> beam.Map(lambda _: element)
             | "ReadShards"
-            >> beam.ParDo(_ReadStreamFn(self._idle_timeout, self._max_records, self._poll_interval))
+            >> beam.ParDo(
+                _ReadStreamFn(
+                    self._idle_timeout,
+                    self._max_records,
+                    self._poll_interval,
+                    element.coordination_table,
+                )
+            )
         )
 
 

@@ -4,10 +4,15 @@ moto's shard split is not faithful, so resharding is tested on the fake shard
 graph of `tests.fixtures.kinesis` (splits, merges and expiry while the reader
 runs); plain reads, positions and checkpoints run against a real moto server
 (`moto_server` fixture), bounded with `idle_timeout` so the FnApiRunner ends.
+The coordinated mode (one restriction per shard) keeps its coordination
+table on the same moto server's DynamoDB and reads the fake shard graph: the
+tests drive the split restrictions one after the other, in both drain orders
+of a merge, and in two threads that drain a merge's parents at once.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +34,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from tests.fixtures.kinesis import BASE_ARRIVAL, FakeKinesis
 from tests.fixtures.moto_server import MotoServer
 from transforms import kinesis
+from transforms.dynamodb import SinkConfigurationError
 from transforms.events import SourceRecord
 from transforms.kinesis import (
     AT_TIMESTAMP,
@@ -38,15 +44,21 @@ from transforms.kinesis import (
     KinesisStream,
     ReadFromKinesis,
     ReadKinesisRecords,
+    ShardCoordinator,
     ShardInfo,
     ShardPosition,
     StartingPosition,
     StreamRestriction,
+    StreamRestrictionProvider,
     StreamTracker,
     _ReadStreamFn,
+    after_adoption,
     after_drain,
     after_listing,
     after_record,
+    children_of,
+    claimed_key,
+    drained_key,
     list_shards,
     readable_shards,
 )
@@ -404,22 +416,28 @@ def _drive(
     idle_timeout: timedelta | None = None,
     max_records: int | None = None,
     stream: str = "s",
+    coordinator: ShardCoordinator | None = None,
 ) -> tuple[list[KinesisRecord], StreamRestriction, ManualWatermarkEstimator]:
     """Runs the reading DoFn as a runner would: resumes each deferral until it ends.
 
     Returns the records in the order emitted, the final restriction and the
-    watermark estimator (which, like the runner's, survives resumes).
+    watermark estimator (which, like the runner's, survives resumes). With a
+    `coordinator`, the DoFn reads in coordinated mode through it.
     """
     read_fn = _ReadStreamFn(
-        idle_timeout=idle_timeout, max_records=max_records, poll_interval=FAST_POLL
+        idle_timeout=idle_timeout,
+        max_records=max_records,
+        poll_interval=FAST_POLL,
+        coordination_table=None if coordinator is None else coordinator.table,
     )
     read_fn._client = client
+    read_fn._coordinator = coordinator
     estimator = ManualWatermarkEstimator(None)
     records: list[KinesisRecord] = []
     for _ in range(50):
         tracker = ThreadsafeRestrictionTracker(StreamTracker(restriction))
         outputs = read_fn.process(
-            KinesisStream(stream, restriction.start),
+            KinesisStream(stream, restriction.start, read_fn._coordination_table),
             tracker=RestrictionTrackerView(tracker),
             watermark_estimator=estimator,
         )
@@ -975,3 +993,348 @@ def test_runner_resumes_throttled_and_idle_shard_until_it_closes(
         "2",
         "3",
     ]
+
+
+def test_children_of_lists_split_and_merge_children_in_listing_order() -> None:
+    listing = [*SPLIT, *MERGE]
+    assert _ids(children_of(listing, "p")) == ["a", "b"]
+    assert _ids(children_of(listing, "p2")) == ["c"]
+    assert children_of(listing, "c") == []
+
+
+def test_adoption_appends_children_from_their_start_and_forgets_unlisted_drained() -> None:
+    held = StreamRestriction(
+        start=StartingPosition(kind=LATEST),
+        shards=(ShardPosition("q", after_sequence="7"),),
+        drained=frozenset({"p", "gone"}),
+        listed=True,
+    )
+    adopted = after_adoption(held, ["a", "b"], SPLIT)
+    assert _held(adopted) == [("q", TRIM_HORIZON, "7"), *[(c, TRIM_HORIZON, None) for c in "ab"]]
+    assert adopted.drained == {"p"}
+    at = StartingPosition(AT_TIMESTAMP, BASE_ARRIVAL)
+    assert after_adoption(replace(held, start=at), ["c"], MERGE).shards[-1] == ShardPosition(
+        "c", at
+    )
+
+
+@pytest.fixture
+def coordination_table(moto_server: MotoServer) -> Iterator[str]:
+    """An empty coordination table (key shardKey HASH) on the moto server."""
+    client = boto3.session.Session().client("dynamodb")
+    name = f"kinesis-coordination-{uuid.uuid4().hex[:10]}"
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "shardKey", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "shardKey", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    yield name
+    client.delete_table(TableName=name)
+    client.close()
+
+
+def _coordinator(table: str) -> ShardCoordinator:
+    return ShardCoordinator(table, boto3.session.Session().client("dynamodb"))
+
+
+def _table_keys(table: str) -> dict[str, str | None]:
+    """Every item of the coordination table: its key and who claimed it, if anyone."""
+    items = boto3.session.Session().client("dynamodb").scan(TableName=table)["Items"]
+    return {
+        item["shardKey"]["S"]: item["claimedBy"]["S"] if "claimedBy" in item else None
+        for item in items
+    }
+
+
+def test_claim_goes_to_the_first_claimer_and_again_to_it_only(coordination_table: str) -> None:
+    coordinator = _coordinator(coordination_table)
+    coordinator.check()
+    assert not coordinator.is_drained("s", "p1")
+    coordinator.mark_drained("s", "p1")
+    coordinator.mark_drained("s", "p1")
+    assert coordinator.is_drained("s", "p1")
+    assert coordinator.claim("s", "c", by="p1")
+    assert not coordinator.claim("s", "c", by="p2")
+    assert coordinator.claim("s", "c", by="p1")
+    assert _table_keys(coordination_table) == {
+        drained_key("s", "p1"): None,
+        claimed_key("s", "c"): "p1",
+    }
+
+
+def test_setup_rejects_a_missing_or_mis_keyed_coordination_table(moto_server: MotoServer) -> None:
+    missing = _ReadStreamFn(None, None, FAST_POLL, coordination_table="no-such-table")
+    with pytest.raises(SinkConfigurationError, match="'no-such-table' does not exist"):
+        missing.setup()
+    client = boto3.session.Session().client("dynamodb")
+    name = f"wrong-key-{uuid.uuid4().hex[:10]}"
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    with pytest.raises(SinkConfigurationError, match=r"expected \(shardKey HASH\)"):
+        _ReadStreamFn(None, None, FAST_POLL, coordination_table=name).setup()
+
+
+def _split_restrictions(
+    fake: FakeKinesis,
+    monkeypatch: pytest.MonkeyPatch,
+    table: str | None,
+    start: StartingPosition = HORIZON,
+) -> list[StreamRestriction]:
+    monkeypatch.setattr(kinesis, "_kinesis_client", lambda: fake)
+    element = KinesisStream("s", start, table)
+    provider = StreamRestrictionProvider()
+    return list(provider.split(element, provider.initial_restriction(element)))
+
+
+def test_initial_split_yields_one_restriction_per_readable_shard(
+    monkeypatch: pytest.MonkeyPatch, coordination_table: str
+) -> None:
+    fake = FakeKinesis(page_size=2)
+    for shard_id in ("p", "m1", "m2", "q"):
+        fake.add_shard(shard_id)
+    fake.split("p", ("a", "b"))
+    fake.merge("m1", "m2", "mc")
+    fake.add_shard("r", parents=("past-retention",))
+    restrictions = _split_restrictions(fake, monkeypatch, coordination_table)
+    assert [_held(r) for r in restrictions] == [
+        [(shard_id, TRIM_HORIZON, None)] for shard_id in ("p", "m1", "m2", "q", "r")
+    ]
+    assert all(r.listed and not r.finished for r in restrictions)
+    # Without a table the one restriction is left whole: it lists the shards itself.
+    assert _split_restrictions(fake, monkeypatch, None) == [FRESH]
+
+
+def test_initial_split_with_nothing_readable_is_one_finished_restriction(
+    monkeypatch: pytest.MonkeyPatch, coordination_table: str
+) -> None:
+    fake = FakeKinesis()
+    fake.add_shard("p")
+    fake.close("p")
+    _coordinator(coordination_table).mark_drained("s", "p")
+    [restriction] = _split_restrictions(fake, monkeypatch, coordination_table)
+    assert restriction.finished
+    assert restriction.shards == ()
+
+
+def _drive_split(
+    fake: FakeKinesis, monkeypatch: pytest.MonkeyPatch, table: str
+) -> list[list[KinesisRecord]]:
+    """Splits the initial restriction and drives each part in turn, as one thread would."""
+    return [
+        _drive(fake, restriction, coordinator=_coordinator(table))[0]
+        for restriction in _split_restrictions(fake, monkeypatch, table)
+    ]
+
+
+def test_split_while_running_children_are_adopted_by_the_parents_restriction(
+    fast_calls: None, monkeypatch: pytest.MonkeyPatch, coordination_table: str
+) -> None:
+    fake = FakeKinesis(batch=3)
+    fake.add_shard("s0")
+    fake.put("s0", 4)
+    fake.add_shard("t")
+    fake.put("t", 2)
+    fake.close("t")
+    fake.hooks.append(_split_after_first_call("s0", ("s1", "s2")))
+    per_restriction = _drive_split(fake, monkeypatch, coordination_table)
+    assert [sorted({r.shard_id for r in records}) for records in per_restriction] == [
+        ["s0", "s1", "s2"],
+        ["t"],
+    ]
+    records = [record for records in per_restriction for record in records]
+    assert sorted(_keys(records)) == sorted(fake.all_records())
+    assert len(records) == len(fake.all_records()) == 4 + 2 + 2 + 3 + 3
+    assert _keys(records) == fake.reads
+    _assert_lineage_order(fake.reads, fake)
+    assert set(_table_keys(coordination_table)) == {
+        drained_key("s", shard_id) for shard_id in ("s0", "s1", "s2", "t")
+    }
+
+
+def _merge_on_first_call(lock: threading.Lock | None = None) -> Any:
+    """A hook: after the first GetRecords on p1 or p2, put 1 more on each, merge them into c."""
+
+    def hook(fake: FakeKinesis, shard_id: str, calls: int) -> None:
+        if shard_id in ("p1", "p2") and calls == 1:
+            with lock or threading.Lock():
+                if "c" not in fake.shards:
+                    fake.put("p1", 1)
+                    fake.put("p2", 1)
+                    fake.merge("p1", "p2", "c")
+                    fake.put("c", 4)
+                    fake.close("c")
+
+    return hook
+
+
+def _merge_stream() -> FakeKinesis:
+    fake = FakeKinesis(batch=10)
+    fake.add_shard("p1")
+    fake.add_shard("p2")
+    fake.put("p1", 2)
+    fake.put("p2", 3)
+    return fake
+
+
+@pytest.mark.parametrize("last", ["p1", "p2"], ids=lambda last: f"{last}-drains-last")
+def test_merge_child_is_adopted_once_by_the_parent_drained_last(
+    last: str, fast_calls: None, monkeypatch: pytest.MonkeyPatch, coordination_table: str
+) -> None:
+    fake = _merge_stream()
+    fake.hooks.append(_merge_on_first_call())
+    restrictions = _split_restrictions(fake, monkeypatch, coordination_table)
+    assert [_held(r) for r in restrictions] == [[(s, TRIM_HORIZON, None)] for s in ("p1", "p2")]
+    if last == "p1":
+        restrictions.reverse()
+    per_restriction = [
+        _drive(fake, r, coordinator=_coordinator(coordination_table))[0] for r in restrictions
+    ]
+    first = "p2" if last == "p1" else "p1"
+    assert [sorted({r.shard_id for r in records}) for records in per_restriction] == [
+        [first],
+        sorted([last, "c"]),
+    ]
+    records = [record for records in per_restriction for record in records]
+    assert sorted(_keys(records)) == sorted(fake.all_records())
+    assert len(records) == 2 + 3 + 2 + 4
+    assert [shard for shard, _ in fake.reads][-4:] == ["c"] * 4
+    _assert_lineage_order(fake.reads, fake)
+    assert _table_keys(coordination_table)[claimed_key("s", "c")] == last
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_merge_child_is_adopted_once_when_both_parents_drain_at_once(
+    attempt: int, fast_calls: None, monkeypatch: pytest.MonkeyPatch, coordination_table: str
+) -> None:
+    fake = _merge_stream()
+    restrictions = _split_restrictions(fake, monkeypatch, coordination_table)
+    # Merged after the split, before either reader's first call, which then
+    # returns all of its parent and finds it closed: both drain on that call.
+    fake.merge("p1", "p2", "c")
+    fake.put("c", 4)
+    fake.close("c")
+    both_drained = threading.Barrier(2, timeout=10)
+
+    def drain_together(fake: FakeKinesis, shard_id: str, calls: int) -> None:
+        if shard_id in ("p1", "p2"):
+            both_drained.wait()
+
+    fake.hooks.append(drain_together)
+    results: dict[str, list[KinesisRecord]] = {}
+
+    def read(restriction: StreamRestriction) -> None:
+        coordinator = _coordinator(coordination_table)
+        results[restriction.shards[0].shard_id] = _drive(
+            fake, restriction, coordinator=coordinator
+        )[0]
+
+    threads = [threading.Thread(target=read, args=(r,)) for r in restrictions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(results) == ["p1", "p2"]
+    adopters = [
+        parent for parent, records in results.items() if "c" in {r.shard_id for r in records}
+    ]
+    assert len(adopters) == 1
+    assert _table_keys(coordination_table)[claimed_key("s", "c")] == adopters[0]
+    records = [record for records in results.values() for record in records]
+    assert sorted(_keys(records)) == sorted(fake.all_records())
+    assert len(records) == 2 + 3 + 4
+    _assert_lineage_order(fake.reads, fake)
+
+
+def test_restart_after_reshard_skips_shards_the_table_marks_drained(
+    fast_calls: None, monkeypatch: pytest.MonkeyPatch, coordination_table: str
+) -> None:
+    fake = FakeKinesis(batch=10)
+    for shard_id in ("p", "m1", "m2", "n1", "n2"):
+        fake.add_shard(shard_id)
+        fake.put(shard_id, 2)
+    fake.split("p", ("a", "b"))
+    fake.merge("m1", "m2", "mc")
+    fake.merge("n1", "n2", "nc")
+    for shard_id in ("a", "b", "mc", "nc"):
+        fake.put(shard_id, 1)
+        fake.close(shard_id)
+    # A previous run drained p, both of n, and m1 but not m2 (it stopped first).
+    previous = _coordinator(coordination_table)
+    for shard_id in ("p", "m1", "n1", "n2"):
+        previous.mark_drained("s", shard_id)
+    restrictions = _split_restrictions(fake, monkeypatch, coordination_table)
+    assert [_held(r) for r in restrictions] == [
+        [(shard_id, TRIM_HORIZON, None)] for shard_id in ("m2", "a", "b", "nc")
+    ]
+    per_restriction = [
+        _drive(fake, r, coordinator=_coordinator(coordination_table))[0] for r in restrictions
+    ]
+    assert [[r.shard_id for r in records] for records in per_restriction] == [
+        ["m2", "m2", "mc"],
+        ["a"],
+        ["b"],
+        ["nc"],
+    ]
+    assert not {"p", "m1", "n1", "n2"} & set(fake.calls)
+    assert _table_keys(coordination_table)[claimed_key("s", "mc")] == "m2"
+
+
+def _split_and_merge_stream() -> FakeKinesis:
+    """s0, p1 and p2 with records; the first GetRecords splits s0 and merges p1 and p2.
+
+    Both reshards happen at that one call, whichever shard it reads, so the
+    sequence numbers do not depend on the order the runner reads in.
+    """
+    fake = FakeKinesis(batch=2)
+    for shard_id, count in (("s0", 3), ("p1", 2), ("p2", 3)):
+        fake.add_shard(shard_id)
+        fake.put(shard_id, count)
+
+    def reshard(fake: FakeKinesis, shard_id: str, calls: int) -> None:
+        if sum(fake.calls.values()) == 1:
+            _reshard_split_and_merge(fake)
+
+    fake.hooks.append(reshard)
+    return fake
+
+
+def _reshard_split_and_merge(fake: FakeKinesis) -> None:
+    fake.put("s0", 2)
+    fake.split("s0", ("s1", "s2"))
+    fake.put("p1", 1)
+    fake.put("p2", 1)
+    fake.merge("p1", "p2", "c")
+    for shard_id, count in (("s1", 3), ("s2", 3), ("c", 4)):
+        fake.put(shard_id, count)
+        fake.close(shard_id)
+
+
+def test_pipeline_with_coordination_table_reads_a_split_and_a_merge_exactly_once(
+    monkeypatch: pytest.MonkeyPatch, fast_calls: None, coordination_table: str
+) -> None:
+    fake = _split_and_merge_stream()
+    twin = _split_and_merge_stream()
+    _reshard_split_and_merge(twin)
+    monkeypatch.setattr(kinesis, "_kinesis_client", lambda: fake)
+    with _pipeline() as pipeline:
+        records = _read(
+            pipeline,
+            ReadKinesisRecords("s", poll_interval=FAST_POLL, coordination_table=coordination_table),
+        )
+        assert_that(
+            records | "KeepFields" >> beam.Map(lambda r: (r.data, r.shard_id, r.sequence_number)),
+            equal_to(
+                [(f"{shard}-{seq}".encode(), shard, seq) for shard, seq in twin.all_records()]
+            ),
+        )
+    assert sorted(fake.reads) == sorted(twin.all_records())
+    assert len(fake.reads) == 3 + 2 + 3 + 2 + 3 + 3 + 1 + 1 + 4
+    _assert_lineage_order(fake.reads, fake)
+    table = _table_keys(coordination_table)
+    assert table.pop(claimed_key("s", "c")) in ("p1", "p2")
+    assert table == {drained_key("s", s): None for s in ("s0", "s1", "s2", "p1", "p2", "c")}
