@@ -61,8 +61,8 @@ from pipelines.options import CoreOptions, KinesisOptions, SinkOptions
 from schemas.records import DeadLetter
 from transforms.core import ProcessStripeEvents
 from transforms.decode import DecodeEvents
-from transforms.dynamodb import SinkConfigurationError
-from transforms.kinesis import ReadFromKinesis
+from transforms.dynamodb import SinkConfigurationError, check_table_key
+from transforms.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis
 from transforms.sinks import TriggerLoads, WriteOutputs
 
 OPTION_CLASSES = (KinesisOptions, CoreOptions, SinkOptions)
@@ -112,6 +112,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         sinks = options.view_as(SinkOptions).sink_config()
         check_sinks(sinks)
+        coordination = options.view_as(KinesisOptions).kinesis_coordination_table
+        if coordination:
+            check_table_key(coordination, COORDINATION_KEY_SCHEMA)
         build(pipeline, options)
     except (ValueError, SinkConfigurationError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -195,3 +195,22 @@ def test_the_password_is_never_shown_even_when_the_store_is_unreachable(
     assert any(f"127.0.0.1:{port}/postgres (attempt 1 of 8)" in line for line in logs)
     for text in (failure, output.out, output.err, *logs):
         assert "S3cr3t" not in text
+
+
+def test_streaming_stops_before_launch_without_its_coordination_table(
+    moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = streaming.run(
+        [
+            "--kinesis_stream",
+            "stripe-events",
+            "--kinesis_coordination_table",
+            "no-such-coordination-table",
+            "--idle_timeout_s",
+            "1",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no-such-coordination-table" in err
+    assert "python -m pipelines.streaming: error:" in err
