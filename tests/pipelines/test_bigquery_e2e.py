@@ -25,7 +25,6 @@ keeps every copy: the views alone make them one row per natural key.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import uuid
 from collections import Counter
@@ -47,7 +46,7 @@ from tests.builders import charge_object, session_object
 from tests.fixtures.bigquery import BigQueryEmulator
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.postgres import PostgresServer
-from tests.fixtures.sinks import provision_sinks, unique
+from tests.fixtures.sinks import LEDGER_KEY, SUPPORTER_KEY, create_queue, create_table, unique
 from tests.pipelines.expected import (
     ACQUISITIONS_SQL,
     CONTRIBUTIONS_SQL,
@@ -100,7 +99,7 @@ class Snapshot:
 
     views: dict[str, list[Row]]
     raw_counts: dict[str, int]
-    load_jobs: int  # every load job the server has run so far
+    load_jobs: int  # every load job into the dataset so far
     summary: str
 
 
@@ -109,7 +108,6 @@ class Runs:
     project: str
     dataset: str
     events: Events
-    load_jobs_before: int  # load jobs of other tests in this session
     first: Snapshot  # the backfill
     second: Snapshot  # the backfill again
     third: Snapshot  # the streaming job over the same events
@@ -195,12 +193,17 @@ def _snapshot(client: bigquery.Client, project: str, dataset: str, summary: str)
         raw = f"`{project}.{dataset}.{raw_table_name(record_type)}`"
         ((count,),) = _query(client, f"SELECT COUNT(*) FROM {raw}")
         raw_counts[table_of(record_type).name] = int(count)
-    load_jobs = _count_load_jobs(client)
+    load_jobs = _count_load_jobs(client, dataset)
     return Snapshot(views=views, raw_counts=raw_counts, load_jobs=load_jobs, summary=summary)
 
 
-def _count_load_jobs(client: bigquery.Client) -> int:
-    return sum(1 for job in client.list_jobs(all_users=True) if job.job_type == "load")
+def _count_load_jobs(client: bigquery.Client, dataset: str) -> int:
+    """Load jobs into `dataset` so far."""
+    return sum(
+        1
+        for job in client.list_jobs(all_users=True)
+        if isinstance(job, bigquery.LoadJob) and job.destination.dataset_id == dataset
+    )
 
 
 def _run(job: Callable[[Sequence[str]], int], argv: list[str], out: Path) -> str:
@@ -222,10 +225,22 @@ def runs(
     root = tmp_path_factory.mktemp("bigquery_e2e")
     project = bigquery_emulator.project
     dataset = f"e2e_{uuid.uuid4().hex[:8]}"
-    sinks = dataclasses.replace(
-        provision_sinks(postgres_server, root / "unused"), warehouse=f"bigquery:{project}.{dataset}"
-    )
-    flags = [*sinks.flags(), "--temp_location", bigquery_emulator.temp_location]
+    flags = [
+        "--warehouse",
+        f"bigquery:{project}.{dataset}",
+        "--temp_location",
+        bigquery_emulator.temp_location,
+        "--contributions_store",
+        postgres_server.create_database(),
+        "--supporter_table",
+        create_table(SUPPORTER_KEY, unique("SupporterProductData")),
+        "--emails_queue_url",
+        create_queue(),
+        "--opt_ins_queue_url",
+        create_queue(),
+        "--sent_messages_table",
+        create_table(LEDGER_KEY, unique("sent-messages")),
+    ]
     backfill_argv = ["--source", str(events.archive), *flags]
     stream = unique("stripe-events")
     kinesis = kinesis_client()
@@ -235,7 +250,6 @@ def runs(
     streaming_argv = ["--kinesis_stream", stream, "--idle_timeout_s", IDLE_TIMEOUT_S, *flags]
 
     with bigquery.Client(project=project) as client:
-        load_jobs_before = _count_load_jobs(client)
         first = _snapshot(
             client, project, dataset, _run(backfill.run, backfill_argv, root / "first.txt")
         )
@@ -245,7 +259,7 @@ def runs(
         third = _snapshot(
             client, project, dataset, _run(streaming.run, streaming_argv, root / "third.txt")
         )
-    return Runs(project, dataset, events, load_jobs_before, first, second, third)
+    return Runs(project, dataset, events, first, second, third)
 
 
 def _view(runs: Runs, sql: str) -> list[Row]:
@@ -374,7 +388,7 @@ def test_the_huge_amount_is_dead_lettered_with_its_step_and_the_rest_is_complete
     # After the backfill alone; the streaming run adds rows for malformed records only.
     letters = [
         (step, reason, error, source, raw)
-        for _, step, reason, error, raw, source, _, _ in (runs.first.views["dead_letters"])
+        for _, step, reason, error, raw, source, _, _ in runs.first.views["dead_letters"]
     ]
     huge = sorted(
         (step, reason, error, source)
@@ -411,6 +425,8 @@ def test_rerun_and_streaming_leave_every_view_as_after_the_first_run(runs: Runs)
     # stream's copies are new rows; every other dead letter is the same row.
     decoded = [r for r in third.views["dead_letters"] if r[5].startswith("kinesis:")]
     assert len(decoded) == runs.events.malformed
+    archived = [r for r in first.views["dead_letters"] if r[1] == "decode"]
+    assert sorted(r[1:5] for r in decoded) == sorted(r[1:5] for r in archived)  # step to raw
     assert (
         sorted(set(third.views["dead_letters"]) - set(decoded), key=repr)
         == first.views["dead_letters"]
@@ -434,6 +450,6 @@ def test_the_backfill_loads_files_and_the_streaming_job_inserts(runs: Runs) -> N
     first, second, third = runs.first, runs.second, runs.third
     loaded = ("contributions", "acquisitions", "payment_adjustments", "dead_letters")
     assert [t for t, count in first.raw_counts.items() if count] == list(loaded)
-    assert first.load_jobs - runs.load_jobs_before == len(loaded)
+    assert first.load_jobs == len(loaded)
     assert second.load_jobs - first.load_jobs == len(loaded)
     assert third.load_jobs == second.load_jobs
