@@ -19,8 +19,9 @@ is checked against the generator's truth; the others must change nothing.
 of SQS and DynamoDB calls failing and Postgres restarted mid-write, and must
 end exactly as the clean run.
 
-The warehouse is the `--warehouse` flag and is read with
-`tests.fixtures.sinks.warehouse_rows`: another warehouse only changes those.
+The warehouse is read only through `tests.fixtures.sinks.Warehouse` (whole
+tables), made in `_new_warehouse`: running these scenarios on another
+warehouse means another `Warehouse` there.
 """
 
 from __future__ import annotations
@@ -49,14 +50,15 @@ from tests.fixtures.aws_faults import InjectFaults
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.sinks import (
+    DuckDBWarehouse,
     Sinks,
+    Warehouse,
     drain,
     ledger_items,
     provision_sinks,
     store_rows,
     supporter_items,
     unique,
-    warehouse_rows,
 )
 from tests.pipelines.expected import (
     ACQUISITIONS_SQL,
@@ -123,7 +125,7 @@ class Outputs:
     warehouse: dict[str, list[tuple[Any, ...]]]  # every table but dead_letters
     contributions: list[tuple[Any, ...]]  # as `expected.CONTRIBUTIONS_SQL` selects them
     acquisitions: list[tuple[Any, ...]]
-    dead_letters: list[tuple[Any, ...]]  # all but step `decode`, without WHERE_READ
+    dead_letters: list[tuple[Any, ...]]  # all but step `decode`; (step, reason, error, raw, ...)
     decode_dead_letters: list[tuple[str, str, str]]  # (source, reason, raw)
     summary: str
 
@@ -248,10 +250,20 @@ def _stream(stream: str, sinks: Sinks, out: Path) -> str:
     return _run(streaming.run, [*argv, "--idle_timeout_s", IDLE_TIMEOUT_S, *sinks.flags()], out)
 
 
+def _new_warehouse(folder: Path) -> Warehouse:
+    return DuckDBWarehouse(folder / "warehouse.duckdb")
+
+
+def _selected(sql: str) -> list[str]:
+    """The column names an `expected.*_SQL` query selects."""
+    return [name.strip() for name in sql.split("SELECT ", 1)[1].split(" FROM ", 1)[0].split(",")]
+
+
 def _observe(sinks: Sinks, summary: str) -> Outputs:
+    warehouse = sinks.warehouse
     tables = [table_of(t).name for t in ALL_RECORD_TYPES if table_of(t).name != "dead_letters"]
-    wh = sinks.warehouse
-    columns = [r[0] for r in warehouse_rows(wh, "DESCRIBE dead_letters") if r[0] not in WHERE_READ]
+    dead_letters = warehouse.table("dead_letters")
+    columns = [c for c in dead_letters.columns if c not in WHERE_READ]
     return Outputs(
         store=store_rows(sinks.contributions_store, STORE_SQL),
         store_view=store_rows(sinks.contributions_store, STORE_VIEW_SQL),
@@ -260,14 +272,12 @@ def _observe(sinks: Sinks, summary: str) -> Outputs:
         ledger=ledger_items(sinks.sent_messages_table),
         emails=drain(sinks.emails_queue_url),
         opt_ins=drain(sinks.opt_ins_queue_url),
-        warehouse={t: warehouse_rows(wh, f"SELECT * FROM {t} ORDER BY ALL") for t in tables},
-        contributions=warehouse_rows(wh, CONTRIBUTIONS_SQL),
-        acquisitions=warehouse_rows(wh, ACQUISITIONS_SQL),
-        dead_letters=warehouse_rows(
-            wh, f"SELECT {', '.join(columns)} FROM dead_letters WHERE step <> 'decode' ORDER BY ALL"
-        ),
-        decode_dead_letters=warehouse_rows(
-            wh, "SELECT source, reason, raw FROM dead_letters WHERE step = 'decode' ORDER BY ALL"
+        warehouse={t: list(warehouse.table(t).rows) for t in tables},
+        contributions=warehouse.table("contributions").select(*_selected(CONTRIBUTIONS_SQL)),
+        acquisitions=warehouse.table("acquisitions").select(*_selected(ACQUISITIONS_SQL)),
+        dead_letters=[r for r in dead_letters.select(*columns) if r[0] != "decode"],
+        decode_dead_letters=dead_letters.select(
+            "source", "reason", "raw", where={"step": "decode"}
         ),
         summary=summary,
     )
@@ -285,7 +295,7 @@ def replayed(
     events: Events, postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Replayed:
     root = tmp_path_factory.mktemp("replayed")
-    sinks = provision_sinks(postgres_server, root / "warehouse.duckdb")
+    sinks = provision_sinks(postgres_server, _new_warehouse(root))
     stream = _new_stream(events.records)
     first = _observe(sinks, _stream(stream, sinks, root / "first.txt"))
     put_records(kinesis_client(), stream, events.records)
@@ -457,7 +467,7 @@ def test_faults_and_a_postgres_restart_still_end_with_exactly_the_clean_outputs(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sinks = provision_sinks(postgres_server, tmp_path / "warehouse.duckdb")
+    sinks = provision_sinks(postgres_server, _new_warehouse(tmp_path))
     stream = _new_stream(events.records)
     # Hold one payment's lock as the writer takes it, and restart Postgres once a
     # write transaction waits for it: the cut then falls inside a batch's transaction.
