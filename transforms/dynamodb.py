@@ -55,12 +55,12 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas.records import DeadLetter, SupporterProductData
 from schemas.rows import RowValidationError, to_bigquery_json_row, validate
 from transforms.events import make_dead_letter
 from transforms.metrics import NAMESPACE
+from transforms.retry import Backoff, buffered_output
 
 _LOG = logging.getLogger(__name__)
 
@@ -98,29 +98,6 @@ CLIENT_CONFIG = botocore.config.Config(retries={"total_max_attempts": 1, "mode":
 
 class SinkConfigurationError(RuntimeError):
     """A sink's infrastructure (table, queue) is missing or not as the job expects."""
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Retry policy: at most `max_attempts` attempts, full-jitter exponential delays.
-
-    The delay before attempt n+1 (n >= 1) is uniform in
-    [0, min(max_delay, initial_delay * 2 ** (n - 1))] seconds.
-    """
-
-    max_attempts: int = 8
-    initial_delay: float = 0.1
-    max_delay: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if self.initial_delay < 0 or self.max_delay < self.initial_delay:
-            raise ValueError("need 0 <= initial_delay <= max_delay")
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        return rng.uniform(0.0, min(self.max_delay, self.initial_delay * 2 ** (attempt - 1)))
 
 
 DEFAULT_BACKOFF = Backoff()
@@ -321,7 +298,7 @@ class _WriteSupporterItemsFn(beam.DoFn):
                     if is_retryable(error):
                         failed.append((entry, error))
                     else:
-                        yield self._dead_letter(entry, REJECTED, _describe(error))
+                        yield self._dead_letter(entry, REJECTED, describe_error(error))
                 else:
                     self._written.inc()
                     yield _output(WRITTEN_TAG, entry.item.subscription_name, entry)
@@ -329,7 +306,7 @@ class _WriteSupporterItemsFn(beam.DoFn):
                 break
             if attempt >= self._backoff.max_attempts:
                 for entry, last_error in failed:
-                    yield self._dead_letter(entry, RETRIES_EXHAUSTED, _describe(last_error))
+                    yield self._dead_letter(entry, RETRIES_EXHAUSTED, describe_error(last_error))
                 break
             self._retried.inc(len(failed))
             time.sleep(self._backoff.delay(attempt, self._rng))
@@ -353,7 +330,8 @@ class _WriteSupporterItemsFn(beam.DoFn):
         )
 
 
-def _describe(error: Exception) -> str:
+def describe_error(error: Exception) -> str:
+    """'<code>: <service message>' for a dead letter's error column."""
     if isinstance(error, botocore.exceptions.ClientError):
         message = error.response.get("Error", {}).get("Message", "")
         return f"{error_code(error)}: {message}"
@@ -361,8 +339,7 @@ def _describe(error: Exception) -> str:
 
 
 def _output(tag: str, value: object, entry: _Buffered) -> TaggedOutput:
-    # Outputs leave from finish_bundle too, so they carry the input's window.
-    return TaggedOutput(tag, WindowedValue(value, entry.timestamp, (entry.window,)))
+    return buffered_output(tag, value, entry.timestamp, entry.window)
 
 
 class WriteSupporterItems(

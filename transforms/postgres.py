@@ -79,6 +79,7 @@ from schemas.generate import columns, postgres_ddl, table_of
 from schemas.records import ContributionStoreRecord, DeadLetter, PaymentAdjustment
 from schemas.rows import RowValidationError, natural_key, to_row, validate
 from transforms.events import make_dead_letter
+from transforms.retry import Backoff
 from transforms.warehouse import reconciliation_sql
 
 _LOG = logging.getLogger(__name__)
@@ -109,28 +110,8 @@ class ContributionsStoreError(RuntimeError):
     """Writing to the contributions store failed; the message never holds the password."""
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Retry policy: at most `max_attempts` attempts, full-jitter exponential delays.
-
-    The delay before attempt n+1 (n >= 1) is uniform in
-    [0, min(max_delay, initial_delay * 2 ** (n - 1))] seconds. The default
-    rides out a Postgres restart or failover of ten seconds or so.
-    """
-
-    max_attempts: int = 8
-    initial_delay: float = 0.2
-    max_delay: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if self.initial_delay < 0 or self.max_delay < self.initial_delay:
-            raise ValueError("need 0 <= initial_delay <= max_delay")
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        return rng.uniform(0.0, min(self.max_delay, self.initial_delay * 2 ** (attempt - 1)))
+#: Rides out a Postgres restart or failover of ten seconds or so.
+STORE_BACKOFF = Backoff(initial_delay=0.2, max_delay=5.0)
 
 
 class DsnMask:
@@ -439,7 +420,7 @@ class WriteToContributionsStore(beam.PTransform):
     """
 
     def __init__(
-        self, dsn: str, *, max_batch_size: int = 500, backoff: Backoff = Backoff()
+        self, dsn: str, *, max_batch_size: int = 500, backoff: Backoff = STORE_BACKOFF
     ) -> None:
         super().__init__()
         if not dsn:

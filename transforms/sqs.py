@@ -82,7 +82,6 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas.records import DeadLetter
 from transforms.dynamodb import (
@@ -92,12 +91,14 @@ from transforms.dynamodb import (
     SinkConfigurationError,
     call_with_retries,
     check_table_key,
+    describe_error,
     dynamodb_client,
     error_code,
     is_retryable,
 )
 from transforms.events import make_dead_letter
 from transforms.metrics import NAMESPACE
+from transforms.retry import buffered_output
 
 _LOG = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ class _SendMessagesFn(beam.DoFn):
                 botocore.exceptions.BotoCoreError,
                 _LedgerVanishedError,
             ) as error:
-                yield self._dead_letter(entry, LEDGER_ERROR, _describe(error))
+                yield self._dead_letter(entry, LEDGER_ERROR, describe_error(error))
                 continue
             if claim is _Claim.SEND:
                 to_send.append(entry)
@@ -344,9 +345,9 @@ class _SendMessagesFn(beam.DoFn):
             except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
                 if not is_retryable(error):
                     for entry in pending.values():
-                        yield self._dead_letter(entry, REJECTED, _describe(error))
+                        yield self._dead_letter(entry, REJECTED, describe_error(error))
                     return
-                last_error = dict.fromkeys(pending, _describe(error))
+                last_error = dict.fromkeys(pending, describe_error(error))
             else:
                 last_error = {}
                 for success in response.get("Successful", []):
@@ -436,16 +437,8 @@ class _SendMessagesFn(beam.DoFn):
         )
 
 
-def _describe(error: Exception) -> str:
-    if isinstance(error, botocore.exceptions.ClientError):
-        message = error.response.get("Error", {}).get("Message", "")
-        return f"{error_code(error)}: {message}"
-    return f"{type(error).__name__}: {error}"
-
-
 def _output(tag: str, value: object, entry: _Entry) -> TaggedOutput:
-    # Outputs leave from finish_bundle too, so they carry the input's window.
-    return TaggedOutput(tag, WindowedValue(value, entry.timestamp, (entry.window,)))
+    return buffered_output(tag, value, entry.timestamp, entry.window)
 
 
 class SendMessages(beam.PTransform[beam.PCollection[Any], SendResult]):
