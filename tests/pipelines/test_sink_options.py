@@ -178,8 +178,10 @@ def test_the_password_is_never_shown_even_when_the_store_is_unreachable(
         flags += ["--contributions_store", dsn]
     else:
         monkeypatch.setenv(CONTRIBUTIONS_STORE_ENV, dsn)
-    # The writer's backoff would only add seconds of waiting between refused connections.
-    monkeypatch.setattr(transforms.postgres, "time", SimpleNamespace(sleep=lambda _: None))
+    # The writer's backoff would only add seconds of waiting between refused connections
+    # (without effect, and the test only slower, if the writer stops sleeping via `time`).
+    no_sleep = SimpleNamespace(sleep=lambda _: None)
+    monkeypatch.setattr(transforms.postgres, "time", no_sleep, raising=False)
     caplog.set_level(logging.DEBUG)
 
     with pytest.raises(Exception) as raised:
@@ -192,7 +194,7 @@ def test_the_password_is_never_shown_even_when_the_store_is_unreachable(
     assert f"Could not create tables in the contributions store at 127.0.0.1:{port}/postgres" in (
         failure
     )
-    assert any(f"127.0.0.1:{port}/postgres (attempt 1 of 8)" in line for line in logs)
+    assert any(f"127.0.0.1:{port}/postgres (attempt 1 of " in line for line in logs)
     for text in (failure, output.out, output.err, *logs):
         assert "S3cr3t" not in text
 
