@@ -80,6 +80,7 @@ DISPUTE_EVENTS = (
     "charge.dispute.updated",
     "charge.dispute.closed",
 )
+JOBS_PAGE = 10_000
 OVERFLOW = "amount: NUMERIC allows at most 29 digits before the point, got 34"
 
 Row = tuple[Any, ...]
@@ -199,9 +200,12 @@ def _snapshot(client: bigquery.Client, project: str, dataset: str, summary: str)
 
 def _count_load_jobs(client: bigquery.Client, dataset: str) -> int:
     """Load jobs into `dataset` so far."""
+    # The emulator answers one page of at most maxResults jobs (100 by default).
+    jobs = list(client.list_jobs(all_users=True, page_size=JOBS_PAGE))
+    assert len(jobs) < JOBS_PAGE, "the job list may be cut short"
     return sum(
         1
-        for job in client.list_jobs(all_users=True)
+        for job in jobs
         if isinstance(job, bigquery.LoadJob) and job.destination.dataset_id == dataset
     )
 
