@@ -25,10 +25,12 @@ keeps every copy: the views alone make them one row per natural key.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import inspect
 import json
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apache_beam.io.gcp.bigquery_tools import BigQueryWrapper
 from google.cloud import bigquery
 
 from pipelines import backfill, streaming
@@ -81,6 +84,8 @@ DISPUTE_EVENTS = (
     "charge.dispute.closed",
 )
 JOBS_PAGE = 10_000
+#: The tables that receive rows, in `ALL_RECORD_TYPES` order.
+LOADED = ("contributions", "acquisitions", "payment_adjustments", "dead_letters")
 OVERFLOW = "amount: NUMERIC allows at most 29 digits before the point, got 34"
 
 Row = tuple[Any, ...]
@@ -105,6 +110,15 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Inserted:
+    """One row as the streaming job sent it to `tabledata.insertAll`."""
+
+    table: str
+    insert_id: str | None
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Runs:
     project: str
     dataset: str
@@ -112,6 +126,7 @@ class Runs:
     first: Snapshot  # the backfill
     second: Snapshot  # the backfill again
     third: Snapshot  # the streaming job over the same events
+    inserted: tuple[Inserted, ...]  # every row the streaming job inserted
 
 
 def _envelope(event_type: str, data_object: dict[str, Any], created: datetime) -> bytes:
@@ -210,6 +225,30 @@ def _count_load_jobs(client: bigquery.Client, dataset: str) -> int:
     )
 
 
+@contextlib.contextmanager
+def _recording_inserts() -> Iterator[list[Inserted]]:
+    """Records every row Beam's streaming inserts send, with its insert id.
+
+    The emulator ignores insert ids, so this is where they are checked; the
+    FnApiRunner runs the writer in this process.
+    """
+    inserted: list[Inserted] = []
+    insert_rows = BigQueryWrapper.insert_rows
+
+    def recording(self: BigQueryWrapper, *args: Any, **kwargs: Any) -> Any:
+        call = inspect.signature(insert_rows).bind(self, *args, **kwargs)
+        ids = call.arguments.get("insert_ids") or [None] * len(call.arguments["rows"])
+        inserted.extend(
+            Inserted(call.arguments["table_id"], insert_id, row)
+            for insert_id, row in zip(ids, call.arguments["rows"], strict=True)
+        )
+        return insert_rows(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BigQueryWrapper, "insert_rows", recording)
+        yield inserted
+
+
 def _run(job: Callable[[Sequence[str]], int], argv: list[str], out: Path) -> str:
     with out.open("w") as capture, contextlib.redirect_stdout(capture):
         code = job(argv)
@@ -260,10 +299,10 @@ def runs(
         second = _snapshot(
             client, project, dataset, _run(backfill.run, backfill_argv, root / "second.txt")
         )
-        third = _snapshot(
-            client, project, dataset, _run(streaming.run, streaming_argv, root / "third.txt")
-        )
-    return Runs(project, dataset, events, first, second, third)
+        with _recording_inserts() as inserted:
+            summary = _run(streaming.run, streaming_argv, root / "third.txt")
+        third = _snapshot(client, project, dataset, summary)
+    return Runs(project, dataset, events, first, second, third, tuple(inserted))
 
 
 def _view(runs: Runs, sql: str) -> list[Row]:
@@ -452,8 +491,27 @@ def test_raw_tables_keep_every_copy_and_the_views_one_row_per_key(runs: Runs) ->
 def test_the_backfill_loads_files_and_the_streaming_job_inserts(runs: Runs) -> None:
     # One load job per table that receives rows; the streaming job runs none.
     first, second, third = runs.first, runs.second, runs.third
-    loaded = ("contributions", "acquisitions", "payment_adjustments", "dead_letters")
-    assert [t for t, count in first.raw_counts.items() if count] == list(loaded)
-    assert first.load_jobs == len(loaded)
-    assert second.load_jobs - first.load_jobs == len(loaded)
+    assert [t for t, count in first.raw_counts.items() if count] == list(LOADED)
+    assert first.load_jobs == len(LOADED)
+    assert second.load_jobs - first.load_jobs == len(LOADED)
     assert third.load_jobs == second.load_jobs
+
+
+def test_streaming_inserts_carry_a_hash_of_table_and_natural_key_as_insert_id(runs: Runs) -> None:
+    """What BigQuery's best-effort de-duplication keys on (the emulator ignores it)."""
+    third = runs.third
+    inserted: dict[str, list[str]] = {}
+    expected: dict[str, list[str]] = {}
+    for record_type in ALL_RECORD_TYPES:
+        table = table_of(record_type)
+        raw = raw_table_name(record_type)
+        sent = [row for row in runs.inserted if row.table == raw]
+        if not sent:
+            continue
+        inserted[raw] = sorted(row.insert_id or "" for row in sent)
+        keys = [[table.name, *(str(row.row[k]) for k in table.key)] for row in sent]
+        expected[raw] = sorted(hashlib.sha256(json.dumps(key).encode()).hexdigest() for key in keys)
+        # One row per natural key: the core emits each record once per run.
+        assert len(set(expected[raw])) == len(sent) == third.raw_counts[table.name] // 3, raw
+    assert inserted == expected
+    assert sorted(inserted) == [f"{t}_raw" for t in sorted(LOADED)]
