@@ -401,7 +401,9 @@ def test_contributions_current_folds_refunds_and_disputes_exactly_as_the_truth(
     assert _view(runs, current) == expected
     # The folding is the view's: the appended rows are as the core emitted them.
     assert _view(runs, CONTRIBUTIONS_SQL) == [as_emitted(row) for row in expected]
+    # Every case of the rule occurs: full and partial refunds, disputes, failures.
     assert {row[3] for row in expected} == {"Paid", "Failed", "Refunded"}
+    assert any(row[3] == "Paid" and row[5] > 0 for row in expected)
     assert any(row[9] for row in expected)
 
 
@@ -414,6 +416,7 @@ def test_acquisitions_and_adjustments_hold_exactly_the_truth(runs: Runs) -> None
         " FROM payment_adjustments",
     )
     assert sorted(adjustments, key=repr) == expected_adjustments(truth)
+    assert {row[1] for row in adjustments} == {"refund", "dispute"}
 
 
 def test_daily_totals_sum_the_current_state_per_day(runs: Runs) -> None:
