@@ -15,7 +15,8 @@ The warehouse is a DuckDB file (the embedded default) or a BigQuery dataset
 (`bigquery:PROJECT.DATASET`: file loads for bounded input, streaming inserts
 with insert ids for unbounded input; see `transforms.bigquery`). BigQuery is
 for analysts, so it never receives personal data: with a BigQuery
-warehouse every operational output needs its own sink. Records a production
+warehouse every operational output needs its own sink, and dead letters
+lose personal data from their raw input (`transforms.redact`). Records a production
 sink could not write come back as dead letters and go to the warehouse's
 `dead_letters` table with the rest. Every sink upserts or deduplicates on
 the record's natural key, so replays, restarts and re-run backfills leave
@@ -47,6 +48,7 @@ from schemas.records import (
 from transforms.bigquery import WriteToWarehouseBigQuery
 from transforms.dynamodb import WriteSupporterItems
 from transforms.postgres import WriteToContributionsStore
+from transforms.redact import redacted
 from transforms.sqs import SOFT_OPT_IN, THANK_YOU_EMAIL, SendMessages
 from transforms.warehouse import WriteToWarehouse
 
@@ -213,6 +215,11 @@ class WriteOutputs(beam.PTransform):
         if bigquery is not None:
             bounded = all(pcoll.is_bounded for pcoll in pcolls.values())
             project, dataset = bigquery
+            # Analysts query BigQuery: a dead letter's raw input loses its personal
+            # data there (its `source` says where the full record can be read again).
+            to_warehouse[DeadLetter] = to_warehouse[DeadLetter] | (
+                "RedactPersonalData" >> beam.Map(redacted)
+            )
             _ = to_warehouse | "WriteToBigQuery" >> WriteToWarehouseBigQuery(
                 project,
                 dataset,

@@ -111,7 +111,10 @@ def render(summary: RunSummary) -> str:
         lines.append(f"{name.replace('_', ' ')}: {summary.counters.get(name, 0)}")
     section("outputs skipped", summary.outputs_skipped)
     section("warnings", summary.warnings)
-    section("rows per table", summary.table_rows)
+    if summary.table_rows:
+        section("rows per table", summary.table_rows)
+    else:
+        lines.append("rows per table: not counted (the warehouse is not a DuckDB file)")
     if summary.files_unreadable:
         lines.append(
             f"unreadable files: {summary.files_unreadable} (see dead_letters, step read):"

@@ -77,3 +77,9 @@ def test_an_unreadable_file_fails_the_run_and_is_reported() -> None:
         "unreadable files: 1 (see dead_letters, step read): their records after the failure"
         " were not read"
     )
+
+
+def test_render_says_when_rows_were_not_counted() -> None:
+    lines = render(RunSummary(counters=COUNTERS, table_rows={})).splitlines()
+    assert "rows per table: not counted (the warehouse is not a DuckDB file)" in lines
+    assert not any(line.startswith("rows per table: 0") for line in lines)
