@@ -1,9 +1,12 @@
-"""Backfill: the Stripe events archived in S3 (or a local folder) into the warehouse.
+"""Backfill: the Stripe events archived in S3 (or a local folder) into every store.
 
 Reads Firehose's archive (`transforms.archive.ReadArchive`), applies the same
-core as the streaming job (`transforms.core.ProcessStripeEvents`) and upserts
-every output into a DuckDB warehouse (`transforms.warehouse`). Re-running it
-over the same input leaves exactly the same rows.
+core as the streaming job (`transforms.core.ProcessStripeEvents`) and writes
+every output with the same writers (`transforms.sinks.WriteOutputs`): by
+default all of them into a local DuckDB warehouse, or into BigQuery,
+Postgres, DynamoDB and SQS when their flags are given. Every writer upserts
+or de-duplicates by natural key, so re-running it over the same input leaves
+exactly the same rows, items and messages.
 
 Locally, on the bundled sample (FnApiRunner):
 
@@ -11,12 +14,14 @@ Locally, on the bundled sample (FnApiRunner):
     python -m pipelines.backfill --source s3://archive/stripe/ \\
         --start 2024-12-01 --end 2024-12-08 --warehouse out/december.duckdb
 
-On Dataflow (the warehouse path must then be reachable by the workers; the
-production sinks come with the BigQuery/Postgres/DynamoDB/SQS writers):
+On Dataflow, into the production sinks:
 
     python -m pipelines.backfill --runner DataflowRunner --project P \\
         --region europe-west1 --temp_location gs://B/tmp --setup_file ./setup.py \\
-        --source s3://archive/stripe/ --start 2024-12-01 --end 2024-12-08
+        --source s3://archive/stripe/ --start 2024-12-01 --end 2024-12-08 \\
+        --warehouse bigquery:P.contributions --contributions_store postgresql://... \\
+        --supporter_table SupporterProductData --emails_queue_url https://...fifo \\
+        --opt_ins_queue_url https://...fifo --sent_messages_table contribution-messages-sent
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ Reads the Kinesis data stream EventBridge puts the Stripe events on
 (`transforms.kinesis.ReadFromKinesis`, at least once), decodes each record
 (`transforms.decode.DecodeEvents`: event time = the Stripe event's
 `created`), applies the same core as the backfill
-(`transforms.core.ProcessStripeEvents`) and upserts every output into the same
-DuckDB warehouse (`transforms.warehouse.WriteToWarehouse`). Only the read step
-and the windowing before the writer differ from the backfill.
+(`transforms.core.ProcessStripeEvents`) and writes every output with the same
+writers (`transforms.sinks.WriteOutputs`: the DuckDB or BigQuery warehouse,
+Postgres, DynamoDB, SQS). Only the read step and the windowing before the
+warehouse writer differ from the backfill.
 
 Windowing before the warehouse writer (`transforms.sinks.TriggerLoads`): a global window whose
 panes fire every `--load_interval_s` of processing time (early firings) and
