@@ -784,15 +784,15 @@ def test_source_record_of_kinesis_record() -> None:
 
 
 class _Throttled(Exception):
-    pass
+    """Stands in for ProvisionedThroughputExceededException."""
 
 
 class _Expired(Exception):
-    pass
+    """Stands in for ExpiredIteratorException."""
 
 
 class _NotFound(Exception):
-    pass
+    """Stands in for ResourceNotFoundException."""
 
 
 class _ScriptedKinesis:
