@@ -127,6 +127,11 @@ restriction ended by a bound adopts no further children.
   GetRecords per shard it holds).
 - `max_records`: a restriction ends right after its `max_records`-th record,
   across the shards it held (the count is kept in the restriction).
+- With either bound set, a restriction polls an idle stream in place
+  (sleeping `poll_interval`) instead of checkpointing: the local FnApiRunner
+  does not hold the watermark for a delayed residual, and downstream
+  event-time timers would otherwise fire to the end of time before the
+  records still to come are read. Unbounded reads checkpoint as usual.
 Without them a restriction ends only when no shard is left that it can ever
 read (without a table: every listed shard drained; with one: its shards
 drained and no child adopted), which a real stream's last restriction never
@@ -689,6 +694,7 @@ class _ReadStreamFn(beam.DoFn):
     ) -> None:
         self._idle_timeout = idle_timeout
         self._max_records = max_records
+        self._bounded = idle_timeout is not None or max_records is not None
         self._poll_interval = poll_interval
         self._coordination_table = coordination_table
         self._client: Any = None
@@ -913,9 +919,20 @@ class _ReadStreamFn(beam.DoFn):
                 if all(caught_up.get(p.shard_id, False) for p in state.shards):
                     backoff = max(throttled_until.values(), default=0.0) - time.monotonic()
                     wait = max(self._poll_interval.total_seconds(), backoff)
+                    if self._bounded:
+                        # A bounded read (a test or demo) waits here rather than
+                        # checkpointing: the local FnApiRunner does not hold the
+                        # watermark for a delayed residual, so downstream event-time
+                        # timers would fire to the end of time before the records
+                        # still to come are read.
+                        time.sleep(wait)
+                        continue
                     tracker.defer_remainder(Duration.of(wait))
                     return
-            if time.monotonic() - started >= MAX_READ_PER_CALL.total_seconds():
+            if (
+                not self._bounded
+                and time.monotonic() - started >= MAX_READ_PER_CALL.total_seconds()
+            ):
                 tracker.defer_remainder()
                 return
 
