@@ -91,6 +91,7 @@ from schemas.views import (
     view_definitions,
 )
 from transforms.events import make_dead_letter
+from transforms.retry import rejected_record
 
 Method = Literal["FILE_LOADS", "STREAMING_INSERTS"]
 
@@ -221,11 +222,11 @@ class _ValidateRows(beam.DoFn):
             self._rejected.inc()
             yield TaggedOutput(
                 _REJECTED,
-                make_dead_letter(
+                rejected_record(
+                    record,
                     step=WRITE_STEP,
                     reason=INVALID_REASON,
                     error=f"{self._table}.{error}",
-                    raw=repr(record),
                     source=f"bigquery:{self._table}",
                 ),
             )

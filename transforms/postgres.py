@@ -78,8 +78,7 @@ from psycopg import conninfo
 from schemas.generate import columns, postgres_ddl, table_of
 from schemas.records import ContributionStoreRecord, DeadLetter, PaymentAdjustment
 from schemas.rows import RowValidationError, natural_key, to_row, validate
-from transforms.events import make_dead_letter
-from transforms.retry import Backoff
+from transforms.retry import Backoff, rejected_record
 from transforms.warehouse import reconciliation_sql
 
 _LOG = logging.getLogger(__name__)
@@ -290,7 +289,13 @@ class _WriteBatchesFn(beam.DoFn):
                 self._reconcile(cursor, rows)
             return []
         except (psycopg.DataError, psycopg.IntegrityError):
-            pass  # some row is bad: find it below, without losing the others
+            # Some row is bad: find it, without losing the others.
+            return self._write_row_by_row(connection, rows)
+
+    def _write_row_by_row(
+        self, connection: psycopg.Connection[Any], rows: list[_Row]
+    ) -> list[_Rejected]:
+        """Write `rows` in one transaction, each under a savepoint; returns the rejected ones."""
         rejected: list[_Rejected] = []
         with connection.transaction(), connection.cursor() as cursor:
             self._lock_payments(cursor, rows)
@@ -383,12 +388,11 @@ class _WriteBatchesFn(beam.DoFn):
         self._rejected.inc()
         return TaggedOutput(
             DEAD_LETTERS_TAG,
-            make_dead_letter(
+            rejected_record(
+                record,
                 step=WRITE_STEP,
                 reason=reason,
                 error=error,
-                # Dataclass repr is deterministic, so a replay upserts the same letter.
-                raw=repr(record),
                 source=f"contributions_store:{table}/{'/'.join(map(str, natural_key(record)))}",
                 event_id=record.adjustment_id if isinstance(record, PaymentAdjustment) else None,
             ),

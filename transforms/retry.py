@@ -1,4 +1,4 @@
-"""What the production writers share: their retry policy and bundle-buffer outputs."""
+"""What the writers share: their retry policy, bundle-buffer outputs and rejected records."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
+
+from schemas.records import DeadLetter
+from transforms.events import make_dead_letter
 
 
 @dataclass(frozen=True)
@@ -44,3 +47,22 @@ def buffered_output(
     and window explicitly.
     """
     return TaggedOutput(tag, WindowedValue(value, timestamp, (window,)))
+
+
+def rejected_record(
+    record: object,
+    *,
+    step: str,
+    reason: str,
+    error: str,
+    source: str,
+    event_id: str | None = None,
+) -> DeadLetter:
+    """The dead letter of a record a writer could not write.
+
+    Its raw text is the record's dataclass repr, which is deterministic, so a
+    replay upserts the same letter.
+    """
+    return make_dead_letter(
+        step=step, reason=reason, error=error, raw=repr(record), source=source, event_id=event_id
+    )

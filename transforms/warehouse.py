@@ -64,7 +64,7 @@ from schemas.records import (
     PaymentAdjustment,
 )
 from schemas.rows import RowValidationError, to_row, validate
-from transforms.events import make_dead_letter
+from transforms.retry import rejected_record
 
 #: The `step` of dead letters for records that fail `validate` here.
 REJECTED_STEP = "write_warehouse"
@@ -266,12 +266,11 @@ class _StageRows(beam.DoFn):
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(
                 _REJECTED,
-                make_dead_letter(
+                rejected_record(
+                    record,
                     step=REJECTED_STEP,
                     reason=REJECTED_REASON,
                     error=f"{self._table}.{error}",
-                    # Dataclass repr is deterministic, so a replay upserts the same letter.
-                    raw=repr(record),
                     source=f"warehouse:{self._table}",
                 ),
             )
