@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.launch import check_sinks, parse_options, quiet_beam_logs, report, runner_for
+from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
 from pipelines.options import BackfillOptions, CoreOptions, SinkOptions
 from schemas.records import DeadLetter
 from transforms.archive import ReadArchive
 from transforms.core import ProcessStripeEvents
-from transforms.dynamodb import SinkConfigurationError
 from transforms.sinks import WriteOutputs
 
 OPTION_CLASSES = (BackfillOptions, CoreOptions, SinkOptions)
@@ -70,20 +68,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         description=__doc__ or "",
     )
     quiet_beam_logs()
-    try:
-        sinks = options.view_as(SinkOptions).sink_config()
-        check_sinks(sinks)
-        pipeline = beam.Pipeline(runner=runner_for(options), options=options)
-        build(pipeline, options)
-    except (ValueError, SinkConfigurationError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+    pipeline = beam.Pipeline(runner=runner_for(options), options=options)
+    sinks = build_checked(PROG, pipeline, options, build)
+    if sinks is None:
         return 2
-    if sinks.duckdb_path:
-        Path(sinks.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
-    result = pipeline.run()
-    result.wait_until_finish()
-    summary = report(result, sinks.duckdb_path)
-    return 0 if summary.succeeded else 1
+    return finish(pipeline.run(), sinks)
 
 
 if __name__ == "__main__":

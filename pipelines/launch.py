@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+import apache_beam as beam
 import duckdb
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
+from pipelines.options import SinkOptions
 from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
-from transforms.dynamodb import check_supporter_table
+from transforms.dynamodb import SinkConfigurationError, check_supporter_table
 from transforms.sinks import SinkConfig
 from transforms.sqs import check_ledger_table, check_message_queue
 from transforms.summary import RunSummary, counters_of, render
@@ -93,6 +95,40 @@ def check_sinks(sinks: SinkConfig) -> None:
             check_message_queue(queue_url)
     if sinks.sent_messages_table:
         check_ledger_table(sinks.sent_messages_table)
+
+
+def build_checked(
+    prog: str,
+    pipeline: beam.Pipeline,
+    options: PipelineOptions,
+    build: Callable[[beam.Pipeline, PipelineOptions], None],
+    extra_check: Callable[[], None] | None = None,
+) -> SinkConfig | None:
+    """Checks the sinks (and `extra_check`), builds the graph and readies the warehouse folder.
+
+    Returns the sinks, or None after printing the error the way argparse does
+    (the caller exits 2): a bad flag combination, or a queue or table that is
+    missing or of the wrong kind.
+    """
+    try:
+        sinks = options.view_as(SinkOptions).sink_config()
+        check_sinks(sinks)
+        if extra_check is not None:
+            extra_check()
+        build(pipeline, options)
+    except (ValueError, SinkConfigurationError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return None
+    if sinks.duckdb_path:
+        Path(sinks.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
+    return sinks
+
+
+def finish(result: PipelineResult, sinks: SinkConfig) -> int:
+    """Waits for the run, prints its summary; 0 when it succeeded, else 1."""
+    result.wait_until_finish()
+    summary = report(result, sinks.duckdb_path)
+    return 0 if summary.succeeded else 1
 
 
 def quiet_beam_logs() -> None:

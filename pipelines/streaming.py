@@ -51,18 +51,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from pipelines.launch import check_sinks, parse_options, quiet_beam_logs, report, runner_for
+from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
 from pipelines.options import CoreOptions, KinesisOptions, SinkOptions
 from schemas.records import DeadLetter
 from transforms.core import ProcessStripeEvents
 from transforms.decode import DecodeEvents
-from transforms.dynamodb import SinkConfigurationError, check_table_key
+from transforms.dynamodb import check_table_key
 from transforms.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis
 from transforms.sinks import TriggerLoads, WriteOutputs
 
@@ -110,25 +109,23 @@ def run(argv: Sequence[str] | None = None) -> int:
         options.view_as(StandardOptions).streaming = True
     quiet_beam_logs()
     pipeline = beam.Pipeline(runner=local, options=options)
-    try:
-        sinks = options.view_as(SinkOptions).sink_config()
-        check_sinks(sinks)
-        coordination = options.view_as(KinesisOptions).kinesis_coordination_table
-        if coordination:
-            check_table_key(coordination, COORDINATION_KEY_SCHEMA)
-        build(pipeline, options)
-    except (ValueError, SinkConfigurationError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+    coordination = options.view_as(KinesisOptions).kinesis_coordination_table
+    sinks = build_checked(
+        PROG,
+        pipeline,
+        options,
+        build,
+        extra_check=(lambda: check_table_key(coordination, COORDINATION_KEY_SCHEMA))
+        if coordination
+        else None,
+    )
+    if sinks is None:
         return 2
-    if sinks.duckdb_path:
-        Path(sinks.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
     result = pipeline.run()
     if local is None and not options.view_as(KinesisOptions).read_is_bounded():
         print(f"submitted: {result}; it runs until drained or cancelled")
         return 0
-    result.wait_until_finish()
-    summary = report(result, sinks.duckdb_path)
-    return 0 if summary.succeeded else 1
+    return finish(result, sinks)
 
 
 if __name__ == "__main__":
