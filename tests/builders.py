@@ -7,8 +7,11 @@ minor units, times in epoch seconds.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
+from schemas.records import PaymentAdjustment
 from transforms.events import StripeEvent
 
 T0 = 1_733_439_600  # 2024-12-05T23:00:00Z
@@ -144,3 +147,56 @@ def dispute_object(
         "status": status,
         "reason": "fraudulent",
     }
+
+
+#: When the writer tests' records happened (microseconds, to check they survive).
+RECORD_CREATED = datetime(2025, 3, 5, 14, 30, 1, 123456, tzinfo=UTC)
+
+
+def refund_adjustment(
+    payment_id: str,
+    total: str,
+    event: str = "evt_r1",
+    *,
+    livemode: bool = False,
+    account: str = "ed_test_1",
+) -> PaymentAdjustment:
+    """A charge.refunded adjustment of GBP `total` (cumulative and this event's amount)."""
+    return PaymentAdjustment(
+        adjustment_id=event,
+        payment_id=payment_id,
+        kind="refund",
+        event_type="charge.refunded",
+        amount=Decimal(total),
+        amount_refunded_total=Decimal(total),
+        currency="GBP",
+        dispute_id=None,
+        dispute_status=None,
+        livemode=livemode,
+        account=account,
+        created=RECORD_CREATED,
+    )
+
+
+def dispute_adjustment(
+    payment_id: str,
+    event: str = "evt_d1",
+    *,
+    livemode: bool = False,
+    account: str = "ed_test_1",
+) -> PaymentAdjustment:
+    """A charge.dispute.created adjustment of GBP 10.00."""
+    return PaymentAdjustment(
+        adjustment_id=event,
+        payment_id=payment_id,
+        kind="dispute",
+        event_type="charge.dispute.created",
+        amount=Decimal("10.00"),
+        amount_refunded_total=None,
+        currency="GBP",
+        dispute_id="dp_1",
+        dispute_status="needs_response",
+        livemode=livemode,
+        account=account,
+        created=RECORD_CREATED,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,6 +36,8 @@ from schemas.records import (
 )
 from schemas.rows import to_bigquery_json_row, to_row
 from schemas.views import CONTRIBUTIONS_CURRENT, DAILY_TOTALS, raw_table_name
+from tests.builders import RECORD_CREATED as CREATED
+from tests.builders import dispute_adjustment, refund_adjustment
 from tests.fixtures.bigquery import BigQueryEmulator
 from transforms.bigquery import (
     INSERT_FAILED_REASON,
@@ -50,7 +53,6 @@ from transforms.bigquery import (
 from transforms.events import make_dead_letter
 from transforms.warehouse import WriteToWarehouse
 
-CREATED = datetime(2025, 3, 5, 14, 30, 1, 123456, tzinfo=UTC)
 METHODS: tuple[Method, ...] = ("FILE_LOADS", "STREAMING_INSERTS")
 _datasets = itertools.count()
 
@@ -77,38 +79,8 @@ def contribution(payment_id: str = "ch_1", **changes: Any) -> Contribution:
     return dataclasses.replace(record, **changes)
 
 
-def refund(payment_id: str, total: str, event: str = "evt_r1") -> PaymentAdjustment:
-    return PaymentAdjustment(
-        adjustment_id=event,
-        payment_id=payment_id,
-        kind="refund",
-        event_type="charge.refunded",
-        amount=Decimal(total),
-        amount_refunded_total=Decimal(total),
-        currency="GBP",
-        dispute_id=None,
-        dispute_status=None,
-        livemode=True,
-        account="ed_1",
-        created=CREATED,
-    )
-
-
-def dispute(payment_id: str, event: str = "evt_d1") -> PaymentAdjustment:
-    return PaymentAdjustment(
-        adjustment_id=event,
-        payment_id=payment_id,
-        kind="dispute",
-        event_type="charge.dispute.created",
-        amount=Decimal("10.00"),
-        amount_refunded_total=None,
-        currency="GBP",
-        dispute_id="dp_1",
-        dispute_status="needs_response",
-        livemode=True,
-        account="ed_1",
-        created=CREATED,
-    )
+refund = functools.partial(refund_adjustment, livemode=True, account="ed_1")
+dispute = functools.partial(dispute_adjustment, livemode=True, account="ed_1")
 
 
 def one_of_each() -> dict[type, list[Any]]:

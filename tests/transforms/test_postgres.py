@@ -13,7 +13,6 @@ import logging
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -28,6 +27,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.generate import columns, table_of
 from schemas.records import ContributionStoreRecord, DeadLetter, PaymentAdjustment
+from tests.builders import RECORD_CREATED as CREATED
+from tests.builders import dispute_adjustment as dispute
+from tests.builders import refund_adjustment as refund
 from tests.fixtures.postgres import PostgresServer, _free_port
 from transforms import postgres
 from transforms.events import make_dead_letter
@@ -41,7 +43,6 @@ from transforms.postgres import (
     WriteToContributionsStore,
 )
 
-CREATED = datetime(2025, 3, 5, 14, 30, 1, 123456, tzinfo=UTC)
 STORE = table_of(ContributionStoreRecord).name
 ADJUSTMENTS = table_of(PaymentAdjustment).name
 # Fast retries: the restart test's server is back within a second.
@@ -68,40 +69,6 @@ def store_record(payment_id: str = "ch_1", **changes: Any) -> ContributionStoreR
         account="ed_test_1",
     )
     return dataclasses.replace(record, **changes)
-
-
-def refund(payment_id: str, total: str, event: str = "evt_r1") -> PaymentAdjustment:
-    return PaymentAdjustment(
-        adjustment_id=event,
-        payment_id=payment_id,
-        kind="refund",
-        event_type="charge.refunded",
-        amount=Decimal(total),
-        amount_refunded_total=Decimal(total),
-        currency="GBP",
-        dispute_id=None,
-        dispute_status=None,
-        livemode=False,
-        account="ed_test_1",
-        created=CREATED,
-    )
-
-
-def dispute(payment_id: str, event: str = "evt_d1") -> PaymentAdjustment:
-    return PaymentAdjustment(
-        adjustment_id=event,
-        payment_id=payment_id,
-        kind="dispute",
-        event_type="charge.dispute.created",
-        amount=Decimal("10.00"),
-        amount_refunded_total=None,
-        currency="GBP",
-        dispute_id="dp_1",
-        dispute_status="needs_response",
-        livemode=False,
-        account="ed_test_1",
-        created=CREATED,
-    )
 
 
 def read_rows(dsn: str, record_type: type) -> list[Any]:

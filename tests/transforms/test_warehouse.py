@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,11 @@ from schemas.records import (
     SoftOptIn,
 )
 from schemas.rows import to_row
+from tests.builders import RECORD_CREATED as CREATED
+from tests.builders import dispute_adjustment as dispute
+from tests.builders import refund_adjustment as refund
 from transforms.events import make_dead_letter
 from transforms.warehouse import REJECTED_STEP, WriteToWarehouse
-
-CREATED = datetime(2025, 3, 5, 14, 30, 1, 123456, tzinfo=UTC)
 
 
 def contribution(payment_id: str = "ch_1", **changes: Any) -> Contribution:
@@ -77,40 +77,6 @@ def store_record(payment_id: str = "ch_1", **changes: Any) -> ContributionStoreR
         account="ed_test_1",
     )
     return dataclasses.replace(record, **changes)
-
-
-def refund(payment_id: str, total: str, event: str = "evt_r1") -> PaymentAdjustment:
-    return PaymentAdjustment(
-        adjustment_id=event,
-        payment_id=payment_id,
-        kind="refund",
-        event_type="charge.refunded",
-        amount=Decimal(total),
-        amount_refunded_total=Decimal(total),
-        currency="GBP",
-        dispute_id=None,
-        dispute_status=None,
-        livemode=False,
-        account="ed_test_1",
-        created=CREATED,
-    )
-
-
-def dispute(payment_id: str, event: str = "evt_d1") -> PaymentAdjustment:
-    return PaymentAdjustment(
-        adjustment_id=event,
-        payment_id=payment_id,
-        kind="dispute",
-        event_type="charge.dispute.created",
-        amount=Decimal("10.00"),
-        amount_refunded_total=None,
-        currency="GBP",
-        dispute_id="dp_1",
-        dispute_status="needs_response",
-        livemode=False,
-        account="ed_test_1",
-        created=CREATED,
-    )
 
 
 def acquisition(payment_id: str = "ch_1") -> Acquisition:
