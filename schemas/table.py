@@ -37,3 +37,12 @@ class Table:
 def column(description: str, **kwargs: Any) -> Any:
     """A dataclass field carrying the column description used by every schema."""
     return dataclasses.field(metadata={"description": description}, **kwargs)
+
+
+def step_name(table: str) -> str:
+    """The step label for a table's part of a writer: 'thank_you_emails' -> 'ThankYouEmails'.
+
+    Labels are an interface (renaming one breaks an in-place update of a
+    running job), so every writer derives them here.
+    """
+    return "".join(part.capitalize() for part in table.split("_"))

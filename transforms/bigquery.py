@@ -83,6 +83,7 @@ from google.cloud import bigquery
 from schemas.generate import bigquery_table_parameters, table_of
 from schemas.records import ALL_RECORD_TYPES, DeadLetter
 from schemas.rows import RowValidationError, natural_key, to_bigquery_json_row, validate
+from schemas.table import step_name
 from schemas.views import (
     RAW_SUFFIX,
     WRITTEN_AT,
@@ -270,10 +271,6 @@ def _raise_failed_dead_letter(failed: tuple[Any, dict[str, Any], Any]) -> None:
     raise RuntimeError(f"BigQuery rejected a dead letter in {destination}: {errors}")
 
 
-def _step_name(table: str) -> str:
-    return "".join(part.capitalize() for part in table.split("_"))
-
-
 class WriteToWarehouseBigQuery(beam.PTransform):
     """Appends records to BigQuery, one `<table>_raw` per record type, read through views.
 
@@ -341,7 +338,7 @@ class WriteToWarehouseBigQuery(beam.PTransform):
         for record_type, pcoll in pcolls.items():
             if record_type is DeadLetter:
                 continue
-            name = _step_name(table_of(record_type).name)
+            name = step_name(table_of(record_type).name)
             outputs = pcoll | f"Validate{name}" >> beam.ParDo(
                 _ValidateRows(self._table_spec(record_type), record_type, reject_invalid=True),
                 dataset_ready=dataset_ready,

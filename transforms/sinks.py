@@ -45,6 +45,7 @@ from schemas.records import (
     SupporterProductData,
     ThankYouEmail,
 )
+from schemas.table import step_name
 from transforms.bigquery import WriteToWarehouseBigQuery
 from transforms.dynamodb import WriteSupporterItems
 from transforms.postgres import WriteToContributionsStore
@@ -161,11 +162,6 @@ class TriggerLoads(beam.PTransform):
             )
             for record_type, pcoll in pcolls.items()
         }
-
-
-def step_name(table: str) -> str:
-    """'thank_you_emails' -> 'ThankYouEmails'."""
-    return "".join(part.capitalize() for part in table.split("_"))
 
 
 class WriteOutputs(beam.PTransform):

@@ -64,6 +64,7 @@ from schemas.records import (
     PaymentAdjustment,
 )
 from schemas.rows import RowValidationError, to_row, validate
+from schemas.table import step_name
 from transforms.retry import rejected_record
 
 #: The `step` of dead letters for records that fail `validate` here.
@@ -372,10 +373,6 @@ class _LoadStagedFiles(beam.DoFn):
             yield table, count
 
 
-def _step_name(table: str) -> str:
-    return "".join(part.capitalize() for part in table.split("_"))
-
-
 class WriteToWarehouse(beam.PTransform):
     """Upserts records into a DuckDB file, one table per record type.
 
@@ -411,7 +408,7 @@ class WriteToWarehouse(beam.PTransform):
         staged: list[PCollection] = []
         rejected: list[PCollection] = []
         for record_type, pcoll in pcolls.items():
-            outputs = pcoll | f"Stage{_step_name(table_of(record_type).name)}" >> beam.ParDo(
+            outputs = pcoll | f"Stage{step_name(table_of(record_type).name)}" >> beam.ParDo(
                 _StageRows(staging_dir, record_type, reject_invalid=True)
             ).with_outputs(_REJECTED, main=_STAGED)
             staged.append(outputs[_STAGED])
