@@ -39,10 +39,11 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import TimestampedValue
 
 from schemas.records import DeadLetter
+from transforms import metrics
 from transforms.events import SourceRecord, StripeEvent, make_dead_letter
 
 #: Beam metrics namespace shared by every stage that reads Stripe events.
-METRICS_NAMESPACE = "stripe_events"
+METRICS_NAMESPACE = metrics.NAMESPACE
 
 #: Output tag of the decoded `StripeEvent`s (the main output of the decode DoFn).
 EVENTS_TAG = "events"
