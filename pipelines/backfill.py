@@ -30,13 +30,14 @@ import sys
 from collections.abc import Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
 from pipelines.options import BackfillOptions, CoreOptions, SinkOptions
 from schemas.records import DeadLetter
 from transforms.archive import ReadArchive
 from transforms.core import ProcessStripeEvents
+from transforms.disk_group import GroupByKeyOnDisk
 from transforms.sinks import WriteOutputs
 
 OPTION_CLASSES = (BackfillOptions, CoreOptions, SinkOptions)
@@ -47,6 +48,10 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     """Reads the archive, applies the core and writes every output."""
     archive = options.view_as(BackfillOptions).archive_arguments()
     core = options.view_as(CoreOptions).core_arguments()
+    runner = options.view_as(StandardOptions).runner
+    shuffle_dir = options.view_as(BackfillOptions).disk_shuffle_dir(runner)
+    if shuffle_dir is not None:
+        core["group_by_key"] = GroupByKeyOnDisk(shuffle_dir)
     sinks = options.view_as(SinkOptions).sink_config()
 
     read = pipeline | "ReadArchive" >> ReadArchive(**archive)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,22 @@ class SinkOptions(PipelineOptions):
         )
 
 
+AUTO_SHUFFLE = "auto"
+DISK_SHUFFLE = "disk"
+RUNNER_SHUFFLE = "runner"
+SHUFFLES = (AUTO_SHUFFLE, DISK_SHUFFLE, RUNNER_SHUFFLE)
+#: Runners whose workers share the launching machine's filesystem.
+LOCAL_RUNNERS = frozenset(
+    {
+        "FnApiRunner",
+        "DirectRunner",
+        "BundleBasedDirectRunner",
+        "SwitchingDirectRunner",
+        "PrismRunner",
+    }
+)
+
+
 class BackfillOptions(PipelineOptions):
     """Where the backfill reads from."""
 
@@ -200,6 +217,42 @@ class BackfillOptions(PipelineOptions):
             help="Events arrive late when Stripe retries (up to 3 days): read files up to this "
             "many hours after --end. Default: %(default)s.",
         )
+        group.add_argument(
+            "--shuffle",
+            choices=SHUFFLES,
+            default=AUTO_SHUFFLE,
+            help="How events are grouped by payment. disk: an external merge sort in "
+            "--shuffle_dir, so memory stays flat however big the archive (local runners "
+            "only: every worker must see that folder); runner: the runner's GroupByKey "
+            "(Dataflow's shuffle spills to disk by itself; the local FnApiRunner holds it all "
+            "in memory). auto: disk on local runners, runner on any other. "
+            "Default: %(default)s.",
+        )
+        group.add_argument(
+            "--shuffle_dir",
+            default=None,
+            help="Folder for --shuffle disk's temporary run files (about the size of the "
+            "archive uncompressed, removed after the merge). Default: the system's temporary "
+            "folder.",
+        )
+
+    def disk_shuffle_dir(self, runner: str | None) -> str | None:
+        """The folder for `GroupByKeyOnDisk`, or None to use the runner's GroupByKey."""
+        local = runner is None or runner in LOCAL_RUNNERS
+        shuffle = self.shuffle
+        if shuffle == AUTO_SHUFFLE:
+            shuffle = DISK_SHUFFLE if local else RUNNER_SHUFFLE
+        if shuffle == RUNNER_SHUFFLE:
+            return None
+        if not local:
+            raise ValueError(
+                f"--shuffle {DISK_SHUFFLE} needs a local runner, whose workers share "
+                f"--shuffle_dir; {runner} workers do not: use --shuffle {RUNNER_SHUFFLE}"
+            )
+        directory = self.shuffle_dir or tempfile.gettempdir()
+        if not os.path.isdir(directory):
+            raise ValueError(f"--shuffle_dir {directory} is not a folder")
+        return directory
 
     def archive_arguments(self) -> dict[str, Any]:
         """Keyword arguments for `ReadArchive`."""

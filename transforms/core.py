@@ -11,7 +11,8 @@ Steps, with the delivery guarantee each gives:
    unreadable payload of a type we handle becomes a dead letter.
 2. On a bounded input (the backfill): GroupByPayment, FoldPayments. Every
    copy of every fact is grouped by its join key (PaymentIntent id for
-   session and charge facts, event id otherwise) in one shuffle; copies are
+   session and charge facts, event id otherwise) in one shuffle (the
+   runner's GroupByKey, or whatever the caller passes as `group_by_key`); copies are
    reduced to one per Stripe event id (`evt_...`), so redeliveries,
    EventBridge replays and exported copies count once (a copy with an
    EventBridge envelope beats a bare export, since only it names the
@@ -442,6 +443,10 @@ class ProcessStripeEvents(beam.PTransform):
     `settlement_timeout`: how long a session may wait for an async outcome.
     `dedupe_horizon`: how long an event id is remembered on unbounded input.
     `include_test_mode`: False skips (and counts) Stripe test-mode events.
+    `group_by_key`: the bounded path's one shuffle, `(join key, fact)` ->
+    `(join key, facts)`; default `beam.GroupByKey()`. The local backfill passes
+    `transforms.disk_group.GroupByKeyOnDisk`, because the local runner holds a
+    GroupByKey's input in memory. It only moves facts; the rules stay here.
     """
 
     def __init__(
@@ -451,6 +456,7 @@ class ProcessStripeEvents(beam.PTransform):
         settlement_timeout: timedelta = DEFAULT_SETTLEMENT_TIMEOUT,
         dedupe_horizon: timedelta = DEFAULT_DEDUPE_HORIZON,
         include_test_mode: bool = True,
+        group_by_key: beam.PTransform | None = None,
     ) -> None:
         super().__init__()
         if charge_wait >= settlement_timeout:
@@ -459,6 +465,7 @@ class ProcessStripeEvents(beam.PTransform):
         self._settlement_timeout = settlement_timeout
         self._dedupe_horizon = dedupe_horizon
         self._include_test_mode = include_test_mode
+        self._group_by_key = group_by_key if group_by_key is not None else beam.GroupByKey()
 
     def expand(self, events: PCollection) -> CoreOutputs:
         classified = events | "ClassifyEvents" >> beam.ParDo(
@@ -469,7 +476,7 @@ class ProcessStripeEvents(beam.PTransform):
             joined = (
                 classified[PAYMENT_FACTS]
                 | "KeyByPayment" >> beam.Map(join_key)
-                | "GroupByPayment" >> beam.GroupByKey()
+                | "GroupByPayment" >> self._group_by_key
                 | "FoldPayments"
                 >> beam.ParDo(FoldPaymentsFn(self._charge_wait)).with_outputs(
                     DEAD_LETTERS, ADJUSTMENTS, main="payments"

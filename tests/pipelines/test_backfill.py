@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from pipelines import backfill
+from schemas.generate import table_of
+from schemas.records import ALL_RECORD_TYPES
 from tests.pipelines.expected import (
     ACQUISITIONS_SQL,
     CONTRIBUTIONS_SQL,
@@ -51,21 +53,32 @@ def archive(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return root
 
 
+def run_backfill(archive: Path, warehouse: Path, capture: Path, *flags: str) -> str:
+    """Runs the backfill to exit 0 and returns what it printed."""
+    with capture.open("w") as out, contextlib.redirect_stdout(out):
+        code = backfill.run(
+            ["--source", str(archive / "archive"), "--warehouse", str(warehouse), *flags]
+        )
+    assert code == 0
+    return capture.read_text()
+
+
 @pytest.fixture(scope="module")
 def runs(
     archive: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict[str, Any], list[str], list[dict[str, list[tuple[Any, ...]]]]]:
-    """The backfill run twice into one warehouse: (warehouse, truth, outputs, snapshots)."""
+    """The backfill run twice into one warehouse: (warehouse, truth, outputs, snapshots).
+
+    Both runs group on disk (the local default) in a folder of their own,
+    which must be empty again after each run.
+    """
     warehouse = tmp_path_factory.mktemp("warehouse") / "warehouse.duckdb"
+    shuffle_dir = tmp_path_factory.mktemp("shuffle")
     outputs, snapshots = [], []
     for _ in range(2):
         capture = tmp_path_factory.mktemp("stdout") / "summary.txt"
-        with capture.open("w") as out, contextlib.redirect_stdout(out):
-            code = backfill.run(
-                ["--source", str(archive / "archive"), "--warehouse", str(warehouse)]
-            )
-        assert code == 0
-        outputs.append(capture.read_text())
+        outputs.append(run_backfill(archive, warehouse, capture, "--shuffle_dir", str(shuffle_dir)))
+        assert list(shuffle_dir.iterdir()) == []
         snapshots.append(snapshot(warehouse))
     truth = json.loads((archive / "truth.json").read_text())
     return warehouse, truth, outputs, snapshots
@@ -120,6 +133,18 @@ def test_summary_accounts_for_every_record(runs: Any) -> None:
         assert lines[-1].endswith(": holds")
 
 
+def test_every_table_has_one_row_per_natural_key_after_two_runs(runs: Any) -> None:
+    warehouse, _, _, _ = runs
+    for record_type in ALL_RECORD_TYPES:
+        table = table_of(record_type)
+        key = ", ".join(table.key)
+        [(total, distinct)] = rows(
+            warehouse, f"SELECT count(*), count(DISTINCT ({key})) FROM {table.name}"
+        )
+        assert total == distinct, table.name
+        assert total > 0, table.name
+
+
 def test_running_twice_leaves_exactly_the_same_rows(runs: Any) -> None:
     _, _, _, snapshots = runs
     first, second = snapshots
@@ -127,3 +152,15 @@ def test_running_twice_leaves_exactly_the_same_rows(runs: Any) -> None:
     assert {name: len(table) for name, table in first.items()} == {
         name: len(table) for name, table in second.items()
     }
+
+
+def test_the_runners_shuffle_writes_the_same_rows_as_the_disk_shuffle(
+    runs: Any, archive: Path, tmp_path: Path
+) -> None:
+    _, _, outputs, snapshots = runs
+    warehouse = tmp_path / "warehouse.duckdb"
+
+    output = run_backfill(archive, warehouse, tmp_path / "summary.txt", "--shuffle", "runner")
+
+    assert snapshot(warehouse) == snapshots[0]
+    assert output == outputs[0]

@@ -57,8 +57,17 @@ def test_a_corrupt_file_fails_the_run_but_every_other_record_is_written(
             ["--emails_queue_url", "http://127.0.0.1:1/q.fifo"],
             "--emails_queue_url/--opt_ins_queue_url need --sent_messages_table",
         ),
+        (["--shuffle", "memory"], "argument --shuffle: invalid choice: 'memory'"),
+        (["--shuffle_dir", "/nonexistent/shuffle"], "--shuffle_dir /nonexistent/shuffle is not a"),
     ],
-    ids=["start-after-end", "bad-date", "zero-wait", "queue-without-ledger"],
+    ids=[
+        "start-after-end",
+        "bad-date",
+        "zero-wait",
+        "queue-without-ledger",
+        "unknown-shuffle",
+        "missing-shuffle-dir",
+    ],
 )
 def test_bad_flags_exit_2_with_a_message(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]

@@ -10,6 +10,7 @@ in every output.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -24,6 +25,7 @@ from apache_beam.transforms.window import TimestampedValue
 from tools.generate_archive import generate
 from transforms.core import CoreOutputs, ProcessStripeEvents
 from transforms.decode import DecodeError, decode_record
+from transforms.disk_group import GroupByKeyOnDisk
 from transforms.events import SourceRecord, StripeEvent
 
 OUTPUTS = (
@@ -58,14 +60,16 @@ def _collect(values: list[Any], name: str) -> None:
     _COLLECTED.setdefault(name, []).extend(values)
 
 
-def run_bounded(events: list[StripeEvent]) -> dict[str, list[Any]]:
+def run_bounded(
+    events: list[StripeEvent], group_by_key: beam.PTransform | None = None
+) -> dict[str, list[Any]]:
     _COLLECTED.clear()
     with beam.Pipeline(runner=FnApiRunner()) as p:
         out = (
             p
             | beam.Create(events)
             | beam.Map(lambda e: TimestampedValue(e, e.created))
-            | ProcessStripeEvents()
+            | ProcessStripeEvents(group_by_key=group_by_key)
         )
         for name in OUTPUTS:
             _ = (
@@ -74,6 +78,19 @@ def run_bounded(events: list[StripeEvent]) -> dict[str, list[Any]]:
                 | f"Keep{name}" >> beam.Map(_collect, name)
             )
     return {name: list(_COLLECTED.get(name, [])) for name in OUTPUTS}
+
+
+def test_grouping_on_disk_gives_the_same_outputs_as_the_runners_shuffle(tmp_path: Path) -> None:
+    events = generated_events()
+    expected = run_bounded(events)
+    assert len(expected["contributions"]) >= 30
+
+    # ~4 KB runs: dozens of them, merged in two passes at fan-in 8.
+    on_disk = run_bounded(events, GroupByKeyOnDisk(str(tmp_path), run_bytes=4_096, fan_in=8))
+
+    for name in OUTPUTS:
+        assert sorted(map(repr, on_disk[name])) == sorted(map(repr, expected[name])), name
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_streaming_path_matches_the_bounded_fold() -> None:
