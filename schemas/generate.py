@@ -298,16 +298,18 @@ def _duckdb_type(column: Column) -> str:
     return base + "[]" if column.mode is Mode.REPEATED else base
 
 
-def _create_table(cls: type, type_of: typing.Callable[[Column], str]) -> str:
+def _create_table(cls: type, type_of: typing.Callable[[Column], str], *, primary_key: bool) -> str:
     table = table_of(cls)
     name = _quote(table.name)
     lines = []
     for column in columns(cls):
         # A repeated column is never null: an empty array says "none".
         not_null = " NOT NULL" if column.mode is not Mode.NULLABLE else ""
-        lines.append(f"    {_quote(column.name)} {type_of(column)}{not_null},")
-    lines.append(f"    PRIMARY KEY ({', '.join(_quote(k) for k in table.key)})")
-    statements = [f"CREATE TABLE IF NOT EXISTS {name} (\n" + "\n".join(lines) + "\n);"]
+        lines.append(f"    {_quote(column.name)} {type_of(column)}{not_null}")
+    if primary_key:
+        lines.append(f"    PRIMARY KEY ({', '.join(_quote(k) for k in table.key)})")
+    body = ",\n".join(lines)
+    statements = [f"CREATE TABLE IF NOT EXISTS {name} (\n{body}\n);"]
     statements.append(f"COMMENT ON TABLE {name} IS {_literal(table.description)};")
     statements.extend(
         f"COMMENT ON COLUMN {name}.{_quote(c.name)} IS {_literal(c.description)};"
@@ -321,15 +323,18 @@ def postgres_ddl(cls: type) -> str:
 
     Safe to run repeatedly; it never alters an existing table.
     """
-    return _create_table(cls, _postgres_type)
+    return _create_table(cls, _postgres_type, primary_key=True)
 
 
 def duckdb_ddl(cls: type) -> str:
-    """`CREATE TABLE IF NOT EXISTS` (primary key = `TABLE.key`) and column comments.
+    """`CREATE TABLE IF NOT EXISTS` and column comments; no primary key.
 
+    DuckDB keeps a primary key's index in memory, pinned, so it would grow
+    with the table and defeat the warehouse's memory limit; the warehouse
+    writer keeps `TABLE.key` unique itself (delete, then insert, per load).
     Nested records are STRUCTs, repeated columns LISTs. Safe to run repeatedly.
     """
-    return _create_table(cls, _duckdb_type)
+    return _create_table(cls, _duckdb_type, primary_key=False)
 
 
 # --- Arrow ------------------------------------------------------------------

@@ -16,12 +16,18 @@ How a load works:
    each window/pane (as the caller's windowing and trigger decide; batch: one)
    yields one list of files.
 3. Load (one DoFn call per pane). Opens DuckDB once and, in one transaction,
-   creates any missing table from `duckdb_ddl`, upserts each table with
-   `INSERT OR REPLACE ... SELECT ... FROM read_parquet([...])` by its natural
-   key, runs `RECONCILIATION_SQL`, commits, and only then deletes the staged
-   files. Rows sharing a key within one load are reduced to one first: the
-   greatest by all columns in declaration order, so the winner never depends
-   on bundle order. Across loads the later load's row replaces the earlier.
+   creates any missing table from `duckdb_ddl`, upserts each table by its
+   natural key (`upsert_statements`: delete the rows whose key is staged,
+   then insert the staged rows from `read_parquet([...])`), runs
+   `RECONCILIATION_SQL`, commits, and only then deletes the staged files.
+   Rows sharing a key within one load are reduced to one first: the greatest
+   by all columns in declaration order, so the winner never depends on bundle
+   order. Across loads the later load's row replaces the earlier.
+
+Memory: staging is bounded by `_BATCH_ROWS`; DuckDB runs with a memory limit
+(`LOAD_MEMORY_LIMIT`, one thread) and spills to `<path>.tmp` beyond it. That
+is also why the tables have no PRIMARY KEY: DuckDB pins a key's index in
+memory, where it would grow with the table.
 
 Delivery guarantee: effectively once per natural key. A retried load finds
 some files already deleted (they were committed) and skips them; a retried
@@ -78,6 +84,20 @@ _METRICS_NAMESPACE = "WriteToWarehouse"
 _BATCH_ROWS = 5_000
 # One key so that every staged file of a window/pane meets in one load.
 _LOAD_KEY = "load"
+#: DuckDB's memory limit while loading; above it, sorts and uncommitted rows
+#: spill to `<warehouse>.tmp`. Measured: one load of 470,000 rows into each
+#: table (about 3.2 million events) fits, at +215 MiB of peak RSS.
+LOAD_MEMORY_LIMIT = "128MB"
+_CONNECTION_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "memory_limit": LOAD_MEMORY_LIMIT,
+    # Each DuckDB thread needs buffers of its own: with two, that load peaked
+    # at +300 MiB. Loading is a small part of a run.
+    "threads": 1,
+    # Memory DuckDB frees goes back to the system instead of staying cached by
+    # its allocator, which otherwise kept ~50 MiB more after loading 4x the rows.
+    "allocator_flush_threshold": "8MB",
+    "allocator_bulk_deallocation_flush_threshold": "8MB",
+}
 # DuckDB allows one writer per file; loads of concurrent panes in one process
 # would otherwise conflict on the same rows.
 _LOAD_LOCK = threading.Lock()
@@ -170,24 +190,37 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def upsert_sql(record_type: type, files: Sequence[str]) -> str:
-    """`INSERT OR REPLACE` of the staged Parquet files into the record type's table.
+def upsert_statements(record_type: type, files: Sequence[str]) -> tuple[str, str]:
+    """Upserts the staged Parquet files into the record type's table, by natural key.
 
-    Rows sharing a natural key are reduced to the greatest by all columns in
-    declaration order, so duplicates within a load never fail and always
-    resolve the same way. Returns a statement whose result is the row count.
+    Two statements, to run in one transaction: DELETE the rows whose key is
+    staged, then INSERT the staged rows. Rows sharing a key are reduced to the
+    greatest by all columns in declaration order, so duplicates within a load
+    always resolve the same way. The INSERT's result is its row count.
     """
     table = table_of(record_type)
+    target = _quote(table.name)
     names = ", ".join(_quote(c.name) for c in columns(record_type))
     key = ", ".join(_quote(k) for k in table.key)
     order = ", ".join(f"{_quote(c.name)} DESC NULLS LAST" for c in columns(record_type))
-    file_list = ", ".join(_literal(f) for f in files)
-    return (
-        f"INSERT OR REPLACE INTO {_quote(table.name)} ({names})\n"
-        f"SELECT {names}\n"
-        f"FROM read_parquet([{file_list}])\n"
+    staged = f"read_parquet([{', '.join(_literal(f) for f in files)}])"
+    matches = " AND ".join(f"{target}.{_quote(k)} = staged.{_quote(k)}" for k in table.key)
+    delete = (
+        f"DELETE FROM {target}\n"
+        f"USING (SELECT DISTINCT {key} FROM {staged}) AS staged\n"
+        f"WHERE {matches}"
+    )
+    # Only keys staged more than once go through the sort; the others stream
+    # through a hash join, which keeps big loads within the memory limit.
+    insert = (
+        f"INSERT INTO {target} ({names})\n"
+        f"WITH repeated AS (SELECT {key} FROM {staged} GROUP BY {key} HAVING count(*) > 1)\n"
+        f"SELECT {names} FROM {staged} ANTI JOIN repeated USING ({key})\n"
+        f"UNION ALL\n"
+        f"SELECT {names} FROM {staged} SEMI JOIN repeated USING ({key})\n"
         f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1"
     )
+    return delete, insert
 
 
 # --- DoFns ----------------------------------------------------------------------
@@ -301,7 +334,7 @@ class _CreateTables(beam.DoFn):
 
     def process(self, unused: Any) -> Iterator[Any]:
         with _LOAD_LOCK:
-            connection = duckdb.connect(self._path)
+            connection = duckdb.connect(self._path, config=_CONNECTION_CONFIG)
             try:
                 connection.begin()
                 _create_tables(connection, self._record_types)
@@ -343,7 +376,7 @@ class _LoadStagedFiles(beam.DoFn):
                 files_by_table[table].append(path)
         written: dict[str, int] = {}
         with _LOAD_LOCK:
-            connection = duckdb.connect(self._path)
+            connection = duckdb.connect(self._path, config=_CONNECTION_CONFIG)
             try:
                 connection.begin()
                 _create_tables(connection, self._record_types)
@@ -353,7 +386,9 @@ class _LoadStagedFiles(beam.DoFn):
                     if not files:
                         written[table] = 0
                         continue
-                    result = connection.execute(upsert_sql(record_type, files)).fetchone()
+                    delete, insert = upsert_statements(record_type, files)
+                    connection.execute(delete)
+                    result = connection.execute(insert).fetchone()
                     written[table] = int(result[0]) if result else 0
                 for statement in RECONCILIATION_SQL:
                     connection.execute(statement)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
-from schemas.generate import columns, table_of
+from schemas.generate import columns, duckdb_ddl, table_of
 from schemas.records import (
     ALL_RECORD_TYPES,
     AbTest,
@@ -28,6 +29,7 @@ from schemas.records import (
     PaymentAdjustment,
     QueryParameter,
     SoftOptIn,
+    SupporterProductData,
 )
 from schemas.rows import to_row
 from tests.builders import RECORD_CREATED as CREATED
@@ -263,6 +265,62 @@ def test_duplicate_keys_within_one_load_resolve_deterministically(path: str) -> 
     assert read(path, Contribution) == rows(paid)
     write(path, {Contribution: [paid, failed]}, {Contribution: 1})
     assert read(path, Contribution) == rows(paid)
+
+
+def supporter_item(identity_id: str, charge_id: str, amount: str) -> SupporterProductData:
+    return SupporterProductData(
+        identity_id=identity_id,
+        subscription_name=f"Stripe - {charge_id}",
+        product_rate_plan_id="single_contribution",
+        product_rate_plan_name="Single Contribution",
+        contract_effective_date=date(2025, 3, 5),
+        term_end_date=date(2033, 3, 12),
+        expiry_date=1994457600,
+        contribution_amount=Decimal(amount),
+        contribution_currency="GBP",
+        payment_id=charge_id,
+        livemode=True,
+        account="ed_1",
+    )
+
+
+def test_a_later_load_replaces_rows_by_the_whole_natural_key(path: str) -> None:
+    # Key (identity_id, subscription_name): rows sharing one part only are distinct.
+    write(
+        path,
+        {
+            SupporterProductData: [
+                supporter_item("42", "ch_1", "5.00"),
+                supporter_item("42", "ch_2", "6.00"),
+                supporter_item("43", "ch_1", "7.00"),
+            ]
+        },
+        {SupporterProductData: 3},
+    )
+    write(
+        path,
+        {SupporterProductData: [supporter_item("42", "ch_1", "9.00")]},
+        {SupporterProductData: 1},
+    )
+
+    assert read(path, SupporterProductData) == rows(
+        supporter_item("42", "ch_1", "9.00"),
+        supporter_item("42", "ch_2", "6.00"),
+        supporter_item("43", "ch_1", "7.00"),
+    )
+
+
+def test_a_warehouse_made_with_primary_keys_still_loads(path: str) -> None:
+    # Tables made before the key constraint was dropped keep it; delete-then-insert
+    # in one transaction must not trip it.
+    with duckdb.connect(path) as connection:
+        connection.execute(
+            duckdb_ddl(Contribution).replace("\n);", ',\n    PRIMARY KEY ("payment_id")\n);', 1)
+        )
+    write(path, {Contribution: [contribution("ch_1", status="Failed")]}, {Contribution: 1})
+    write(path, {Contribution: [contribution("ch_1"), contribution("ch_2")]}, {Contribution: 2})
+
+    assert read(path, Contribution) == rows(contribution("ch_1"), contribution("ch_2"))
 
 
 def test_empty_collection_still_creates_every_table(path: str) -> None:

@@ -28,8 +28,7 @@ CREATE TABLE IF NOT EXISTS "acquisitions" (
     "query_parameters" STRUCT("key" VARCHAR, "value" VARCHAR)[] NOT NULL,
     "platform" VARCHAR NOT NULL,
     "livemode" BOOLEAN NOT NULL,
-    "account" VARCHAR,
-    PRIMARY KEY ("payment_id")
+    "account" VARCHAR
 );
 COMMENT ON TABLE "acquisitions" IS 'Acquisition events (fact_acquisition_event columns) of one-off contributions.';
 COMMENT ON COLUMN "acquisitions"."event_time_stamp" IS 'When the payment settled (UTC).';

@@ -14,8 +14,7 @@ CREATE TABLE IF NOT EXISTS "contributions" (
     "disputed" BOOLEAN NOT NULL,
     "livemode" BOOLEAN NOT NULL,
     "account" VARCHAR,
-    "created" TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY ("payment_id")
+    "created" TIMESTAMPTZ NOT NULL
 );
 COMMENT ON TABLE "contributions" IS 'One row per one-off contribution paid on a Stripe-hosted page.';
 COMMENT ON COLUMN "contributions"."payment_id" IS 'Stripe charge id (ch_...): the payment''s natural key.';

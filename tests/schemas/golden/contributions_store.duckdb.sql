@@ -12,8 +12,7 @@ CREATE TABLE IF NOT EXISTS "contributions_store" (
     "postal_code" VARCHAR,
     "contribution_id" VARCHAR NOT NULL,
     "livemode" BOOLEAN NOT NULL,
-    "account" VARCHAR,
-    PRIMARY KEY ("payment_id")
+    "account" VARCHAR
 );
 COMMENT ON TABLE "contributions_store" IS 'Operational contributions store, upserted by payment id.';
 COMMENT ON COLUMN "contributions_store"."payment_provider" IS 'Stripe.';

@@ -6,8 +6,7 @@ CREATE TABLE IF NOT EXISTS "dead_letters" (
     "raw" VARCHAR NOT NULL,
     "source" VARCHAR NOT NULL,
     "event_id" VARCHAR,
-    "time" TIMESTAMPTZ,
-    PRIMARY KEY ("dead_letter_id")
+    "time" TIMESTAMPTZ
 );
 COMMENT ON TABLE "dead_letters" IS 'Records and payments that could not be processed, with the reason.';
 COMMENT ON COLUMN "dead_letters"."dead_letter_id" IS 'Deterministic id: hash of step, source and raw.';

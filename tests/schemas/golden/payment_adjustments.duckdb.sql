@@ -10,8 +10,7 @@ CREATE TABLE IF NOT EXISTS "payment_adjustments" (
     "dispute_status" VARCHAR,
     "livemode" BOOLEAN NOT NULL,
     "account" VARCHAR,
-    "created" TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY ("adjustment_id")
+    "created" TIMESTAMPTZ NOT NULL
 );
 COMMENT ON TABLE "payment_adjustments" IS 'Refunds and disputes, one row per Stripe event, keyed by charge id.';
 COMMENT ON COLUMN "payment_adjustments"."adjustment_id" IS 'Stripe event id (evt_...) that carried the adjustment.';

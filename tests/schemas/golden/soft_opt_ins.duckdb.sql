@@ -3,8 +3,7 @@ CREATE TABLE IF NOT EXISTS "soft_opt_ins" (
     "message" VARCHAR NOT NULL,
     "livemode" BOOLEAN NOT NULL,
     "account" VARCHAR,
-    "created" TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY ("payment_id")
+    "created" TIMESTAMPTZ NOT NULL
 );
 COMMENT ON TABLE "soft_opt_ins" IS 'Soft opt-in messages, one per paid payment with an identity.';
 COMMENT ON COLUMN "soft_opt_ins"."payment_id" IS 'Stripe charge id (ch_...).';

@@ -10,8 +10,7 @@ CREATE TABLE IF NOT EXISTS "supporter_product_data" (
     "contribution_currency" VARCHAR NOT NULL,
     "payment_id" VARCHAR NOT NULL,
     "livemode" BOOLEAN NOT NULL,
-    "account" VARCHAR,
-    PRIMARY KEY ("identity_id", "subscription_name")
+    "account" VARCHAR
 );
 COMMENT ON TABLE "supporter_product_data" IS 'Supporter data store items, keyed by identity and subscription name.';
 COMMENT ON COLUMN "supporter_product_data"."identity_id" IS 'Reader''s identity id (partition key).';

@@ -3,8 +3,7 @@ CREATE TABLE IF NOT EXISTS "thank_you_emails" (
     "message" VARCHAR NOT NULL,
     "livemode" BOOLEAN NOT NULL,
     "account" VARCHAR,
-    "created" TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY ("payment_id")
+    "created" TIMESTAMPTZ NOT NULL
 );
 COMMENT ON TABLE "thank_you_emails" IS 'Thank-you email messages, one per paid payment with an identity.';
 COMMENT ON COLUMN "thank_you_emails"."payment_id" IS 'Stripe charge id (ch_...).';
