@@ -8,8 +8,9 @@ For each size (N events, then N/4) it generates an archive with
 in a child process of its own:
 
 - backfill: `pipelines.backfill.run(["--source", <archive>, "--warehouse",
-  <fresh .duckdb>])`, the real job on the default FnApiRunner, including the
-  DuckDB load and its end-of-run summary;
+  <fresh .duckdb>])`, the real job on the default FnApiRunner (grouping on
+  disk, as `--shuffle auto` does locally), including the DuckDB load and its
+  end-of-run summary;
 - baseline: a single-threaded loop over the functions the core adapts: read
   every file (`split_records`), `decode_record`, `classify`, keep one fact per
   event id in a dict, join facts per PaymentIntent with `PaymentState` and

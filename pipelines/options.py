@@ -231,9 +231,8 @@ class BackfillOptions(PipelineOptions):
         group.add_argument(
             "--shuffle_dir",
             default=None,
-            help="Folder for --shuffle disk's temporary run files (about the size of the "
-            "archive uncompressed, removed after the merge). Default: the system's temporary "
-            "folder.",
+            help="Folder for --shuffle disk's temporary run files (about 400 bytes per event, "
+            "removed after the merge). Default: the system's temporary folder.",
         )
 
     def disk_shuffle_dir(self, runner: str | None) -> str | None:
