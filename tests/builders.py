@@ -7,11 +7,11 @@ minor units, times in epoch seconds.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from schemas.records import PaymentAdjustment
+from schemas.records import PaymentAdjustment, SupporterProductData
 from transforms.events import StripeEvent
 
 T0 = 1_733_439_600  # 2024-12-05T23:00:00Z
@@ -199,4 +199,22 @@ def dispute_adjustment(
         livemode=livemode,
         account=account,
         created=RECORD_CREATED,
+    )
+
+
+def supporter_item(identity_id: str, charge_id: str, amount: str = "5.00") -> SupporterProductData:
+    """A SupporterProductData item of GBP `amount` for one reader and one charge."""
+    return SupporterProductData(
+        identity_id=identity_id,
+        subscription_name=f"Stripe - {charge_id}",
+        product_rate_plan_id="single_contribution",
+        product_rate_plan_name="Single Contribution",
+        contract_effective_date=date(2025, 3, 5),
+        term_end_date=date(2033, 3, 12),
+        expiry_date=1994371200,
+        contribution_amount=Decimal(amount),
+        contribution_currency="GBP",
+        payment_id=charge_id,
+        livemode=False,
+        account="ed_test_1",
     )

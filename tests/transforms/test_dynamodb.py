@@ -10,8 +10,6 @@ import json
 import random
 import uuid
 from collections.abc import Iterator
-from datetime import date
-from decimal import Decimal
 from typing import Any
 
 import apache_beam as beam
@@ -23,6 +21,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.records import DeadLetter, SupporterProductData
 from schemas.rows import to_bigquery_json_row
+from tests.builders import supporter_item
 from tests.fixtures.aws_faults import InjectFaults
 from tests.fixtures.moto_server import MotoServer
 from transforms.dynamodb import (
@@ -41,20 +40,7 @@ FAST = Backoff(max_attempts=10, initial_delay=0.001, max_delay=0.01)
 
 
 def _item(n: int, *, amount: str = "5.00") -> SupporterProductData:
-    return SupporterProductData(
-        identity_id=f"id-{n % 7}",
-        subscription_name=f"Stripe - ch_{n:05d}",
-        product_rate_plan_id="single_contribution",
-        product_rate_plan_name="Single Contribution",
-        contract_effective_date=date(2025, 3, 5),
-        term_end_date=date(2033, 3, 12),
-        expiry_date=1994371200,
-        contribution_amount=Decimal(amount),
-        contribution_currency="GBP",
-        payment_id=f"ch_{n:05d}",
-        livemode=False,
-        account="ed_test_1",
-    )
+    return supporter_item(f"id-{n % 7}", f"ch_{n:05d}", amount)
 
 
 def _expected_item(item: SupporterProductData) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from schemas.rows import to_row
 from tests.builders import RECORD_CREATED as CREATED
 from tests.builders import dispute_adjustment as dispute
 from tests.builders import refund_adjustment as refund
+from tests.builders import supporter_item
 from transforms.events import make_dead_letter
 from transforms.warehouse import REJECTED_STEP, WriteToWarehouse
 
@@ -265,23 +265,6 @@ def test_duplicate_keys_within_one_load_resolve_deterministically(path: str) -> 
     assert read(path, Contribution) == rows(paid)
     write(path, {Contribution: [paid, failed]}, {Contribution: 1})
     assert read(path, Contribution) == rows(paid)
-
-
-def supporter_item(identity_id: str, charge_id: str, amount: str) -> SupporterProductData:
-    return SupporterProductData(
-        identity_id=identity_id,
-        subscription_name=f"Stripe - {charge_id}",
-        product_rate_plan_id="single_contribution",
-        product_rate_plan_name="Single Contribution",
-        contract_effective_date=date(2025, 3, 5),
-        term_end_date=date(2033, 3, 12),
-        expiry_date=1994457600,
-        contribution_amount=Decimal(amount),
-        contribution_currency="GBP",
-        payment_id=charge_id,
-        livemode=True,
-        account="ed_1",
-    )
 
 
 def test_a_later_load_replaces_rows_by_the_whole_natural_key(path: str) -> None:
