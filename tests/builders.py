@@ -1,17 +1,27 @@
-"""Small builders of Stripe events for tests: realistic shapes, explicit values.
+"""Small builders for tests: realistic shapes, explicit values.
 
-Each builder returns a `StripeEvent` as the decoding step would, with only
-the fields the pipeline reads plus what Stripe always sends. Amounts are in
-minor units, times in epoch seconds.
+The event builders return a `StripeEvent` as the decoding step would, with
+only the fields the pipeline reads plus what Stripe always sends (amounts in
+minor units, times in epoch seconds). The record builders give the writer
+tests one valid record of each kind to vary with `changes`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from schemas.records import PaymentAdjustment, SupporterProductData
+from schemas.records import (
+    AbTest,
+    Acquisition,
+    Contribution,
+    ContributionStoreRecord,
+    PaymentAdjustment,
+    QueryParameter,
+    SupporterProductData,
+)
 from transforms.events import StripeEvent
 
 T0 = 1_733_439_600  # 2024-12-05T23:00:00Z
@@ -218,3 +228,84 @@ def supporter_item(identity_id: str, charge_id: str, amount: str = "5.00") -> Su
         livemode=False,
         account="ed_test_1",
     )
+
+
+def contribution_record(payment_id: str = "ch_1", **changes: Any) -> Contribution:
+    """A paid GBP 10.00 card contribution of reader 42; `changes` replace fields."""
+    record = Contribution(
+        payment_id=payment_id,
+        payment_intent_id="pi_" + payment_id,
+        checkout_session_id="cs_" + payment_id,
+        contribution_id="uuid-" + payment_id,
+        status="Paid",
+        amount=Decimal("10.00"),
+        amount_refunded=Decimal("0"),
+        currency="GBP",
+        country_code="GB",
+        country_source="card",
+        payment_method="card",
+        identity_id="42",
+        disputed=False,
+        livemode=False,
+        account="ed_test_1",
+        created=RECORD_CREATED,
+    )
+    return dataclasses.replace(record, **changes)
+
+
+def store_record(payment_id: str = "ch_1", **changes: Any) -> ContributionStoreRecord:
+    """The contributions-store row of `contribution_record`; `changes` replace fields."""
+    record = ContributionStoreRecord(
+        payment_provider="Stripe",
+        payment_status="Paid",
+        payment_id=payment_id,
+        identity_id="42",
+        email="reader@example.com",
+        created=RECORD_CREATED,
+        currency="GBP",
+        amount=Decimal("10.00"),
+        country_code="GB",
+        country_subdivision_code=None,
+        postal_code=None,
+        contribution_id="uuid-" + payment_id,
+        livemode=False,
+        account="ed_test_1",
+    )
+    return dataclasses.replace(record, **changes)
+
+
+def acquisition_record(payment_id: str = "ch_1", **changes: Any) -> Acquisition:
+    """An acquisition with nested and repeated columns filled; `changes` replace fields."""
+    record = Acquisition(
+        event_time_stamp=RECORD_CREATED,
+        product="CONTRIBUTION",
+        amount=Decimal("10.00"),
+        country_code="GB",
+        currency="GBP",
+        component_id="c",
+        component_type=None,
+        campaign_codes=("a", "b"),
+        source=None,
+        referrer_url=None,
+        ab_tests=(AbTest(name="t", variant="v"),),
+        payment_frequency="ONE_OFF",
+        payment_provider="STRIPE_HOSTED_CHECKOUT",
+        print_options=None,
+        browser_id=None,
+        identity_id="42",
+        page_view_id=None,
+        referrer_page_view_id=None,
+        labels=(),
+        promo_code=None,
+        reused_existing_payment_method=False,
+        reader_type="Direct",
+        acquisition_type="Purchase",
+        zuora_subscription_number=None,
+        contribution_id="uuid-" + payment_id,
+        payment_id=payment_id,
+        query_parameters=(QueryParameter(key="utm", value="x"),),
+        platform="SUPPORT",
+        livemode=False,
+        account="ed_test_1",
+    )
+    return dataclasses.replace(record, **changes)

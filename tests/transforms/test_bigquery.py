@@ -23,13 +23,11 @@ from google.cloud import bigquery
 from schemas.generate import columns, table_of
 from schemas.records import (
     ALL_RECORD_TYPES,
-    AbTest,
     Acquisition,
     Contribution,
     ContributionStoreRecord,
     DeadLetter,
     PaymentAdjustment,
-    QueryParameter,
     SoftOptIn,
     SupporterProductData,
     ThankYouEmail,
@@ -37,7 +35,13 @@ from schemas.records import (
 from schemas.rows import to_bigquery_json_row, to_row
 from schemas.views import CONTRIBUTIONS_CURRENT, DAILY_TOTALS, raw_table_name
 from tests.builders import RECORD_CREATED as CREATED
-from tests.builders import dispute_adjustment, refund_adjustment
+from tests.builders import (
+    acquisition_record,
+    contribution_record,
+    dispute_adjustment,
+    refund_adjustment,
+)
+from tests.builders import store_record as any_store_record
 from tests.fixtures.bigquery import BigQueryEmulator
 from transforms.bigquery import (
     INSERT_FAILED_REASON,
@@ -57,28 +61,9 @@ METHODS: tuple[Method, ...] = ("FILE_LOADS", "STREAMING_INSERTS")
 _datasets = itertools.count()
 
 
-def contribution(payment_id: str = "ch_1", **changes: Any) -> Contribution:
-    record = Contribution(
-        payment_id=payment_id,
-        payment_intent_id="pi_" + payment_id,
-        checkout_session_id="cs_" + payment_id,
-        contribution_id="uuid-" + payment_id,
-        status="Paid",
-        amount=Decimal("10.00"),
-        amount_refunded=Decimal("0"),
-        currency="GBP",
-        country_code="GB",
-        country_source="card",
-        payment_method="card",
-        identity_id="42",
-        disputed=False,
-        livemode=True,
-        account="ed_1",
-        created=CREATED,
-    )
-    return dataclasses.replace(record, **changes)
-
-
+contribution = functools.partial(contribution_record, livemode=True, account="ed_1")
+acquisition = functools.partial(acquisition_record, livemode=True, account="ed_1")
+store_record = functools.partial(any_store_record, livemode=True, account="ed_1")
 refund = functools.partial(refund_adjustment, livemode=True, account="ed_1")
 dispute = functools.partial(dispute_adjustment, livemode=True, account="ed_1")
 
@@ -87,59 +72,9 @@ def one_of_each() -> dict[type, list[Any]]:
     """One valid record of every record type, nested and repeated columns filled."""
     return {
         Contribution: [contribution()],
-        Acquisition: [
-            Acquisition(
-                event_time_stamp=CREATED,
-                product="CONTRIBUTION",
-                amount=Decimal("10.00"),
-                country_code="GB",
-                currency="GBP",
-                component_id="c",
-                component_type=None,
-                campaign_codes=("a", "b"),
-                source=None,
-                referrer_url=None,
-                ab_tests=(AbTest(name="t", variant="v"),),
-                payment_frequency="ONE_OFF",
-                payment_provider="STRIPE_HOSTED_CHECKOUT",
-                print_options=None,
-                browser_id=None,
-                identity_id="42",
-                page_view_id=None,
-                referrer_page_view_id=None,
-                labels=(),
-                promo_code=None,
-                reused_existing_payment_method=False,
-                reader_type="Direct",
-                acquisition_type="Purchase",
-                zuora_subscription_number=None,
-                contribution_id="uuid-ch_1",
-                payment_id="ch_1",
-                query_parameters=(QueryParameter(key="utm", value="x"),),
-                platform="SUPPORT",
-                livemode=True,
-                account="ed_1",
-            )
-        ],
+        Acquisition: [acquisition("ch_1")],
         PaymentAdjustment: [refund("ch_1", "2.50")],
-        ContributionStoreRecord: [
-            ContributionStoreRecord(
-                payment_provider="Stripe",
-                payment_status="Paid",
-                payment_id="ch_1",
-                identity_id="42",
-                email="reader@example.com",
-                created=CREATED,
-                currency="GBP",
-                amount=Decimal("10.00"),
-                country_code="GB",
-                country_subdivision_code=None,
-                postal_code=None,
-                contribution_id="uuid-ch_1",
-                livemode=True,
-                account="ed_1",
-            )
-        ],
+        ContributionStoreRecord: [store_record("ch_1")],
         SupporterProductData: [
             SupporterProductData(
                 identity_id="42",

@@ -9,6 +9,7 @@ session's server (`tests/fixtures/postgres.py`). Run with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import traceback
@@ -27,9 +28,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.generate import columns, table_of
 from schemas.records import ContributionStoreRecord, DeadLetter, PaymentAdjustment
-from tests.builders import RECORD_CREATED as CREATED
 from tests.builders import dispute_adjustment as dispute
 from tests.builders import refund_adjustment as refund
+from tests.builders import store_record as any_store_record
 from tests.fixtures.postgres import PostgresServer, _free_port
 from transforms import postgres
 from transforms.events import make_dead_letter
@@ -44,31 +45,12 @@ from transforms.postgres import (
 )
 
 STORE = table_of(ContributionStoreRecord).name
+store_record = functools.partial(any_store_record, postal_code="N1 9GU")
 ADJUSTMENTS = table_of(PaymentAdjustment).name
 # Fast retries: the restart test's server is back within a second.
 FAST_BACKOFF = Backoff(max_attempts=30, initial_delay=0.02, max_delay=0.5)
 
 Record = ContributionStoreRecord | PaymentAdjustment
-
-
-def store_record(payment_id: str = "ch_1", **changes: Any) -> ContributionStoreRecord:
-    record = ContributionStoreRecord(
-        payment_provider="Stripe",
-        payment_status="Paid",
-        payment_id=payment_id,
-        identity_id="42",
-        email="reader@example.com",
-        created=CREATED,
-        currency="GBP",
-        amount=Decimal("10.00"),
-        country_code="GB",
-        country_subdivision_code=None,
-        postal_code="N1 9GU",
-        contribution_id="uuid-" + payment_id,
-        livemode=False,
-        account="ed_test_1",
-    )
-    return dataclasses.replace(record, **changes)
 
 
 def read_rows(dsn: str, record_type: type) -> list[Any]:

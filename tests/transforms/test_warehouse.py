@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -20,100 +19,23 @@ from apache_beam.transforms import window
 from schemas.generate import columns, duckdb_ddl, table_of
 from schemas.records import (
     ALL_RECORD_TYPES,
-    AbTest,
     Acquisition,
     Contribution,
     ContributionStoreRecord,
     DeadLetter,
     PaymentAdjustment,
-    QueryParameter,
     SoftOptIn,
     SupporterProductData,
 )
 from schemas.rows import to_row
 from tests.builders import RECORD_CREATED as CREATED
+from tests.builders import acquisition_record as acquisition
+from tests.builders import contribution_record as contribution
 from tests.builders import dispute_adjustment as dispute
 from tests.builders import refund_adjustment as refund
-from tests.builders import supporter_item
+from tests.builders import store_record, supporter_item
 from transforms.events import make_dead_letter
 from transforms.warehouse import REJECTED_STEP, WriteToWarehouse
-
-
-def contribution(payment_id: str = "ch_1", **changes: Any) -> Contribution:
-    record = Contribution(
-        payment_id=payment_id,
-        payment_intent_id="pi_" + payment_id,
-        checkout_session_id="cs_" + payment_id,
-        contribution_id="uuid-" + payment_id,
-        status="Paid",
-        amount=Decimal("10.00"),
-        amount_refunded=Decimal("0"),
-        currency="GBP",
-        country_code="GB",
-        country_source="card",
-        payment_method="card",
-        identity_id="42",
-        disputed=False,
-        livemode=False,
-        account="ed_test_1",
-        created=CREATED,
-    )
-    return dataclasses.replace(record, **changes)
-
-
-def store_record(payment_id: str = "ch_1", **changes: Any) -> ContributionStoreRecord:
-    record = ContributionStoreRecord(
-        payment_provider="Stripe",
-        payment_status="Paid",
-        payment_id=payment_id,
-        identity_id="42",
-        email="reader@example.com",
-        created=CREATED,
-        currency="GBP",
-        amount=Decimal("10.00"),
-        country_code="GB",
-        country_subdivision_code=None,
-        postal_code=None,
-        contribution_id="uuid-" + payment_id,
-        livemode=False,
-        account="ed_test_1",
-    )
-    return dataclasses.replace(record, **changes)
-
-
-def acquisition(payment_id: str = "ch_1") -> Acquisition:
-    return Acquisition(
-        event_time_stamp=CREATED,
-        product="CONTRIBUTION",
-        amount=Decimal("10.00"),
-        country_code="GB",
-        currency="GBP",
-        component_id="c",
-        component_type=None,
-        campaign_codes=("a", "b"),
-        source=None,
-        referrer_url=None,
-        ab_tests=(AbTest(name="t", variant="v"),),
-        payment_frequency="ONE_OFF",
-        payment_provider="STRIPE_HOSTED_CHECKOUT",
-        print_options=None,
-        browser_id=None,
-        identity_id="42",
-        page_view_id=None,
-        referrer_page_view_id=None,
-        labels=(),
-        promo_code=None,
-        reused_existing_payment_method=False,
-        reader_type="Direct",
-        acquisition_type="Purchase",
-        zuora_subscription_number=None,
-        contribution_id="uuid-" + payment_id,
-        payment_id=payment_id,
-        query_parameters=(QueryParameter(key="utm", value="x"),),
-        platform="SUPPORT",
-        livemode=False,
-        account="ed_test_1",
-    )
 
 
 def write(
