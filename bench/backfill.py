@@ -192,16 +192,16 @@ def run_baseline(archive: Path) -> None:
 
     from schemas.records import PaymentAdjustment
     from schemas.rows import to_row
+    from transforms.core.process import DEFAULT_CHARGE_WAIT
+    from transforms.domain.events import SourceRecord, make_dead_letter
+    from transforms.domain.facts import ChargeFact, ClassifyError, Fact, SessionFact, Skip, classify
+    from transforms.domain.mapping import build_records
+    from transforms.domain.payment import Payment, PaymentState, Verdict, decide
 
     # `_decompressed` is private, but it is exactly how ReadArchive decompresses.
-    from transforms.archive import _decompressed as decompressed
-    from transforms.archive import split_records
-    from transforms.core import DEFAULT_CHARGE_WAIT
-    from transforms.decode import DecodeError, decode_record
-    from transforms.events import SourceRecord, make_dead_letter
-    from transforms.facts import ChargeFact, ClassifyError, Fact, SessionFact, Skip, classify
-    from transforms.mapping import build_records
-    from transforms.payment import Payment, PaymentState, Verdict, decide
+    from transforms.sources.archive import _decompressed as decompressed
+    from transforms.sources.archive import split_records
+    from transforms.sources.decode import DecodeError, decode_record
 
     after_imports = _self_peak_kib()
     charge_wait = int(DEFAULT_CHARGE_WAIT.total_seconds())

@@ -1,7 +1,7 @@
 """Backfill: the Stripe events archived in S3 (or a local folder) into every store.
 
-Reads Firehose's archive (`transforms.archive.ReadArchive`), applies the same
-core as the streaming job (`transforms.core.ProcessStripeEvents`) and writes
+Reads Firehose's archive (`transforms.sources.archive.ReadArchive`), applies the same
+core as the streaming job (`transforms.core.process.ProcessStripeEvents`) and writes
 every output with the same writers (`transforms.sinks.WriteOutputs`): by
 default all of them into a local DuckDB warehouse, or into BigQuery,
 Postgres, DynamoDB and SQS when their flags are given. Every writer upserts
@@ -35,10 +35,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
 from pipelines.options import BackfillOptions, CoreOptions, SinkOptions
 from schemas.records import DeadLetter
-from transforms.archive import ReadArchive
-from transforms.core import ProcessStripeEvents
-from transforms.disk_group import GroupByKeyOnDisk
-from transforms.sinks import WriteOutputs
+from transforms.core.disk_group import GroupByKeyOnDisk
+from transforms.core.process import ProcessStripeEvents
+from transforms.sinks.router import WriteOutputs
+from transforms.sources.archive import ReadArchive
 
 OPTION_CLASSES = (BackfillOptions, CoreOptions, SinkOptions)
 PROG = "python -m pipelines.backfill"

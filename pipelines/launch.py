@@ -16,12 +16,13 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
 from pipelines.options import SinkOptions
+from pipelines.summary import RunSummary, counters_of, render
 from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
-from transforms.dynamodb import SinkConfigurationError, check_supporter_table
-from transforms.sinks import SinkConfig
-from transforms.sqs import check_ledger_table, check_message_queue
-from transforms.summary import RunSummary, counters_of, render
+from transforms.infrastructure import ConfigurationError
+from transforms.sinks.dynamodb import check_supporter_table
+from transforms.sinks.router import SinkConfig
+from transforms.sinks.sqs import check_ledger_table, check_message_queue
 
 BEAM_OPTIONS_EPILOG = (
     "Any other Beam pipeline option is passed to Beam, e.g. --runner DataflowRunner "
@@ -116,7 +117,7 @@ def build_checked(
         if extra_check is not None:
             extra_check()
         build(pipeline, options)
-    except (ValueError, SinkConfigurationError) as error:
+    except (ValueError, ConfigurationError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return None
     if sinks.duckdb_path:

@@ -17,7 +17,7 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
-from transforms.sinks import SinkConfig
+from transforms.sinks.router import SinkConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLE = str(PROJECT_ROOT / "sample" / "archive")
@@ -288,7 +288,7 @@ def iso_time_text(text: str) -> str:
     return text
 
 
-#: Where a shard is read from when the job starts, as `transforms.kinesis` names them.
+#: Where a shard is read from when the job starts, as `transforms.sources.kinesis` names them.
 INITIAL_POSITIONS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
 
 

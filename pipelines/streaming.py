@@ -1,10 +1,10 @@
 """Streaming: the Stripe events on the Kinesis stream into the warehouse, as they arrive.
 
 Reads the Kinesis data stream EventBridge puts the Stripe events on
-(`transforms.kinesis.ReadFromKinesis`, at least once), decodes each record
-(`transforms.decode.DecodeEvents`: event time = the Stripe event's
+(`transforms.sources.kinesis.ReadFromKinesis`, at least once), decodes each record
+(`transforms.sources.decode.DecodeEvents`: event time = the Stripe event's
 `created`), applies the same core as the backfill
-(`transforms.core.ProcessStripeEvents`) and writes every output with the same
+(`transforms.core.process.ProcessStripeEvents`) and writes every output with the same
 writers (`transforms.sinks.WriteOutputs`: the DuckDB or BigQuery warehouse,
 Postgres, DynamoDB, SQS). Only the read step and the windowing before the
 warehouse writer differ from the backfill.
@@ -59,11 +59,11 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
 from pipelines.options import CoreOptions, KinesisOptions, SinkOptions
 from schemas.records import DeadLetter
-from transforms.core import ProcessStripeEvents
-from transforms.decode import DecodeEvents
-from transforms.dynamodb import check_table_key
-from transforms.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis
-from transforms.sinks import TriggerLoads, WriteOutputs
+from transforms.core.process import ProcessStripeEvents
+from transforms.infrastructure import check_table_key
+from transforms.sinks.router import TriggerLoads, WriteOutputs
+from transforms.sources.decode import DecodeEvents
+from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis
 
 OPTION_CLASSES = (KinesisOptions, CoreOptions, SinkOptions)
 PROG = "python -m pipelines.streaming"

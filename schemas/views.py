@@ -11,7 +11,7 @@ Every record type is stored twice over in BigQuery:
 and two views are built on top of those:
 
     contributions_current   `contributions` with refunds and disputes folded
-                            in by the rule of `transforms.warehouse.reconciliation_sql`
+                            in by the rule of `transforms.sinks.duckdb.reconciliation_sql`
     daily_totals            per UTC day, currency and livemode: paid payments,
                             amount, amount refunded, net amount, disputed payments
 
@@ -33,7 +33,7 @@ RAW_SUFFIX = "_raw"
 CONTRIBUTIONS_CURRENT = "contributions_current"
 DAILY_TOTALS = "daily_totals"
 
-# The adjustment kinds `transforms.facts` emits and `reconciliation_sql` folds.
+# The adjustment kinds `transforms.domain.facts` emits and `reconciliation_sql` folds.
 _REFUND = "refund"
 _DISPUTE = "dispute"
 
@@ -87,7 +87,7 @@ def latest_view_sql(record_type: type, project: str, dataset: str) -> str:
 def contributions_current_sql(project: str, dataset: str) -> str:
     """The view `contributions_current`: contributions with adjustments folded in.
 
-    The same rule as `transforms.warehouse.reconciliation_sql`, as a query
+    The same rule as `transforms.sinks.duckdb.reconciliation_sql`, as a query
     rather than UPDATEs, so it holds whatever order the rows arrived in (a
     refund before its payment, a refund in a later run):
 

@@ -22,7 +22,7 @@ from schemas.records import (
     QueryParameter,
     SupporterProductData,
 )
-from transforms.events import StripeEvent
+from transforms.domain.events import StripeEvent
 
 T0 = 1_733_439_600  # 2024-12-05T23:00:00Z
 ACCOUNT_UK = "ed_61RkUK0000000000000000"

@@ -37,7 +37,7 @@ import boto3
 
 from pipelines.options import utc_datetime
 from tools.generate_archive import DEFAULT_START, generate
-from transforms.archive import split_records
+from transforms.sources.archive import split_records
 
 #: PutRecords takes at most 500 records and 5 MiB (data and partition keys) per call.
 MAX_BATCH_RECORDS = 500

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import transforms.postgres
+import transforms.sinks.postgres
 from pipelines import backfill, streaming
 from pipelines.options import CONTRIBUTIONS_STORE_ENV, SinkOptions
 from tests.fixtures.moto_server import MotoServer
@@ -181,7 +181,7 @@ def test_the_password_is_never_shown_even_when_the_store_is_unreachable(
     # The writer's backoff would only add seconds of waiting between refused connections
     # (without effect, and the test only slower, if the writer stops sleeping via `time`).
     no_sleep = SimpleNamespace(sleep=lambda _: None)
-    monkeypatch.setattr(transforms.postgres, "time", no_sleep, raising=False)
+    monkeypatch.setattr(transforms.sinks.postgres, "time", no_sleep, raising=False)
     caplog.set_level(logging.DEBUG)
 
     with pytest.raises(Exception) as raised:

@@ -73,7 +73,7 @@ from tests.pipelines.expected import (
 )
 from tools.generate_archive import generate, write_archive
 from tools.put_on_kinesis import create_stream, kinesis_client, put_records
-from transforms.postgres import _lock_key
+from transforms.sinks.postgres import _lock_key
 
 PAYMENTS = 150
 SEED = 43
@@ -493,7 +493,7 @@ def test_faults_and_a_postgres_restart_still_end_with_exactly_the_clean_outputs(
 
     watcher = threading.Thread(target=restart_when_a_write_waits, daemon=True)
     watcher.start()
-    caplog.set_level("WARNING", logger="transforms.postgres")
+    caplog.set_level("WARNING", logger="transforms.sinks.postgres")
     with aws_faults(rate=0.2, seed=5, operations=FAULTY_CALLS) as faults:
         summary = _stream(stream, sinks, tmp_path / "summary.txt")
     watcher.join()

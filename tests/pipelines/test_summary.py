@@ -1,0 +1,85 @@
+"""The run summary: the accounting identity and what an operator reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.summary import RunSummary, render
+
+COUNTERS = {
+    "records_read": 10,
+    "event_type:checkout.session.completed": 4,
+    "event_type:charge.succeeded": 4,
+    "processed": 5,
+    "skipped_duplicate": 2,
+    "skipped_not_a_payment_event": 1,
+    "dead_lettered_invalid_json": 2,
+    "payments_paid": 2,
+    "payments_dead_lettered_charge_missing": 1,
+    "output_skipped_email_no_identity": 1,
+    "warning_ab_tests_unreadable": 1,
+    "facts_after_completion": 3,
+}
+
+
+@pytest.mark.parametrize(
+    ("read", "balanced"),
+    [(10, True), (11, False), (9, False)],
+    ids=["all-accounted", "one-record-lost", "one-record-counted-twice"],
+)
+def test_identity(read: int, balanced: bool) -> None:
+    summary = RunSummary(counters={**COUNTERS, "records_read": read}, table_rows={})
+    assert summary.accounted == 10
+    assert summary.balanced is balanced
+
+
+def test_render_lists_every_count() -> None:
+    text = render(RunSummary(counters=COUNTERS, table_rows={"contributions": 2, "dead_letters": 3}))
+    assert text.splitlines() == [
+        "records read: 10",
+        "by event type: 8",
+        "  charge.succeeded: 4",
+        "  checkout.session.completed: 4",
+        "duplicates: 2",
+        "skipped by reason (duplicates included): 3",
+        "  duplicate: 2",
+        "  not_a_payment_event: 1",
+        "dead-lettered records by reason: 2",
+        "  invalid_json: 2",
+        "processed: 5",
+        "payments completed or dead-lettered: 3",
+        "  dead_lettered_charge_missing: 1",
+        "  paid: 2",
+        "facts after completion: 3",
+        "charges without checkout session: 0",
+        "outputs skipped: 1",
+        "  email_no_identity: 1",
+        "warnings: 1",
+        "  ab_tests_unreadable: 1",
+        "rows per table: 5",
+        "  contributions: 2",
+        "  dead_letters: 3",
+        "read 10 = processed 5 + skipped 3 + dead-lettered 2: holds",
+    ]
+
+
+def test_render_flags_an_identity_that_does_not_hold() -> None:
+    text = render(RunSummary(counters={**COUNTERS, "records_read": 12}, table_rows={}))
+    assert text.splitlines()[-1] == (
+        "read 12 = processed 5 + skipped 3 + dead-lettered 2: DOES NOT HOLD"
+    )
+
+
+def test_an_unreadable_file_fails_the_run_and_is_reported() -> None:
+    summary = RunSummary(counters={**COUNTERS, "files_unreadable": 1}, table_rows={})
+    assert (summary.balanced, summary.succeeded) == (True, False)
+    assert render(summary).splitlines()[-2] == (
+        "unreadable files: 1 (see dead_letters, step read): their records after the failure"
+        " were not read"
+    )
+
+
+def test_render_says_when_rows_were_not_counted() -> None:
+    lines = render(RunSummary(counters=COUNTERS, table_rows={})).splitlines()
+    assert "rows per table: not counted (the warehouse is not a DuckDB file)" in lines
+    assert not any(line.startswith("rows per table: 0") for line in lines)

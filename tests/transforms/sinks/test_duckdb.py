@@ -1,0 +1,271 @@
+"""WriteToWarehouse on the FnApiRunner: exact rows, idempotence, refund/dispute state."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import duckdb
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import window
+
+from schemas.generate import columns, duckdb_ddl, table_of
+from schemas.records import (
+    ALL_RECORD_TYPES,
+    Acquisition,
+    Contribution,
+    ContributionStoreRecord,
+    DeadLetter,
+    PaymentAdjustment,
+    SoftOptIn,
+    SupporterProductData,
+)
+from schemas.rows import to_row
+from tests.builders import RECORD_CREATED as CREATED
+from tests.builders import acquisition_record as acquisition
+from tests.builders import contribution_record as contribution
+from tests.builders import dispute_adjustment as dispute
+from tests.builders import refund_adjustment as refund
+from tests.builders import store_record, supporter_item
+from transforms.domain.events import make_dead_letter
+from transforms.sinks.duckdb import REJECTED_STEP, WriteToWarehouse
+
+
+def write(
+    path: str, inputs: Mapping[type, Sequence[Any]], expected_counts: Mapping[type, int]
+) -> None:
+    """Run WriteToWarehouse once and check its summary: every table, 0 included."""
+    summary = [(table_of(t).name, expected_counts.get(t, 0)) for t in ALL_RECORD_TYPES]
+    with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
+        pcolls = {
+            record_type: pipeline | f"Create{record_type.__name__}" >> beam.Create(list(records))
+            for record_type, records in inputs.items()
+        }
+        written = pcolls | WriteToWarehouse(path)
+        assert_that(written, equal_to(summary))
+
+
+def read(path: str, record_type: type) -> list[dict[str, Any]]:
+    """Every row of the record type's table as `to_row` dicts, ordered by natural key."""
+    table = table_of(record_type)
+    names = [c.name for c in columns(record_type)]
+    connection = duckdb.connect(path, read_only=True)
+    try:
+        connection.execute("SET TimeZone = 'UTC'")
+        result = connection.execute(
+            f'SELECT * FROM "{table.name}" ORDER BY {", ".join(table.key)}'
+        ).fetchall()
+    finally:
+        connection.close()
+    return [dict(zip(names, row, strict=True)) for row in result]
+
+
+def rows(*records: Any) -> list[dict[str, Any]]:
+    return [to_row(r) for r in records]
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "warehouse.duckdb")
+
+
+def test_writes_exact_rows_of_every_type(path: str) -> None:
+    letter = make_dead_letter(
+        step="decode", reason="invalid_json", error="e", raw="{", source="f@0"
+    )
+    inputs: dict[type, list[Any]] = {
+        Contribution: [contribution("ch_2"), contribution("ch_1")],
+        Acquisition: [acquisition("ch_1")],
+        ContributionStoreRecord: [store_record("ch_1")],
+        DeadLetter: [letter],
+        SoftOptIn: [],
+    }
+    write(
+        path, inputs, {Contribution: 2, Acquisition: 1, ContributionStoreRecord: 1, DeadLetter: 1}
+    )
+
+    assert read(path, Contribution) == rows(contribution("ch_1"), contribution("ch_2"))
+    assert read(path, Acquisition) == rows(acquisition("ch_1"))
+    assert read(path, ContributionStoreRecord) == rows(store_record("ch_1"))
+    assert read(path, DeadLetter) == rows(letter)
+    assert read(path, SoftOptIn) == []
+    assert os.listdir(path + ".staging/contributions") == []  # staged files deleted
+
+
+def test_running_twice_leaves_identical_rows(path: str) -> None:
+    inputs: dict[type, list[Any]] = {
+        Contribution: [contribution("ch_1"), contribution("ch_2")],
+        PaymentAdjustment: [refund("ch_1", "10.00")],
+        Acquisition: [acquisition("ch_1"), acquisition("ch_2")],
+    }
+    counts = {Contribution: 2, PaymentAdjustment: 1, Acquisition: 2}
+    write(path, inputs, counts)
+    first = {t: read(path, t) for t in ALL_RECORD_TYPES}
+    write(path, inputs, counts)
+    second = {t: read(path, t) for t in ALL_RECORD_TYPES}
+    assert second == first
+    assert first[Contribution] == rows(
+        contribution("ch_1", status="Refunded", amount_refunded=Decimal("10.00")),
+        contribution("ch_2"),
+    )
+
+
+def test_refund_in_an_earlier_run_refunds_the_contribution_and_store_row(path: str) -> None:
+    write(path, {PaymentAdjustment: [refund("ch_1", "10.00")]}, {PaymentAdjustment: 1})
+    write(
+        path,
+        {Contribution: [contribution("ch_1")], ContributionStoreRecord: [store_record("ch_1")]},
+        {Contribution: 1, ContributionStoreRecord: 1},
+    )
+    assert read(path, Contribution) == rows(
+        contribution("ch_1", status="Refunded", amount_refunded=Decimal("10.00"))
+    )
+    assert read(path, ContributionStoreRecord) == rows(
+        store_record("ch_1", payment_status="Refunded")
+    )
+
+
+@pytest.mark.parametrize(
+    ("adjustments", "status", "expected"),
+    [
+        pytest.param(
+            [refund("ch_1", "4.00", "evt_1"), refund("ch_1", "6.00", "evt_2")],
+            "Paid",
+            {"status": "Paid", "amount_refunded": Decimal("6.00")},
+            id="partial-refund-keeps-paid",
+        ),
+        pytest.param(
+            [refund("ch_1", "10.00", "evt_2"), refund("ch_1", "4.00", "evt_1")],
+            "Paid",
+            {"status": "Refunded", "amount_refunded": Decimal("10.00")},
+            id="cumulative-total-wins-over-arrival-order",
+        ),
+        pytest.param(
+            [dispute("ch_1")],
+            "Paid",
+            {"status": "Paid", "disputed": True},
+            id="dispute-sets-disputed-keeps-paid",
+        ),
+        pytest.param(
+            [refund("ch_1", "10.00")],
+            "Failed",
+            {"status": "Failed", "amount_refunded": Decimal("10.00")},
+            id="failed-stays-failed",
+        ),
+    ],
+)
+def test_adjustments_in_the_same_load(
+    path: str, adjustments: list[PaymentAdjustment], status: str, expected: dict[str, Any]
+) -> None:
+    write(
+        path,
+        {
+            Contribution: [contribution("ch_1", status=status)],
+            ContributionStoreRecord: [store_record("ch_1", payment_status=status)],
+            PaymentAdjustment: adjustments,
+        },
+        {Contribution: 1, ContributionStoreRecord: 1, PaymentAdjustment: len(adjustments)},
+    )
+    assert read(path, Contribution) == rows(contribution("ch_1", **expected))
+    assert read(path, ContributionStoreRecord) == rows(
+        store_record("ch_1", payment_status=expected["status"])
+    )
+
+
+def test_duplicate_keys_within_one_load_resolve_deterministically(path: str) -> None:
+    # The greatest row by all columns in declaration order wins: "Paid" > "Failed".
+    failed = contribution("ch_1", status="Failed")
+    paid = contribution("ch_1")
+    write(path, {Contribution: [failed, paid, failed]}, {Contribution: 1})
+    assert read(path, Contribution) == rows(paid)
+    write(path, {Contribution: [paid, failed]}, {Contribution: 1})
+    assert read(path, Contribution) == rows(paid)
+
+
+def test_a_later_load_replaces_rows_by_the_whole_natural_key(path: str) -> None:
+    # Key (identity_id, subscription_name): rows sharing one part only are distinct.
+    write(
+        path,
+        {
+            SupporterProductData: [
+                supporter_item("42", "ch_1", "5.00"),
+                supporter_item("42", "ch_2", "6.00"),
+                supporter_item("43", "ch_1", "7.00"),
+            ]
+        },
+        {SupporterProductData: 3},
+    )
+    write(
+        path,
+        {SupporterProductData: [supporter_item("42", "ch_1", "9.00")]},
+        {SupporterProductData: 1},
+    )
+
+    assert read(path, SupporterProductData) == rows(
+        supporter_item("42", "ch_1", "9.00"),
+        supporter_item("42", "ch_2", "6.00"),
+        supporter_item("43", "ch_1", "7.00"),
+    )
+
+
+def test_a_warehouse_made_with_primary_keys_still_loads(path: str) -> None:
+    # Tables made before the key constraint was dropped keep it; delete-then-insert
+    # in one transaction must not trip it.
+    with duckdb.connect(path) as connection:
+        connection.execute(
+            duckdb_ddl(Contribution).replace("\n);", ',\n    PRIMARY KEY ("payment_id")\n);', 1)
+        )
+    write(path, {Contribution: [contribution("ch_1", status="Failed")]}, {Contribution: 1})
+    write(path, {Contribution: [contribution("ch_1"), contribution("ch_2")]}, {Contribution: 2})
+
+    assert read(path, Contribution) == rows(contribution("ch_1"), contribution("ch_2"))
+
+
+def test_empty_collection_still_creates_every_table(path: str) -> None:
+    with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
+        empty = pipeline | beam.Create([]).with_output_types(DeadLetter)
+        written = {DeadLetter: empty} | WriteToWarehouse(path)
+        assert_that(written, equal_to([]))
+    for record_type in ALL_RECORD_TYPES:
+        assert read(path, record_type) == []
+
+
+def test_invalid_record_is_written_as_a_dead_letter(path: str) -> None:
+    too_big = contribution("ch_9", amount=Decimal("1" + "0" * 29))
+    write(
+        path,
+        {Contribution: [contribution("ch_1"), too_big]},
+        {Contribution: 1, DeadLetter: 1},
+    )
+    assert read(path, Contribution) == rows(contribution("ch_1"))
+    (letter,) = read(path, DeadLetter)
+    assert letter["step"] == REJECTED_STEP
+    assert letter["reason"] == "invalid_row"
+    assert letter["error"] == (
+        "contributions.amount: NUMERIC allows at most 29 digits before the point, got 30"
+    )
+    assert letter["source"] == "warehouse:contributions"
+
+
+def test_each_window_is_loaded_on_its_own(path: str) -> None:
+    # The caller's windowing decides the loads; the writer only follows it.
+    late = contribution("ch_2", created=CREATED.replace(hour=15))
+    with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
+        contributions = (
+            pipeline
+            | beam.Create([contribution("ch_1"), late])
+            | "StampWithCreated"
+            >> beam.Map(lambda c: window.TimestampedValue(c, c.created.timestamp()))
+            | "WindowByHour" >> beam.WindowInto(window.FixedWindows(3600))
+        )
+        written = {Contribution: contributions} | WriteToWarehouse(path)
+        per_load = [(table_of(t).name, 1 if t is Contribution else 0) for t in ALL_RECORD_TYPES]
+        assert_that(written, equal_to(per_load * 2))
+    assert read(path, Contribution) == rows(contribution("ch_1"), late)

@@ -1,0 +1,447 @@
+"""Tests of `transforms.sinks.sqs` against a real moto server.
+
+Each test sends through `SendMessages` on the FnApiRunner, asserts its exact
+outputs in the pipeline, then drains the queue with ReceiveMessage/DeleteMessage
+and compares the exact bodies received.
+
+moto, like SQS, drops a FIFO message whose deduplication id it saw in the
+last five minutes, but forgets ids once their messages are deleted; the
+tests drain only after all runs whose duplicates FIFO should absorb, and use
+a fresh queue (no deduplication memory, as after five minutes) to show what
+the ledger alone prevents.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import apache_beam as beam
+import boto3
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from schemas.records import DeadLetter, SoftOptIn, ThankYouEmail
+from tests.fixtures.aws_faults import InjectFaults
+from tests.fixtures.moto_server import MotoServer
+from transforms.infrastructure import Backoff, ConfigurationError
+from transforms.sinks.sqs import (
+    OUTCOME_UNKNOWN,
+    REJECTED,
+    RETRIES_EXHAUSTED,
+    SENDING,
+    SOFT_OPT_IN,
+    THANK_YOU_EMAIL,
+    SendMessages,
+    check_ledger_table,
+    check_message_queue,
+    deduplication_id,
+    message_key,
+)
+
+FAST = Backoff(max_attempts=10, initial_delay=0.001, max_delay=0.01)
+CREATED = datetime(2025, 3, 5, 12, 0, tzinfo=UTC)
+DRAIN_DEADLINE_SECONDS = 10.0
+
+
+def _email(n: int) -> ThankYouEmail:
+    address = f"reader{n}@example.com"
+    body = {
+        "To": {
+            "Address": address,
+            "SubscriberKey": address,
+            "ContactAttributes": {"SubscriberAttributes": {"EmailAddress": address}},
+        },
+        "DataExtensionName": "contribution-thank-you",
+        "IdentityUserId": f"id-{n}",
+    }
+    return ThankYouEmail(
+        payment_id=f"ch_{n:05d}",
+        message=json.dumps(body, separators=(",", ":")),
+        livemode=False,
+        account="ed_test_1",
+        created=CREATED,
+    )
+
+
+def _opt_in(n: int) -> SoftOptIn:
+    body = {
+        "subscriptionId": str(uuid.UUID(int=n)),
+        "identityId": f"id-{n}",
+        "eventType": "Acquisition",
+        "productName": "CONTRIBUTION",
+        "printProduct": None,
+        "previousProductName": None,
+        "userConsentsOverrides": {"similarGuardianProducts": None},
+    }
+    return SoftOptIn(
+        payment_id=f"ch_{n:05d}",
+        message=json.dumps(body, separators=(",", ":")),
+        livemode=False,
+        account="ed_test_1",
+        created=CREATED,
+    )
+
+
+EMAILS = [_email(n) for n in range(25)]
+
+
+@pytest.fixture
+def sqs(moto_server: MotoServer) -> Iterator[Any]:
+    client = boto3.session.Session().client("sqs")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def dynamodb(moto_server: MotoServer) -> Iterator[Any]:
+    client = boto3.session.Session().client("dynamodb")
+    yield client
+    client.close()
+
+
+def _new_queue(sqs: Any, *, fifo: bool = True) -> str:
+    name = f"messages-{uuid.uuid4().hex[:10]}"
+    if not fifo:
+        return str(sqs.create_queue(QueueName=name)["QueueUrl"])
+    return str(
+        sqs.create_queue(QueueName=f"{name}.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    )
+
+
+@pytest.fixture
+def queue(sqs: Any) -> Iterator[str]:
+    url = _new_queue(sqs)
+    yield url
+    sqs.delete_queue(QueueUrl=url)
+
+
+def _new_table(dynamodb: Any, key: str = "messageKey") -> str:
+    name = f"ledger-{uuid.uuid4().hex[:10]}"
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
+@pytest.fixture
+def ledger(dynamodb: Any) -> Iterator[str]:
+    name = _new_table(dynamodb)
+    yield name
+    dynamodb.delete_table(TableName=name)
+
+
+def _drain(sqs: Any, queue_url: str) -> list[str]:
+    """Every body in the queue, deleting as it reads, until a receive comes back empty."""
+    bodies: list[str] = []
+    deadline = time.monotonic() + DRAIN_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        messages = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        ).get("Messages", [])
+        if not messages:
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            assert attributes == {
+                "ApproximateNumberOfMessages": "0",
+                "ApproximateNumberOfMessagesNotVisible": "0",
+            }
+            return bodies
+        for message in messages:
+            bodies.append(message["Body"])
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    pytest.fail(f"queue not drained within {DRAIN_DEADLINE_SECONDS}s")
+
+
+def _dead_summary(dead: DeadLetter) -> tuple[str, str, str, str]:
+    return dead.step, dead.reason, dead.source, dead.raw
+
+
+def _send(
+    queue_url: str,
+    ledger_table: str | None,
+    records: list[Any],
+    *,
+    kind: str = THANK_YOU_EMAIL,
+    sent: list[str],
+    already_sent: list[str] | None = None,
+    dead: list[tuple[str, ...]] | None = None,
+) -> None:
+    """Runs the sender and asserts its exact outputs in the pipeline."""
+    with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
+        result = (
+            pipeline
+            | "CreateMessages" >> beam.Create(records)
+            | "SendMessages" >> SendMessages(queue_url, kind, ledger_table, backoff=FAST)
+        )
+        assert_that(result.sent, equal_to(sent), label="CheckSent")
+        assert_that(result.already_sent, equal_to(already_sent or []), label="CheckAlreadySent")
+        assert_that(
+            result.dead_letters | "SummariseDead" >> beam.Map(_dead_summary),
+            equal_to(dead or []),
+            label="CheckDeadLetters",
+        )
+
+
+def _ids(records: list[Any]) -> list[str]:
+    return [record.payment_id for record in records]
+
+
+def _bodies(records: list[Any]) -> list[str]:
+    return sorted(record.message for record in records)
+
+
+@pytest.mark.parametrize(
+    ("kind", "records"),
+    [
+        pytest.param(THANK_YOU_EMAIL, EMAILS, id="thank-you-emails"),
+        pytest.param(SOFT_OPT_IN, [_opt_in(n) for n in range(12)], id="soft-opt-ins"),
+    ],
+)
+def test_sends_exact_bodies_once(
+    sqs: Any, dynamodb: Any, queue: str, ledger: str, kind: str, records: list[Any]
+) -> None:
+    _send(queue, ledger, records, kind=kind, sent=_ids(records))
+
+    first = sqs.receive_message(
+        QueueUrl=queue, MaxNumberOfMessages=1, MessageSystemAttributeNames=["All"]
+    )["Messages"][0]
+    payment_id = first["Attributes"]["MessageGroupId"]
+    assert first["Attributes"]["MessageDeduplicationId"] == deduplication_id(kind, payment_id)
+    sqs.change_message_visibility(
+        QueueUrl=queue, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=0
+    )
+    assert sorted(_drain(sqs, queue)) == _bodies(records)
+    marked = dynamodb.get_item(
+        TableName=ledger, Key={"messageKey": {"S": message_key(kind, payment_id)}}
+    )["Item"]
+    assert marked["state"] == {"S": "sent"}
+    assert marked["paymentId"] == {"S": payment_id}
+    assert set(marked) == {"messageKey", "kind", "paymentId", "state", "claimedAt", "sentAt"}
+
+
+def test_ledger_alone_stops_a_replay_days_later(sqs: Any, queue: str, ledger: str) -> None:
+    _send(queue, ledger, EMAILS, sent=_ids(EMAILS))
+    assert sorted(_drain(sqs, queue)) == _bodies(EMAILS)
+
+    # A fresh queue remembers no deduplication id, as SQS after five minutes.
+    later = _new_queue(sqs)
+    _send(later, ledger, EMAILS, sent=[], already_sent=_ids(EMAILS))
+    assert _drain(sqs, later) == []
+
+    # Without the ledger the same replay does reach that queue: only the ledger stopped it.
+    _send(later, None, EMAILS, sent=_ids(EMAILS))
+    assert sorted(_drain(sqs, later)) == _bodies(EMAILS)
+    sqs.delete_queue(QueueUrl=later)
+
+
+def test_crash_between_send_and_mark_resends_into_the_dedup_window(
+    sqs: Any, dynamodb: Any, queue: str, ledger: str
+) -> None:
+    crashed = EMAILS[0]
+    # The crashed attempt claimed, sent, and never marked.
+    dynamodb.put_item(
+        TableName=ledger,
+        Item={
+            "messageKey": {"S": message_key(THANK_YOU_EMAIL, crashed.payment_id)},
+            "kind": {"S": THANK_YOU_EMAIL},
+            "paymentId": {"S": crashed.payment_id},
+            "state": {"S": SENDING},
+            "claimedAt": {"N": repr(time.time() - 30)},
+        },
+    )
+    sqs.send_message(
+        QueueUrl=queue,
+        MessageBody=crashed.message,
+        MessageGroupId=crashed.payment_id,
+        MessageDeduplicationId=deduplication_id(THANK_YOU_EMAIL, crashed.payment_id),
+    )
+
+    _send(queue, ledger, EMAILS[:3], sent=_ids(EMAILS[:3]))
+    assert sorted(_drain(sqs, queue)) == _bodies(EMAILS[:3])
+    marked = dynamodb.get_item(
+        TableName=ledger,
+        Key={"messageKey": {"S": message_key(THANK_YOU_EMAIL, crashed.payment_id)}},
+        ConsistentRead=True,
+    )["Item"]
+    assert marked["state"] == {"S": "sent"}
+
+
+def test_stale_claim_is_dead_lettered_not_resent(
+    sqs: Any, dynamodb: Any, queue: str, ledger: str
+) -> None:
+    stale = EMAILS[1]
+    claim = {
+        "messageKey": {"S": message_key(THANK_YOU_EMAIL, stale.payment_id)},
+        "kind": {"S": THANK_YOU_EMAIL},
+        "paymentId": {"S": stale.payment_id},
+        "state": {"S": SENDING},
+        "claimedAt": {"N": repr(time.time() - timedelta(days=3).total_seconds())},
+    }
+    dynamodb.put_item(TableName=ledger, Item=claim)
+
+    queue_name = queue.rsplit("/", 1)[-1]
+    _send(
+        queue,
+        ledger,
+        EMAILS[:2],
+        sent=[EMAILS[0].payment_id],
+        dead=[
+            (
+                f"send_{THANK_YOU_EMAIL}",
+                OUTCOME_UNKNOWN,
+                f"sqs:{queue_name}/{stale.payment_id}",
+                stale.message,
+            )
+        ],
+    )
+    assert _drain(sqs, queue) == [EMAILS[0].message]
+    key = {"messageKey": claim["messageKey"]}
+    assert dynamodb.get_item(TableName=ledger, Key=key, ConsistentRead=True)["Item"] == claim
+
+
+FAULTY = {
+    "sqs": {"SendMessageBatch"},
+    "dynamodb": {"PutItem", "GetItem", "UpdateItem"},
+}
+
+
+def test_repeats_under_twenty_percent_faults_send_each_message_once(
+    sqs: Any, queue: str, ledger: str, aws_faults: InjectFaults
+) -> None:
+    # Repeats within a run (redeliveries) and a second run (a bundle retry or a
+    # restart within minutes), while a fifth of the calls fail.
+    repeated = EMAILS + EMAILS[:5]
+    with aws_faults(rate=0.2, seed=7, operations=FAULTY) as faults:
+        _send(queue, ledger, repeated, sent=_ids(EMAILS), already_sent=_ids(EMAILS[:5]))
+        _send(queue, ledger, repeated, sent=[], already_sent=_ids(repeated))
+
+    for operation in ("SendMessageBatch", "PutItem", "GetItem", "UpdateItem"):
+        assert faults.refused.get(operation, 0) + faults.lost.get(operation, 0) > 0, operation
+    assert faults.lost.get("PutItem", 0) > 0
+    assert sorted(_drain(sqs, queue)) == _bodies(EMAILS)
+
+
+def test_lost_send_responses_are_absorbed_by_deduplication(
+    sqs: Any, queue: str, ledger: str, aws_faults: InjectFaults
+) -> None:
+    # SQS took the batch but the answer was lost: the retry repeats the whole batch.
+    lose_half = {"rate": 0.5, "lost_share": 1.0, "seed": 3}
+    with aws_faults(**lose_half, operations={"sqs": {"SendMessageBatch"}}) as faults:
+        _send(queue, ledger, EMAILS, sent=_ids(EMAILS))
+
+    assert faults.lost.get("SendMessageBatch", 0) > 0
+    assert sorted(_drain(sqs, queue)) == _bodies(EMAILS)
+
+
+def test_failed_batch_entries_are_retried_until_sent(
+    sqs: Any, queue: str, ledger: str, aws_faults: InjectFaults
+) -> None:
+    fail_some = {"rate": 0.5, "lost_share": 0.0, "seed": 2, "failed_entries": False}
+    with aws_faults(**fail_some, operations={"sqs": {"SendMessageBatch"}}) as faults:
+        _send(queue, ledger, EMAILS, sent=_ids(EMAILS))
+
+    assert faults.refused.get("SendMessageBatch", 0) > 0
+    assert sorted(_drain(sqs, queue)) == _bodies(EMAILS)
+
+
+def test_entries_refused_as_the_senders_fault_are_not_retried(
+    sqs: Any, queue: str, ledger: str, aws_faults: InjectFaults
+) -> None:
+    refuse_all = {"rate": 1.0, "lost_share": 0.0, "seed": 1, "failed_entries": True}
+    queue_name = queue.rsplit("/", 1)[-1]
+    with aws_faults(**refuse_all, operations={"sqs": {"SendMessageBatch"}}) as faults:
+        _send(
+            queue,
+            ledger,
+            EMAILS[:2],
+            sent=[],
+            dead=[
+                (f"send_{THANK_YOU_EMAIL}", REJECTED, f"sqs:{queue_name}/{m.payment_id}", m.message)
+                for m in EMAILS[:2]
+            ],
+        )
+    assert faults.calls == {"SendMessageBatch": 1}
+    assert _drain(sqs, queue) == []
+
+
+def test_unsendable_messages_become_dead_letters(
+    sqs: Any, queue: str, ledger: str, aws_faults: InjectFaults
+) -> None:
+    refuse_all = {"rate": 1.0, "lost_share": 0.0, "seed": 1}
+    with aws_faults(**refuse_all, operations={"sqs": {"SendMessageBatch"}}) as faults:
+        queue_name = queue.rsplit("/", 1)[-1]
+        _send(
+            queue,
+            ledger,
+            EMAILS[:3],
+            sent=[],
+            dead=[
+                (
+                    f"send_{THANK_YOU_EMAIL}",
+                    RETRIES_EXHAUSTED,
+                    f"sqs:{queue_name}/{m.payment_id}",
+                    m.message,
+                )
+                for m in EMAILS[:3]
+            ],
+        )
+    assert faults.calls == {"SendMessageBatch": FAST.max_attempts}
+    assert _drain(sqs, queue) == []
+
+
+def test_standard_queue_is_refused_at_setup(sqs: Any, ledger: str) -> None:
+    standard = _new_queue(sqs, fifo=False)
+    try:
+        with pytest.raises(ConfigurationError, match="is a standard queue"):
+            check_message_queue(standard)
+        with pytest.raises(Exception, match="needs a FIFO queue"):
+            _send(standard, ledger, EMAILS[:1], sent=[])
+    finally:
+        sqs.delete_queue(QueueUrl=standard)
+
+
+def test_missing_queue_is_refused_at_setup(moto_server: MotoServer, ledger: str) -> None:
+    missing = f"{moto_server.endpoint_url}/123456789012/absent.fifo"
+    with pytest.raises(ConfigurationError, match="absent.fifo does not exist"):
+        check_message_queue(missing)
+
+
+def test_missing_or_mis_keyed_ledger_is_refused_at_setup(dynamodb: Any, queue: str) -> None:
+    with pytest.raises(ConfigurationError, match="'absent' does not exist"):
+        check_ledger_table("absent")
+    wrong = _new_table(dynamodb, key="paymentId")
+    try:
+        with pytest.raises(ConfigurationError, match=r"has key \(paymentId HASH\)"):
+            check_ledger_table(wrong)
+    finally:
+        dynamodb.delete_table(TableName=wrong)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"kind": "Thank You"}, id="bad-kind"),
+        pytest.param({"ledger_table": ""}, id="empty-ledger"),
+        pytest.param({"stale_after": timedelta(minutes=5)}, id="stale-after-window"),
+        pytest.param({"stale_after": timedelta(0)}, id="stale-after-zero"),
+    ],
+)
+def test_rejects_bad_arguments(kwargs: dict[str, Any]) -> None:
+    arguments: dict[str, Any] = {"queue_url": "http://q/1/x.fifo", "kind": THANK_YOU_EMAIL}
+    with pytest.raises(ValueError):
+        SendMessages(**{**arguments, **kwargs})

@@ -1,0 +1,520 @@
+"""The core: Stripe events in, contribution records out. No IO.
+
+`ProcessStripeEvents` is the only place with event logic. The backfill and
+the streaming job both apply it to a PCollection of `StripeEvent`s (event
+time = the event's `created`) and write its outputs; only their read step
+and their writers differ.
+
+Steps, with the delivery guarantee each gives:
+
+1. ClassifyEvents: each event becomes one fact (`transforms.domain.facts`); an
+   unreadable payload of a type we handle becomes a dead letter.
+2. On a bounded input (the backfill): GroupByPayment, FoldPayments. Every
+   copy of every fact is grouped by its join key (PaymentIntent id for
+   session and charge facts, event id otherwise) in one shuffle (the
+   runner's GroupByKey, or whatever the caller passes as `group_by_key`); copies are
+   reduced to one per Stripe event id (`evt_...`), so redeliveries,
+   EventBridge replays and exported copies count once (a copy with an
+   EventBridge envelope beats a bare export, since only it names the
+   account), and each payment is decided as if event time had passed every
+   deadline. No state or timers: that is what keeps the backfill fast.
+3. On an unbounded input (the streaming job): DeduplicateEvents keeps the
+   first copy of an event id and remembers it for `dedupe_horizon` of event
+   time; RouteFacts counts skips and passes refunds and disputes on as final
+   adjustments (no per-payment state: they can come months later, or before
+   the payment); JoinPayments keeps per-PaymentIntent state with event-time
+   timers (charge wait, then a settlement timeout after which the state is
+   dropped). Both paths apply the same rules (`transforms.domain.payment`).
+4. BuildRecords: one settled payment -> at most one record of each kind.
+
+Outputs (all in `CoreOutputs`): contributions, acquisitions,
+payment_adjustments, contributions_store, supporter_product_data,
+thank_you_emails, soft_opt_ins, dead_letters. Every element is emitted once
+per pipeline run; across runs, replays or restarts the writers make it
+exactly once by upserting on each record's natural key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import BooleanCoder, PickleCoder
+from apache_beam.pvalue import PCollection, TaggedOutput
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.typehints import KV
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from schemas.records import (
+    Acquisition,
+    Contribution,
+    ContributionStoreRecord,
+    DeadLetter,
+    PaymentAdjustment,
+    SoftOptIn,
+    SupporterProductData,
+    ThankYouEmail,
+)
+from transforms.core import metrics
+from transforms.domain.events import StripeEvent, make_dead_letter
+from transforms.domain.facts import ChargeFact, ClassifyError, Fact, SessionFact, Skip, classify
+from transforms.domain.mapping import build_records
+from transforms.domain.payment import Payment, PaymentState, Verdict, decide, settlement
+
+DEAD_LETTERS = "dead_letters"
+ADJUSTMENTS = "payment_adjustments"
+PAYMENT_FACTS = "payment_facts"
+ACQUISITIONS = "acquisitions"
+CONTRIBUTIONS_STORE = "contributions_store"
+SUPPORTER_ITEMS = "supporter_product_data"
+THANK_YOU_EMAILS = "thank_you_emails"
+SOFT_OPT_INS = "soft_opt_ins"
+
+DEFAULT_CHARGE_WAIT = timedelta(hours=1)
+# SEPA debits can take 14 business days to settle.
+DEFAULT_SETTLEMENT_TIMEOUT = timedelta(days=21)
+# Stripe retries a delivery for up to three days.
+DEFAULT_DEDUPE_HORIZON = timedelta(days=4)
+
+
+@dataclass(frozen=True)
+class CoreOutputs:
+    """The core's outputs, one PCollection per record type."""
+
+    contributions: PCollection
+    acquisitions: PCollection
+    payment_adjustments: PCollection
+    contributions_store: PCollection
+    supporter_product_data: PCollection
+    thank_you_emails: PCollection
+    soft_opt_ins: PCollection
+    dead_letters: PCollection
+
+    def by_record_type(self) -> dict[type, PCollection]:
+        """{record type: PCollection}, the shape the writers take."""
+        return {
+            Contribution: self.contributions,
+            Acquisition: self.acquisitions,
+            PaymentAdjustment: self.payment_adjustments,
+            ContributionStoreRecord: self.contributions_store,
+            SupporterProductData: self.supporter_product_data,
+            ThankYouEmail: self.thank_you_emails,
+            SoftOptIn: self.soft_opt_ins,
+            DeadLetter: self.dead_letters,
+        }
+
+
+class ClassifyEventsFn(beam.DoFn):
+    """StripeEvent -> (event id, Fact); DEAD_LETTERS: DeadLetter."""
+
+    def __init__(self, include_test_mode: bool) -> None:
+        self._include_test_mode = include_test_mode
+
+    def process(self, event: StripeEvent) -> Iterator[object]:
+        metrics.inc(metrics.EVENT_TYPE_PREFIX + event.type)
+        try:
+            fact = classify(event, include_test_mode=self._include_test_mode)
+        except ClassifyError as error:
+            metrics.inc(metrics.DEAD_LETTERED_PREFIX + error.reason)
+            yield TaggedOutput(
+                DEAD_LETTERS,
+                make_dead_letter(
+                    step="classify",
+                    reason=error.reason,
+                    error=str(error),
+                    raw=json.dumps(
+                        {"id": event.id, "type": event.type, "data": {"object": event.data_object}},
+                        sort_keys=True,
+                    ),
+                    source=event.source,
+                    event_id=event.id,
+                    time=event.arrival,
+                ),
+            )
+            return
+        yield event.id, fact
+
+
+def best_copy(copies: list[Fact]) -> Fact:
+    """The copy of one Stripe event to keep: one that names its account wins.
+
+    Copies of an event differ only in what delivered them (a bare API export
+    has no EventBridge source, hence no account); the rest of the ranking is
+    a stable tie-break so that re-runs pick the same copy.
+    """
+    if len(copies) == 1:
+        return copies[0]
+
+    def rank(fact: Fact) -> tuple[bool, str]:
+        account = fact.account if isinstance(fact, PaymentAdjustment) else fact.meta.account
+        return account is None, repr(fact)
+
+    return min(copies, key=rank)
+
+
+class KeepFirstCopyFn(beam.DoFn):
+    """(event id, Fact) -> Fact the first time an id is seen (unbounded inputs)."""
+
+    SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
+    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, horizon: timedelta) -> None:
+        self._horizon = Duration.of(horizon.total_seconds())
+
+    def process(
+        self,
+        element: tuple[str, Fact],
+        timestamp: Any = beam.DoFn.TimestampParam,
+        seen: Any = beam.DoFn.StateParam(SEEN),
+        forget: Any = beam.DoFn.TimerParam(FORGET),
+    ) -> Iterator[Fact]:
+        if seen.read():
+            metrics.inc(metrics.SKIPPED_PREFIX + "duplicate")
+            return
+        seen.write(True)
+        forget.set(timestamp + self._horizon)
+        yield element[1]
+
+    @on_timer(FORGET)
+    def forget_event(self, seen: Any = beam.DoFn.StateParam(SEEN)) -> None:
+        seen.clear()
+
+
+class DeduplicateEvents(beam.PTransform):
+    """PCollection[(event id, Fact)] (unbounded) -> PCollection[Fact], one per event id."""
+
+    def __init__(self, horizon: timedelta) -> None:
+        super().__init__()
+        self._horizon = horizon
+
+    def expand(self, keyed: PCollection) -> PCollection:
+        return keyed | "KeepFirstCopy" >> beam.ParDo(
+            KeepFirstCopyFn(self._horizon)
+        ).with_input_types(KV[str, Any])
+
+
+class RouteFactsFn(beam.DoFn):
+    """Fact -> (PaymentIntent id, fact); ADJUSTMENTS: PaymentAdjustment; skips counted."""
+
+    def process(self, fact: Fact) -> Iterator[object]:
+        if isinstance(fact, Skip):
+            metrics.inc(metrics.SKIPPED_PREFIX + fact.reason)
+            return
+        metrics.inc(metrics.PROCESSED)
+        if isinstance(fact, PaymentAdjustment):
+            yield TaggedOutput(ADJUSTMENTS, fact)
+            return
+        yield fact.payment_intent_id, fact
+
+
+class JoinPaymentsFn(beam.DoFn):
+    """(PaymentIntent id, SessionFact | ChargeFact) -> Payment; DEAD_LETTERS: DeadLetter.
+
+    Holds one PaymentState per PaymentIntent. Emits each payment once, as
+    soon as `transforms.domain.payment.decide` says it is complete; the charge timer
+    completes it with what is known, and the settlement timer drops the state
+    (dead-lettering a session that never settled).
+    """
+
+    STATE = ReadModifyWriteStateSpec("payment", PickleCoder())
+    CHARGE_DEADLINE = TimerSpec("charge_deadline", TimeDomain.WATERMARK)
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, charge_wait: timedelta, settlement_timeout: timedelta) -> None:
+        self._charge_wait = int(charge_wait.total_seconds())
+        self._timeout = int(settlement_timeout.total_seconds())
+
+    def process(
+        self,
+        element: tuple[str, SessionFact | ChargeFact],
+        stored: Any = beam.DoFn.StateParam(STATE),
+        charge_deadline: Any = beam.DoFn.TimerParam(CHARGE_DEADLINE),
+        expiry: Any = beam.DoFn.TimerParam(EXPIRY),
+    ) -> Iterator[object]:
+        state: PaymentState = (stored.read() or PaymentState()).add(element[1])
+        if state.completed:
+            metrics.inc(metrics.FACTS_AFTER_COMPLETION)
+        decision = decide(state, charge_wait=self._charge_wait, deadline_passed=False)
+        if decision.verdict is Verdict.COMPLETE:
+            state = _completed(state)
+            yield from self._emit(decision.payment)
+        elif decision.verdict is Verdict.WAIT_FOR_CHARGE:
+            assert decision.charge_deadline is not None
+            charge_deadline.set(Timestamp(decision.charge_deadline))
+        expiry.set(Timestamp(state.first_created + self._timeout))
+        stored.write(state)
+
+    @on_timer(CHARGE_DEADLINE)
+    def charge_deadline_passed(self, stored: Any = beam.DoFn.StateParam(STATE)) -> Iterator[object]:
+        state: PaymentState | None = stored.read()
+        if state is None:
+            return
+        state, outputs = self._settle_late(state)
+        stored.write(state)
+        yield from outputs
+
+    @on_timer(EXPIRY)
+    def expired(self, stored: Any = beam.DoFn.StateParam(STATE)) -> Iterator[object]:
+        state: PaymentState | None = stored.read()
+        stored.clear()
+        if state is not None:
+            yield from close_payment(state, self._charge_wait)
+
+    def _settle_late(self, state: PaymentState) -> tuple[PaymentState, list[object]]:
+        return settle_late(state, self._charge_wait)
+
+    def _emit(self, payment: Payment | None) -> Iterator[Payment]:
+        assert payment is not None
+        yield emitted(payment)
+
+    def _dead_letter(self, state: PaymentState, reason: str, error: str) -> TaggedOutput:
+        return payment_dead_letter(state, reason, error)
+
+
+PAYMENT_KEY = "payment_intent:"
+EVENT_KEY = "event:"
+
+
+def join_key(element: tuple[str, Fact]) -> tuple[str, Fact | str]:
+    """(event id, fact) -> (join key, fact or skip reason), for the bounded path.
+
+    Payment facts group by PaymentIntent, everything else by event id; a
+    skip travels as its reason alone, since only its copies are counted.
+    """
+    event_id, fact = element
+    if isinstance(fact, SessionFact | ChargeFact):
+        return PAYMENT_KEY + fact.payment_intent_id, fact
+    if isinstance(fact, Skip):
+        return EVENT_KEY + event_id, fact.reason
+    return EVENT_KEY + event_id, fact
+
+
+class FoldPaymentsFn(beam.DoFn):
+    """(join key, [Fact | skip reason]) -> Payment; ADJUSTMENTS; DEAD_LETTERS. Bounded input.
+
+    With the whole input at hand, one group holds every copy of every fact of
+    a PaymentIntent: copies are reduced to one per event id (`best_copy`),
+    and the payment is decided as the streaming join would once event time
+    has passed every deadline (`transforms.domain.payment.decide`, then
+    `close_payment`). No state or timers, so no per-element state traffic.
+    """
+
+    def __init__(self, charge_wait: timedelta) -> None:
+        self._charge_wait = int(charge_wait.total_seconds())
+
+    def process(self, element: tuple[str, Iterable[Fact | str]]) -> Iterator[object]:
+        key, grouped = element
+        values = list(grouped)
+        if key.startswith(PAYMENT_KEY):
+            yield from self._fold_payment(values)
+            return
+        if len(values) > 1:
+            metrics.inc(metrics.SKIPPED_PREFIX + "duplicate", len(values) - 1)
+        first = values[0]
+        if isinstance(first, str):
+            metrics.inc(metrics.SKIPPED_PREFIX + first)
+            return
+        metrics.inc(metrics.PROCESSED)
+        yield TaggedOutput(ADJUSTMENTS, best_copy([v for v in values if not isinstance(v, str)]))
+
+    def _fold_payment(self, values: list[Any]) -> Iterator[object]:
+        copies: dict[str, list[Fact]] = {}
+        for fact in values:
+            copies.setdefault(fact.meta.event_id, []).append(fact)
+        duplicates = len(values) - len(copies)
+        if duplicates:
+            metrics.inc(metrics.SKIPPED_PREFIX + "duplicate", duplicates)
+        metrics.inc(metrics.PROCESSED, len(copies))
+        sessions: list[SessionFact] = []
+        charges: list[ChargeFact] = []
+        for event_id in sorted(copies):
+            kept = best_copy(copies[event_id])
+            if isinstance(kept, SessionFact):
+                sessions.append(kept)
+            elif isinstance(kept, ChargeFact):
+                charges.append(kept)
+        state = PaymentState(sessions=tuple(sessions), charges=tuple(charges))
+        decision = decide(state, charge_wait=self._charge_wait, deadline_passed=False)
+        if decision.verdict is Verdict.COMPLETE:
+            assert decision.payment is not None
+            yield emitted(decision.payment)
+            return
+        yield from close_payment(state, self._charge_wait)
+
+
+def emitted(payment: Payment) -> Payment:
+    metrics.inc(metrics.PAYMENTS_PREFIX + payment.status.lower())
+    return payment
+
+
+def settle_late(state: PaymentState, charge_wait: int) -> tuple[PaymentState, list[object]]:
+    """Completes a payment whose charge deadline passed, with what is known."""
+    decision = decide(state, charge_wait=charge_wait, deadline_passed=True)
+    if decision.verdict is Verdict.COMPLETE:
+        assert decision.payment is not None
+        return _completed(state), [emitted(decision.payment)]
+    if decision.verdict is Verdict.CHARGE_MISSING:
+        letter = payment_dead_letter(state, "charge_missing", "no charge id by the deadline")
+        return _completed(state), [letter]
+    return state, []
+
+
+def close_payment(state: PaymentState, charge_wait: int) -> list[object]:
+    """What a payment's state yields when it is dropped (input ended or timed out)."""
+    state, outputs = settle_late(state, charge_wait)
+    if state.completed:
+        return outputs
+    if state.sessions:
+        return [payment_dead_letter(state, "payment_not_settled", "no settlement before timeout")]
+    metrics.inc(metrics.CHARGES_WITHOUT_SESSION)
+    return []
+
+
+def payment_dead_letter(state: PaymentState, reason: str, error: str) -> TaggedOutput:
+    metrics.inc(metrics.PAYMENTS_PREFIX + "dead_lettered_" + reason)
+    session = settlement(state) or min(state.sessions, key=lambda s: s.meta.event_id)
+    # A summary without personal data; the events themselves are in the archive.
+    raw = json.dumps(
+        {
+            "payment_intent": session.payment_intent_id,
+            "checkout_session": session.session_id,
+            "amount_minor": session.amount_minor,
+            "currency": session.currency,
+            "events": sorted(
+                [s.meta.event_id for s in state.sessions] + [c.meta.event_id for c in state.charges]
+            ),
+        },
+        sort_keys=True,
+    )
+    return TaggedOutput(
+        DEAD_LETTERS,
+        make_dead_letter(
+            step="join_payment",
+            reason=reason,
+            error=error,
+            raw=raw,
+            source=f"payment_intent:{session.payment_intent_id}",
+            event_id=session.meta.event_id,
+            time=None,
+        ),
+    )
+
+
+def _completed(state: PaymentState) -> PaymentState:
+    return PaymentState(sessions=state.sessions, charges=state.charges, completed=True)
+
+
+class BuildRecordsFn(beam.DoFn):
+    """Payment -> Contribution (main) and one tagged output per other record kind."""
+
+    def process(self, payment: Payment) -> Iterator[object]:
+        records = build_records(payment)
+        for name in records.skipped:
+            metrics.inc(metrics.OUTPUT_SKIPPED_PREFIX + name)
+        for name in records.warnings:
+            metrics.inc(metrics.WARNING_PREFIX + name)
+        yield records.contribution
+        tagged = (
+            (ACQUISITIONS, records.acquisition),
+            (CONTRIBUTIONS_STORE, records.contribution_store),
+            (SUPPORTER_ITEMS, records.supporter),
+            (THANK_YOU_EMAILS, records.thank_you_email),
+            (SOFT_OPT_INS, records.soft_opt_in),
+        )
+        for tag, record in tagged:
+            if record is not None:
+                yield TaggedOutput(tag, record)
+
+
+class ProcessStripeEvents(beam.PTransform):
+    """PCollection[StripeEvent] (bounded or not) -> CoreOutputs.
+
+    `charge_wait`: how long (event time) a settled payment waits for its
+    charge object before completing with the address country.
+    `settlement_timeout`: how long a session may wait for an async outcome.
+    `dedupe_horizon`: how long an event id is remembered on unbounded input.
+    `include_test_mode`: False skips (and counts) Stripe test-mode events.
+    `group_by_key`: the bounded path's one shuffle, `(join key, fact)` ->
+    `(join key, facts)`; default `beam.GroupByKey()`. The local backfill passes
+    `transforms.core.disk_group.GroupByKeyOnDisk`, because the local runner holds a
+    GroupByKey's input in memory. It only moves facts; the rules stay here.
+    """
+
+    def __init__(
+        self,
+        *,
+        charge_wait: timedelta = DEFAULT_CHARGE_WAIT,
+        settlement_timeout: timedelta = DEFAULT_SETTLEMENT_TIMEOUT,
+        dedupe_horizon: timedelta = DEFAULT_DEDUPE_HORIZON,
+        include_test_mode: bool = True,
+        group_by_key: beam.PTransform | None = None,
+    ) -> None:
+        super().__init__()
+        if charge_wait >= settlement_timeout:
+            raise ValueError("charge_wait must be shorter than settlement_timeout")
+        self._charge_wait = charge_wait
+        self._settlement_timeout = settlement_timeout
+        self._dedupe_horizon = dedupe_horizon
+        self._include_test_mode = include_test_mode
+        self._group_by_key = group_by_key if group_by_key is not None else beam.GroupByKey()
+
+    def expand(self, events: PCollection) -> CoreOutputs:
+        classified = events | "ClassifyEvents" >> beam.ParDo(
+            ClassifyEventsFn(self._include_test_mode)
+        ).with_output_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main=PAYMENT_FACTS)
+        if events.is_bounded:
+            # One shuffle: group every copy of every fact by its join key.
+            joined = (
+                classified[PAYMENT_FACTS]
+                | "KeyByPayment" >> beam.Map(join_key)
+                | "GroupByPayment" >> self._group_by_key
+                | "FoldPayments"
+                >> beam.ParDo(FoldPaymentsFn(self._charge_wait)).with_outputs(
+                    DEAD_LETTERS, ADJUSTMENTS, main="payments"
+                )
+            )
+            adjustments = joined[ADJUSTMENTS]
+        else:
+            routed = (
+                classified[PAYMENT_FACTS]
+                | "DeduplicateEvents" >> DeduplicateEvents(self._dedupe_horizon)
+                | "RouteFacts"
+                >> beam.ParDo(RouteFactsFn())
+                .with_output_types(KV[str, Any])
+                .with_outputs(ADJUSTMENTS, main="keyed")
+            )
+            joined = routed["keyed"] | "JoinPayments" >> beam.ParDo(
+                JoinPaymentsFn(self._charge_wait, self._settlement_timeout)
+            ).with_input_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main="payments")
+            adjustments = routed[ADJUSTMENTS]
+        records = joined["payments"] | "BuildRecords" >> beam.ParDo(BuildRecordsFn()).with_outputs(
+            ACQUISITIONS,
+            CONTRIBUTIONS_STORE,
+            SUPPORTER_ITEMS,
+            THANK_YOU_EMAILS,
+            SOFT_OPT_INS,
+            main="contributions",
+        )
+        dead_letters = (
+            classified[DEAD_LETTERS],
+            joined[DEAD_LETTERS],
+        ) | "CollectDeadLetters" >> beam.Flatten()
+        return CoreOutputs(
+            contributions=records["contributions"],
+            acquisitions=records[ACQUISITIONS],
+            payment_adjustments=adjustments,
+            contributions_store=records[CONTRIBUTIONS_STORE],
+            supporter_product_data=records[SUPPORTER_ITEMS],
+            thank_you_emails=records[THANK_YOU_EMAILS],
+            soft_opt_ins=records[SOFT_OPT_INS],
+            dead_letters=dead_letters,
+        )

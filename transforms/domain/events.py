@@ -1,0 +1,81 @@
+"""What flows from a source into the core: raw records and decoded Stripe events.
+
+A source (the S3/local archive, Kinesis) emits `SourceRecord`s: the bytes of
+one record and where they came from. `transforms.sources.decode` turns each into a
+`StripeEvent` or a `DeadLetter`. The core only ever sees `StripeEvent`s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from schemas.records import DeadLetter
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One record as read, before any decoding.
+
+    `source` says where it is, precisely enough to find it again:
+    `<file>@<byte offset in the decompressed stream>` for the archive,
+    `kinesis:<stream>/<shard id>/<sequence number>` for Kinesis.
+    `arrival` is when the record reached AWS (Kinesis approximate arrival
+    time); None when the source does not know it. `partition_key` is the
+    Kinesis partition key, None for the archive.
+    """
+
+    data: bytes
+    source: str
+    arrival: datetime | None = None
+    partition_key: str | None = None
+
+
+@dataclass(frozen=True)
+class StripeEvent:
+    """A Stripe event, whether it came wrapped in an EventBridge envelope or bare.
+
+    `data_object` and `previous_attributes` are the event's `data.object` and
+    `data.previous_attributes` as decoded JSON; treat them as read-only.
+    `account` is the EventBridge partner source id (`ed_...`), None for bare
+    events. `thin` marks v2 thin events, which carry no snapshot.
+    """
+
+    id: str
+    type: str
+    created: int
+    livemode: bool
+    api_version: str | None
+    account: str | None
+    data_object: Mapping[str, Any]
+    previous_attributes: Mapping[str, Any] | None
+    source: str
+    arrival: datetime | None
+    thin: bool = False
+
+
+def make_dead_letter(
+    *,
+    step: str,
+    reason: str,
+    error: str,
+    raw: str,
+    source: str,
+    event_id: str | None = None,
+    time: datetime | None = None,
+) -> DeadLetter:
+    """A dead letter whose id depends only on what failed, so re-runs upsert it."""
+    digest = hashlib.sha256("\x1f".join((step, source, raw)).encode()).hexdigest()[:32]
+    return DeadLetter(
+        dead_letter_id=digest,
+        step=step,
+        reason=reason,
+        error=error,
+        raw=raw,
+        source=source,
+        event_id=event_id,
+        time=time,
+    )

@@ -1,0 +1,319 @@
+"""From a settled `Payment` to the records today's payment service writes.
+
+`build_records` is pure: one payment in, at most one record of each kind out,
+plus the names of the outputs it skipped and of the warnings it raised (the
+DoFn turns both into counters). Formats follow DOMAIN.md section 2.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from schemas.records import (
+    AbTest,
+    Acquisition,
+    Contribution,
+    ContributionStoreRecord,
+    QueryParameter,
+    SoftOptIn,
+    SupporterProductData,
+    ThankYouEmail,
+)
+from transforms.domain.facts import epoch_to_datetime
+from transforms.domain.money import format_amount, to_major_units
+from transforms.domain.payment import PAID_STATUS, Payment
+
+#: contribution_id = uuid5(CONTRIBUTION_ID_NAMESPACE, charge id). Never change
+#: it: every store keys on the ids derived from it.
+CONTRIBUTION_ID_NAMESPACE = uuid.UUID("6f1f6c2e-3b0a-5b8e-9d7c-2a4e8f0c1b35")
+
+DEFAULT_COUNTRY = "GB"
+DEFAULT_PLATFORM = "SUPPORT"
+PAYMENT_PROVIDER = "STRIPE_HOSTED_CHECKOUT"
+STORE_PAYMENT_PROVIDER = "Stripe"
+THANK_YOU_DATA_EXTENSION = "contribution-thank-you"
+EDITIONS = {"GBP": "uk", "USD": "us", "AUD": "au"}
+CURRENCY_SYMBOLS = {"GBP": "£", "USD": "$", "AUD": "$", "CAD": "$", "NZD": "$", "EUR": "€"}
+PAYMENT_METHOD_NAMES = {
+    "card": "credit / debit card",
+    "bacs_debit": "direct debit",
+    "sepa_debit": "direct debit",
+}
+
+
+@dataclass(frozen=True)
+class PaymentRecords:
+    """Everything one payment produces; None where that output does not apply."""
+
+    contribution: Contribution
+    acquisition: Acquisition | None
+    contribution_store: ContributionStoreRecord | None
+    supporter: SupporterProductData | None
+    thank_you_email: ThankYouEmail | None
+    soft_opt_in: SoftOptIn | None
+    skipped: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def contribution_id(charge_id: str) -> str:
+    return str(uuid.uuid5(CONTRIBUTION_ID_NAMESPACE, charge_id))
+
+
+def identity_id(payment: Payment) -> str | None:
+    """The reader's identity: metadata first, else the session's client_reference_id."""
+    return payment.session.metadata.get("identityId") or payment.session.client_reference_id
+
+
+def country(payment: Payment) -> tuple[str, str]:
+    """(country code, where it came from): the card, else the address, else GB."""
+    if payment.card_country:
+        return payment.card_country, "card"
+    if payment.session.customer.country:
+        return payment.session.customer.country, "address"
+    return DEFAULT_COUNTRY, "default"
+
+
+def split_list(value: str | None) -> tuple[str, ...]:
+    """'a, b,,c' -> ('a', 'b', 'c')."""
+    if not value:
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def parse_ab_tests(value: str | None) -> tuple[tuple[AbTest, ...], bool]:
+    """The `abTests` metadata JSON as AbTests, and whether it was unreadable."""
+    if not value:
+        return (), False
+    try:
+        parsed = json.loads(value)
+        return tuple(AbTest(name=str(t["name"]), variant=str(t["variant"])) for t in parsed), False
+    except (ValueError, TypeError, KeyError):
+        return (), True
+
+
+def parse_query_parameters(value: str | None) -> tuple[tuple[QueryParameter, ...], bool]:
+    """The `queryParameters` metadata JSON object as key/value pairs, and whether it was bad."""
+    if not value:
+        return (), False
+    try:
+        parsed = json.loads(value)
+        if not isinstance(parsed, dict):
+            return (), True
+        return tuple(QueryParameter(key=str(k), value=_text(v)) for k, v in parsed.items()), False
+    except ValueError:
+        return (), True
+
+
+def consent_override(payment: Payment) -> bool | None:
+    """The reader's explicit choice at checkout, which overrides the default."""
+    explicit = (payment.session.metadata.get("similarProductsConsent") or "").strip().lower()
+    if explicit in ("true", "false"):
+        return explicit == "true"
+    promotions = payment.session.consent_promotions
+    if promotions in ("opt_in", "opt_out"):
+        return promotions == "opt_in"
+    return None
+
+
+def term_end(start: date) -> date:
+    """start + 8 years + 1 week; 29 February becomes 28 February."""
+    try:
+        years_later = start.replace(year=start.year + 8)
+    except ValueError:
+        years_later = start.replace(year=start.year + 8, day=28)
+    return years_later + timedelta(weeks=1)
+
+
+def first_name(name: str | None) -> str | None:
+    return name.split()[0] if name and name.split() else None
+
+
+def payment_date_text(day: date) -> str:
+    """'5 March 2025', as the email template expects."""
+    return f"{day.day} {day:%B %Y}"
+
+
+def build_records(payment: Payment) -> PaymentRecords:
+    """The records of one settled payment (see the module docstring)."""
+    session = payment.session
+    created = epoch_to_datetime(payment.settled_at)
+    amount = to_major_units(session.amount_minor, session.currency)
+    identity = identity_id(payment)
+    country_code, country_source = country(payment)
+    cid = contribution_id(payment.charge_id)
+    contribution = Contribution(
+        payment_id=payment.charge_id,
+        payment_intent_id=session.payment_intent_id,
+        checkout_session_id=session.session_id,
+        contribution_id=cid,
+        status=payment.status,
+        amount=amount,
+        amount_refunded=to_major_units(0, session.currency),
+        currency=session.currency,
+        country_code=country_code,
+        country_source=country_source,
+        payment_method=payment.payment_method,
+        identity_id=identity,
+        disputed=False,
+        livemode=session.meta.livemode,
+        account=payment.account,
+        created=created,
+    )
+    if payment.status != PAID_STATUS:
+        return PaymentRecords(contribution, None, None, None, None, None, (), ())
+
+    warnings: list[str] = []
+    skipped: list[str] = []
+    ab_tests, bad_ab_tests = parse_ab_tests(session.metadata.get("abTests"))
+    if bad_ab_tests:
+        warnings.append("ab_tests_unreadable")
+    query_parameters, bad_query = parse_query_parameters(session.metadata.get("queryParameters"))
+    if bad_query:
+        warnings.append("query_parameters_unreadable")
+    meta = session.metadata
+    acquisition = Acquisition(
+        event_time_stamp=created,
+        product="CONTRIBUTION",
+        amount=amount,
+        country_code=country_code,
+        currency=session.currency,
+        component_id=meta.get("componentId"),
+        component_type=meta.get("componentType"),
+        campaign_codes=split_list(meta.get("campaignCode")),
+        source=meta.get("source"),
+        referrer_url=meta.get("referrerUrl"),
+        ab_tests=ab_tests,
+        payment_frequency="ONE_OFF",
+        payment_provider=PAYMENT_PROVIDER,
+        print_options=None,
+        browser_id=meta.get("browserId"),
+        identity_id=identity,
+        page_view_id=meta.get("pageviewId"),
+        referrer_page_view_id=meta.get("referrerPageviewId"),
+        labels=split_list(meta.get("labels")),
+        promo_code=None,
+        reused_existing_payment_method=False,
+        reader_type="Direct",
+        acquisition_type="Purchase",
+        zuora_subscription_number=None,
+        contribution_id=cid,
+        payment_id=payment.charge_id,
+        query_parameters=query_parameters,
+        platform=meta.get("platform") or DEFAULT_PLATFORM,
+        livemode=session.meta.livemode,
+        account=payment.account,
+    )
+    store = ContributionStoreRecord(
+        payment_provider=STORE_PAYMENT_PROVIDER,
+        payment_status=payment.status,
+        payment_id=payment.charge_id,
+        identity_id=identity,
+        email=session.customer.email,
+        created=created,
+        currency=session.currency,
+        amount=amount,
+        country_code=country_code,
+        country_subdivision_code=session.customer.state,
+        postal_code=session.customer.postal_code,
+        contribution_id=cid,
+        livemode=session.meta.livemode,
+        account=payment.account,
+    )
+    supporter = email = opt_in = None
+    if identity is None:
+        skipped += ["supporter_item_no_identity", "email_no_identity", "soft_opt_in_no_identity"]
+    else:
+        supporter = _supporter_item(payment, identity, created, amount)
+        opt_in = SoftOptIn(
+            payment_id=payment.charge_id,
+            message=_json(
+                {
+                    "subscriptionId": cid,
+                    "identityId": identity,
+                    "eventType": "Acquisition",
+                    "productName": "CONTRIBUTION",
+                    "printProduct": None,
+                    "previousProductName": None,
+                    "userConsentsOverrides": {"similarGuardianProducts": consent_override(payment)},
+                }
+            ),
+            livemode=session.meta.livemode,
+            account=payment.account,
+            created=created,
+        )
+        if session.customer.email is None:
+            skipped.append("email_no_address")
+        else:
+            email = _thank_you_email(payment, identity, created, amount)
+    return PaymentRecords(
+        contribution, acquisition, store, supporter, email, opt_in, tuple(skipped), tuple(warnings)
+    )
+
+
+def _supporter_item(
+    payment: Payment, identity: str, created: datetime, amount: Decimal
+) -> SupporterProductData:
+    start = created.date()
+    end = term_end(start)
+    expiry = datetime.combine(end + timedelta(days=1), time(), tzinfo=UTC)
+    return SupporterProductData(
+        identity_id=identity,
+        subscription_name=f"Stripe - {payment.charge_id}",
+        product_rate_plan_id="single_contribution",
+        product_rate_plan_name="Single Contribution",
+        contract_effective_date=start,
+        term_end_date=end,
+        expiry_date=int(expiry.timestamp()),
+        contribution_amount=amount,
+        contribution_currency=payment.session.currency,
+        payment_id=payment.charge_id,
+        livemode=payment.session.meta.livemode,
+        account=payment.account,
+    )
+
+
+def _thank_you_email(
+    payment: Payment, identity: str, created: datetime, amount: Decimal
+) -> ThankYouEmail:
+    session = payment.session
+    address = session.customer.email
+    method = payment.payment_method or "card"
+    body = {
+        "To": {
+            "Address": address,
+            "SubscriberKey": address,
+            "ContactAttributes": {
+                "SubscriberAttributes": {
+                    "EmailAddress": address,
+                    "edition": EDITIONS.get(session.currency, "international"),
+                    "payment method": PAYMENT_METHOD_NAMES.get(method, method),
+                    "currency": CURRENCY_SYMBOLS.get(session.currency, session.currency),
+                    "amount": format_amount(amount, session.currency),
+                    "first_name": first_name(session.customer.name),
+                    "date_of_payment": payment_date_text(created.date()),
+                }
+            },
+        },
+        "DataExtensionName": THANK_YOU_DATA_EXTENSION,
+        "IdentityUserId": identity,
+    }
+    return ThankYouEmail(
+        payment_id=payment.charge_id,
+        message=_json(body),
+        livemode=session.meta.livemode,
+        account=payment.account,
+        created=created,
+    )
+
+
+def _json(body: dict[str, Any]) -> str:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

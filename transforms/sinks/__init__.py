@@ -1,0 +1,1 @@
+"""Where records go: one module per store, and the router that sends each output to its sink."""

@@ -1,0 +1,1 @@
+"""Where events come from: decoding, the Firehose archive reader, the Kinesis source."""
