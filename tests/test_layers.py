@@ -93,9 +93,5 @@ def test_the_checks_see_a_forbidden_import(tmp_path: Path) -> None:
     module = tmp_path / "rule.py"
     module.write_text("import json\nfrom apache_beam.pvalue import TaggedOutput\nimport duckdb\n")
     assert imported_modules(module) >= {"json", "apache_beam.pvalue", "duckdb"}
-    bad = {
-        name
-        for name in imported_modules(module)
-        if name.split(".")[0] in FORBIDDEN_IN_DOMAIN
-    }
+    bad = {name for name in imported_modules(module) if name.split(".")[0] in FORBIDDEN_IN_DOMAIN}
     assert bad == {"apache_beam.pvalue", "apache_beam.pvalue.TaggedOutput", "duckdb"}

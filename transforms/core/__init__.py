@@ -1,1 +1,1 @@
-"""The IO-free core composite `ProcessStripeEvents`, its DoFns (adapters of the domain), the disk grouping and the metrics."""
+"""The IO-free core: `ProcessStripeEvents` and its DoFns, the disk grouping, metrics."""
