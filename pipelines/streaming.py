@@ -57,7 +57,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
-from pipelines.options import CoreOptions, KinesisOptions, SinkOptions
+from pipelines.options import CoreOptions, IdentityOptions, KinesisOptions, SinkOptions
 from schemas.records import DeadLetter
 from transforms.core.process import ProcessStripeEvents
 from transforms.infrastructure import check_table_key
@@ -65,7 +65,7 @@ from transforms.sinks.router import TriggerLoads, WriteOutputs
 from transforms.sources.decode import DecodeEvents
 from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis
 
-OPTION_CLASSES = (KinesisOptions, CoreOptions, SinkOptions)
+OPTION_CLASSES = (KinesisOptions, CoreOptions, IdentityOptions, SinkOptions)
 PROG = "python -m pipelines.streaming"
 
 
@@ -77,6 +77,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     kinesis = options.view_as(KinesisOptions)
     read_arguments = kinesis.kinesis_arguments()
     core = options.view_as(CoreOptions).core_arguments()
+    core["resolve_identities"] = options.view_as(IdentityOptions).identity_resolver()
     sinks = options.view_as(SinkOptions).sink_config()
 
     records = pipeline | "ReadFromKinesis" >> ReadFromKinesis(**read_arguments)
