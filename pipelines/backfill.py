@@ -6,7 +6,9 @@ every output with the same writers (`transforms.sinks.WriteOutputs`): by
 default all of them into a local DuckDB warehouse, or into BigQuery,
 Postgres, DynamoDB and SQS when their flags are given. Every writer upserts
 or de-duplicates by natural key, so re-running it over the same input leaves
-exactly the same rows, items and messages.
+exactly the same rows, items and messages. With `--identity_api_url` (token
+in IDENTITY_API_TOKEN) payers without an identity get one from the Identity
+API before their records are built (`transforms.services.identity`).
 
 Locally, on the bundled sample (FnApiRunner):
 

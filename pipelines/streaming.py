@@ -6,8 +6,9 @@ Reads the Kinesis data stream EventBridge puts the Stripe events on
 `created`), applies the same core as the backfill
 (`transforms.core.process.ProcessStripeEvents`) and writes every output with the same
 writers (`transforms.sinks.WriteOutputs`: the DuckDB or BigQuery warehouse,
-Postgres, DynamoDB, SQS). Only the read step and the windowing before the
-warehouse writer differ from the backfill.
+Postgres, DynamoDB, SQS), with the same identity step when
+`--identity_api_url` is given. Only the read step and the windowing before
+the warehouse writer differ from the backfill.
 
 Windowing before the warehouse writer (`transforms.sinks.TriggerLoads`): a global window whose
 panes fire every `--load_interval_s` of processing time (early firings) and
