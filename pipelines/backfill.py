@@ -6,7 +6,9 @@ every output with the same writers (`transforms.sinks.WriteOutputs`): by
 default all of them into a local DuckDB warehouse, or into BigQuery,
 Postgres, DynamoDB and SQS when their flags are given. Every writer upserts
 or de-duplicates by natural key, so re-running it over the same input leaves
-exactly the same rows, items and messages.
+exactly the same rows, items and messages. With `--identity_api_url` (token
+in IDENTITY_API_TOKEN) payers without an identity get one from the Identity
+API before their records are built (`transforms.services.identity`).
 
 Locally, on the bundled sample (FnApiRunner):
 
@@ -33,14 +35,14 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
-from pipelines.options import BackfillOptions, CoreOptions, SinkOptions
+from pipelines.options import BackfillOptions, CoreOptions, IdentityOptions, SinkOptions
 from schemas.records import DeadLetter
 from transforms.core.disk_group import GroupByKeyOnDisk
 from transforms.core.process import ProcessStripeEvents
 from transforms.sinks.router import WriteOutputs
 from transforms.sources.archive import ReadArchive
 
-OPTION_CLASSES = (BackfillOptions, CoreOptions, SinkOptions)
+OPTION_CLASSES = (BackfillOptions, CoreOptions, IdentityOptions, SinkOptions)
 PROG = "python -m pipelines.backfill"
 
 
@@ -48,6 +50,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     """Reads the archive, applies the core and writes every output."""
     archive = options.view_as(BackfillOptions).archive_arguments()
     core = options.view_as(CoreOptions).core_arguments()
+    core["resolve_identities"] = options.view_as(IdentityOptions).identity_resolver()
     runner = options.view_as(StandardOptions).runner
     shuffle_dir = options.view_as(BackfillOptions).disk_shuffle_dir(runner)
     if shuffle_dir is not None:

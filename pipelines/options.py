@@ -17,6 +17,7 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
+from transforms.services.identity import ResolveIdentities, check_api_url
 from transforms.sinks.router import SinkConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +87,76 @@ class CoreOptions(PipelineOptions):
             "settlement_timeout": timeout,
             "include_test_mode": not self.exclude_test_mode,
         }
+
+
+IDENTITY_API_TOKEN_ENV = "IDENTITY_API_TOKEN"
+
+
+class IdentityOptions(PipelineOptions):
+    """Whether payers without an identity get one from the Identity API (same for every job)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("identity")
+        group.add_argument(
+            "--identity_api_url",
+            default=None,
+            help="The Identity API endpoint (https://...). When given, a paid payment whose "
+            "session names no identity gets one by get-or-create on the payer's email before "
+            "its records are built, so guests get their email, supporter item and soft opt-in; "
+            "a payer the API cannot serve after retries goes on as a guest (counted). The "
+            f"token comes only from the {IDENTITY_API_TOKEN_ENV} environment variable and is "
+            "never logged. Default: off, payers without an identity stay guests.",
+        )
+        group.add_argument(
+            "--identity_timeout_s",
+            type=positive_number,
+            default=5.0,
+            help="Timeout of one Identity API request (connect, and each read). "
+            "Default: %(default)s.",
+        )
+        group.add_argument(
+            "--identity_attempts",
+            type=positive_integer,
+            default=3,
+            help="Attempts per payer on 5xx answers and connection failures, each starting with "
+            "a lookup. Default: %(default)s.",
+        )
+        group.add_argument(
+            "--identity_retry_delay_s",
+            type=positive_number,
+            default=0.5,
+            help="Wait between two attempts. Default: %(default)s.",
+        )
+        group.add_argument(
+            "--identity_max_concurrent",
+            type=positive_integer,
+            default=4,
+            help="Most Identity API requests in flight at once per worker process. "
+            "Default: %(default)s.",
+        )
+
+    def identity_resolver(self) -> ResolveIdentities | None:
+        """The `resolve_identities` step for the core, or None without --identity_api_url."""
+        if not self.identity_api_url:
+            return None
+        try:
+            url = check_api_url(self.identity_api_url)
+        except ValueError as error:
+            raise ValueError(f"--identity_api_url {error}") from None
+        token = os.environ.get(IDENTITY_API_TOKEN_ENV, "").strip()
+        if not token:
+            raise ValueError(
+                f"--identity_api_url needs the {IDENTITY_API_TOKEN_ENV} environment variable"
+            )
+        return ResolveIdentities(
+            url,
+            token,
+            timeout=timedelta(seconds=self.identity_timeout_s),
+            attempts=self.identity_attempts,
+            retry_delay=timedelta(seconds=self.identity_retry_delay_s),
+            max_concurrent=self.identity_max_concurrent,
+        )
 
 
 CONTRIBUTIONS_STORE_ENV = "CONTRIBUTIONS_STORE_DSN"

@@ -6,8 +6,9 @@ Reads the Kinesis data stream EventBridge puts the Stripe events on
 `created`), applies the same core as the backfill
 (`transforms.core.process.ProcessStripeEvents`) and writes every output with the same
 writers (`transforms.sinks.WriteOutputs`: the DuckDB or BigQuery warehouse,
-Postgres, DynamoDB, SQS). Only the read step and the windowing before the
-warehouse writer differ from the backfill.
+Postgres, DynamoDB, SQS), with the same identity step when
+`--identity_api_url` is given. Only the read step and the windowing before
+the warehouse writer differ from the backfill.
 
 Windowing before the warehouse writer (`transforms.sinks.TriggerLoads`): a global window whose
 panes fire every `--load_interval_s` of processing time (early firings) and
@@ -57,7 +58,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
-from pipelines.options import CoreOptions, KinesisOptions, SinkOptions
+from pipelines.options import CoreOptions, IdentityOptions, KinesisOptions, SinkOptions
 from schemas.records import DeadLetter
 from transforms.core.process import ProcessStripeEvents
 from transforms.infrastructure import check_table_key
@@ -65,7 +66,7 @@ from transforms.sinks.router import TriggerLoads, WriteOutputs
 from transforms.sources.decode import DecodeEvents
 from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis
 
-OPTION_CLASSES = (KinesisOptions, CoreOptions, SinkOptions)
+OPTION_CLASSES = (KinesisOptions, CoreOptions, IdentityOptions, SinkOptions)
 PROG = "python -m pipelines.streaming"
 
 
@@ -77,6 +78,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     kinesis = options.view_as(KinesisOptions)
     read_arguments = kinesis.kinesis_arguments()
     core = options.view_as(CoreOptions).core_arguments()
+    core["resolve_identities"] = options.view_as(IdentityOptions).identity_resolver()
     sinks = options.view_as(SinkOptions).sink_config()
 
     records = pipeline | "ReadFromKinesis" >> ReadFromKinesis(**read_arguments)

@@ -58,6 +58,11 @@ class RunSummary:
         return self._with_prefix(metrics.PAYMENTS_PREFIX)
 
     @property
+    def identities(self) -> dict[str, int]:
+        """Paid payments that had no identity, by outcome (found, created, unavailable, ...)."""
+        return self._with_prefix(metrics.IDENTITY_PREFIX)
+
+    @property
     def outputs_skipped(self) -> dict[str, int]:
         return self._with_prefix(metrics.OUTPUT_SKIPPED_PREFIX)
 
@@ -109,6 +114,10 @@ def render(summary: RunSummary) -> str:
     section("payments completed or dead-lettered", summary.payments)
     for name in (metrics.FACTS_AFTER_COMPLETION, metrics.CHARGES_WITHOUT_SESSION):
         lines.append(f"{name.replace('_', ' ')}: {summary.counters.get(name, 0)}")
+    if summary.identities:
+        section("payments without identity, by outcome", summary.identities)
+        requests = summary.counters.get(metrics.IDENTITY_API_REQUESTS, 0)
+        lines.append(f"requests to the identity api: {requests}")
     section("outputs skipped", summary.outputs_skipped)
     section("warnings", summary.warnings)
     if summary.table_rows:

@@ -9,3 +9,6 @@ __all__ += ["aws_faults"]
 from tests.fixtures.bigquery import bigquery_emulator  # noqa: E402
 
 __all__ += ["bigquery_emulator"]
+from tests.fixtures.identity_api import identity_api  # noqa: E402
+
+__all__ += ["identity_api"]

@@ -2,8 +2,11 @@
 
 - `transforms/domain/` has no Beam and no IO: it imports neither
   `apache_beam` nor any client of a store or service;
+- `transforms/core/` has no IO either: no IO client, no source, sink or
+  service (an IO step such as `transforms/services/identity.py` is injected);
 - `transforms/sources/` and `transforms/sinks/` never import each other
-  (what they share lives in `transforms/infrastructure.py`);
+  (what they share lives in `transforms/infrastructure.py`), and
+  `transforms/services/` imports neither;
 - `pipelines/` wires: nothing under `transforms/` or `schemas/` imports it.
 """
 
@@ -29,8 +32,18 @@ FORBIDDEN_IN_DOMAIN = frozenset(
         "requests",
         "urllib3",
         "stripe",
+        "http",
+        "socket",
+        "urllib.request",
     }
 )
+#: What the core must not import: every IO client, and the IO layers.
+FORBIDDEN_IN_CORE = (FORBIDDEN_IN_DOMAIN - {"apache_beam"}) | {
+    "transforms.sources",
+    "transforms.sinks",
+    "transforms.services",
+    "transforms.infrastructure",
+}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -71,17 +84,41 @@ def test_the_domain_imports_neither_beam_nor_io_clients() -> None:
 
 
 def test_the_domain_imports_no_other_layer() -> None:
-    layers = {"transforms.core", "transforms.sources", "transforms.sinks", "pipelines"}
+    layers = {
+        "transforms.core",
+        "transforms.sources",
+        "transforms.sinks",
+        "transforms.services",
+        "pipelines",
+    }
     assert offending(modules_under("transforms/domain"), layers) == {}
+
+
+def test_the_core_imports_no_io() -> None:
+    paths = modules_under("transforms/core")
+    assert len(paths) >= 3
+    assert offending(paths, FORBIDDEN_IN_CORE) == {}
 
 
 @pytest.mark.parametrize(
     ("package", "other"),
-    [("transforms/sources", "transforms.sinks"), ("transforms/sinks", "transforms.sources")],
-    ids=["sources-do-not-import-sinks", "sinks-do-not-import-sources"],
+    [
+        ("transforms/sources", "transforms.sinks"),
+        ("transforms/sinks", "transforms.sources"),
+        ("transforms/services", "transforms.sources"),
+        ("transforms/services", "transforms.sinks"),
+    ],
+    ids=[
+        "sources-do-not-import-sinks",
+        "sinks-do-not-import-sources",
+        "services-do-not-import-sources",
+        "services-do-not-import-sinks",
+    ],
 )
 def test_sources_and_sinks_do_not_import_each_other(package: str, other: str) -> None:
-    assert offending(modules_under(package), {other}) == {}
+    paths = modules_under(package)
+    assert paths, package
+    assert offending(paths, {other}) == {}
 
 
 @pytest.mark.parametrize("package", ["transforms", "schemas"])

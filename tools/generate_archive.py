@@ -320,6 +320,11 @@ class _PaymentPlan:
 # --------------------------------------------------------------------------- helpers
 
 
+def reader_email(reader: int) -> str:
+    """The email address a simulated reader pays with."""
+    return f"reader{reader}@example.com"
+
+
 def _token(rng: random.Random, n: int) -> str:
     bits = rng.getrandbits(6 * n)
     return "".join(_ALPHABET[(bits >> (6 * i)) % 62] for i in range(n))
@@ -760,7 +765,7 @@ class _Renderer:
         v = item.api_version
         pm_id = "pm_1" + _token(rng, 23)
         created0 = item.t0
-        email = f"reader{p.reader}@example.com"
+        email = reader_email(p.reader)
         name = f"{rng.choice(_FIRST_NAMES)} Example" if rng.random() < 0.9 else None
         postal = rng.choice(("N1 9GU", "2000", "10001", "D02 X285", None))
         state = rng.choice((None, None, "NSW", "NY", "CA"))
@@ -1355,6 +1360,18 @@ class Archive:
         for rec in self.records():
             if include_malformed or not rec.malformed:
                 yield rec.data
+
+    def payer_emails(self) -> dict[str, str]:
+        """{PaymentIntent id: the email its Checkout Session carries}, for every payment.
+
+        Not in the truth (which holds no personal data): tests of the identity
+        step need it to know what the Identity API is asked.
+        """
+        return {
+            item.payment.pi_id: reader_email(item.payment.reader)
+            for item in self.items
+            if item.payment is not None
+        }
 
     def exports(self) -> list[bytes]:
         """Lines of the Stripe API export (bare events), ordered by creation."""

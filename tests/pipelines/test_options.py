@@ -1,14 +1,21 @@
-"""The backfill groups on disk on local runners and with the runner's shuffle elsewhere."""
+"""Option checks: the backfill's shuffle choice, and both jobs' Identity API flags.
+
+The backfill groups on disk on local runners and with the runner's shuffle
+elsewhere; `--identity_api_url` needs the token in the environment and an
+https endpoint, and is refused before anything is read or written.
+"""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines.options import BackfillOptions
+from pipelines import backfill, streaming
+from pipelines.options import IDENTITY_API_TOKEN_ENV, BackfillOptions, IdentityOptions
 
 TMP = tempfile.gettempdir()
 
@@ -47,3 +54,76 @@ def test_grouping_on_disk_is_refused_on_a_remote_runner() -> None:
         "--shuffle disk needs a local runner, whose workers share --shuffle_dir; "
         "DataflowRunner workers do not: use --shuffle runner"
     )
+
+
+JOBS = [pytest.param(backfill.run, id="backfill"), pytest.param(streaming.run, id="streaming")]
+
+
+@pytest.mark.parametrize("job", JOBS)
+@pytest.mark.parametrize(
+    ("url", "token", "message"),
+    [
+        pytest.param(
+            "https://idapi.example.com",
+            None,
+            "--identity_api_url needs the IDENTITY_API_TOKEN environment variable",
+            id="no-token",
+        ),
+        pytest.param(
+            "http://idapi.example.com",
+            "t0ken",
+            "--identity_api_url must be https (http only for this machine): "
+            "'http://idapi.example.com'",
+            id="http-over-a-network",
+        ),
+    ],
+)
+def test_identity_flags_are_checked_before_launch(
+    job: Callable[[list[str]], int],
+    url: str,
+    token: str | None,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if token is None:
+        monkeypatch.delenv(IDENTITY_API_TOKEN_ENV, raising=False)
+    else:
+        monkeypatch.setenv(IDENTITY_API_TOKEN_ENV, token)
+    warehouse = tmp_path / "out" / "w.duckdb"
+    argv = ["--kinesis_stream", "s", "--identity_api_url", url, "--warehouse", str(warehouse)]
+
+    assert job(argv) == 2
+
+    err = capsys.readouterr().err
+    assert err.endswith(f": error: {message}\n")
+    assert not warehouse.parent.exists()
+
+
+def test_the_identity_step_is_off_without_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(IDENTITY_API_TOKEN_ENV, "t0ken")
+    assert PipelineOptions([]).view_as(IdentityOptions).identity_resolver() is None
+
+
+def test_the_identity_step_takes_its_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(IDENTITY_API_TOKEN_ENV, " t0ken\n")
+    argv = ["--identity_api_url", "https://idapi.example.com/", "--identity_max_concurrent", "2"]
+
+    step = PipelineOptions(argv).view_as(IdentityOptions).identity_resolver()
+
+    assert step is not None
+    assert step.display_data() == {"api_url": "https://idapi.example.com", "max_concurrent": 2}
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_help_lists_the_identity_flags(
+    job: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        job(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--identity_api_url", "--identity_timeout_s", "--identity_max_concurrent"):
+        assert flag in help_text
+    assert IDENTITY_API_TOKEN_ENV in help_text

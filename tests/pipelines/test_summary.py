@@ -83,3 +83,23 @@ def test_render_says_when_rows_were_not_counted() -> None:
     lines = render(RunSummary(counters=COUNTERS, table_rows={})).splitlines()
     assert "rows per table: not counted (the warehouse is not a DuckDB file)" in lines
     assert not any(line.startswith("rows per table: 0") for line in lines)
+
+
+def test_render_lists_identity_outcomes_when_the_step_ran() -> None:
+    counters = {
+        **COUNTERS,
+        "identity_found": 2,
+        "identity_created": 1,
+        "identity_unavailable": 1,
+        "requests_to_identity_api": 6,
+    }
+    lines = render(RunSummary(counters=counters, table_rows={})).splitlines()
+    start = lines.index("payments without identity, by outcome: 4")
+    assert lines[start : start + 6] == [
+        "payments without identity, by outcome: 4",
+        "  created: 1",
+        "  found: 2",
+        "  unavailable: 1",
+        "requests to the identity api: 6",
+        "outputs skipped: 1",
+    ]

@@ -26,6 +26,10 @@ WARNING_PREFIX = "warning_"
 # payment_intent.succeeded after the charge), and charges no session claimed.
 FACTS_AFTER_COMPLETION = "facts_after_completion"
 CHARGES_WITHOUT_SESSION = "charges_without_checkout_session"
+# Payments that needed an identity, by `transforms.domain.identity.IdentityOutcome`
+# (identity_found, identity_created, ...), and the HTTP requests made for them.
+IDENTITY_PREFIX = "identity_"
+IDENTITY_API_REQUESTS = "requests_to_identity_api"
 # Files, not records: a file that could not be read to its end (its records
 # before the failure are read; the rest are unknown), so the run failed.
 FILES_UNREADABLE = "files_unreadable"

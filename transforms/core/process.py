@@ -25,7 +25,10 @@ Steps, with the delivery guarantee each gives:
    the payment); JoinPayments keeps per-PaymentIntent state with event-time
    timers (charge wait, then a settlement timeout after which the state is
    dropped). Both paths apply the same rules (`transforms.domain.payment`).
-4. BuildRecords: one settled payment -> at most one record of each kind.
+4. ResolveIdentities, only when the caller passes `resolve_identities`: the
+   settled payments of payers without an identity get one (the IO step lives
+   outside the core, in `transforms.services.identity`).
+5. BuildRecords: one settled payment -> at most one record of each kind.
 
 Outputs (all in `CoreOutputs`): contributions, acquisitions,
 payment_adjustments, contributions_store, supporter_product_data,
@@ -447,6 +450,10 @@ class ProcessStripeEvents(beam.PTransform):
     `(join key, facts)`; default `beam.GroupByKey()`. The local backfill passes
     `transforms.core.disk_group.GroupByKeyOnDisk`, because the local runner holds a
     GroupByKey's input in memory. It only moves facts; the rules stay here.
+    `resolve_identities`: a `PCollection[Payment] -> PCollection[Payment]`
+    applied to settled payments before their records are built, e.g.
+    `transforms.services.identity.ResolveIdentities`; it may set a payment's
+    `identity_id`. Default: none, and the graph is as without it.
     """
 
     def __init__(
@@ -457,6 +464,7 @@ class ProcessStripeEvents(beam.PTransform):
         dedupe_horizon: timedelta = DEFAULT_DEDUPE_HORIZON,
         include_test_mode: bool = True,
         group_by_key: beam.PTransform | None = None,
+        resolve_identities: beam.PTransform | None = None,
     ) -> None:
         super().__init__()
         if charge_wait >= settlement_timeout:
@@ -466,6 +474,7 @@ class ProcessStripeEvents(beam.PTransform):
         self._dedupe_horizon = dedupe_horizon
         self._include_test_mode = include_test_mode
         self._group_by_key = group_by_key if group_by_key is not None else beam.GroupByKey()
+        self._resolve_identities = resolve_identities
 
     def expand(self, events: PCollection) -> CoreOutputs:
         classified = events | "ClassifyEvents" >> beam.ParDo(
@@ -496,7 +505,10 @@ class ProcessStripeEvents(beam.PTransform):
                 JoinPaymentsFn(self._charge_wait, self._settlement_timeout)
             ).with_input_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main="payments")
             adjustments = routed[ADJUSTMENTS]
-        records = joined["payments"] | "BuildRecords" >> beam.ParDo(BuildRecordsFn()).with_outputs(
+        payments = joined["payments"]
+        if self._resolve_identities is not None:
+            payments = payments | "ResolveIdentities" >> self._resolve_identities
+        records = payments | "BuildRecords" >> beam.ParDo(BuildRecordsFn()).with_outputs(
             ACQUISITIONS,
             CONTRIBUTIONS_STORE,
             SUPPORTER_ITEMS,

@@ -65,8 +65,10 @@ def contribution_id(charge_id: str) -> str:
 
 
 def identity_id(payment: Payment) -> str | None:
-    """The reader's identity: metadata first, else the session's client_reference_id."""
-    return payment.session.metadata.get("identityId") or payment.session.client_reference_id
+    """The reader's identity: metadata first, else the session's client_reference_id,
+    else the one the Identity API gave the payment (`Payment.identity_id`)."""
+    session = payment.session
+    return session.metadata.get("identityId") or session.client_reference_id or payment.identity_id
 
 
 def country(payment: Payment) -> tuple[str, str]:

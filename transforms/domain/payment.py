@@ -36,7 +36,11 @@ FAILED_STATUS = "Failed"
 
 @dataclass(frozen=True)
 class Payment:
-    """A settled one-off payment, joined from its session and charge facts."""
+    """A settled one-off payment, joined from its session and charge facts.
+
+    `identity_id` is the identity the Identity API gave a payer whose session
+    named none (`transforms.domain.identity`); None until then, or for a guest.
+    """
 
     session: SessionFact
     status: str
@@ -45,6 +49,7 @@ class Payment:
     card_country: str | None
     payment_method: str | None
     account: str | None
+    identity_id: str | None = None
 
 
 @dataclass(frozen=True)

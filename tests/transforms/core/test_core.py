@@ -27,6 +27,8 @@ from schemas.records import Contribution, DeadLetter, PaymentAdjustment
 from tests import builders as b
 from transforms.core.process import CoreOutputs, ProcessStripeEvents
 from transforms.domain.events import StripeEvent
+from transforms.domain.identity import needs_identity, with_identity
+from transforms.domain.payment import Payment
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -478,3 +480,36 @@ def test_rejects_a_charge_wait_not_shorter_than_the_settlement_timeout(
 ) -> None:
     with pytest.raises(ValueError, match="charge_wait must be shorter than settlement_timeout"):
         ProcessStripeEvents(charge_wait=charge_wait, settlement_timeout=timeout)
+
+
+def give_identity(payment: Payment) -> Payment:
+    """A pure stand-in for the Identity API step: every paying guest is 2001."""
+    return with_identity(payment, "2001") if needs_identity(payment) else payment
+
+
+@pytest.mark.parametrize("path", ["bounded", "unbounded"])
+def test_an_injected_identity_step_runs_before_the_records_are_built(path: str) -> None:
+    guest = session_completed(metadata={})
+    events = [charge_succeeded(), guest]
+
+    def check(out: CoreOutputs) -> None:
+        assert_that(
+            out.contributions, equal_to([paid_contribution(identity_id="2001")]), label="Contrib"
+        )
+        assert_that(
+            out.supporter_product_data | beam.Map(lambda s: s.identity_id),
+            equal_to(["2001"]),
+            label="Supporter",
+        )
+        assert_that(
+            out.thank_you_emails | beam.Map(lambda m: json.loads(m.message)["IdentityUserId"]),
+            equal_to(["2001"]),
+            label="Emails",
+        )
+
+    step = beam.Map(give_identity)
+    if path == "bounded":
+        run_batch(events, check, resolve_identities=step)
+    else:
+        stream = EventStream().add_elements(stamped(*events)).advance_watermark_to_infinity()
+        run_stream(stream, check, resolve_identities=step)
