@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -49,8 +50,63 @@ def parse_options(
     for option_class in option_classes:
         # Beam's documented hook; it only calls add_argument, which argparse has.
         option_class._add_argparse_args(cast(Any, parser))
-    parser.parse_known_args(args)
+    _, rest = parser.parse_known_args(args)
+    unknown = unknown_flags(rest, known_flags())
+    if unknown:
+        flag, suggestion = unknown[0]
+        hint = f" (did you mean {suggestion}?)" if suggestion else ""
+        parser.error(f"unrecognized flag {flag}{hint}")
     return PipelineOptions(args)
+
+
+def known_flags() -> frozenset[str]:
+    """Every flag some `PipelineOptions` class defines: ours and all of Beam's."""
+    parser = _FlagCollector()
+    pending: list[type[PipelineOptions]] = [PipelineOptions]
+    seen: set[type[PipelineOptions]] = set()
+    while pending:
+        option_class = pending.pop()
+        if option_class in seen:
+            continue
+        seen.add(option_class)
+        pending.extend(option_class.__subclasses__())
+        option_class._add_argparse_args(cast(Any, parser))
+    return frozenset(parser.flags)
+
+
+class _FlagCollector:
+    """Records the flags an options class adds, whatever argparse features it uses."""
+
+    def __init__(self) -> None:
+        self.flags: set[str] = set()
+
+    def add_argument(self, *names: str, **_: Any) -> None:
+        self.flags.update(name for name in names if name.startswith("--"))
+
+    add_value_provider_argument = add_argument
+
+    def add_argument_group(self, *_: Any, **__: Any) -> _FlagCollector:
+        return self
+
+    def add_mutually_exclusive_group(self, *_: Any, **__: Any) -> _FlagCollector:
+        return self
+
+
+def unknown_flags(args: Sequence[str], known: frozenset[str]) -> list[tuple[str, str | None]]:
+    """[(flag, closest known flag or None)] for each `--flag` in `args` nobody defines.
+
+    Beam only warns about a flag it does not know and runs with the default,
+    so a misspelt `--warehose` would silently write to the default warehouse.
+    """
+    found = []
+    for arg in args:
+        if not arg.startswith("--") or arg == "--":
+            continue
+        flag = arg.split("=", 1)[0]
+        if flag not in known:
+            close = difflib.get_close_matches(flag, sorted(known), n=1, cutoff=0.75)
+            found.append((flag, close[0] if close else None))
+    return found
 
 
 def runner_for(options: PipelineOptions) -> PipelineRunner | None:

@@ -8,8 +8,9 @@ Run after a deliberate change to a record type, then review the diff:
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from schemas.generate import (
@@ -42,8 +43,13 @@ def golden_path(cls: type, suffix: str) -> Path:
     return GOLDEN_DIR / f"{table_of(cls).name}.{suffix}"
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Write every golden file and print the ones whose content changed."""
+    argparse.ArgumentParser(
+        prog="python -m tools.update_golden",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args(argv)
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
     for cls in ALL_RECORD_TYPES:
         for suffix, render in TARGETS.items():

@@ -119,15 +119,21 @@ class DsnMask:
 
     The password is found by libpq's own parser (key/value or URL form), and
     masked as written and percent-encoded. A DSN libpq cannot parse is masked
-    whole, along with anything after `password=` or between `:` and `@`.
+    whole, along with anything after `password=` or between `:` and `@`; and
+    since libpq quotes the offending token of such a DSN in its error (an
+    invalid percent-escape in the password quotes the password), every
+    double-quoted token of a message about it is masked too.
     """
 
     def __init__(self, dsn: str) -> None:
         self._secrets: tuple[str, ...]
+        self._unparsable = False
         try:
             params = conninfo.conninfo_to_dict(dsn)
         except psycopg.Error:
-            self._secrets = (dsn,)
+            self._unparsable = True
+            secrets = {dsn, *_written_passwords(dsn)}
+            self._secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
             self.server = "an unparsable DSN"
             return
         password = str(params.get("password") or "")
@@ -141,8 +147,21 @@ class DsnMask:
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, _MASK)
+        if self._unparsable:
+            text = re.sub(r'"[^"]*"', f'"{_MASK}"', text)
         text = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", rf"\1{_MASK}", text)
         return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", rf"\1{_MASK}@", text)
+
+
+def _written_passwords(dsn: str) -> set[str]:
+    """The password of a DSN libpq cannot parse, as written and percent-decoded."""
+    found = set()
+    url = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@", dsn)
+    if url and ":" in url.group(1):
+        found.add(url.group(1).split(":", 1)[1])
+    for match in re.finditer(r"password\s*=\s*('(?:[^'\\]|\\.)*'?|\S+)", dsn):
+        found.add(match.group(1).strip("'"))
+    return found | {urllib.parse.unquote(secret) for secret in found}
 
 
 class ContributionsStoreResult(NamedTuple):

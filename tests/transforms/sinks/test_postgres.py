@@ -25,6 +25,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult
 from apache_beam.testing.util import assert_that, equal_to
+from psycopg import conninfo
 
 from schemas.generate import columns, table_of
 from schemas.records import ContributionStoreRecord, DeadLetter, PaymentAdjustment
@@ -359,6 +360,34 @@ def test_dsn_mask_hides_the_password(dsn: str) -> None:
 
     assert PASSWORD not in masked and "S3cr3t" not in masked
     assert PASSWORD not in mask.server and "S3cr3t" not in mask.server
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        pytest.param("postgresql://pipeline:S3cretPw9%zz@127.0.0.1:1/c", id="bad-percent-escape"),
+        pytest.param("postgresql://pipeline:S3cretPw9%@127.0.0.1:1/c", id="cut-percent-escape"),
+        pytest.param("host=127.0.0.1 password='S3cretPw9 port=1", id="unterminated-quote"),
+        pytest.param("host=127.0.0.1 password=S3cretPw9 bogus", id="missing-equals"),
+        pytest.param(
+            "postgresql://pipeline:S3cretPw9@127.0.0.1:1/c?sslmode=S3cretPw9", id="bad-option"
+        ),
+        pytest.param("mysql://pipeline:S3cretPw9@127.0.0.1:1/c", id="other-scheme"),
+    ],
+)
+def test_libpqs_own_message_about_a_malformed_dsn_is_masked(dsn: str) -> None:
+    """libpq quotes what it could not parse; the mask must cover its real messages."""
+    messages = []
+    for attempt in (conninfo.conninfo_to_dict, lambda d: psycopg.connect(d, connect_timeout=1)):
+        try:
+            attempt(dsn)
+        except psycopg.Error as error:
+            messages.append(str(error))
+    assert messages
+    mask = DsnMask(dsn)
+    for message in messages:
+        assert "S3cretPw9" not in mask(message)
+    assert "S3cretPw9" not in mask.server
 
 
 def test_the_password_never_reaches_logs_or_errors(
