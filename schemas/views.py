@@ -11,7 +11,7 @@ Every record type is stored twice over in BigQuery:
 and two views are built on top of those:
 
     contributions_current   `contributions` with refunds and disputes folded
-                            in by the rule of `transforms.sinks.duckdb.reconciliation_sql`
+                            in by the rule of `transforms.domain.reconciliation`
     daily_totals            per UTC day, currency and livemode: paid payments,
                             amount, amount refunded, net amount, disputed payments
 
@@ -26,16 +26,13 @@ from typing import Any
 
 from schemas.generate import bigquery_schema, columns, table_of
 from schemas.records import Contribution, PaymentAdjustment
+from transforms.domain.reconciliation import adjustment_summary, current_contribution_columns
 
 #: Column the writer adds to every raw row; the views keep the greatest per key.
 WRITTEN_AT = "_written_at"
 RAW_SUFFIX = "_raw"
 CONTRIBUTIONS_CURRENT = "contributions_current"
 DAILY_TOTALS = "daily_totals"
-
-# The adjustment kinds `transforms.domain.facts` emits and `reconciliation_sql` folds.
-_REFUND = "refund"
-_DISPUTE = "dispute"
 
 
 def raw_table_name(record_type: type) -> str:
@@ -87,33 +84,18 @@ def latest_view_sql(record_type: type, project: str, dataset: str) -> str:
 def contributions_current_sql(project: str, dataset: str) -> str:
     """The view `contributions_current`: contributions with adjustments folded in.
 
-    The same rule as `transforms.sinks.duckdb.reconciliation_sql`, as a query
-    rather than UPDATEs, so it holds whatever order the rows arrived in (a
-    refund before its payment, a refund in a later run):
-
-    - refunded = max(`amount_refunded_total`) of the payment's refund adjustments;
-    - amount_refunded = greatest(amount_refunded, refunded);
-    - status = `Refunded` when it was `Paid` and the new amount_refunded is
-      > 0 and >= amount (a partial refund keeps `Paid`; `Failed` stays);
-    - disputed = disputed or any dispute adjustment exists.
+    The rule of `transforms.domain.reconciliation`, rendered as a query
+    rather than the warehouse's UPDATEs, so it holds whatever order the rows
+    arrived in (a refund before its payment, a refund in a later run).
     """
-    new_refunded = "GREATEST(c.amount_refunded, COALESCE(a.refunded, c.amount_refunded))"
-    replaced = {
-        "amount_refunded": f"{new_refunded} AS amount_refunded",
-        "status": (
-            f"CASE WHEN c.status = 'Paid' AND {new_refunded} > 0 AND {new_refunded} >= c.amount "
-            "THEN 'Refunded' ELSE c.status END AS status"
-        ),
-        "disputed": "(c.disputed OR COALESCE(a.disputed, FALSE)) AS disputed",
-    }
-    select = ",\n    ".join(replaced.get(c.name, f"c.{c.name}") for c in columns(Contribution))
+    folded = current_contribution_columns("c", "a")
+    select = ",\n    ".join(
+        f"{folded[c.name]} AS {c.name}" if c.name in folded else f"c.{c.name}"
+        for c in columns(Contribution)
+    )
+    adjustments = adjustment_summary(_ref(project, dataset, table_of(PaymentAdjustment).name))
     return f"""WITH a AS (
-    SELECT
-        payment_id,
-        MAX(CASE WHEN kind = '{_REFUND}' THEN amount_refunded_total END) AS refunded,
-        COUNT(CASE WHEN kind = '{_DISPUTE}' THEN 1 END) > 0 AS disputed
-    FROM {_ref(project, dataset, table_of(PaymentAdjustment).name)}
-    GROUP BY payment_id
+    {adjustments}
 )
 SELECT
     {select}

@@ -8,7 +8,7 @@ Layout (`schemas.views`): per record type an append-only table `<table>_raw`
 (the generated schema plus `_written_at`; partitioned by day on the record's
 event-time column and clustered as its `TABLE` says) and a view `<table>`
 showing the latest row per natural key; plus `contributions_current` (refunds
-and disputes folded in, the rule of `transforms.sinks.duckdb.reconciliation_sql`)
+and disputes folded in, the rule of `transforms.domain.reconciliation`)
 and `daily_totals` (per day, currency and livemode).
 
 Why append + de-duplicating views rather than MERGE. Analysts must see one row

@@ -19,7 +19,8 @@ How a load works:
    creates any missing table from `duckdb_ddl`, upserts each table by its
    natural key (`upsert_statements`: delete the rows whose key is staged,
    then insert the staged rows from `read_parquet([...])`), runs
-   `RECONCILIATION_SQL`, commits, and only then deletes the staged files.
+   `RECONCILIATION_SQL` (the rule of `transforms.domain.reconciliation`),
+   commits, and only then deletes the staged files.
    Rows sharing a key within one load are reduced to one first: the greatest
    by all columns in declaration order, so the winner never depends on bundle
    order. Across loads the later load's row replaces the earlier.
@@ -71,6 +72,7 @@ from schemas.records import (
 )
 from schemas.rows import RowValidationError, to_row, validate
 from schemas.table import step_name
+from transforms.domain.reconciliation import reconciliation_updates
 from transforms.sinks.common import rejected_record
 
 #: The `step` of dead letters for records that fail `validate` here.
@@ -103,80 +105,12 @@ _CONNECTION_CONFIG: dict[str, str | bool | int | float | list[str]] = {
 _LOAD_LOCK = threading.Lock()
 
 
-# --- The contribution-state rule ----------------------------------------------
-
-_REFUND = "refund"
-_DISPUTE = "dispute"
-
-
-def reconciliation_sql(
-    contributions: str = f'"{Contribution.TABLE.name}"',
-    contributions_store: str = f'"{ContributionStoreRecord.TABLE.name}"',
-    payment_adjustments: str = f'"{PaymentAdjustment.TABLE.name}"',
-    *,
-    payment_filter: str | None = None,
-) -> tuple[str, str]:
-    """The two UPDATEs that fold payment adjustments into current payment state.
-
-    The rule, for every payment with at least one adjustment, whatever order
-    the rows arrived in (a refund before its payment, a refund in a later run):
-
-    - `refunded` = max(`amount_refunded_total`) of its `refund` adjustments
-      (Stripe's `amount_refunded` is cumulative, so the maximum is current);
-    - `contributions.amount_refunded` = greatest(current, refunded);
-    - `contributions.status` becomes `Refunded` when it is `Paid` and the new
-      amount_refunded is > 0 and >= `amount` (a partial refund keeps `Paid`;
-      `Failed` stays `Failed`);
-    - `contributions.disputed` becomes true when any `dispute` adjustment exists;
-    - `contributions_store.payment_status` follows the same refund rule.
-
-    Only rows that change are updated, so re-running is a no-op. Arguments are
-    table references already quoted for the target (`"contributions"` for
-    DuckDB/Postgres, `` `project.dataset.contributions` `` for BigQuery); the
-    SQL sticks to what Postgres, DuckDB and BigQuery share (UPDATE ... FROM,
-    CASE inside aggregates, GREATEST over non-null arguments).
-
-    `payment_filter`, when given, is a boolean SQL expression on the
-    adjustments' `payment_id` (e.g. `payment_id = ANY(%(payment_ids)s)` for
-    Postgres) that limits both updates to those payments, so a writer can
-    reconcile just the payments of the batch it wrote; None reconciles all.
-    """
-    where = f"\n    WHERE {payment_filter}" if payment_filter is not None else ""
-    adjustments = f"""(
-    SELECT
-        payment_id,
-        MAX(CASE WHEN kind = '{_REFUND}' THEN amount_refunded_total END) AS refunded,
-        COUNT(CASE WHEN kind = '{_DISPUTE}' THEN 1 END) > 0 AS disputed
-    FROM {payment_adjustments}{where}
-    GROUP BY payment_id
-) AS a"""
-    # GREATEST in BigQuery is NULL when any argument is; keep both non-null.
-    new_refunded = "GREATEST(c.amount_refunded, COALESCE(a.refunded, c.amount_refunded))"
-    becomes_refunded = f"c.status = 'Paid' AND {new_refunded} > 0 AND {new_refunded} >= c.amount"
-    contributions_update = f"""UPDATE {contributions} AS c
-SET
-    amount_refunded = {new_refunded},
-    status = CASE WHEN {becomes_refunded} THEN 'Refunded' ELSE c.status END,
-    disputed = c.disputed OR a.disputed
-FROM {adjustments}
-WHERE c.payment_id = a.payment_id
-    AND (
-        a.refunded > c.amount_refunded
-        OR (a.disputed AND NOT c.disputed)
-        OR ({becomes_refunded})
-    )"""
-    store_update = f"""UPDATE {contributions_store} AS s
-SET payment_status = 'Refunded'
-FROM {adjustments}
-WHERE s.payment_id = a.payment_id
-    AND s.payment_status = 'Paid'
-    AND a.refunded > 0
-    AND a.refunded >= s.amount"""
-    return contributions_update, store_update
-
-
-#: The reconciliation as run on the DuckDB warehouse after every load.
-RECONCILIATION_SQL: tuple[str, str] = reconciliation_sql()
+#: The reconciliation (`transforms.domain.reconciliation`) as run after every load.
+RECONCILIATION_SQL: tuple[str, str] = reconciliation_updates(
+    f'"{Contribution.TABLE.name}"',
+    f'"{ContributionStoreRecord.TABLE.name}"',
+    f'"{PaymentAdjustment.TABLE.name}"',
+)
 
 
 # --- SQL built from the schemas -----------------------------------------------
@@ -422,8 +356,8 @@ class WriteToWarehouse(beam.PTransform):
     Guarantee: idempotent per natural key (`TABLE.key`): the same input twice
     leaves the same rows. Payment adjustments are folded into
     `contributions` and `contributions_store` after every load
-    (`reconciliation_sql`). Records failing validation are written to
-    `dead_letters` instead. Metrics: `rows_written_<table>`,
+    (`transforms.domain.reconciliation`). Records failing validation
+    are written to `dead_letters` instead. Metrics: `rows_written_<table>`,
     `rows_rejected_<table>`.
     """
 

@@ -18,7 +18,7 @@ transaction:
    `adjustment_id`). Records sharing a key within a batch are reduced to one
    first, the greatest by all columns in declaration order, as the DuckDB
    warehouse does, so the winner never depends on arrival order.
-3. The store half of `transforms.sinks.duckdb.reconciliation_sql`, limited to the
+3. The store half of `transforms.domain.reconciliation`'s UPDATEs, limited to the
    batch's payment ids: a payment becomes `Refunded` once its refunds reach
    its amount, whichever arrived first; a partial refund keeps `Paid`;
    `Failed` stays `Failed`. A dispute alone does not change the status.
@@ -76,11 +76,16 @@ from apache_beam.pvalue import PCollection, TaggedOutput
 from psycopg import conninfo
 
 from schemas.generate import columns, postgres_ddl, table_of
-from schemas.records import ContributionStoreRecord, DeadLetter, PaymentAdjustment
+from schemas.records import (
+    Contribution,
+    ContributionStoreRecord,
+    DeadLetter,
+    PaymentAdjustment,
+)
 from schemas.rows import RowValidationError, natural_key, to_row, validate
+from transforms.domain.reconciliation import reconciliation_updates
 from transforms.infrastructure import Backoff
 from transforms.sinks.common import rejected_record
-from transforms.sinks.duckdb import reconciliation_sql
 
 _LOG = logging.getLogger(__name__)
 
@@ -101,9 +106,6 @@ _CONNECT_TIMEOUT_SECONDS = 10
 _MASK = "********"
 # Advisory lock key serialising table creation across workers.
 _DDL_LOCK_KEY = 0x636F6E7472696275  # "contribu"
-# Limits the reconciliation to the batch's payments, bound as a text[].
-_PAYMENT_FILTER = "payment_id = ANY(%(payment_ids)s)"
-_, _STORE_RECONCILIATION = reconciliation_sql(payment_filter=_PAYMENT_FILTER)
 
 
 class ContributionsStoreError(RuntimeError):
@@ -173,6 +175,16 @@ class ContributionsStoreResult(NamedTuple):
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+# Limits the reconciliation to the batch's payments, bound as a text[].
+_PAYMENT_FILTER = "payment_id = ANY(%(payment_ids)s)"
+_, _STORE_RECONCILIATION = reconciliation_updates(
+    _quote(table_of(Contribution).name),
+    _quote(table_of(ContributionStoreRecord).name),
+    _quote(table_of(PaymentAdjustment).name),
+    payment_filter=_PAYMENT_FILTER,
+)
 
 
 def upsert_sql(record_type: type) -> str:

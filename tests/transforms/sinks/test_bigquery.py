@@ -175,7 +175,7 @@ def count_raw(client: bigquery.Client, project: str, dataset: str, record_type: 
 def reconciled_in_duckdb(
     tmp_path: Path, runs: Sequence[Mapping[type, Sequence[Any]]]
 ) -> list[dict[str, Any]]:
-    """`contributions` after the DuckDB writer (`reconciliation_sql`) loaded `runs` in order."""
+    """`contributions` after the DuckDB writer (its `RECONCILIATION_SQL`) loaded `runs` in order."""
     path = str(tmp_path / "warehouse.duckdb")
     for run in runs:
         with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
