@@ -6,8 +6,9 @@ How a load works:
 
 1. Stage (in parallel, on any worker). Each record is checked with
    `schemas.rows.validate`; a record that fails becomes a `DeadLetter`
-   (step `write_warehouse`, reason `invalid_row`) bound for `dead_letters`,
-   so nothing is dropped and nothing blocks a streaming job. Valid rows are
+   (step `write_warehouse`, reason `invalid_row`; `transforms.sinks.common`)
+   bound for `dead_letters`, so nothing is dropped and nothing blocks a
+   streaming job. Valid rows are
    written, per bundle and per window, to a Parquet file
    `<path>.staging/<table>/<uuid>.parquet` (schema `arrow_schema`), flushed
    every `_BATCH_ROWS` rows, so memory stays flat whatever the row count.
@@ -70,14 +71,14 @@ from schemas.records import (
     DeadLetter,
     PaymentAdjustment,
 )
-from schemas.rows import RowValidationError, to_row, validate
+from schemas.rows import to_row
 from schemas.table import step_name
 from transforms.domain.reconciliation import reconciliation_updates
-from transforms.sinks.common import rejected_record
+from transforms.sinks.common import BIGQUERY_PREFIX, WAREHOUSE, RecordCheck
+from transforms.sinks.contract import Sink, SinkConfig
 
 #: The `step` of dead letters for records that fail `validate` here.
 REJECTED_STEP = "write_warehouse"
-REJECTED_REASON = "invalid_row"
 
 _STAGED = "staged"
 _REJECTED = "rejected"
@@ -212,6 +213,13 @@ class _StageRows(beam.DoFn):
         self._directory = os.path.join(self._staging_dir, self._table)
         os.makedirs(self._directory, exist_ok=True)
         self._rejected = Metrics.counter(_METRICS_NAMESPACE, f"rows_rejected_{self._table}")
+        self._check = RecordCheck(
+            self._record_type,
+            "WriteToWarehouse",
+            REJECTED_STEP,
+            f"warehouse:{self._table}",
+            strict=not self._reject_invalid,
+        )
 
     def start_bundle(self) -> None:
         self._stages = {}
@@ -221,27 +229,10 @@ class _StageRows(beam.DoFn):
         record: Any,
         window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
     ) -> Iterator[beam.pvalue.TaggedOutput]:
-        if type(record) is not self._record_type:
-            raise TypeError(
-                f"WriteToWarehouse: a {type(record).__name__} in the "
-                f"{self._record_type.__name__} collection"
-            )
-        try:
-            validate(record)
-        except RowValidationError as error:
-            if not self._reject_invalid:
-                raise
+        letter = self._check(record)
+        if letter is not None:
             self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(
-                _REJECTED,
-                rejected_record(
-                    record,
-                    step=REJECTED_STEP,
-                    reason=REJECTED_REASON,
-                    error=f"{self._table}.{error}",
-                    source=f"warehouse:{self._table}",
-                ),
-            )
+            yield beam.pvalue.TaggedOutput(_REJECTED, letter)
             return
         stage = self._stages.get(window)
         if stage is None:
@@ -356,8 +347,8 @@ class WriteToWarehouse(beam.PTransform):
     Guarantee: idempotent per natural key (`TABLE.key`): the same input twice
     leaves the same rows. Payment adjustments are folded into
     `contributions` and `contributions_store` after every load
-    (`transforms.domain.reconciliation`). Records failing validation
-    are written to `dead_letters` instead. Metrics: `rows_written_<table>`,
+    (`transforms.domain.reconciliation`). Records failing validation are written to
+    `dead_letters` instead. Metrics: `rows_written_<table>`,
     `rows_rejected_<table>`.
     """
 
@@ -405,3 +396,23 @@ class WriteToWarehouse(beam.PTransform):
                 tables_created=beam.pvalue.AsList(tables_created),
             )
         )
+
+
+def _write(config: SinkConfig, pcolls: Mapping[type, PCollection]) -> None:
+    _ = pcolls | "WriteToWarehouse" >> WriteToWarehouse(str(config[WAREHOUSE.name]))
+
+
+#: The default warehouse: `--warehouse` is a file path (anything but `bigquery:...`).
+SINK = Sink(
+    name="duckdb",
+    flags=(WAREHOUSE,),
+    write=_write,
+    selected_when=lambda config: not str(config[WAREHOUSE.name]).startswith(BIGQUERY_PREFIX),
+    warehouse=True,
+    loads_in_panes=True,
+)
+
+
+def duckdb_path(config: SinkConfig) -> str | None:
+    """The DuckDB file the run writes to, or None when its warehouse is another."""
+    return str(config[WAREHOUSE.name]) if config.warehouse is SINK else None
