@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
+from transforms.core.process import ProcessStripeEvents
 from transforms.services.identity import ResolveIdentities, check_api_url
 from transforms.sinks.contract import SinkConfig, flags_of
 from transforms.sinks.postgres import CONTRIBUTIONS_STORE_ENV as CONTRIBUTIONS_STORE_ENV
@@ -45,6 +47,13 @@ def positive_number(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
     return value
+
+
+#: The flag behind each `ProcessStripeEvents` argument, named in its errors instead.
+_CORE_FLAGS = {
+    "charge_wait": "--charge_wait_minutes",
+    "settlement_timeout": "--settlement_timeout_days",
+}
 
 
 class CoreOptions(PipelineOptions):
@@ -77,17 +86,24 @@ class CoreOptions(PipelineOptions):
             "live ones and flagged livemode=false.",
         )
 
-    def core_arguments(self) -> dict[str, Any]:
-        """Keyword arguments for `ProcessStripeEvents`."""
-        charge_wait = timedelta(minutes=self.charge_wait_minutes)
-        timeout = timedelta(days=self.settlement_timeout_days)
-        if charge_wait >= timeout:
-            raise ValueError("--charge_wait_minutes must be shorter than --settlement_timeout_days")
-        return {
-            "charge_wait": charge_wait,
-            "settlement_timeout": timeout,
-            "include_test_mode": not self.exclude_test_mode,
-        }
+    def process_stripe_events(self, **arguments: Any) -> ProcessStripeEvents:
+        """The core with these flags (and any other `arguments`, e.g. `group_by_key`).
+
+        The core checks its arguments itself; its ValueError is re-raised
+        naming the flags instead of the arguments.
+        """
+        try:
+            return ProcessStripeEvents(
+                charge_wait=timedelta(minutes=self.charge_wait_minutes),
+                settlement_timeout=timedelta(days=self.settlement_timeout_days),
+                include_test_mode=not self.exclude_test_mode,
+                **arguments,
+            )
+        except ValueError as error:
+            message = str(error)
+            for argument, flag in _CORE_FLAGS.items():
+                message = re.sub(rf"\b{argument}\b", flag, message)
+            raise ValueError(message) from None
 
 
 IDENTITY_API_TOKEN_ENV = "IDENTITY_API_TOKEN"
