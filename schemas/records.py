@@ -39,7 +39,7 @@ class PrintOptions:
 
 @dataclass(frozen=True)
 class Contribution:
-    """One one-off contribution; `status` and `amount_refunded` are current."""
+    """One one-off contribution as paid; `contributions_current` folds refunds and disputes in."""
 
     TABLE: ClassVar[Table] = Table(
         name="contributions",

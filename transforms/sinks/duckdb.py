@@ -16,10 +16,15 @@ How a load works:
    each window/pane (as the caller's windowing and trigger decide; batch: one)
    yields one list of files.
 3. Load (one DoFn call per pane). Opens DuckDB once and, in one transaction,
-   creates any missing table from `duckdb_ddl`, upserts each table by its
-   natural key (`upsert_statements`: delete the rows whose key is staged,
-   then insert the staged rows from `read_parquet([...])`), runs
-   `RECONCILIATION_SQL`, commits, and only then deletes the staged files.
+   creates any missing table from `duckdb_ddl` and (re)creates the analysts'
+   views (`schemas.views.duckdb_view_statements`: `contributions_current`,
+   `daily_totals`, `fact_acquisition_event`, the same definitions as in
+   BigQuery), upserts each table by its natural key (`upsert_statements`:
+   delete the rows whose key is staged, then insert the staged rows from
+   `read_parquet([...])`), folds refunds into `contributions_store`
+   (`STORE_RECONCILIATION_SQL`), commits, and only then deletes the staged files.
+   `contributions` keeps each payment as the core emitted it, as in BigQuery;
+   `contributions_current` folds its refunds and disputes in.
    Rows sharing a key within one load are reduced to one first: the greatest
    by all columns in declaration order, so the winner never depends on bundle
    order. Across loads the later load's row replaces the earlier.
@@ -71,6 +76,7 @@ from schemas.records import (
 )
 from schemas.rows import RowValidationError, to_row, validate
 from schemas.table import step_name
+from schemas.views import duckdb_view_statements
 from transforms.sinks.common import rejected_record
 
 #: The `step` of dead letters for records that fail `validate` here.
@@ -175,8 +181,11 @@ WHERE s.payment_id = a.payment_id
     return contributions_update, store_update
 
 
-#: The reconciliation as run on the DuckDB warehouse after every load.
-RECONCILIATION_SQL: tuple[str, str] = reconciliation_sql()
+#: The store half of the reconciliation, run on the DuckDB warehouse after every
+#: load: `contributions_store` mirrors the operational store, whose rows are
+#: updated in place. `contributions` is not updated; the view
+#: `contributions_current` applies the contributions half at query time.
+STORE_RECONCILIATION_SQL: str = reconciliation_sql()[1]
 
 
 # --- SQL built from the schemas -----------------------------------------------
@@ -321,8 +330,11 @@ class _StageRows(beam.DoFn):
 
 
 def _create_tables(connection: duckdb.DuckDBPyConnection, record_types: Iterable[type]) -> None:
+    """Creates missing tables, then (re)creates the analysts' views, which read them."""
     for record_type in record_types:
         connection.execute(duckdb_ddl(record_type))
+    for statement in duckdb_view_statements():
+        connection.execute(statement)
 
 
 class _CreateTables(beam.DoFn):
@@ -390,8 +402,7 @@ class _LoadStagedFiles(beam.DoFn):
                     connection.execute(delete)
                     result = connection.execute(insert).fetchone()
                     written[table] = int(result[0]) if result else 0
-                for statement in RECONCILIATION_SQL:
-                    connection.execute(statement)
+                connection.execute(STORE_RECONCILIATION_SQL)
                 connection.commit()
             except BaseException:
                 # Never mask the original error with one from the rollback.
@@ -421,9 +432,9 @@ class WriteToWarehouse(beam.PTransform):
 
     Guarantee: idempotent per natural key (`TABLE.key`): the same input twice
     leaves the same rows. Payment adjustments are folded into
-    `contributions` and `contributions_store` after every load
-    (`reconciliation_sql`). Records failing validation are written to
-    `dead_letters` instead. Metrics: `rows_written_<table>`,
+    `contributions_store` after every load (`reconciliation_sql`), and into
+    `contributions` by the view `contributions_current`. Records failing
+    validation are written to `dead_letters` instead. Metrics: `rows_written_<table>`,
     `rows_rejected_<table>`.
     """
 
