@@ -49,6 +49,9 @@ MALFORMED_KINDS: tuple[str, ...] = (
     "detail_without_id",
 )
 DELIVERY_KINDS: tuple[str, ...] = ("original", "redelivery", "replay", "firehose_duplicate")
+#: `PlannedEvent.step` of the events of a declined card attempt (other events: 0,
+#: refunds: their index).
+DECLINED_ATTEMPT = -1
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,9 @@ class PaymentPlan:
     features: list[str]
     bad_ab_tests: bool
     reader: int
+    #: A card declined on the page before the debit that settles the payment.
+    declined_charge_id: str | None = None
+    declined_card_country: str | None = None
 
 
 def reader_email(reader: int) -> str:

@@ -13,6 +13,7 @@ from tools.generate_archive.model import (
     ACCOUNT_WEIGHTS,
     ACCOUNTS,
     API_VERSIONS,
+    DECLINED_ATTEMPT,
     LATEST_CHARGE_SINCE,
     MALFORMED_KINDS,
     Item,
@@ -43,6 +44,7 @@ REQUIRED_SCENARIOS: tuple[str, ...] = (
     "async_success",
     "async_success_two_days",
     "async_failure",
+    "declined_then_debit",
     "charge_never_arrives",
     "only_payment_intent",
     "guest",
@@ -119,11 +121,16 @@ def _choose_scenarios(rng: random.Random, forced: str | None) -> set[str]:
     order = _pick_one(rng, (("charge_before_session", 0.05), ("session_before_charge", 0.05)))
     timing = _pick_one(rng, (("late_refund", 0.02), ("refund_before_payment", 0.02)))
     addons = {name for name, p in _ADDONS if rng.random() < p}
+    # Some readers try a card that is declined before they pay by a bank debit.
+    declined_first = rng.random() < 0.3
 
     flows = {name for name, _ in _FLOWS}
     outcomes = {name for name, _ in _OUTCOMES}
     if forced in flows:
         flow = forced
+    elif forced == "declined_then_debit":
+        # The bug this pattern exposes is a debit failing after the decline.
+        flow = "async_failure"
     elif forced in outcomes | {
         "charge_before_session",
         "session_before_charge",
@@ -150,6 +157,10 @@ def _choose_scenarios(rng: random.Random, forced: str | None) -> set[str]:
         scen.add(flow)
         if flow == "async_success_two_days":
             scen.add("async_success")
+    if flow in ("async_success", "async_success_two_days", "async_failure") and (
+        declined_first or forced == "declined_then_debit"
+    ):
+        scen.add("declined_then_debit")
     settles_with_charge = flow is None or flow in ("async_success", "async_success_two_days")
     if timing and (outcome is None or outcome == "dispute"):
         outcome = "full_refund"
@@ -205,6 +216,10 @@ def plan_payment(rng: random.Random, index: int, t0: int, forced: str | None) ->
     pi_id = "pi_3" + token(rng, 23)
     # Stripe gives charges of debit methods py_ ids.
     ch_id = ("ch_3" if method == "card" else "py_3") + token(rng, 23)
+    declined_id = declined_country = None
+    if "declined_then_debit" in scen:
+        declined_id = "ch_3" + token(rng, 23)
+        declined_country = rng.choice(_CARD_COUNTRIES)
 
     refunds: list[tuple[str, int]] = []
     step = round_step(currency)
@@ -237,11 +252,16 @@ def plan_payment(rng: random.Random, index: int, t0: int, forced: str | None) ->
         features=[],
         bad_ab_tests="bad_ab_tests" in scen,
         reader=rng.randint(1, 999_999),
+        declined_charge_id=declined_id,
+        declined_card_country=declined_country,
     )
     item.payment = plan
 
     # Timeline: seconds since the session was created (t0).
     tc = t0 + rng.randint(30, 600)  # the reader completes the page
+    if declined_id is not None:
+        # Room for the declined attempt: no record of an item precedes its t0.
+        tc = max(tc, t0 + 120)
     ev = item.events
 
     def add(type_: str, created: int, step_: int = 0) -> PlannedEvent:
@@ -249,8 +269,14 @@ def plan_payment(rng: random.Random, index: int, t0: int, forced: str | None) ->
         ev.append(e)
         return e
 
-    payment_events: list[PlannedEvent] = [add("payment_intent.created", tc - 2)]
     charge_side: list[PlannedEvent] = []
+    if declined_id is None:
+        payment_events: list[PlannedEvent] = [add("payment_intent.created", tc - 2)]
+    else:
+        # The card is declined on the page; the reader then chooses the debit.
+        payment_events = [add("payment_intent.created", tc - 90)]
+        charge_side.append(add("charge.failed", tc - 60, DECLINED_ATTEMPT))
+        charge_side.append(add("payment_intent.payment_failed", tc - 60, DECLINED_ATTEMPT))
     session_side: list[PlannedEvent] = []
     if is_async:
         charge_side.append(add("charge.pending", tc - 1))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from tools.generate_archive.model import (
     AWS_ACCOUNT,
     AWS_REGION,
     BASIL_SINCE,
+    DECLINED_ATTEMPT,
     LATEST_CHARGE_SINCE,
     MALFORMED_KINDS,
     ArrivedRecord,
@@ -129,6 +131,9 @@ class Renderer:
         session = self._session(p, created0, email, name, address)
         charge = self._charge(p, pm_id, email, name, address)
         pi = self._payment_intent(p, pm_id)
+        declined = self._declined_charge(p, email, name, address)
+        # Every attempt the PaymentIntent lists, newest first, once it was made.
+        attempts = [charge] if declined is None else [charge, declined]
         refunded = 0
         refund_objs: list[dict[str, Any]] = []
         dispute: dict[str, Any] | None = None
@@ -136,9 +141,26 @@ class Renderer:
         prev: dict[str, Any] | None
         for e in item.events:
             t = e.type
-            if t == "payment_intent.created":
+            if e.step == DECLINED_ATTEMPT and declined is not None:
+                if t == "charge.failed":
+                    declined["created"] = e.created
+                    out.append(self._event(t, e.created, self._charge_view(declined, v)))
+                else:
+                    pi.update(
+                        status="requires_payment_method",
+                        amount_received=0,
+                        last_payment_error={
+                            "charge": declined["id"],
+                            "code": "card_declined",
+                            "decline_code": "generic_decline",
+                            "message": declined["failure_message"],
+                            "type": "card_error",
+                        },
+                    )
+                    out.append(self._event(t, e.created, self._pi_view(pi, v, [declined])))
+            elif t == "payment_intent.created":
                 pi.update(status="requires_payment_method", amount_received=0)
-                out.append(self._event(t, e.created, self._pi_view(pi, v, None)))
+                out.append(self._event(t, e.created, self._pi_view(pi, v, [])))
             elif t in ("charge.pending", "charge.succeeded", "charge.failed"):
                 charge["created"] = (
                     e.created if t == "charge.pending" else charge["created"] or e.created
@@ -177,6 +199,9 @@ class Renderer:
                     "payment_intent.payment_failed": "requires_payment_method",
                 }[t]
                 pi.update(status=status, amount_received=p.amount if status == "succeeded" else 0)
+                if t == "payment_intent.processing":
+                    # A new attempt clears the error of a declined one.
+                    pi["last_payment_error"] = None
                 if t == "payment_intent.payment_failed":
                     pi["last_payment_error"] = {
                         "charge": p.ch_id,
@@ -184,7 +209,7 @@ class Renderer:
                         "message": charge["failure_message"],
                         "type": "card_error",
                     }
-                out.append(self._event(t, e.created, self._pi_view(pi, v, charge)))
+                out.append(self._event(t, e.created, self._pi_view(pi, v, attempts)))
             elif t.startswith("checkout.session."):
                 if t == "checkout.session.completed":
                     session["status"] = "complete"
@@ -493,19 +518,46 @@ class Renderer:
         }
 
     def _pi_view(
-        self, pi: dict[str, Any], version: str, charge: dict[str, Any] | None
+        self, pi: dict[str, Any], version: str, charges: list[dict[str, Any]]
     ) -> dict[str, Any]:
+        """The PaymentIntent with its `charges` (newest first), as the version shows it.
+
+        Before the payment is attempted there is no charge to point at.
+        """
         view = dict(pi)
-        # Before the payment is attempted there is no charge to point at.
-        has_charge = charge is not None
         if version < LATEST_CHARGE_SINCE:
-            data = [self._charge_view(charge, version)] if charge is not None and has_charge else []
+            data = [self._charge_view(c, version) for c in charges]
             view["charges"] = self._list(data, f"/v1/charges?payment_intent={pi['id']}")
         else:
-            view["latest_charge"] = (
-                self.item.payment.ch_id if has_charge and self.item.payment else None
-            )
+            view["latest_charge"] = charges[0]["id"] if charges else None
         return view
+
+    def _declined_charge(
+        self, p: PaymentPlan, email: str, name: str | None, address: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The card charge declined before the debit, if the plan has one."""
+        if p.declined_charge_id is None:
+            return None
+        card = replace(
+            p, method="card", ch_id=p.declined_charge_id, card_country=p.declined_card_country
+        )
+        charge = self._charge(card, "pm_1" + token(self.rng, 23), email, name, address)
+        charge.update(
+            status="failed",
+            paid=False,
+            captured=False,
+            amount_captured=0,
+            failure_code="card_declined",
+            failure_message="Your card was declined.",
+            outcome={
+                **charge["outcome"],
+                "network_status": "declined_by_network",
+                "reason": "generic_decline",
+                "seller_message": "The bank did not return any further details with this decline.",
+                "type": "issuer_declined",
+            },
+        )
+        return charge
 
     @staticmethod
     def _list(data: list[dict[str, Any]], url: str) -> dict[str, Any]:
