@@ -135,7 +135,10 @@ def contributions_current_sql(dialect: Dialect) -> str:
     rather than UPDATEs, so it holds whatever order the rows arrived in (a
     refund before its payment, a refund in a later run):
 
-    - refunded = max(`amount_refunded_total`) of the payment's refund adjustments;
+    - refunded = the greater of max(`amount_refunded_total`) of the payment's
+      charge.refunded adjustments and the sum of `amount` of its refund-object
+      adjustments (one row per refund id, `amount_refunded_total` null): both
+      count the same money, so it is never added twice;
     - amount_refunded = greatest(amount_refunded, refunded);
     - status = `Refunded` when it was `Paid` and the new amount_refunded is
       > 0 and >= amount (a partial refund keeps `Paid`; `Failed` stays);
@@ -154,7 +157,16 @@ def contributions_current_sql(dialect: Dialect) -> str:
     return f"""WITH a AS (
     SELECT
         payment_id,
-        MAX(CASE WHEN kind = '{_REFUND}' THEN amount_refunded_total END) AS refunded,
+        GREATEST(
+            COALESCE(MAX(CASE WHEN kind = '{_REFUND}' THEN amount_refunded_total END), 0),
+            COALESCE(
+                SUM(
+                    CASE WHEN kind = '{_REFUND}' AND amount_refunded_total IS NULL
+                    THEN amount END
+                ),
+                0
+            )
+        ) AS refunded,
         COUNT(CASE WHEN kind = '{_DISPUTE}' THEN 1 END) > 0 AS disputed
     FROM {dialect.table(table_of(PaymentAdjustment).name)}
     GROUP BY payment_id

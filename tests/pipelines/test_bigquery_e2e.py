@@ -345,7 +345,11 @@ def _view(runs: Runs, sql: str) -> list[Row]:
 
 
 def expected_adjustments(truth: dict[str, Any]) -> list[Row]:
-    """(payment, kind, event type, amount, refunded total, currency) per refund or dispute event."""
+    """(payment, kind, event type, amount, refunded total, currency) per refund or dispute event.
+
+    The generator sends each refund twice: as its refund object (refund.created,
+    one row per refund id, no cumulative total) and as charge.refunded.
+    """
     expected: list[Row] = []
     for p in truth["payments"]:
         currency = p["currency"]
@@ -359,6 +363,16 @@ def expected_adjustments(truth: dict[str, Any]) -> list[Row]:
                     "charge.refunded",
                     major(amount, currency),
                     major(refunded, currency),
+                    currency,
+                )
+            )
+            expected.append(
+                (
+                    p["charge_id"],
+                    "refund",
+                    "refund.created",
+                    major(amount, currency),
+                    None,
                     currency,
                 )
             )

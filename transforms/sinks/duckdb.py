@@ -127,8 +127,13 @@ def reconciliation_sql(
     The rule, for every payment with at least one adjustment, whatever order
     the rows arrived in (a refund before its payment, a refund in a later run):
 
-    - `refunded` = max(`amount_refunded_total`) of its `refund` adjustments
-      (Stripe's `amount_refunded` is cumulative, so the maximum is current);
+    - `refunded` = the greater of max(`amount_refunded_total`) of its
+      charge.refunded adjustments (Stripe's `amount_refunded` is cumulative,
+      so the maximum is current) and the sum of `amount` of its refund-object
+      adjustments (keyed by refund id, `amount_refunded_total` null, so each
+      refund counts once). Both describe the same money: taking the greater
+      never counts a refund twice when a destination sends both kinds, and a
+      destination that sends only one kind still gets every refund;
     - `contributions.amount_refunded` = greatest(current, refunded);
     - `contributions.status` becomes `Refunded` when it is `Paid` and the new
       amount_refunded is > 0 and >= `amount` (a partial refund keeps `Paid`;
@@ -151,7 +156,16 @@ def reconciliation_sql(
     adjustments = f"""(
     SELECT
         payment_id,
-        MAX(CASE WHEN kind = '{_REFUND}' THEN amount_refunded_total END) AS refunded,
+        GREATEST(
+            COALESCE(MAX(CASE WHEN kind = '{_REFUND}' THEN amount_refunded_total END), 0),
+            COALESCE(
+                SUM(
+                    CASE WHEN kind = '{_REFUND}' AND amount_refunded_total IS NULL
+                    THEN amount END
+                ),
+                0
+            )
+        ) AS refunded,
         COUNT(CASE WHEN kind = '{_DISPUTE}' THEN 1 END) > 0 AS disputed
     FROM {payment_adjustments}{where}
     GROUP BY payment_id

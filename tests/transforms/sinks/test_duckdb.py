@@ -34,6 +34,7 @@ from tests.builders import acquisition_record as acquisition
 from tests.builders import contribution_record as contribution
 from tests.builders import dispute_adjustment as dispute
 from tests.builders import refund_adjustment as refund
+from tests.builders import refund_object_adjustment as refund_object
 from tests.builders import store_record, supporter_item
 from transforms.domain.events import make_dead_letter
 from transforms.sinks.duckdb import REJECTED_STEP, WriteToWarehouse
@@ -166,6 +167,35 @@ def test_refund_in_an_earlier_run_refunds_the_contribution_and_store_row(path: s
             id="cumulative-total-wins-over-arrival-order",
         ),
         pytest.param(
+            [refund_object("ch_1", "4.00", "re_1"), refund_object("ch_1", "6.00", "re_2")],
+            "Paid",
+            {"status": "Refunded", "amount_refunded": Decimal("10.00")},
+            id="refund-objects-alone-add-up",
+        ),
+        pytest.param(
+            [refund_object("ch_1", "4.00", "re_1")],
+            "Paid",
+            {"status": "Paid", "amount_refunded": Decimal("4.00")},
+            id="one-partial-refund-object-keeps-paid",
+        ),
+        pytest.param(
+            [
+                refund_object("ch_1", "4.00", "re_1"),
+                refund("ch_1", "10.00", "evt_2"),
+                refund("ch_1", "4.00", "evt_1"),
+                refund_object("ch_1", "6.00", "re_2"),
+            ],
+            "Paid",
+            {"status": "Refunded", "amount_refunded": Decimal("10.00")},
+            id="charge-refunded-and-refund-objects-count-the-money-once",
+        ),
+        pytest.param(
+            [refund("ch_1", "4.00", "evt_1"), refund_object("ch_1", "6.00", "re_2")],
+            "Paid",
+            {"status": "Paid", "amount_refunded": Decimal("6.00")},
+            id="the-greater-of-the-two-while-some-events-are-missing",
+        ),
+        pytest.param(
             [dispute("ch_1")],
             "Paid",
             {"status": "Paid", "disputed": True},
@@ -195,6 +225,30 @@ def test_adjustments_in_the_same_load(
     assert read_current(path) == rows(contribution("ch_1", **expected))
     assert read(path, ContributionStoreRecord) == rows(
         store_record("ch_1", payment_status=expected["status"])
+    )
+
+
+def test_a_refund_seen_as_created_and_updated_counts_once(path: str) -> None:
+    write(
+        path,
+        {
+            Contribution: [contribution("ch_1")],
+            PaymentAdjustment: [
+                refund_object("ch_1", "6.00", "re_1", "refund.created"),
+                refund_object("ch_1", "6.00", "re_1", "refund.updated"),
+            ],
+        },
+        {Contribution: 1, PaymentAdjustment: 1},
+    )
+    write(
+        path,
+        {PaymentAdjustment: [refund_object("ch_1", "6.00", "re_1", "charge.refund.updated")]},
+        {PaymentAdjustment: 1},
+    )
+
+    assert read(path, Contribution) == rows(contribution("ch_1", amount_refunded=Decimal("6.00")))
+    assert read(path, PaymentAdjustment) == rows(
+        refund_object("ch_1", "6.00", "re_1", "charge.refund.updated")
     )
 
 
