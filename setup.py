@@ -18,7 +18,14 @@ RUNTIME = [
     "psycopg[binary]>=3.2,<4",
 ]
 
+# The analysts' report (`python -m tools.report`): charts only, so not in
+# RUNTIME, which Dataflow installs on every worker through --setup_file.
+REPORT = [
+    "matplotlib>=3.10,<4",
+]
+
 DEV = [
+    *REPORT,
     "pytest>=8,<10",
     "ruff>=0.15,<0.18",
     "mypy>=1.15,<3",
@@ -42,5 +49,5 @@ setup(
     packages=find_packages(include=["pipelines*", "transforms*", "schemas*", "tools*"]),
     package_data={"": ["*.json", "*.sql"]},
     install_requires=RUNTIME,
-    extras_require={"dev": DEV},
+    extras_require={"report": REPORT, "dev": DEV},
 )

@@ -85,6 +85,15 @@ class CoreOptions(PipelineOptions):
             help="Skip (and count) Stripe test-mode events. By default they are processed like "
             "live ones and flagged livemode=false.",
         )
+        group.add_argument(
+            "--first_name_custom_field",
+            default=None,
+            metavar="KEY",
+            help="Key of the Checkout custom text field in which the page collects the "
+            "reader's given name, sent as the thank-you email's first_name. Without it "
+            "first_name is null, as today's payment API sends it (Stripe's name is the "
+            "full name, family name first in many languages).",
+        )
 
     def process_stripe_events(self, **arguments: Any) -> ProcessStripeEvents:
         """The core with these flags (and any other `arguments`, e.g. `group_by_key`).
@@ -97,6 +106,7 @@ class CoreOptions(PipelineOptions):
                 charge_wait=timedelta(minutes=self.charge_wait_minutes),
                 settlement_timeout=timedelta(days=self.settlement_timeout_days),
                 include_test_mode=not self.exclude_test_mode,
+                first_name_field=self.first_name_custom_field or None,
                 **arguments,
             )
         except ValueError as error:

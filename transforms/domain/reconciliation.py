@@ -5,9 +5,13 @@ payment state: they can arrive months after their payment, or before it.
 Each store folds them into the payment's current state with this rule,
 which holds whatever order the rows arrived in:
 
-- `refunded` = the greatest `amount_refunded_total` of the payment's `refund`
-  adjustments (Stripe's `amount_refunded` is cumulative, so the greatest is
-  current);
+- `refunded` = the greater of the greatest `amount_refunded_total` of the
+  payment's `charge.refunded` adjustments (Stripe's `amount_refunded` is
+  cumulative, so the greatest is current) and the sum of `amount` of its
+  refund-object adjustments (one row per refund id, `amount_refunded_total`
+  null). Both describe the same money: taking the greater never counts a
+  refund twice when a destination sends both kinds, and one that sends only
+  one kind still gets every refund;
 - `amount_refunded` = greatest(`amount_refunded`, `refunded`);
 - `status` becomes `Refunded` when it is `Paid` and the new `amount_refunded`
   is > 0 and >= `amount`: a partial refund keeps `Paid`, `Failed` stays
@@ -17,10 +21,12 @@ which holds whatever order the rows arrived in:
 
 The rule's parts are SQL expressions over a contribution `c` (or a store row
 `s`) and the payment's adjustment summary `a` (`adjustment_summary`). Two
-renderings use them: `reconciliation_updates`, the UPDATEs the DuckDB
-warehouse runs after every load and the Postgres store after every batch
-(the same SQL: both speak `UPDATE ... FROM`), and `current_contribution_columns`,
-the folded columns of BigQuery's `contributions_current` view. The SQL sticks
+renderings use them: `store_reconciliation_update`, the UPDATE of the
+contributions store's `payment_status` that the DuckDB warehouse runs after
+every load and the Postgres store after every batch (the same SQL: both speak
+`UPDATE ... FROM`), and `current_contribution_columns`, the folded columns of
+the `contributions_current` view, rendered for DuckDB and BigQuery by
+`schemas.views`. The SQL sticks
 to what DuckDB, Postgres and BigQuery share (CASE inside aggregates, GREATEST
 over non-null arguments). Table references are passed in already quoted for
 their target, so this module knows no store.
@@ -39,14 +45,23 @@ REFUNDED = "Refunded"
 def adjustment_summary(payment_adjustments: str, payment_filter: str | None = None) -> str:
     """A query of one row per payment with adjustments: `payment_id`, `refunded`, `disputed`.
 
-    `refunded` is NULL for a payment with disputes only. `payment_filter`, a
+    `refunded` is 0 for a payment with disputes only. `payment_filter`, a
     boolean SQL expression on the adjustments' `payment_id`, limits it to
     some payments; None summarises all.
     """
     where = f"\n    WHERE {payment_filter}" if payment_filter is not None else ""
     return f"""SELECT
         payment_id,
-        MAX(CASE WHEN kind = '{REFUND}' THEN amount_refunded_total END) AS refunded,
+        GREATEST(
+            COALESCE(MAX(CASE WHEN kind = '{REFUND}' THEN amount_refunded_total END), 0),
+            COALESCE(
+                SUM(
+                    CASE WHEN kind = '{REFUND}' AND amount_refunded_total IS NULL
+                    THEN amount END
+                ),
+                0
+            )
+        ) AS refunded,
         COUNT(CASE WHEN kind = '{DISPUTE}' THEN 1 END) > 0 AS disputed
     FROM {payment_adjustments}{where}
     GROUP BY payment_id"""
@@ -87,36 +102,18 @@ def current_contribution_columns(c: str = "c", a: str = "a") -> dict[str, str]:
     }
 
 
-def reconciliation_updates(
-    contributions: str,
-    contributions_store: str,
-    payment_adjustments: str,
-    *,
-    payment_filter: str | None = None,
-) -> tuple[str, str]:
-    """The two UPDATEs that fold the adjustments into `contributions` and the store.
+def store_reconciliation_update(
+    contributions_store: str, payment_adjustments: str, *, payment_filter: str | None = None
+) -> str:
+    """The UPDATE that folds the adjustments into the store's `payment_status`.
 
-    Only rows that change are updated, so running them again is a no-op.
-    `payment_filter` (see `adjustment_summary`) limits both to the payments
-    a writer has just written; None reconciles all.
+    Only rows that change are updated, so running it again is a no-op.
+    `payment_filter` (see `adjustment_summary`) limits it to the payments a
+    writer has just written; None reconciles all.
     """
     adjustments = f"(\n    {adjustment_summary(payment_adjustments, payment_filter)}\n) AS a"
-    refunded = new_amount_refunded()
-    contributions_update = f"""UPDATE {contributions} AS c
-SET
-    amount_refunded = {refunded},
-    status = {new_status()},
-    disputed = {new_disputed()}
-FROM {adjustments}
-WHERE c.payment_id = a.payment_id
-    AND (
-        a.refunded > c.amount_refunded
-        OR (a.disputed AND NOT c.disputed)
-        OR ({becomes_refunded("c.status", "c.amount", refunded)})
-    )"""
-    store_update = f"""UPDATE {contributions_store} AS s
+    return f"""UPDATE {contributions_store} AS s
 SET payment_status = '{REFUNDED}'
 FROM {adjustments}
 WHERE s.payment_id = a.payment_id
     AND {becomes_refunded("s.payment_status", "s.amount", "a.refunded")}"""
-    return contributions_update, store_update

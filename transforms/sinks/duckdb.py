@@ -17,11 +17,16 @@ How a load works:
    each window/pane (as the caller's windowing and trigger decide; batch: one)
    yields one list of files.
 3. Load (one DoFn call per pane). Opens DuckDB once and, in one transaction,
-   creates any missing table from `duckdb_ddl`, upserts each table by its
-   natural key (`upsert_statements`: delete the rows whose key is staged,
-   then insert the staged rows from `read_parquet([...])`), runs
-   `RECONCILIATION_SQL` (the rule of `transforms.domain.reconciliation`),
+   creates any missing table from `duckdb_ddl` and (re)creates the analysts'
+   views (`schemas.views.duckdb_view_statements`: `contributions_current`,
+   `daily_totals`, `fact_acquisition_event`, the same definitions as in
+   BigQuery), upserts each table by its natural key (`upsert_statements`:
+   delete the rows whose key is staged, then insert the staged rows from
+   `read_parquet([...])`), folds refunds into `contributions_store`
+   (`STORE_RECONCILIATION_SQL`, the rule of `transforms.domain.reconciliation`),
    commits, and only then deletes the staged files.
+   `contributions` keeps each payment as the core emitted it, as in BigQuery;
+   `contributions_current` folds its refunds and disputes in.
    Rows sharing a key within one load are reduced to one first: the greatest
    by all columns in declaration order, so the winner never depends on bundle
    order. Across loads the later load's row replaces the earlier.
@@ -66,14 +71,14 @@ from apache_beam.utils.windowed_value import WindowedValue
 from schemas.generate import arrow_schema, columns, duckdb_ddl, table_of
 from schemas.records import (
     ALL_RECORD_TYPES,
-    Contribution,
     ContributionStoreRecord,
     DeadLetter,
     PaymentAdjustment,
 )
 from schemas.rows import to_row
 from schemas.table import step_name
-from transforms.domain.reconciliation import reconciliation_updates
+from schemas.views import duckdb_view_statements
+from transforms.domain.reconciliation import store_reconciliation_update
 from transforms.sinks.common import BIGQUERY_PREFIX, WAREHOUSE, RecordCheck
 from transforms.sinks.contract import Sink, SinkConfig
 
@@ -106,11 +111,12 @@ _CONNECTION_CONFIG: dict[str, str | bool | int | float | list[str]] = {
 _LOAD_LOCK = threading.Lock()
 
 
-#: The reconciliation (`transforms.domain.reconciliation`) as run after every load.
-RECONCILIATION_SQL: tuple[str, str] = reconciliation_updates(
-    f'"{Contribution.TABLE.name}"',
-    f'"{ContributionStoreRecord.TABLE.name}"',
-    f'"{PaymentAdjustment.TABLE.name}"',
+#: The store half of the reconciliation (`transforms.domain.reconciliation`), run
+#: after every load: `contributions_store` mirrors the operational store, whose
+#: rows are updated in place. `contributions` is not updated; the view
+#: `contributions_current` applies the rule at query time.
+STORE_RECONCILIATION_SQL: str = store_reconciliation_update(
+    f'"{ContributionStoreRecord.TABLE.name}"', f'"{PaymentAdjustment.TABLE.name}"'
 )
 
 
@@ -246,8 +252,11 @@ class _StageRows(beam.DoFn):
 
 
 def _create_tables(connection: duckdb.DuckDBPyConnection, record_types: Iterable[type]) -> None:
+    """Creates missing tables, then (re)creates the analysts' views, which read them."""
     for record_type in record_types:
         connection.execute(duckdb_ddl(record_type))
+    for statement in duckdb_view_statements():
+        connection.execute(statement)
 
 
 class _CreateTables(beam.DoFn):
@@ -315,8 +324,7 @@ class _LoadStagedFiles(beam.DoFn):
                     connection.execute(delete)
                     result = connection.execute(insert).fetchone()
                     written[table] = int(result[0]) if result else 0
-                for statement in RECONCILIATION_SQL:
-                    connection.execute(statement)
+                connection.execute(STORE_RECONCILIATION_SQL)
                 connection.commit()
             except BaseException:
                 # Never mask the original error with one from the rollback.
@@ -346,9 +354,9 @@ class WriteToWarehouse(beam.PTransform):
 
     Guarantee: idempotent per natural key (`TABLE.key`): the same input twice
     leaves the same rows. Payment adjustments are folded into
-    `contributions` and `contributions_store` after every load
-    (`transforms.domain.reconciliation`). Records failing validation are written to
-    `dead_letters` instead. Metrics: `rows_written_<table>`,
+    `contributions_store` after every load (`transforms.domain.reconciliation`), and into
+    `contributions` by the view `contributions_current`. Records failing
+    validation are written to `dead_letters` instead. Metrics: `rows_written_<table>`,
     `rows_rejected_<table>`.
     """
 

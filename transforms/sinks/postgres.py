@@ -77,13 +77,12 @@ from psycopg import conninfo
 
 from schemas.generate import columns, postgres_ddl, table_of
 from schemas.records import (
-    Contribution,
     ContributionStoreRecord,
     DeadLetter,
     PaymentAdjustment,
 )
 from schemas.rows import natural_key, to_row
-from transforms.domain.reconciliation import reconciliation_updates
+from transforms.domain.reconciliation import store_reconciliation_update
 from transforms.infrastructure import Backoff
 from transforms.sinks.common import invalid_row, rejected_record
 from transforms.sinks.contract import Flag, Sink, SinkConfig
@@ -179,8 +178,7 @@ def _quote(identifier: str) -> str:
 
 # Limits the reconciliation to the batch's payments, bound as a text[].
 _PAYMENT_FILTER = "payment_id = ANY(%(payment_ids)s)"
-_, _STORE_RECONCILIATION = reconciliation_updates(
-    _quote(table_of(Contribution).name),
+_STORE_RECONCILIATION = store_reconciliation_update(
     _quote(table_of(ContributionStoreRecord).name),
     _quote(table_of(PaymentAdjustment).name),
     payment_filter=_PAYMENT_FILTER,

@@ -1,8 +1,9 @@
 """The refund/dispute rule itself, in both of its renderings, on an in-memory DuckDB.
 
-`reconciliation_updates` (what the DuckDB warehouse and the Postgres store run)
-and `current_contribution_columns` (what BigQuery's `contributions_current`
-view selects) must give the same, expected state for every case of the rule.
+`current_contribution_columns` (what the `contributions_current` view selects
+in DuckDB and BigQuery) and `store_reconciliation_update` (what the DuckDB
+warehouse and the Postgres store run on `contributions_store`) must give the
+expected state for every case of the rule.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from transforms.domain.reconciliation import (
     REFUND,
     adjustment_summary,
     current_contribution_columns,
-    reconciliation_updates,
+    store_reconciliation_update,
 )
 
 #: A paid contribution of 10 with nothing refunded: (amount, amount_refunded, status, disputed).
 PAID = ("10", "0", "Paid", False)
 FAILED = ("10", "0", "Failed", False)
 #: The contribution (the store row has its amount and status), its adjustments as (kind,
-#: amount_refunded_total), the expected (amount_refunded, status, disputed) and store status.
+#: amount_refunded_total) for charge.refunded and disputes, or (kind, None, amount) for a
+#: refund object, the expected (amount_refunded, status, disputed) and store status.
 CASES = [
     pytest.param(PAID, [], ("0", "Paid", False), "Paid", id="none"),
     pytest.param(PAID, [(REFUND, "4")], ("4", "Paid", False), "Paid", id="partial"),
@@ -48,10 +50,26 @@ CASES = [
         "Refunded",
         id="already-folded",
     ),
-]
+    pytest.param(
+        PAID, [(REFUND, None, "3"), (REFUND, None, "4")], ("7", "Paid", False), "Paid",
+        id="refund-objects-add-up",
+    ),
+    pytest.param(
+        PAID, [(REFUND, None, "6"), (REFUND, None, "4")], ("10", "Refunded", False), "Refunded",
+        id="refund-objects-in-full",
+    ),
+    pytest.param(
+        PAID, [(REFUND, "10"), (REFUND, None, "6"), (REFUND, None, "4")],
+        ("10", "Refunded", False), "Refunded", id="both-kinds-count-the-money-once",
+    ),
+    pytest.param(
+        PAID, [(REFUND, "3"), (REFUND, None, "3"), (REFUND, None, "5")],
+        ("8", "Paid", False), "Paid", id="the-greater-of-the-two",
+    ),
+]  # fmt: skip
 
 Contribution = tuple[str, str, str, bool]
-Adjustments = list[tuple[str, str | None]]
+Adjustments = list[tuple[str, str | None] | tuple[str, None, str]]
 
 
 @pytest.fixture
@@ -67,7 +85,7 @@ def connection() -> Iterator[duckdb.DuckDBPyConnection]:
     )
     connection.execute(
         "CREATE TABLE payment_adjustments (payment_id TEXT, kind TEXT, "
-        "amount_refunded_total DECIMAL(38, 9))"
+        "amount_refunded_total DECIMAL(38, 9), amount DECIMAL(38, 9))"
     )
     yield connection
     connection.close()
@@ -87,21 +105,13 @@ def _insert(
     connection.execute(
         "INSERT INTO contributions_store VALUES (?, ?, ?)", [payment_id, amount, status]
     )
-    for kind, total in adjustments:
+    for adjustment in adjustments:
+        kind, total = adjustment[0], adjustment[1]
+        adjusted: str | None = adjustment[2] if len(adjustment) == 3 else total
         connection.execute(
-            "INSERT INTO payment_adjustments VALUES (?, ?, ?)", [payment_id, kind, total]
+            "INSERT INTO payment_adjustments VALUES (?, ?, ?, ?)",
+            [payment_id, kind, total, adjusted],
         )
-
-
-def _contribution(
-    connection: duckdb.DuckDBPyConnection, payment_id: str
-) -> tuple[Decimal, str, bool]:
-    found = connection.execute(
-        "SELECT amount_refunded, status, disputed FROM contributions WHERE payment_id = ?",
-        [payment_id],
-    ).fetchone()
-    assert found is not None
-    return found[0], found[1], found[2]
 
 
 def _store_status(connection: duckdb.DuckDBPyConnection, payment_id: str) -> str:
@@ -118,7 +128,7 @@ def _expected(folded: tuple[str, str, bool]) -> tuple[Decimal, str, bool]:
 
 
 @pytest.mark.parametrize(("contribution", "adjustments", "folded", "store_status"), CASES)
-def test_the_view_and_the_updates_fold_adjustments_alike_and_updates_run_once(
+def test_the_view_folds_adjustments_and_the_store_update_runs_once(
     connection: duckdb.DuckDBPyConnection,
     contribution: Contribution,
     adjustments: Adjustments,
@@ -133,17 +143,16 @@ def test_the_view_and_the_updates_fold_adjustments_alike_and_updates_run_once(
         f"LEFT JOIN ({adjustment_summary('payment_adjustments')}) AS a "
         f"ON a.payment_id = c.payment_id"
     )
-    updates = reconciliation_updates("contributions", "contributions_store", "payment_adjustments")
+    update = store_reconciliation_update("contributions_store", "payment_adjustments")
 
     viewed = connection.execute(view).fetchall()
-    for statement in updates:
-        connection.execute(statement)
-    updated = (_contribution(connection, "ch_1"), _store_status(connection, "ch_1"))
-    changed_again = [connection.execute(statement).fetchone() for statement in updates]
+    connection.execute(update)
+    updated = _store_status(connection, "ch_1")
+    changed_again = connection.execute(update).fetchone()
 
     assert viewed == [_expected(folded)]
-    assert updated == (_expected(folded), store_status)
-    assert changed_again == [(0,), (0,)]
+    assert updated == store_status
+    assert changed_again == (0,)
 
 
 def test_a_payment_filter_reconciles_only_the_payments_it_names(
@@ -151,15 +160,10 @@ def test_a_payment_filter_reconciles_only_the_payments_it_names(
 ) -> None:
     for payment_id in ("ch_1", "ch_2"):
         _insert(connection, payment_id, ("10", "0", "Paid", False), [(REFUND, "10")])
-    updates = reconciliation_updates(
-        "contributions",
-        "contributions_store",
-        "payment_adjustments",
-        payment_filter="payment_id = 'ch_2'",
+    update = store_reconciliation_update(
+        "contributions_store", "payment_adjustments", payment_filter="payment_id = 'ch_2'"
     )
 
-    for statement in updates:
-        connection.execute(statement)
+    connection.execute(update)
 
     assert [_store_status(connection, p) for p in ("ch_1", "ch_2")] == ["Paid", "Refunded"]
-    assert [_contribution(connection, p)[1] for p in ("ch_1", "ch_2")] == ["Paid", "Refunded"]
