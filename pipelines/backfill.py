@@ -38,7 +38,6 @@ from pipelines.launch import build_checked, finish, parse_options, quiet_beam_lo
 from pipelines.options import BackfillOptions, CoreOptions, IdentityOptions, SinkOptions
 from schemas.records import DeadLetter
 from transforms.core.disk_group import GroupByKeyOnDisk
-from transforms.core.process import ProcessStripeEvents
 from transforms.sinks.router import WriteOutputs
 from transforms.sources.archive import ReadArchive
 
@@ -49,16 +48,16 @@ PROG = "python -m pipelines.backfill"
 def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     """Reads the archive, applies the core and writes every output."""
     archive = options.view_as(BackfillOptions).archive_arguments()
-    core = options.view_as(CoreOptions).core_arguments()
-    core["resolve_identities"] = options.view_as(IdentityOptions).identity_resolver()
     runner = options.view_as(StandardOptions).runner
     shuffle_dir = options.view_as(BackfillOptions).disk_shuffle_dir(runner)
-    if shuffle_dir is not None:
-        core["group_by_key"] = GroupByKeyOnDisk(shuffle_dir)
+    core = options.view_as(CoreOptions).process_stripe_events(
+        group_by_key=GroupByKeyOnDisk(shuffle_dir) if shuffle_dir is not None else None,
+        resolve_identities=options.view_as(IdentityOptions).identity_resolver(),
+    )
     sinks = options.view_as(SinkOptions).sink_config()
 
     read = pipeline | "ReadArchive" >> ReadArchive(**archive)
-    outputs = read.events | "ProcessStripeEvents" >> ProcessStripeEvents(**core)
+    outputs = read.events | "ProcessStripeEvents" >> core
     tables = outputs.by_record_type()
     tables[DeadLetter] = (
         outputs.dead_letters,

@@ -60,7 +60,6 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
 from pipelines.options import CoreOptions, IdentityOptions, KinesisOptions, SinkOptions
 from schemas.records import DeadLetter
-from transforms.core.process import ProcessStripeEvents
 from transforms.infrastructure import check_table_key
 from transforms.sinks.router import TriggerLoads, WriteOutputs
 from transforms.sources.decode import DecodeEvents
@@ -77,13 +76,14 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     """
     kinesis = options.view_as(KinesisOptions)
     read_arguments = kinesis.kinesis_arguments()
-    core = options.view_as(CoreOptions).core_arguments()
-    core["resolve_identities"] = options.view_as(IdentityOptions).identity_resolver()
+    core = options.view_as(CoreOptions).process_stripe_events(
+        resolve_identities=options.view_as(IdentityOptions).identity_resolver()
+    )
     sinks = options.view_as(SinkOptions).sink_config()
 
     records = pipeline | "ReadFromKinesis" >> ReadFromKinesis(**read_arguments)
     decoded = records | "DecodeEvents" >> DecodeEvents()
-    outputs = decoded.events | "ProcessStripeEvents" >> ProcessStripeEvents(**core)
+    outputs = decoded.events | "ProcessStripeEvents" >> core
     tables = outputs.by_record_type()
     tables[DeadLetter] = (
         outputs.dead_letters,

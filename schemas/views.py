@@ -11,7 +11,7 @@ Every record type is stored twice over in BigQuery:
 and the analysts' views are built on top of those:
 
     contributions_current   `contributions` with refunds and disputes folded
-                            in by the rule of `transforms.sinks.duckdb.reconciliation_sql`
+                            in by the rule of `transforms.domain.reconciliation`
     daily_totals            per UTC day, currency and livemode: paid payments,
                             amount, amount refunded, net amount, refunded and
                             disputed payments
@@ -35,6 +35,7 @@ from typing import Any
 
 from schemas.generate import bigquery_schema, columns, table_of
 from schemas.records import Acquisition, Contribution, PaymentAdjustment
+from transforms.domain.reconciliation import adjustment_summary, current_contribution_columns
 
 #: Column the writer adds to every raw row; the views keep the greatest per key.
 WRITTEN_AT = "_written_at"
@@ -45,10 +46,6 @@ FACT_ACQUISITION_EVENT = "fact_acquisition_event"
 # `acquisitions` columns the consumers' `fact_acquisition_event` names otherwise or lacks.
 _FACT_RENAMED = {"event_time_stamp": "event_timestamp"}
 _FACT_OMITTED = ("livemode", "account")
-
-# The adjustment kinds `transforms.domain.facts` emits and `reconciliation_sql` folds.
-_REFUND = "refund"
-_DISPUTE = "dispute"
 
 
 def raw_table_name(record_type: type) -> str:
@@ -131,45 +128,18 @@ DUCKDB = Dialect(
 def contributions_current_sql(dialect: Dialect) -> str:
     """The view `contributions_current`: contributions with adjustments folded in.
 
-    The same rule as `transforms.sinks.duckdb.reconciliation_sql`, as a query
-    rather than UPDATEs, so it holds whatever order the rows arrived in (a
-    refund before its payment, a refund in a later run):
-
-    - refunded = the greater of max(`amount_refunded_total`) of the payment's
-      charge.refunded adjustments and the sum of `amount` of its refund-object
-      adjustments (one row per refund id, `amount_refunded_total` null): both
-      count the same money, so it is never added twice;
-    - amount_refunded = greatest(amount_refunded, refunded);
-    - status = `Refunded` when it was `Paid` and the new amount_refunded is
-      > 0 and >= amount (a partial refund keeps `Paid`; `Failed` stays);
-    - disputed = disputed or any dispute adjustment exists.
+    The rule of `transforms.domain.reconciliation`, rendered as a query
+    rather than the warehouse's UPDATEs, so it holds whatever order the rows
+    arrived in (a refund before its payment, a refund in a later run).
     """
-    new_refunded = "GREATEST(c.amount_refunded, COALESCE(a.refunded, c.amount_refunded))"
-    replaced = {
-        "amount_refunded": f"{new_refunded} AS amount_refunded",
-        "status": (
-            f"CASE WHEN c.status = 'Paid' AND {new_refunded} > 0 AND {new_refunded} >= c.amount "
-            "THEN 'Refunded' ELSE c.status END AS status"
-        ),
-        "disputed": "(c.disputed OR COALESCE(a.disputed, FALSE)) AS disputed",
-    }
-    select = ",\n    ".join(replaced.get(c.name, f"c.{c.name}") for c in columns(Contribution))
+    folded = current_contribution_columns("c", "a")
+    select = ",\n    ".join(
+        f"{folded[c.name]} AS {c.name}" if c.name in folded else f"c.{c.name}"
+        for c in columns(Contribution)
+    )
+    adjustments = adjustment_summary(dialect.table(table_of(PaymentAdjustment).name))
     return f"""WITH a AS (
-    SELECT
-        payment_id,
-        GREATEST(
-            COALESCE(MAX(CASE WHEN kind = '{_REFUND}' THEN amount_refunded_total END), 0),
-            COALESCE(
-                SUM(
-                    CASE WHEN kind = '{_REFUND}' AND amount_refunded_total IS NULL
-                    THEN amount END
-                ),
-                0
-            )
-        ) AS refunded,
-        COUNT(CASE WHEN kind = '{_DISPUTE}' THEN 1 END) > 0 AS disputed
-    FROM {dialect.table(table_of(PaymentAdjustment).name)}
-    GROUP BY payment_id
+    {adjustments}
 )
 SELECT
     {select}

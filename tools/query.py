@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import duckdb
 
-from pipelines.options import DEFAULT_WAREHOUSE
+from transforms.sinks.common import DEFAULT_WAREHOUSE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

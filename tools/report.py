@@ -44,9 +44,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import PercentFormatter, StrMethodFormatter  # noqa: E402
 
-from pipelines.options import DEFAULT_WAREHOUSE  # noqa: E402
 from transforms.domain.money import currency_exponent  # noqa: E402
-from transforms.sinks.router import BIGQUERY_PREFIX  # noqa: E402
+from transforms.sinks.common import BIGQUERY_PREFIX, DEFAULT_WAREHOUSE  # noqa: E402
 
 #: Every chart's size: `FIGURE_INCHES` at `DPI` dots per inch.
 FIGURE_INCHES = (12.0, 6.5)

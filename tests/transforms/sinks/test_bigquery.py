@@ -51,7 +51,6 @@ from tests.fixtures.bigquery import BigQueryEmulator
 from transforms.domain.events import make_dead_letter
 from transforms.sinks.bigquery import (
     INSERT_FAILED_REASON,
-    INVALID_REASON,
     MAX_FAILED_RAW_CHARS,
     WRITE_STEP,
     Method,
@@ -60,6 +59,7 @@ from transforms.sinks.bigquery import (
     failed_row_to_dead_letter,
     insert_id,
 )
+from transforms.sinks.common import INVALID_ROW
 from transforms.sinks.duckdb import WriteToWarehouse
 
 METHODS: tuple[Method, ...] = ("FILE_LOADS", "STREAMING_INSERTS")
@@ -279,7 +279,7 @@ def test_invalid_row_becomes_dead_letter_and_others_are_written(
     good = contribution("ch_ok")
     letter = make_dead_letter(
         step=WRITE_STEP,
-        reason=INVALID_REASON,
+        reason=INVALID_ROW,
         error="contributions.amount: NUMERIC allows at most 29 digits before the point, got 30",
         raw=repr(too_big),
         source="bigquery:contributions",
