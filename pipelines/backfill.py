@@ -35,14 +35,20 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
-from pipelines.options import BackfillOptions, CoreOptions, IdentityOptions, SinkOptions
+from pipelines.options import (
+    AwsOptions,
+    BackfillOptions,
+    CoreOptions,
+    IdentityOptions,
+    SinkOptions,
+)
 from schemas.records import DeadLetter
 from transforms.core.disk_group import GroupByKeyOnDisk
 from transforms.core.process import ProcessStripeEvents
 from transforms.sinks.router import WriteOutputs
 from transforms.sources.archive import ReadArchive
 
-OPTION_CLASSES = (BackfillOptions, CoreOptions, IdentityOptions, SinkOptions)
+OPTION_CLASSES = (BackfillOptions, CoreOptions, IdentityOptions, SinkOptions, AwsOptions)
 PROG = "python -m pipelines.backfill"
 
 

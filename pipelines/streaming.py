@@ -58,7 +58,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
-from pipelines.options import CoreOptions, IdentityOptions, KinesisOptions, SinkOptions
+from pipelines.options import (
+    AwsOptions,
+    CoreOptions,
+    IdentityOptions,
+    KinesisOptions,
+    SinkOptions,
+)
 from schemas.records import DeadLetter
 from transforms.core.process import ProcessStripeEvents
 from transforms.infrastructure import check_table_key
@@ -66,7 +72,7 @@ from transforms.sinks.router import TriggerLoads, WriteOutputs
 from transforms.sources.decode import DecodeEvents
 from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis
 
-OPTION_CLASSES = (KinesisOptions, CoreOptions, IdentityOptions, SinkOptions)
+OPTION_CLASSES = (KinesisOptions, CoreOptions, IdentityOptions, SinkOptions, AwsOptions)
 PROG = "python -m pipelines.streaming"
 
 
