@@ -193,8 +193,14 @@ def metadata_token_source(
     request = urllib.request.Request(f"{url}?{query}", headers={"Metadata-Flavor": "Google"})
 
     def fetch() -> str:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            token = response.read().decode("ascii").strip()
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                token = response.read().decode("ascii", errors="replace").strip()
+        except OSError as error:  # URLError, HTTPError, timeouts
+            raise ConfigurationError(
+                f"could not get an identity token from {url}: {error} (outside Google Cloud, "
+                "leave --aws_role_arn out and use the standard AWS credentials)"
+            ) from None
         if token.count(".") != 2:
             raise ConfigurationError(f"the identity endpoint {url} did not return a JWT")
         return token

@@ -226,3 +226,13 @@ def test_a_worker_assumes_the_role_when_beam_imports_its_plugins(
     assert role_arn == ROLE_ARN
     assert caller.startswith("arn:aws:sts::123456789012:assumed-role/stripe-pipeline-test/")
     assert [query["audience"] for _, query, _ in metadata_server.requests] == [["worker-audience"]]
+
+
+def test_no_metadata_server_is_a_one_line_error(metadata_server: MetadataServer) -> None:
+    wrong_path = metadata_server.url.replace("/identity", "/nothing")
+    with pytest.raises(ConfigurationError) as raised:
+        metadata_token_source("a", wrong_path)()
+    assert str(raised.value) == (
+        f"could not get an identity token from {wrong_path}: HTTP Error 403: Forbidden "
+        "(outside Google Cloud, leave --aws_role_arn out and use the standard AWS credentials)"
+    )
