@@ -41,6 +41,8 @@ DEV = [
     "gcp-storage-emulator>=2026.7,<2027",
     # CloudFormation templates in infra/ are linted in the tests (moto[server] pulls it in too).
     "cfn-lint>=1.30,<2",
+    # ... and the Flex Template metadata is validated against its JSON schema.
+    "jsonschema>=4.18,<5",
 ]
 
 setup(

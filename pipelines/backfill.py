@@ -73,8 +73,12 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     _ = tables | "WriteOutputs" >> WriteOutputs(sinks)
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """Runs the backfill to completion, prints the summary; 1 if records went unaccounted."""
+def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
+    """Runs the backfill to completion, prints the summary; 1 if records went unaccounted.
+
+    `wait=False` (the Flex Template launcher, `pipelines.flex_template`) returns 0
+    once the job is submitted: its summary is then the Dataflow job's counters.
+    """
     options = parse_options(
         argv,
         OPTION_CLASSES,
@@ -86,7 +90,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     sinks = build_checked(PROG, pipeline, options, build)
     if sinks is None:
         return 2
-    return finish(pipeline.run(), sinks)
+    result = pipeline.run()
+    if not wait:
+        print(f"submitted: {result}")
+        return 0
+    return finish(result, sinks)
 
 
 if __name__ == "__main__":
