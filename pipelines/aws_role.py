@@ -1,4 +1,4 @@
-"""Assumes `--aws_role_arn` in every Beam worker process, before any AWS client exists.
+"""Applies `--aws_region` and `--aws_role_arn` in every Beam worker process, before any AWS client.
 
 The Dataflow runner lists the module of every `BeamPlugin` subclass imported
 at submission in `--beam_plugins`, and each worker's SDK harness imports
@@ -17,6 +17,8 @@ not write; a plugin reaches them too, with no extra pipeline step.
 
 from __future__ import annotations
 
+import os
+
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.plugin import BeamPlugin
@@ -30,10 +32,15 @@ class AssumeAwsRoleOnWorkers(BeamPlugin):
 
 
 def start_role(options: PipelineOptions | None) -> bool:
-    """Starts `--aws_role_arn` for this process if `options` name one; True if they did."""
+    """Sets `--aws_region` and starts `--aws_role_arn` for this process, if given.
+
+    True if a role was started.
+    """
     if options is None:
         return False
     aws = options.view_as(AwsOptions)
+    if aws.aws_region:
+        os.environ["AWS_DEFAULT_REGION"] = aws.aws_region
     if not aws.aws_role_arn:
         return False
     use_aws_role(aws.aws_role_arn, aws.token_source())

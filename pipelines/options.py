@@ -191,6 +191,14 @@ class AwsOptions(PipelineOptions):
             "AWS without any key. Default: the standard AWS credentials chain.",
         )
         group.add_argument(
+            "--aws_region",
+            default=None,
+            help="Optional. The AWS region of the stream, archive, tables and queues, for every "
+            "AWS client of the job (it sets AWS_DEFAULT_REGION on the launcher and on every "
+            "worker, which have no AWS configuration on Dataflow). Default: the standard AWS "
+            "configuration.",
+        )
+        group.add_argument(
             "--aws_web_identity_audience",
             default=DEFAULT_WEB_IDENTITY_AUDIENCE,
             help="With --aws_role_arn: the audience the identity token is requested for; the "

@@ -193,7 +193,8 @@ from apache_beam.runners.worker.sdk_worker_main import _import_beam_plugins
 FileSystems.set_options(PipelineOptions(sys.argv[1:]))
 _import_beam_plugins(["pipelines.aws_role.AssumeAwsRoleOnWorkers"])
 sts = boto3.session.Session().client("sts")
-print(json.dumps([os.environ["AWS_ROLE_ARN"], sts.get_caller_identity()["Arn"]]))
+identity = sts.get_caller_identity()["Arn"]
+print(json.dumps([os.environ["AWS_ROLE_ARN"], os.environ["AWS_DEFAULT_REGION"], identity]))
 """
 
 
@@ -205,11 +206,13 @@ def test_a_worker_assumes_the_role_when_beam_imports_its_plugins(
         k: v
         for k, v in os.environ.items()
         if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+        and k != "AWS_DEFAULT_REGION"  # a Dataflow worker has none: --aws_region gives it
     }
     argv = [
         f"--aws_role_arn={ROLE_ARN}",
         f"--aws_identity_token_url={metadata_server.url}",
         "--aws_web_identity_audience=worker-audience",
+        "--aws_region=eu-west-1",
     ]
     done = subprocess.run(
         [sys.executable, "-c", WORKER_START, *argv],
@@ -222,8 +225,8 @@ def test_a_worker_assumes_the_role_when_beam_imports_its_plugins(
     )
 
     assert done.returncode == 0, done.stderr
-    role_arn, caller = json.loads(done.stdout.splitlines()[-1])
-    assert role_arn == ROLE_ARN
+    role_arn, region, caller = json.loads(done.stdout.splitlines()[-1])
+    assert (role_arn, region) == (ROLE_ARN, "eu-west-1")
     assert caller.startswith("arn:aws:sts::123456789012:assumed-role/stripe-pipeline-test/")
     assert [query["audience"] for _, query, _ in metadata_server.requests] == [["worker-audience"]]
 
