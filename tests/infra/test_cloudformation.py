@@ -48,7 +48,7 @@ from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.sinks import drain, ledger_items
 from tests.pipelines.expected import (
     ACQUISITIONS_SQL,
-    CONTRIBUTIONS_SQL,
+    CURRENT_CONTRIBUTIONS_SQL,
     expected_acquisitions,
     expected_contributions,
     expected_messages,
@@ -387,7 +387,7 @@ def test_both_jobs_run_on_the_stack_with_flags_from_its_outputs(
             ],  # fmt: skip
             tmp_path / "streaming.txt",
         )
-        contributions = rows(warehouse, CONTRIBUTIONS_SQL)
+        contributions = rows(warehouse, CURRENT_CONTRIBUTIONS_SQL)
         acquisitions = rows(warehouse, ACQUISITIONS_SQL)
         emails = drain(outputs["EmailsQueueUrl"])
         opt_ins = drain(outputs["OptInsQueueUrl"])
@@ -411,7 +411,7 @@ def test_both_jobs_run_on_the_stack_with_flags_from_its_outputs(
     }
     # The backfill of the same events from the stack's bucket: nothing new anywhere.
     assert (emails_again, opt_ins_again) == ([], [])
-    assert rows(warehouse, CONTRIBUTIONS_SQL) == contributions
+    assert rows(warehouse, CURRENT_CONTRIBUTIONS_SQL) == contributions
     for summary in (streamed, backfilled):
         assert summary.rstrip().endswith(": holds")
     # Every AWS client assumed the role with the workers' tokens: none had static keys.
