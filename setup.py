@@ -39,6 +39,10 @@ DEV = [
     "bqemulator==1.4.0",
     "duckdb-extension-spatial==1.5.5",
     "gcp-storage-emulator>=2026.7,<2027",
+    # CloudFormation templates in infra/ are linted in the tests (moto[server] pulls it in too).
+    "cfn-lint>=1.30,<2",
+    # ... and the Flex Template metadata is validated against its JSON schema.
+    "jsonschema>=4.18,<5",
 ]
 
 setup(

@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
+from pipelines.aws_role import start_role
 from pipelines.options import SinkOptions
 from pipelines.summary import RunSummary, counters_of, render
 from schemas.generate import table_of
@@ -165,6 +166,8 @@ def build_checked(
     """
     try:
         sinks = options.view_as(SinkOptions).sink_config()
+        # Before the checks, which are AWS calls too; workers start it themselves.
+        start_role(options)
         check_sinks(sinks)
         if extra_check is not None:
             extra_check()

@@ -19,6 +19,12 @@ from typing import Any
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from transforms.core.process import ProcessStripeEvents
+from transforms.infrastructure import (
+    DEFAULT_WEB_IDENTITY_AUDIENCE,
+    METADATA_IDENTITY_URL,
+    TokenSource,
+    metadata_token_source,
+)
 from transforms.services.identity import ResolveIdentities, check_api_url
 from transforms.sinks.contract import SinkConfig, flags_of
 from transforms.sinks.postgres import CONTRIBUTIONS_STORE_ENV as CONTRIBUTIONS_STORE_ENV
@@ -184,6 +190,48 @@ class IdentityOptions(PipelineOptions):
             retry_delay=timedelta(seconds=self.identity_retry_delay_s),
             max_concurrent=self.identity_max_concurrent,
         )
+
+
+class AwsOptions(PipelineOptions):
+    """How the job's AWS clients get credentials (same for every job)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("aws credentials")
+        group.add_argument(
+            "--aws_role_arn",
+            default=None,
+            help="Optional. An IAM role that every AWS client of the job (Kinesis, S3, "
+            "DynamoDB, SQS, on the launcher and on every worker) assumes with the Google-"
+            "signed identity token of the workers' service account (STS "
+            "AssumeRoleWithWebIdentity, refreshed before expiry): how Dataflow workers reach "
+            "AWS without any key. Default: the standard AWS credentials chain.",
+        )
+        group.add_argument(
+            "--aws_region",
+            default=None,
+            help="Optional. The AWS region of the stream, archive, tables and queues, for every "
+            "AWS client of the job (it sets AWS_DEFAULT_REGION on the launcher and on every "
+            "worker, which have no AWS configuration on Dataflow). Default: the standard AWS "
+            "configuration.",
+        )
+        group.add_argument(
+            "--aws_web_identity_audience",
+            default=DEFAULT_WEB_IDENTITY_AUDIENCE,
+            help="With --aws_role_arn: the audience the identity token is requested for; the "
+            "role's trust policy must expect it. Default: %(default)s.",
+        )
+        group.add_argument(
+            "--aws_identity_token_url",
+            default=METADATA_IDENTITY_URL,
+            help="With --aws_role_arn: the identity endpoint of Google's metadata server, "
+            "which only Google Cloud VMs reach; tests give a local stand-in. "
+            "Default: %(default)s.",
+        )
+
+    def token_source(self) -> TokenSource:
+        """Where fresh identity tokens for `--aws_role_arn` come from."""
+        return metadata_token_source(self.aws_web_identity_audience, self.aws_identity_token_url)
 
 
 class SinkOptions(PipelineOptions):

@@ -15,3 +15,7 @@ __all__ += ["identity_api"]
 from tests.fixtures.warehouses import both_warehouses  # noqa: E402
 
 __all__ += ["both_warehouses"]
+
+from tests.fixtures.metadata_server import metadata_server  # noqa: E402
+
+__all__ += ["metadata_server"]
