@@ -327,32 +327,44 @@ def payments_for(events: int) -> int:
     return max(1, math.ceil(events / RECORDS_PER_PAYMENT))
 
 
-def _truth_counts(truth: Path) -> dict[str, Any]:
-    """The `counts` line of truth.json, without loading its one-line-per-payment list."""
+def _truth_line(truth: Path, name: str) -> dict[str, Any]:
+    """One top-level line of truth.json (`counts`, `generator`), without loading the rest."""
     with truth.open() as lines:
         for line in lines:
-            if line.startswith('"counts": '):
-                value: dict[str, Any] = json.loads(line.removeprefix('"counts": ').rstrip(",\n"))
+            if line.startswith(f'"{name}": '):
+                value: dict[str, Any] = json.loads(line.removeprefix(f'"{name}": ').rstrip(",\n"))
                 return value
-    raise RuntimeError(f"{truth} has no counts line")
+    raise RuntimeError(f"{truth} has no {name} line")
 
 
-def generate(events: int, seed: int, folder: Path) -> ArchiveInfo:
-    """A fresh archive of about `events` records under `folder`/archive."""
+def _generated(folder: Path, payments: int, seed: int) -> bool:
+    """Whether `folder` already holds the archive of these generator arguments."""
+    truth = folder / "truth.json"
+    if not truth.is_file() or not (folder / "archive").is_dir():
+        return False
+    arguments = _truth_line(truth, "generator")
+    return bool(arguments.get("payments") == payments and arguments.get("seed") == seed)
+
+
+def generate(events: int, seed: int, folder: Path, *, reuse: bool = False) -> ArchiveInfo:
+    """An archive of about `events` records under `folder`/archive: fresh, or kept if `reuse`."""
     payments = payments_for(events)
-    shutil.rmtree(folder, ignore_errors=True)
     archive = folder / "archive"
-    _progress(f"generating {payments:,} payments (about {events:,} records) into {archive}")
     began = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "tools.generate_archive", "--out", str(archive)]
-        + ["--payments", str(payments), "--seed", str(seed)],
-        cwd=PROJECT_ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    counts = _truth_counts(folder / "truth.json")
+    if reuse and _generated(folder, payments, seed):
+        _progress(f"reusing the archive of {payments:,} payments in {archive}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        _progress(f"generating {payments:,} payments (about {events:,} records) into {archive}")
+        subprocess.run(
+            [sys.executable, "-m", "tools.generate_archive", "--out", str(archive)]
+            + ["--payments", str(payments), "--seed", str(seed)],
+            cwd=PROJECT_ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    counts = _truth_line(folder / "truth.json", "counts")
     return ArchiveInfo(
         path=str(archive),
         payments=payments,
@@ -430,12 +442,12 @@ def check_tables(folder: Path, loop_rows: dict[str, int]) -> tuple[TableCheck, .
     )
 
 
-def bench_size(events: int, seed: int, workdir: Path) -> SizeResult:
+def bench_size(events: int, seed: int, workdir: Path, *, reuse: bool = False) -> SizeResult:
     folder = workdir / f"events-{events}"
-    info = generate(events, seed, folder)
+    info = generate(events, seed, folder, reuse=reuse)
     _progress(
-        f"generated {info.records:,} records ({info.firehose_records:,} Firehose records "
-        f"+ {info.export_lines:,} export lines) in {info.generate_seconds:.1f}s"
+        f"archive of {info.records:,} records ({info.firehose_records:,} Firehose records "
+        f"+ {info.export_lines:,} export lines), generated in {info.generate_seconds:.1f}s"
     )
     archive = Path(info.path)
     sides: dict[str, ChildResult] = {}
@@ -584,6 +596,12 @@ def _parser() -> argparse.ArgumentParser:
         "Default: a temporary folder, removed at the end.",
     )
     parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="With --workdir: keep an archive already generated there with the same size and "
+        "seed instead of generating it again.",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="Print the figures as one JSON document instead of the table.",
@@ -629,11 +647,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.events < SCALE_DOWN * 10:
         parser.error(f"--events must be at least {SCALE_DOWN * 10}")
+    if args.reuse and args.workdir is None:
+        parser.error("--reuse needs --workdir")
 
     began = time.perf_counter()
     with _workdir(args.workdir) as workdir:
         sizes = [
-            bench_size(events, args.seed, workdir)
+            bench_size(events, args.seed, workdir, reuse=args.reuse)
             for events in (args.events, args.events // SCALE_DOWN)
         ]
     total = time.perf_counter() - began
