@@ -120,8 +120,8 @@ def decode_record(record: SourceRecord) -> StripeEvent:
 def _parse(data: bytes) -> Any:
     """The JSON document in `data`, as `json.loads` of its UTF-8 text gives it.
 
-    orjson first, about ten times faster; what it refuses (not UTF-8, not
-    JSON, NaN, lone surrogates, ...) goes through the standard library, whose
+    orjson first, several times faster; what it refuses (not UTF-8, not JSON,
+    NaN, lone surrogates, ...) goes through the standard library, whose
     verdict and error message stand.
     """
     if _LONG_DIGITS not in data.translate(_DIGITS_TO_ZERO):
