@@ -12,6 +12,8 @@ RUNTIME = [
     "stripe>=16,<17",
     "boto3>=1.40,<2",
     "pyarrow>=18,<26",
+    # Splitting and parsing archive and Kinesis records, faster than the standard library.
+    "orjson>=3.10,<4",
     # The local warehouse. 1.5.x is the line the BigQuery emulator also needs.
     "duckdb>=1.5.5,<1.6",
     # The contributions store (Postgres) client.
