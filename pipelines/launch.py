@@ -22,6 +22,7 @@ from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
 from transforms.infrastructure import ConfigurationError
 from transforms.sinks.dynamodb import check_supporter_table
+from transforms.sinks.eventbridge import check_event_bus
 from transforms.sinks.router import SinkConfig
 from transforms.sinks.sqs import check_ledger_table, check_message_queue
 
@@ -147,9 +148,16 @@ def check_sinks(sinks: SinkConfig) -> None:
     """
     if sinks.supporter_table:
         check_supporter_table(sinks.supporter_table)
-    for queue_url in (sinks.emails_queue_url, sinks.opt_ins_queue_url):
+    for queue_url in (
+        sinks.emails_queue_url,
+        sinks.opt_ins_queue_url,
+        sinks.contributions_store_queue_url,
+    ):
         if queue_url:
-            check_message_queue(queue_url)
+            kind = check_message_queue(queue_url)
+            print(f"SQS queue {queue_url}: {kind}", file=sys.stderr)
+    if sinks.acquisitions_bus:
+        check_event_bus(sinks.acquisitions_bus)
     if sinks.sent_messages_table:
         check_ledger_table(sinks.sent_messages_table)
 

@@ -17,7 +17,10 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
+from transforms.domain.facts import ALL_MODES, STRIPE_MODES
+from transforms.domain.mapping import DEFAULT_PAYMENT_PROVIDER, PRECISE_PAYMENT_PROVIDER
 from transforms.services.identity import ResolveIdentities, check_api_url
+from transforms.sinks.eventbridge import DEFAULT_SOURCE
 from transforms.sinks.router import SinkConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -69,12 +72,36 @@ class CoreOptions(PipelineOptions):
             "Default: %(default)s.",
         )
         group.add_argument(
-            "--exclude_test_mode",
-            action="store_true",
-            default=False,
-            help="Skip (and count) Stripe test-mode events. By default they are processed like "
-            "live ones and flagged livemode=false.",
+            "--stripe_mode",
+            choices=STRIPE_MODES,
+            default=None,
+            help="Which Stripe mode this deployment serves: live (the PROD resources) or test "
+            "(the CODE ones); events of the other mode are skipped and counted "
+            "(other_stripe_mode). Required, and live or test, with any production sink: a "
+            "deployment serves one stage. Default without production sinks: all (the local "
+            "warehouse keeps both, with livemode on every row).",
         )
+        group.add_argument(
+            "--acquisition_payment_provider",
+            default=DEFAULT_PAYMENT_PROVIDER,
+            help="The acquisitions' paymentProvider, on the bus and in the acquisitions table. "
+            f"Default: %(default)s, which today's acquisitions publisher accepts; "
+            f"{PRECISE_PAYMENT_PROVIDER} is precise once that consumer accepts it (README).",
+        )
+
+    def checked_stripe_mode(self) -> str:
+        """The checked `--stripe_mode` (ValueError when production sinks need one)."""
+        production = self.view_as(SinkOptions).sink_config().production_flags
+        if not production:
+            return self.stripe_mode or ALL_MODES
+        if self.stripe_mode not in ("live", "test"):
+            raise ValueError(
+                "--stripe_mode live or --stripe_mode test is required with production sinks ("
+                + ", ".join(production)
+                + "): a deployment serves one stage, and test payments must not reach live "
+                "resources"
+            )
+        return str(self.stripe_mode)
 
     def core_arguments(self) -> dict[str, Any]:
         """Keyword arguments for `ProcessStripeEvents`."""
@@ -82,10 +109,13 @@ class CoreOptions(PipelineOptions):
         timeout = timedelta(days=self.settlement_timeout_days)
         if charge_wait >= timeout:
             raise ValueError("--charge_wait_minutes must be shorter than --settlement_timeout_days")
+        if not self.acquisition_payment_provider:
+            raise ValueError("--acquisition_payment_provider must not be empty")
         return {
             "charge_wait": charge_wait,
             "settlement_timeout": timeout,
-            "include_test_mode": not self.exclude_test_mode,
+            "stripe_mode": self.checked_stripe_mode(),
+            "payment_provider": self.acquisition_payment_provider,
         }
 
 
@@ -180,6 +210,38 @@ class SinkOptions(PipelineOptions):
             "are harmless. Default: %(default)s.",
         )
         group.add_argument(
+            "--contributions_store_queue_url",
+            default=None,
+            help="SQS queue (standard or FIFO) the contributions store's writer reads: "
+            '{"newContributionData": ...} per paid payment, {"refundedPaymentId": "ch_..."} '
+            "once a charge is fully refunded, exactly once through --sent_messages_table. "
+            "The alternative to --contributions_store; not both.",
+        )
+        group.add_argument(
+            "--contributions_store_key_id",
+            default=None,
+            help="Sent as the keyId String message attribute of every contributions store "
+            "message. Required with --contributions_store_queue_url.",
+        )
+        group.add_argument(
+            "--acquisitions_bus",
+            default=None,
+            help="EventBridge bus name or ARN (acquisitions-bus-PROD/-CODE today) to publish "
+            "one AcquisitionsEvent per paid payment to, exactly once through "
+            "--sent_messages_table. Default: the warehouse's acquisition_events table.",
+        )
+        group.add_argument(
+            "--acquisitions_source",
+            default=DEFAULT_SOURCE,
+            help="The bus events' Source, which today's rules match. Default: %(default)s.",
+        )
+        group.add_argument(
+            "--cloudwatch_namespace",
+            default=None,
+            help="Optional CloudWatch namespace: a payment-success count per paid payment "
+            "and a post-payment-error count per dead letter, as today's alarms watch.",
+        )
+        group.add_argument(
             "--contributions_store",
             default=None,
             help="Postgres DSN of the contributions store (postgresql://user@host/db). "
@@ -196,18 +258,19 @@ class SinkOptions(PipelineOptions):
         group.add_argument(
             "--emails_queue_url",
             default=None,
-            help="SQS FIFO queue URL for thank-you emails. Default: the warehouse.",
+            help="SQS queue URL (standard or FIFO) for thank-you emails. Default: the warehouse.",
         )
         group.add_argument(
             "--opt_ins_queue_url",
             default=None,
-            help="SQS FIFO queue URL for soft opt-ins. Default: the warehouse.",
+            help="SQS queue URL (standard or FIFO) for soft opt-ins. Default: the warehouse.",
         )
         group.add_argument(
             "--sent_messages_table",
             default=None,
-            help="DynamoDB table (key messageKey) recording sent messages, so that a replay "
-            "days later sends nothing again. Required with either queue.",
+            help="DynamoDB table (key messageKey) recording every effect sent that its "
+            "service cannot de-duplicate (messages, bus events), so that a replay days later "
+            "sends nothing again. Required with any queue or the bus.",
         )
 
     def sink_config(self) -> SinkConfig:
@@ -220,7 +283,17 @@ class SinkOptions(PipelineOptions):
                 "--emails_queue_url/--opt_ins_queue_url need --sent_messages_table: SQS FIFO "
                 "deduplication alone forgets a message after 5 minutes"
             )
+        if self.contributions_store_queue_url and dsn:
+            raise ValueError(
+                "give --contributions_store_queue_url or --contributions_store (or "
+                f"{CONTRIBUTIONS_STORE_ENV}), not both: the store is fed one way"
+            )
         return SinkConfig(
+            acquisitions_bus=self.acquisitions_bus,
+            acquisitions_source=self.acquisitions_source,
+            contributions_store_queue_url=self.contributions_store_queue_url,
+            contributions_store_key_id=self.contributions_store_key_id,
+            cloudwatch_namespace=self.cloudwatch_namespace,
             warehouse=self.warehouse,
             contributions_store_dsn=dsn,
             supporter_table=self.supporter_table,

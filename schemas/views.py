@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.generate import bigquery_schema, columns, table_of
-from schemas.records import Contribution, PaymentAdjustment
+from schemas.records import Acquisition, Contribution, PaymentAdjustment
 
 #: Column the writer adds to every raw row; the views keep the greatest per key.
 WRITTEN_AT = "_written_at"
@@ -141,16 +141,65 @@ WHERE status IN ('Paid', 'Refunded')
 GROUP BY day, currency, livemode"""
 
 
+FACT_ACQUISITION_EVENT = "fact_acquisition_event"
+#: The columns of today's `fact_acquisition_event` rows (the acquisitions
+#: publisher's FactAcquisitionEventRow), in its order: the view's interface.
+FACT_ACQUISITION_EVENT_COLUMNS = (
+    "event_timestamp",
+    "product",
+    "amount",
+    "currency",
+    "country_code",
+    "component_id",
+    "component_type",
+    "campaign_codes",
+    "referrer_url",
+    "ab_tests",
+    "payment_frequency",
+    "payment_provider",
+    "print_options",
+    "browser_id",
+    "identity_id",
+    "page_view_id",
+    "referrer_page_view_id",
+    "promo_code",
+    "query_parameters",
+    "reused_existing_payment_method",
+    "acquisition_type",
+    "reader_type",
+    "zuora_subscription_number",
+    "contribution_id",
+    "payment_id",
+    "platform",
+    "labels",
+    "source",
+)
+
+
+def fact_acquisition_event_sql(project: str, dataset: str) -> str:
+    """The view `fact_acquisition_event`: exactly today's table's columns, one row per payment.
+
+    A query written for the existing table runs unchanged against it.
+    """
+    columns = ",\n    ".join(FACT_ACQUISITION_EVENT_COLUMNS)
+    return f"""SELECT
+    {columns}
+FROM {_ref(project, dataset, table_of(Acquisition).name)}"""
+
+
 def view_definitions(record_types: tuple[type, ...], project: str, dataset: str) -> dict[str, str]:
     """{view name: SQL} in creation order: a view comes after the views it reads.
 
-    One latest-row view per record type; `contributions_current` and
+    One latest-row view per record type; `fact_acquisition_event` with
+    `Acquisition`; `contributions_current` and
     `daily_totals` only when both `Contribution` and `PaymentAdjustment` are given.
     """
     views = {
         table_of(record_type).name: latest_view_sql(record_type, project, dataset)
         for record_type in record_types
     }
+    if Acquisition in record_types:
+        views[FACT_ACQUISITION_EVENT] = fact_acquisition_event_sql(project, dataset)
     if Contribution in record_types and PaymentAdjustment in record_types:
         views[CONTRIBUTIONS_CURRENT] = contributions_current_sql(project, dataset)
         views[DAILY_TOTALS] = daily_totals_sql(project, dataset)

@@ -108,7 +108,7 @@ def expected_acquisitions(truth: dict[str, Any]) -> list[tuple[Any, ...]]:
             p["livemode"],
             p["account"],
             "CONTRIBUTION",
-            "STRIPE_HOSTED_CHECKOUT",
+            "STRIPE",
             "Direct",
         )
         for p in paid_payments(truth)

@@ -8,8 +8,11 @@ sink:
 - ContributionStoreRecord (with the adjustments, for the status): the
   Postgres contributions store when configured, else the warehouse;
 - SupporterProductData: DynamoDB `SupporterProductData` when configured;
-- ThankYouEmail, SoftOptIn: SQS FIFO queues guarded by a DynamoDB ledger
-  when configured.
+- ContributionStoreRecord may instead go to the store's SQS queue (with the
+  adjustments, for refund messages): `transforms.sinks.store_queue`;
+- AcquisitionEvent: the acquisitions EventBridge bus when configured;
+- ThankYouEmail, SoftOptIn: SQS queues (standard or FIFO) guarded by the
+  DynamoDB ledger when configured.
 
 The warehouse is a DuckDB file (the embedded default) or a BigQuery dataset
 (`bigquery:PROJECT.DATASET`: file loads for bounded input, streaming inserts
@@ -38,6 +41,7 @@ from apache_beam.transforms import trigger, window
 
 from schemas.generate import table_of
 from schemas.records import (
+    AcquisitionEvent,
     ContributionStoreRecord,
     DeadLetter,
     PaymentAdjustment,
@@ -50,8 +54,10 @@ from transforms.domain.redact import redacted
 from transforms.sinks.bigquery import WriteToWarehouseBigQuery
 from transforms.sinks.duckdb import WriteToWarehouse
 from transforms.sinks.dynamodb import WriteSupporterItems
+from transforms.sinks.eventbridge import DEFAULT_SOURCE, PublishAcquisitions
 from transforms.sinks.postgres import WriteToContributionsStore
 from transforms.sinks.sqs import SOFT_OPT_IN, THANK_YOU_EMAIL, SendMessages
+from transforms.sinks.store_queue import SendToContributionsStore
 
 BIGQUERY_PREFIX = "bigquery:"
 
@@ -67,6 +73,11 @@ class SinkConfig:
 
     warehouse: str
     contributions_store_dsn: str | None = None
+    contributions_store_queue_url: str | None = None
+    contributions_store_key_id: str | None = None
+    acquisitions_bus: str | None = None
+    acquisitions_source: str = DEFAULT_SOURCE
+    cloudwatch_namespace: str | None = None
     supporter_table: str | None = None
     emails_queue_url: str | None = None
     opt_ins_queue_url: str | None = None
@@ -80,11 +91,34 @@ class SinkConfig:
                 "the SQS sinks need a sent-messages ledger table: FIFO deduplication "
                 "alone forgets a message after 5 minutes"
             )
+        if self.contributions_store_queue_url and self.contributions_store_dsn:
+            raise ValueError(
+                "give --contributions_store_queue_url or --contributions_store, not both"
+            )
+        if self.contributions_store_queue_url and not self.contributions_store_key_id:
+            raise ValueError("--contributions_store_queue_url needs --contributions_store_key_id")
+        ledgered = [
+            flag
+            for flag, value in (
+                ("--acquisitions_bus", self.acquisitions_bus),
+                ("--contributions_store_queue_url", self.contributions_store_queue_url),
+            )
+            if value
+        ]
+        if ledgered and not self.sent_messages_table:
+            raise ValueError(
+                " and ".join(ledgered) + " need --sent_messages_table: neither EventBridge "
+                "nor a standard queue de-duplicates, the ledger makes them exactly once"
+            )
         if self.bigquery is not None:
             missing = [
                 flag
                 for flag, value in (
-                    ("--contributions_store", self.contributions_store_dsn),
+                    (
+                        "--contributions_store or --contributions_store_queue_url",
+                        self.contributions_store_dsn or self.contributions_store_queue_url,
+                    ),
+                    ("--acquisitions_bus", self.acquisitions_bus),
                     ("--supporter_table", self.supporter_table),
                     ("--emails_queue_url", self.emails_queue_url),
                     ("--opt_ins_queue_url", self.opt_ins_queue_url),
@@ -109,6 +143,24 @@ class SinkConfig:
         return project, dataset
 
     @property
+    def production_flags(self) -> list[str]:
+        """The flags that configure a production sink (anything but a DuckDB warehouse)."""
+        return [
+            flag
+            for flag, value in (
+                ("--warehouse bigquery:...", self.bigquery is not None),
+                ("--contributions_store", self.contributions_store_dsn),
+                ("--contributions_store_queue_url", self.contributions_store_queue_url),
+                ("--acquisitions_bus", self.acquisitions_bus),
+                ("--supporter_table", self.supporter_table),
+                ("--emails_queue_url", self.emails_queue_url),
+                ("--opt_ins_queue_url", self.opt_ins_queue_url),
+                ("--cloudwatch_namespace", self.cloudwatch_namespace),
+            )
+            if value
+        ]
+
+    @property
     def duckdb_path(self) -> str | None:
         return None if self.warehouse.startswith(BIGQUERY_PREFIX) else self.warehouse
 
@@ -117,6 +169,10 @@ class SinkConfig:
         store = "<set>" if self.contributions_store_dsn else None
         return (
             f"SinkConfig(warehouse={self.warehouse!r}, contributions_store={store}, "
+            f"contributions_store_queue_url={self.contributions_store_queue_url!r}, "
+            f"acquisitions_bus={self.acquisitions_bus!r}, "
+            f"acquisitions_source={self.acquisitions_source!r}, "
+            f"cloudwatch_namespace={self.cloudwatch_namespace!r}, "
             f"supporter_table={self.supporter_table!r}, "
             f"emails_queue_url={self.emails_queue_url!r}, "
             f"opt_ins_queue_url={self.opt_ins_queue_url!r}, "
@@ -191,6 +247,28 @@ class WriteOutputs(beam.PTransform):
                 config.contributions_store_dsn
             )
             dead_letters.append(store.dead_letters)
+        elif config.contributions_store_queue_url:
+            assert config.contributions_store_key_id and config.sent_messages_table
+            queued: dict[type, PCollection] = {
+                ContributionStoreRecord: to_warehouse.pop(ContributionStoreRecord),
+                PaymentAdjustment: pcolls[PaymentAdjustment],
+            }
+            store_queue = queued | "SendToContributionsStore" >> SendToContributionsStore(
+                config.contributions_store_queue_url,
+                config.contributions_store_key_id,
+                config.sent_messages_table,
+            )
+            dead_letters.append(store_queue.dead_letters)
+        if config.acquisitions_bus:
+            published = to_warehouse.pop(AcquisitionEvent) | (
+                "PublishAcquisitions"
+                >> PublishAcquisitions(
+                    config.acquisitions_bus,
+                    config.sent_messages_table,
+                    source=config.acquisitions_source,
+                )
+            )
+            dead_letters.append(published.dead_letters)
         if config.supporter_table:
             supporter = to_warehouse.pop(SupporterProductData) | (
                 "WriteSupporterItems" >> WriteSupporterItems(config.supporter_table)
