@@ -52,13 +52,21 @@ from tests.builders import charge_object, session_object
 from tests.fixtures.bigquery import BigQueryEmulator
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.postgres import PostgresServer
-from tests.fixtures.sinks import LEDGER_KEY, SUPPORTER_KEY, create_queue, create_table, unique
+from tests.fixtures.sinks import (
+    LEDGER_KEY,
+    SUPPORTER_KEY,
+    create_bus,
+    create_queue,
+    create_table,
+    unique,
+)
 from tests.pipelines.expected import (
     ACQUISITIONS_SQL,
     CONTRIBUTIONS_SQL,
     expected_acquisitions,
     expected_contributions,
     expected_dead_letter_reasons,
+    live_only,
     major,
     paid_payments,
 )
@@ -192,7 +200,8 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> Events:
     hour = folder / created.strftime("%Y/%m/%d/%H")
     hour.mkdir(parents=True, exist_ok=True)
     (hour / f"crafted-1-{created:%Y-%m-%d-%H-%M-%S}-{uuid.uuid4()}").write_bytes(b"\n".join(huge))
-    truth = archive.truth.to_json()
+    # The sinks are a live deployment's: test-mode payments are skipped.
+    truth = live_only(archive.truth.to_json())
     return Events(
         archive=folder,
         records=(*archive.envelopes(include_malformed=True), *huge),
@@ -289,6 +298,10 @@ def runs(
         create_queue(),
         "--sent_messages_table",
         create_table(LEDGER_KEY, unique("sent-messages")),
+        "--acquisitions_bus",
+        create_bus()[0],
+        "--stripe_mode",
+        "live",
     ]
     s3 = boto3.session.Session().client("s3")
     s3.create_bucket(
