@@ -156,7 +156,9 @@ PRODUCTION_SINK_FLAGS = [
         ["--acquisitions_bus", "b", "--sent_messages_table", "l"], "--acquisitions_bus", id="bus"
     ),
     pytest.param(
-        ["--cloudwatch_namespace", "payment-api"], "--cloudwatch_namespace", id="cloudwatch"
+        ["--cloudwatch_namespace", "ns", "--sent_messages_table", "l"],
+        "--cloudwatch_namespace",
+        id="cloudwatch",
     ),
 ]
 
@@ -198,10 +200,11 @@ def test_production_sinks_need_a_live_or_test_stage(
             id="store-queue-without-key-id",
         ),
         pytest.param(
-            ["--acquisitions_bus", "b"],
-            "--acquisitions_bus need --sent_messages_table: neither EventBridge nor a standard "
-            "queue de-duplicates, the ledger makes them exactly once",
-            id="bus-without-ledger",
+            ["--acquisitions_bus", "b", "--cloudwatch_namespace", "payment-api"],
+            "--acquisitions_bus, --cloudwatch_namespace need --sent_messages_table: neither "
+            "EventBridge, CloudWatch nor a standard queue de-duplicates, the ledger makes them "
+            "exactly once",
+            id="bus-and-metrics-without-ledger",
         ),
     ],
 )

@@ -8,7 +8,6 @@ DoFn turns both into counters). Formats follow DOMAIN.md section 2.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -42,7 +41,6 @@ DEFAULT_PAYMENT_PROVIDER = "STRIPE"
 PRECISE_PAYMENT_PROVIDER = "STRIPE_HOSTED_CHECKOUT"
 #: The analytics table's platform names for the apps' own spellings.
 PLATFORM_NAMES = {"iosnativeapp": "IOS_NATIVE_APP", "androidnativeapp": "ANDROID_NATIVE_APP"}
-_NOT_SUBDIVISION = re.compile(r"[^A-Za-z0-9 ]")
 STORE_PAYMENT_PROVIDER = "Stripe"
 THANK_YOU_DATA_EXTENSION = "contribution-thank-you"
 EDITIONS = {"GBP": "uk", "USD": "us", "AUD": "au"}
@@ -101,9 +99,12 @@ def analytics_platform(value: str | None) -> str:
 
 
 def clean_subdivision(value: str | None) -> str | None:
-    """The state as the contributions store takes it: letters, digits and spaces only."""
-    cleaned = _NOT_SUBDIVISION.sub("", value or "").strip()
-    return cleaned or None
+    """The state as the contributions store takes it: letters, digits and spaces only
+    (line breaks dropped), trimmed; None when nothing is left."""
+    kept = "".join(
+        c for c in value or "" if c not in "\r\n" and (c.isalpha() or c.isdecimal() or c.isspace())
+    )
+    return kept.strip() or None
 
 
 def split_list(value: str | None) -> tuple[str, ...]:

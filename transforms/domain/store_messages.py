@@ -15,7 +15,7 @@ from schemas.records import ContributionStoreRecord
 
 
 def new_contribution_message(record: ContributionStoreRecord) -> str:
-    """`{"newContributionData": ContributionData}` with the store's field names.
+    """`{"newContributionData": ContributionData}`: the store's fields, names and order.
 
     `created` is an ISO local date-time in UTC without a zone; `identityId`
     a JSON number (the store keeps a number; an identity that is not one is
@@ -33,7 +33,6 @@ def new_contribution_message(record: ContributionStoreRecord) -> str:
         ("amount", _Number(format(record.amount, "f"))),
         ("countryCode", record.country_code),
         ("countrySubdivisionCode", record.country_subdivision_code),
-        ("postalCode", record.postal_code),
         ("contributionId", record.contribution_id),
     ]
     inner = ",".join(f"{_encode(key)}:{_encode(value)}" for key, value in data)

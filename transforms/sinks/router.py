@@ -12,7 +12,9 @@ sink:
   adjustments, for refund messages): `transforms.sinks.store_queue`;
 - AcquisitionEvent: the acquisitions EventBridge bus when configured;
 - ThankYouEmail, SoftOptIn: SQS queues (standard or FIFO) guarded by the
-  DynamoDB ledger when configured.
+  DynamoDB ledger when configured;
+- with a CloudWatch namespace, a `payment-success` count per paid
+  Contribution and a `post-payment-tasks-error` count per dead letter.
 
 The warehouse is a DuckDB file (the embedded default) or a BigQuery dataset
 (`bigquery:PROJECT.DATASET`: file loads for bounded input, streaming inserts
@@ -42,6 +44,7 @@ from apache_beam.transforms import trigger, window
 from schemas.generate import table_of
 from schemas.records import (
     AcquisitionEvent,
+    Contribution,
     ContributionStoreRecord,
     DeadLetter,
     PaymentAdjustment,
@@ -52,6 +55,7 @@ from schemas.records import (
 from schemas.table import step_name
 from transforms.domain.redact import redacted
 from transforms.sinks.bigquery import WriteToWarehouseBigQuery
+from transforms.sinks.cloudwatch import CountPaymentMetrics
 from transforms.sinks.duckdb import WriteToWarehouse
 from transforms.sinks.dynamodb import WriteSupporterItems
 from transforms.sinks.eventbridge import DEFAULT_SOURCE, PublishAcquisitions
@@ -102,12 +106,14 @@ class SinkConfig:
             for flag, value in (
                 ("--acquisitions_bus", self.acquisitions_bus),
                 ("--contributions_store_queue_url", self.contributions_store_queue_url),
+                ("--cloudwatch_namespace", self.cloudwatch_namespace),
             )
             if value
         ]
         if ledgered and not self.sent_messages_table:
             raise ValueError(
-                " and ".join(ledgered) + " need --sent_messages_table: neither EventBridge "
+                ", ".join(ledgered)
+                + " need --sent_messages_table: neither EventBridge, CloudWatch "
                 "nor a standard queue de-duplicates, the ledger makes them exactly once"
             )
         if self.bigquery is not None:
@@ -285,6 +291,17 @@ class WriteOutputs(beam.PTransform):
                 dead_letters.append(sent.dead_letters)
 
         to_warehouse[DeadLetter] = tuple(dead_letters) | "CollectDeadLetters" >> beam.Flatten()
+        if config.cloudwatch_namespace:
+            metrics = {
+                Contribution: pcolls[Contribution],
+                DeadLetter: to_warehouse[DeadLetter],
+            } | "CountPaymentMetrics" >> CountPaymentMetrics(
+                config.cloudwatch_namespace, config.sent_messages_table
+            )
+            to_warehouse[DeadLetter] = (
+                to_warehouse[DeadLetter],
+                metrics.dead_letters,
+            ) | "CollectMetricDeadLetters" >> beam.Flatten()
         bigquery = config.bigquery
         if bigquery is not None:
             bounded = all(pcoll.is_bounded for pcoll in pcolls.values())
