@@ -29,6 +29,7 @@ from transforms.domain.mapping import (
     PaymentRecords,
     build_records,
     campaign_codes,
+    clean_subdivision,
     contribution_id,
     term_end,
 )
@@ -762,3 +763,37 @@ def test_failed_payment_builds_only_the_contribution() -> None:
         skipped=(),
         warnings=(),
     )
+
+
+def test_store_and_supporter_item_are_dated_by_the_charge() -> None:
+    # The charge was created the evening before the session settled (UTC).
+    charged = T0 - 3_600 * 5
+    records = build_records(replace(payment(), charge_created=charged))
+
+    charged_at = datetime.fromtimestamp(charged, tz=UTC)
+    assert records.contribution_store == store_record(created=charged_at)
+    assert records.supporter is not None
+    assert records.supporter.contract_effective_date == charged_at.date()
+    # The analytics records keep the settlement time.
+    assert records.contribution.created == T0_DATETIME
+    assert records.acquisition == acquisition()
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("CA", "CA"),
+        ("New South Wales", "New South Wales"),
+        (" Île-de-France\n", "ÎledeFrance"),
+        ("N.Y.", "NY"),
+        ("--", None),
+        (None, None),
+    ],
+    ids=["code", "spaces-kept", "accents-kept-punctuation-dropped", "dots", "nothing-left", "none"],
+)
+def test_subdivision_is_cleaned_as_the_store_expects(
+    state: str | None, expected: str | None
+) -> None:
+    assert clean_subdivision(state) == expected
+    records = build_records(payment(state=state))
+    assert records.contribution_store == store_record(country_subdivision_code=expected)
