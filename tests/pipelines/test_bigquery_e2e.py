@@ -47,7 +47,13 @@ from google.cloud import bigquery
 from pipelines import backfill, streaming
 from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
-from schemas.views import CONTRIBUTIONS_CURRENT, DAILY_TOTALS, raw_table_name
+from schemas.views import (
+    CONTRIBUTIONS_CURRENT,
+    DAILY_TOTALS,
+    FACT_ACQUISITION_EVENT,
+    FACT_ACQUISITION_EVENT_COLUMNS,
+    raw_table_name,
+)
 from tests.builders import charge_object, session_object
 from tests.fixtures.bigquery import BigQueryEmulator
 from tests.fixtures.moto_server import MotoServer
@@ -84,12 +90,18 @@ HUGE = "crafted_huge"
 PERSONAL_COLUMNS = {"email", "name", "postal_code", "state"}
 #: Tables whose records go to a production sink, never to BigQuery.
 SENT_ELSEWHERE = (
+    "acquisition_events",
     "contributions_store",
     "supporter_product_data",
     "thank_you_emails",
     "soft_opt_ins",
 )
-VIEWS = (*(table_of(t).name for t in ALL_RECORD_TYPES), CONTRIBUTIONS_CURRENT, DAILY_TOTALS)
+VIEWS = (
+    *(table_of(t).name for t in ALL_RECORD_TYPES),
+    FACT_ACQUISITION_EVENT,
+    CONTRIBUTIONS_CURRENT,
+    DAILY_TOTALS,
+)
 DISPUTE_EVENTS = (
     "charge.dispute.created",
     "charge.dispute.funds_withdrawn",
@@ -430,6 +442,19 @@ def test_acquisitions_and_adjustments_hold_exactly_the_truth(runs: Runs) -> None
     )
     assert sorted(adjustments, key=repr) == expected_adjustments(truth)
     assert {row[1] for row in adjustments} == {"refund", "dispute"}
+
+
+def test_fact_acquisition_event_has_todays_columns_one_row_per_payment(runs: Runs) -> None:
+    with bigquery.Client(project=runs.project) as client:
+        sql = f"SELECT * FROM `{runs.project}.{runs.dataset}.{FACT_ACQUISITION_EVENT}` LIMIT 0"
+        schema = client.query(sql).result().schema
+    assert tuple(field.name for field in schema) == FACT_ACQUISITION_EVENT_COLUMNS
+    columns = ", ".join(FACT_ACQUISITION_EVENT_COLUMNS)
+    facts = _view(runs, f"SELECT {columns} FROM {FACT_ACQUISITION_EVENT}")
+    acquisitions = _view(runs, f"SELECT {columns} FROM acquisitions")
+    assert sorted(facts, key=repr) == sorted(acquisitions, key=repr)
+    payment_ids = [row[FACT_ACQUISITION_EVENT_COLUMNS.index("payment_id")] for row in facts]
+    assert sorted(payment_ids) == sorted(p["charge_id"] for p in paid_payments(runs.events.truth))
 
 
 def test_daily_totals_sum_the_current_state_per_day(runs: Runs) -> None:
