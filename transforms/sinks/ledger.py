@@ -385,8 +385,9 @@ class SendExactlyOnceFn(beam.DoFn):
         while pending:
             for index in [i for i in maybe_sent if i in pending]:
                 if not self._may_resend(pending[index]):
+                    error = last_error.get(index, "no answer")
                     yield self._dead_letter(
-                        pending.pop(index), OUTCOME_UNKNOWN, self._lost_error(last_error[index])
+                        pending.pop(index), OUTCOME_UNKNOWN, self._lost_error(error)
                     )
             if not pending:
                 return
@@ -417,7 +418,7 @@ class SendExactlyOnceFn(beam.DoFn):
             if attempt >= self._backoff.max_attempts:
                 for index, entry in pending.items():
                     reason = OUTCOME_UNKNOWN if index in maybe_sent else RETRIES_EXHAUSTED
-                    yield self._dead_letter(entry, reason, last_error[index])
+                    yield self._dead_letter(entry, reason, last_error.get(index, "no answer"))
                 return
             time.sleep(self._backoff.delay(attempt, self._rng))
             attempt += 1
