@@ -33,7 +33,12 @@ from schemas.records import (
     ThankYouEmail,
 )
 from schemas.rows import to_bigquery_json_row, to_row
-from schemas.views import CONTRIBUTIONS_CURRENT, DAILY_TOTALS, raw_table_name
+from schemas.views import (
+    CONTRIBUTIONS_CURRENT,
+    DAILY_TOTALS,
+    FACT_ACQUISITION_EVENT,
+    raw_table_name,
+)
 from tests.builders import RECORD_CREATED as CREATED
 from tests.builders import (
     acquisition_record,
@@ -225,7 +230,11 @@ def test_ensure_dataset_is_idempotent_keeps_rows_and_refreshes_views(
     ]
 
     listed = {t.table_id: t.table_type for t in client.list_tables(f"{project}.{dataset}")}
-    views = {table_of(t).name for t in ALL_RECORD_TYPES} | {CONTRIBUTIONS_CURRENT, DAILY_TOTALS}
+    views = {table_of(t).name for t in ALL_RECORD_TYPES} | {
+        FACT_ACQUISITION_EVENT,
+        CONTRIBUTIONS_CURRENT,
+        DAILY_TOTALS,
+    }
     assert listed == {raw_table_name(t): "TABLE" for t in ALL_RECORD_TYPES} | {
         v: "VIEW" for v in views
     }
