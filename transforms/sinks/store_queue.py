@@ -26,6 +26,16 @@ charge whose payment never reaches the store waits (counted as
 `contribution_refund_awaiting_payment`), as it should: there is no row to
 refund. Partial refunds and disputes change nothing in the store, as today.
 
+Only `charge.refunded` decides "fully refunded" (Stripe's `refunded` flag on
+the charge). A refund object (`refund.created`/`refund.updated`, an
+adjustment with `fully_refunded` None) knows one refund, not whether the
+charge is now whole refunded, so it sends nothing: a destination that
+delivers only refund objects gets no `refundedPaymentId` (the warehouse and
+the Postgres store still fold its refunds in). Each such adjustment is
+counted as `contribution_refund_undecided_refund_object`: a count above 0
+with no `contribution_refund` sent names that case; subscribe the
+destination to `charge.refunded` (the README says so).
+
 Dead letters: those of both senders (`send_contribution_store`,
 `send_contribution_refund`) and `ledger_error`s of the refund decision
 (step `decide_contribution_refund`).
@@ -114,8 +124,13 @@ class _RecordFullRefundsFn(_LedgerFn):
     def __init__(self, ledger_table: str, backoff: Backoff) -> None:
         super().__init__(ledger_table, backoff)
         self._awaiting = Metrics.counter(NAMESPACE, f"{REFUND}_awaiting_payment")
+        self._undecided = Metrics.counter(NAMESPACE, f"{REFUND}_undecided_refund_object")
 
     def process(self, adjustment: PaymentAdjustment) -> Iterator[Any]:
+        if adjustment.kind == "refund" and adjustment.fully_refunded is None:
+            # A refund object: only charge.refunded says whether the charge is whole refunded.
+            self._undecided.inc()
+            return
         if adjustment.kind != "refund" or not adjustment.fully_refunded:
             return
         assert self._ledger is not None

@@ -14,15 +14,22 @@ from typing import Any
 import apache_beam as beam
 import boto3
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.records import ContributionStoreRecord, PaymentAdjustment
-from tests.builders import dispute_adjustment, refund_adjustment, store_record
+from tests.builders import (
+    dispute_adjustment,
+    refund_adjustment,
+    refund_object_adjustment,
+    store_record,
+)
 from tests.fixtures.aws_faults import InjectFaults
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.sinks import LEDGER_KEY, create_queue, create_table
+from transforms.core.metrics import NAMESPACE
 from transforms.domain.store_messages import new_contribution_message, refunded_payment_message
 from transforms.infrastructure import Backoff
 from transforms.sinks.ledger import OUTCOME_UNKNOWN
@@ -111,6 +118,28 @@ def test_refunds_follow_their_payment_once_in_any_order_and_run(sqs: Any, fifo: 
 
     _run(queue, ledger, [*records, store_record("ch_4")], later)
     assert _received(sqs, queue) == []
+
+
+def test_refund_objects_decide_nothing_and_are_counted(sqs: Any) -> None:
+    queue, ledger = create_queue(fifo=False), create_table(LEDGER_KEY)
+    pipeline = beam.Pipeline(runner=FnApiRunner())
+    inputs = {
+        ContributionStoreRecord: pipeline | "Records" >> beam.Create([store_record("ch_1")]),
+        PaymentAdjustment: pipeline
+        | "Adjustments"
+        >> beam.Create([refund_object_adjustment("ch_1", "10.00"), dispute_adjustment("ch_1")]),
+    }
+    result = inputs | SendToContributionsStore(queue, KEY_ID, ledger, backoff=FAST)
+    assert_that(result.dead_letters, equal_to([]))
+    run = pipeline.run()
+    run.wait_until_finish()
+
+    # Only charge.refunded says a charge is whole refunded: no refund message.
+    assert _received(sqs, queue) == [_new("ch_1")]
+    counters = run.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    assert {c.key.metric.name: c.committed for c in counters if "refund" in c.key.metric.name} == {
+        "contribution_refund_undecided_refund_object": 1
+    }
 
 
 def test_under_twenty_percent_faults_no_message_is_sent_twice(
