@@ -12,11 +12,10 @@ in a child process of its own:
   disk, as `--shuffle auto` does locally), including the DuckDB load and its
   end-of-run summary;
 - baseline: a single-threaded loop over the functions the core adapts: read
-  every file (`split_records`), `decode_record`, `classify`, keep one fact per
-  event id in a dict, join facts per PaymentIntent with `PaymentState` and
-  `decide` (then `decide(..., deadline_passed=True)` for the payments still
-  open, as the timers do at the end of a bounded input), `build_records`, and
-  `to_row` for every record. It does no IO besides reading the archive and
+  every file (`split_records`), `decode_record`, `classify`, group every fact
+  by `join_key` in a dict, fold each group with `fold_payment` / `fold_event`
+  (`transforms.domain.fold`, the backfill's own fold and best-copy choice),
+  `build_records`, and `to_row` for every record. It does no IO besides reading the archive and
   pays for no runner (no coders, shuffles, bundles, metrics or state), so it
   is the practical upper limit of the backfill on one core.
 
@@ -188,15 +187,21 @@ def _archive_files(archive: Path) -> list[Path]:
 def run_baseline(archive: Path) -> None:
     """The baseline side: the core's pure functions in one loop, in this process."""
     # Imported here, not at module level: the parent must stay small (module docstring).
-    from dataclasses import replace
-
     from schemas.records import PaymentAdjustment
     from schemas.rows import to_row
     from transforms.core.process import DEFAULT_CHARGE_WAIT
     from transforms.domain.events import SourceRecord, make_dead_letter
-    from transforms.domain.facts import ChargeFact, ClassifyError, Fact, SessionFact, Skip, classify
+    from transforms.domain.facts import ClassifyError, Fact, classify
+    from transforms.domain.fold import (
+        PAYMENT_KEY,
+        Unsettled,
+        fold_event,
+        fold_payment,
+        join_key,
+        unsettled_dead_letter,
+    )
     from transforms.domain.mapping import build_records
-    from transforms.domain.payment import Payment, PaymentState, Verdict, decide
+    from transforms.domain.payment import Payment
 
     # `_decompressed` is private, but it is exactly how ReadArchive decompresses.
     from transforms.sources.archive import _decompressed as decompressed
@@ -206,14 +211,10 @@ def run_baseline(archive: Path) -> None:
     after_imports = _self_peak_kib()
     charge_wait = int(DEFAULT_CHARGE_WAIT.total_seconds())
 
-    def rank(fact: Fact) -> tuple[bool, str]:
-        # KeepBestCopyFn's order: a copy that names its account, then repr.
-        account = fact.account if isinstance(fact, PaymentAdjustment) else fact.meta.account
-        return account is None, repr(fact)
-
     began, cpu_began = time.perf_counter(), _cpu_seconds()
     records = 0
-    best: dict[str, Fact] = {}
+    # The backfill's one shuffle, as a dict: every copy of every fact by join key.
+    groups: dict[str, list[Fact | str]] = {}
     for path in _archive_files(archive):
         name = str(path)
         with path.open("rb") as raw:
@@ -233,34 +234,22 @@ def run_baseline(archive: Path) -> None:
                     )
                     to_row(letter)
                     continue
-                # repr only on a collision: the backfill ranks every copy.
-                kept = best.get(event.id)
-                if kept is None or rank(fact) < rank(kept):
-                    best[event.id] = fact
+                key, value = join_key(event.id, fact)
+                groups.setdefault(key, []).append(value)
 
-    states: dict[str, PaymentState] = {}
+    # The fold the backfill's FoldPayments applies, group by group.
     payments: list[Payment] = []
-    for fact in best.values():
-        if isinstance(fact, Skip):
-            continue
-        if isinstance(fact, PaymentAdjustment):
-            to_row(fact)
-            continue
-        assert isinstance(fact, SessionFact | ChargeFact)
-        state = states.get(fact.payment_intent_id, PaymentState()).add(fact)
-        decision = decide(state, charge_wait=charge_wait, deadline_passed=False)
-        if decision.verdict is Verdict.COMPLETE and decision.payment is not None:
-            state = replace(state, completed=True)
-            payments.append(decision.payment)
-        states[fact.payment_intent_id] = state
-    # End of a bounded input: every timer fires, each open payment completes with
-    # what is known or is dead-lettered (counted here, not built).
-    for state in states.values():
-        if state.completed:
-            continue
-        decision = decide(state, charge_wait=charge_wait, deadline_passed=True)
-        if decision.verdict is Verdict.COMPLETE and decision.payment is not None:
-            payments.append(decision.payment)
+    for key, values in groups.items():
+        if key.startswith(PAYMENT_KEY):
+            outcome = fold_payment(values, charge_wait).outcome  # type: ignore[arg-type]
+        else:
+            outcome = fold_event(values).outcome
+        if isinstance(outcome, Payment):
+            payments.append(outcome)
+        elif isinstance(outcome, PaymentAdjustment):
+            to_row(outcome)
+        elif isinstance(outcome, Unsettled):
+            to_row(unsettled_dead_letter(outcome))
 
     contributions = 0
     for payment in payments:

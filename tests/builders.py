@@ -23,6 +23,7 @@ from schemas.records import (
     SupporterProductData,
 )
 from transforms.domain.events import StripeEvent
+from transforms.domain.facts import ChargeFact, SessionFact, classify
 
 T0 = 1_733_439_600  # 2024-12-05T23:00:00Z
 ACCOUNT_UK = "ed_61RkUK0000000000000000"
@@ -161,6 +162,53 @@ def dispute_object(
 
 #: When the writer tests' records happened (microseconds, to check they survive).
 RECORD_CREATED = datetime(2025, 3, 5, 14, 30, 1, 123456, tzinfo=UTC)
+
+
+def session_fact(
+    event_id: str = "evt_s",
+    *,
+    event_type: str = "checkout.session.completed",
+    created: int = T0,
+    account: str | None = ACCOUNT_UK,
+    **session: Any,
+) -> SessionFact:
+    fact = classify(
+        event(event_id, event_type, session_object(**session), created=created, account=account)
+    )
+    assert isinstance(fact, SessionFact)
+    return fact
+
+
+def charge_fact(
+    event_id: str = "evt_c",
+    *,
+    event_type: str = "charge.succeeded",
+    created: int = T0,
+    account: str | None = ACCOUNT_UK,
+    obj: dict[str, Any] | None = None,
+) -> ChargeFact:
+    fact = classify(
+        event(event_id, event_type, obj or charge_object(), created=created, account=account)
+    )
+    assert isinstance(fact, ChargeFact)
+    return fact
+
+
+def intent_fact(
+    event_id: str = "evt_pi",
+    *,
+    event_type: str = "payment_intent.succeeded",
+    created: int = T0,
+    account: str | None = ACCOUNT_UK,
+    **intent: Any,
+) -> ChargeFact:
+    return charge_fact(
+        event_id,
+        event_type=event_type,
+        created=created,
+        account=account,
+        obj=payment_intent_object(**intent),
+    )
 
 
 def refund_adjustment(
