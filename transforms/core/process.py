@@ -47,7 +47,7 @@ from datetime import timedelta
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import BooleanCoder, PickleCoder
+from apache_beam.coders import BooleanCoder
 from apache_beam.pvalue import PCollection, TaggedOutput
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
@@ -69,6 +69,7 @@ from schemas.records import (
     ThankYouEmail,
 )
 from transforms.core import metrics
+from transforms.core.state_coder import PaymentStateCoder
 from transforms.domain.events import StripeEvent, make_dead_letter
 from transforms.domain.facts import ChargeFact, ClassifyError, Fact, SessionFact, Skip, classify
 from transforms.domain.fold import (
@@ -219,14 +220,14 @@ class RouteFactsFn(beam.DoFn):
 class JoinPaymentsFn(beam.DoFn):
     """(PaymentIntent id, SessionFact | ChargeFact) -> Payment; DEAD_LETTERS: DeadLetter.
 
-    Holds one PaymentState per PaymentIntent.
+    Holds one PaymentState per PaymentIntent (stored with `PaymentStateCoder`).
     Emits each payment once, as soon as `transforms.domain.fold.join_fact`
     completes it; the charge timer completes it with what is known
     (`settle_late`), and the settlement timer drops the state
     (`close_payment`: dead-lettering a session that never settled).
     """
 
-    STATE = ReadModifyWriteStateSpec("payment", PickleCoder())
+    STATE = ReadModifyWriteStateSpec("payment", PaymentStateCoder())
     CHARGE_DEADLINE = TimerSpec("charge_deadline", TimeDomain.WATERMARK)
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
