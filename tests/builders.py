@@ -57,6 +57,75 @@ def event(
     )
 
 
+#: The AWS account EventBridge names in every test envelope.
+AWS_ACCOUNT_ID = "123456789012"
+
+
+def stripe_event_document(
+    event_id: str,
+    event_type: str,
+    data_object: Any,
+    *,
+    created: Any = T0,
+    livemode: bool = True,
+    api_version: str = MODERN_API,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A Stripe event as the API returns it and EventBridge carries it in `detail`.
+
+    `overrides` replace top-level fields (or add them), so a test can break one.
+    """
+    document: dict[str, Any] = {
+        "id": event_id,
+        "object": "event",
+        "api_version": api_version,
+        "created": created,
+        "data": {"object": data_object},
+        "livemode": livemode,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": event_type,
+    }
+    document.update(overrides)
+    return document
+
+
+def eventbridge_envelope(
+    detail: Any,
+    *,
+    envelope_id: str,
+    account: str,
+    time: str,
+    detail_type: str | None = None,
+    resources: list[str] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The EventBridge envelope of a Stripe partner event source around `detail`.
+
+    `account` is the Stripe account the source names; `detail_type` defaults
+    to the detail's `type`; `overrides` replace top-level fields (or add them,
+    e.g. a replay's `replay-name`).
+    """
+    document: dict[str, Any] = {
+        "version": "0",
+        "id": envelope_id,
+        "detail-type": detail_type if detail_type is not None else detail["type"],
+        "source": f"aws.partner/stripe.com/{account}",
+        "account": AWS_ACCOUNT_ID,
+        "time": time,
+        "region": "eu-west-1",
+        "resources": resources if resources is not None else [],
+        "detail": detail,
+    }
+    document.update(overrides)
+    return document
+
+
+def envelope_time(moment: datetime) -> str:
+    """An envelope's `time`: UTC, to the second, with a `Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def session_object(
     *,
     session_id: str = "cs_1",
@@ -172,6 +241,7 @@ def session_fact(
     account: str | None = ACCOUNT_UK,
     **session: Any,
 ) -> SessionFact:
+    """The fact `classify` makes of a checkout session event built from `session`."""
     fact = classify(
         event(event_id, event_type, session_object(**session), created=created, account=account)
     )
@@ -187,6 +257,7 @@ def charge_fact(
     account: str | None = ACCOUNT_UK,
     obj: dict[str, Any] | None = None,
 ) -> ChargeFact:
+    """The fact `classify` makes of a charge event (or of `obj`, e.g. a PaymentIntent)."""
     fact = classify(
         event(event_id, event_type, obj or charge_object(), created=created, account=account)
     )
@@ -202,6 +273,7 @@ def intent_fact(
     account: str | None = ACCOUNT_UK,
     **intent: Any,
 ) -> ChargeFact:
+    """The fact `classify` makes of a PaymentIntent event built from `intent`."""
     return charge_fact(
         event_id,
         event_type=event_type,
