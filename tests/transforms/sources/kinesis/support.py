@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -93,9 +92,12 @@ def drive(
 ) -> tuple[list[KinesisRecord], StreamRestriction, ManualWatermarkEstimator]:
     """Runs the reading DoFn as a runner would: resumes each deferral until it ends.
 
-    Returns the records in the order emitted, the final restriction and the
-    watermark estimator (which, like the runner's, survives resumes). With a
-    `coordinator`, the DoFn reads in coordinated mode through it.
+    A deferral is resumed at once, not after its delay: waiting is the
+    runner's job, and the reader carries nothing from one call to the next
+    but its restriction. Returns the records in the order emitted, the final
+    restriction and the watermark estimator (which, like the runner's,
+    survives resumes). With a `coordinator`, the DoFn reads in coordinated
+    mode through it.
     """
     read_fn = ReadStreamFn(
         idle_timeout=idle_timeout,
@@ -119,8 +121,7 @@ def drive(
         if deferred is None:
             tracker.check_done()
             return records, tracker.current_restriction(), estimator
-        restriction, delay = deferred
-        time.sleep(max(0.0, min(delay.micros / 1e6, 0.3)))
+        restriction, _ = deferred
     raise AssertionError("the read did not end")
 
 
