@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.fixtures.kinesis import BASE_ARRIVAL
+from tests.test_layers import FORBIDDEN_IN_DOMAIN, ROOT, offending
 from tests.transforms.sources.kinesis.support import (
     FRESH,
     HORIZON,
@@ -193,3 +194,9 @@ def test_adoption_appends_children_from_their_start_and_forgets_unlisted_drained
     assert after_adoption(replace(held, start=at), ["c"], MERGE).shards[-1] == ShardPosition(
         "c", at
     )
+
+
+def test_the_shard_state_is_pure() -> None:
+    path = ROOT / "transforms/sources/kinesis/shards.py"
+    assert offending([path], FORBIDDEN_IN_DOMAIN) == {}
+    assert offending([path], {"transforms"}) == {}
