@@ -1,4 +1,4 @@
-"""The Restriction tracker and provider of the Kinesis read (Beam's SDF API).
+"""The restriction tracker and provider of the Kinesis read (Beam's SDF API).
 
 `StreamTracker` claims each next `StreamRestriction` and splits only to
 checkpoint; `StreamRestrictionProvider` gives one restriction per stream, or
