@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
 
-.PHONY: backfill test lint bench sample clean
+.PHONY: backfill test lint bench report sample clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ sample: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.backfill $(ARGS)
+
+# The README's chart: the bundled sample into a fresh warehouse, then its report
+# into docs/report/ (committed).
+REPORT_WAREHOUSE := out/sample-report.duckdb
+report: $(STAMP)
+	rm -rf $(REPORT_WAREHOUSE) $(REPORT_WAREHOUSE).staging $(REPORT_WAREHOUSE).tmp
+	$(BIN)/python -m pipelines.backfill --warehouse $(REPORT_WAREHOUSE) > /dev/null
+	$(BIN)/python -m tools.report --warehouse $(REPORT_WAREHOUSE) --out docs/report
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -12,13 +12,22 @@ RUNTIME = [
     "stripe>=16,<17",
     "boto3>=1.40,<2",
     "pyarrow>=18,<26",
+    # Splitting and parsing archive and Kinesis records, faster than the standard library.
+    "orjson>=3.10,<4",
     # The local warehouse. 1.5.x is the line the BigQuery emulator also needs.
     "duckdb>=1.5.5,<1.6",
     # The contributions store (Postgres) client.
     "psycopg[binary]>=3.2,<4",
 ]
 
+# The analysts' report (`python -m tools.report`): charts only, so not in
+# RUNTIME, which Dataflow installs on every worker through --setup_file.
+REPORT = [
+    "matplotlib>=3.10,<4",
+]
+
 DEV = [
+    *REPORT,
     "pytest>=8,<10",
     "ruff>=0.15,<0.18",
     "mypy>=1.15,<3",
@@ -32,6 +41,10 @@ DEV = [
     "bqemulator==1.4.0",
     "duckdb-extension-spatial==1.5.5",
     "gcp-storage-emulator>=2026.7,<2027",
+    # CloudFormation templates in infra/ are linted in the tests (moto[server] pulls it in too).
+    "cfn-lint>=1.30,<2",
+    # ... and the Flex Template metadata is validated against its JSON schema.
+    "jsonschema>=4.18,<5",
 ]
 
 setup(
@@ -42,5 +55,5 @@ setup(
     packages=find_packages(include=["pipelines*", "transforms*", "schemas*", "tools*"]),
     package_data={"": ["*.json", "*.sql"]},
     install_requires=RUNTIME,
-    extras_require={"dev": DEV},
+    extras_require={"report": REPORT, "dev": DEV},
 )

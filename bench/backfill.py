@@ -1,37 +1,41 @@
-"""Benchmark the backfill against a plain-Python loop over the same pure functions.
+"""Benchmark the backfill against two plain-Python baselines, each a whole process.
 
-    python -m bench.backfill                    # 200,000 events, then 50,000
+    python -m bench.backfill                    # 300,000 events, then 75,000
     python -m bench.backfill --events 40000 --seed 3 --workdir out/bench --json
 
 For each size (N events, then N/4) it generates an archive with
-`tools.generate_archive` and runs two sides on it, one after the other, each
-in a child process of its own:
+`tools.generate_archive` and runs three sides on it, one after the other,
+each a child process of its own, timed whole (start-up and imports
+included) by the parent through `os.wait4`:
 
-- backfill: `pipelines.backfill.run(["--source", <archive>, "--warehouse",
-  <fresh .duckdb>])`, the real job on the default FnApiRunner (grouping on
-  disk, as `--shuffle auto` does locally), including the DuckDB load and its
-  end-of-run summary;
-- baseline: a single-threaded loop over the functions the core adapts: read
-  every file (`split_records`), `decode_record`, `classify`, group every fact
-  by `join_key` in a dict, fold each group with `fold_payment` / `fold_event`
-  (`transforms.domain.fold`, the backfill's own fold and best-copy choice),
-  `build_records`, and `to_row` for every record. It does no IO besides reading the archive and
-  pays for no runner (no coders, shuffles, bundles, metrics or state), so it
-  is the practical upper limit of the backfill on one core.
+- backfill: `python -m pipelines.backfill --source <archive> --warehouse
+  <fresh .duckdb>`, the real job on the default FnApiRunner (grouping on
+  disk, as `--shuffle auto` does locally), DuckDB load and summary included;
+- plain: `python -m bench.plain --archive <archive> --warehouse <fresh
+  .duckdb>`, an independent single-process implementation of the same whole
+  job (read, split, parse, dedupe, join, build, write the same eight DuckDB
+  tables) with no Beam and none of the project's transforms: the fastest
+  honest plain-Python job, the one to measure against;
+- loop: the old baseline, a single-threaded loop over the core's own pure
+  functions (`split_records`, `decode_record`, `classify`, the backfill's fold
+  and best-copy choice in `transforms.domain.fold`, `build_records`,
+  `to_row`) that writes nothing.
 
-Each child prints one line `BENCH_RESULT {json}`: its wall and CPU time (the work
-only, imports excluded), records read, contributions produced (the backfill's
-from its warehouse `contributions` table), and its peak RSS from
-`getrusage` at exit (itself, and separately its own children, if any). The
-parent prints records per second for both sides, their ratio, peak memory at
-both sizes, and exits 1 if the two sides disagree on records read or on
-contributions.
+Then a fourth child compares the tables: the backfill's and plain's
+warehouses must hold the same rows in every table (compared row by row,
+both ways), and the loop's rows per table must equal the backfill's.
+
+The parent prints, per side, records, wall and CPU seconds of the whole
+process, records/s, CPU microseconds per record and peak RSS; the ratios
+backfill/plain and backfill/loop (by wall time and by CPU time); peak memory
+at both sizes; and whether the tables agree. It exits 1 when they do not,
+or when the backfill exits non-zero.
 
 The parent imports nothing but the standard library, on purpose: on Linux a
 child's `ru_maxrss` starts from the high-water mark of the process it was
 forked from (it survives `exec`), so a parent holding Beam or an archive in
-memory would inflate both children's figures. The parent's own peak is
-printed so the floor is visible.
+memory would inflate every child's figure. The parent's own peak is printed
+so the floor is visible.
 
 See bench/README.md for what each figure means and the last measurement.
 """
@@ -59,7 +63,7 @@ from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-DEFAULT_EVENTS = 200_000
+DEFAULT_EVENTS = 300_000
 DEFAULT_SEED = 20250301
 #: Records (Firehose records plus export lines) the generator writes per payment,
 #: measured on its output (6.7 to 6.8 at every size tried); only used to size the
@@ -67,13 +71,15 @@ DEFAULT_SEED = 20250301
 RECORDS_PER_PAYMENT = 6.75
 #: The smaller run is N / SCALE_DOWN events, to show whether memory grows with N.
 SCALE_DOWN = 4
-#: Below this backfill/baseline ratio the README asks for a profile.
+#: The backfill's goal: at least this fraction of the plain job's speed, whole process.
 RATIO_TARGET = 0.5
 
 RESULT_PREFIX = "BENCH_RESULT "
-BASELINE = "baseline"
 BACKFILL = "backfill"
-SIDES = (BASELINE, BACKFILL)
+PLAIN = "plain"
+LOOP = "loop"
+SIDES = (BACKFILL, PLAIN, LOOP)
+COMPARE = "compare"
 
 
 @dataclass(frozen=True)
@@ -94,89 +100,81 @@ class ArchiveInfo:
 
 @dataclass(frozen=True)
 class ChildResult:
-    """What one side reported, plus what the parent saw of its process."""
+    """One side's whole process, as the parent saw it through `os.wait4`."""
 
     side: str
+    records_read: int
     wall_seconds: float
     cpu_seconds: float
-    records_read: int
-    contributions: int
     peak_rss_kib: int
-    children_peak_rss_kib: int
-    rss_after_imports_kib: int
     exit_code: int
-    process_seconds: float
 
     @property
     def records_per_second(self) -> float:
         return self.records_read / self.wall_seconds if self.wall_seconds else 0.0
 
     @property
+    def cpu_us_per_record(self) -> float:
+        return self.cpu_seconds / self.records_read * 1e6 if self.records_read else 0.0
+
+    @property
     def peak_mib(self) -> float:
-        # Self plus the largest child: an upper bound, the two need not peak together.
-        return (self.peak_rss_kib + self.children_peak_rss_kib) / 1024
+        return self.peak_rss_kib / 1024
 
 
 @dataclass(frozen=True)
-class SizeResult:
-    """Both sides on one archive."""
+class TableCheck:
+    """One table: rows in each side's output, and rows of one warehouse not in the other."""
 
-    archive: ArchiveInfo
-    baseline: ChildResult
-    backfill: ChildResult
-
-    @property
-    def ratio(self) -> float:
-        base = self.baseline.records_per_second
-        return self.backfill.records_per_second / base if base else 0.0
+    table: str
+    backfill_rows: int
+    plain_rows: int
+    loop_rows: int
+    only_in_backfill: int
+    only_in_plain: int
 
     @property
     def agree(self) -> bool:
         return (
-            self.baseline.contributions == self.backfill.contributions
-            and self.baseline.records_read == self.backfill.records_read == self.archive.records
-            and self.backfill.exit_code == 0
+            self.only_in_backfill == 0
+            and self.only_in_plain == 0
+            and self.backfill_rows == self.plain_rows == self.loop_rows
         )
 
 
-# --------------------------------------------------------------------------- children
+@dataclass(frozen=True)
+class SizeResult:
+    """Every side on one archive."""
+
+    archive: ArchiveInfo
+    sides: dict[str, ChildResult]
+    tables: tuple[TableCheck, ...]
+
+    def ratio(self, other: str, *, cpu: bool = False) -> float:
+        """Backfill speed / `other`'s: records/s of the whole process, or CPU per record."""
+        mine, theirs = self.sides[BACKFILL], self.sides[other]
+        if cpu:
+            return theirs.cpu_us_per_record / mine.cpu_us_per_record if mine.cpu_seconds else 0.0
+        base = theirs.records_per_second
+        return mine.records_per_second / base if base else 0.0
+
+    @property
+    def agree(self) -> bool:
+        records = {side.records_read for side in self.sides.values()}
+        return (
+            self.sides[BACKFILL].exit_code == 0
+            and len(records) == 1
+            and bool(self.tables)
+            and all(table.agree for table in self.tables)
+        )
 
 
 def _self_peak_kib() -> int:
-    # Linux reports ru_maxrss in KiB.
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def _cpu_seconds() -> float:
-    """User plus system CPU time of this process and its waited-for children."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _report(
-    *,
-    side: str,
-    wall: float,
-    cpu: float,
-    records: int,
-    contributions: int,
-    after_imports: int,
-    code: int = 0,
-) -> None:
-    """Prints the child's one result line; called last, so the peaks are final."""
-    result = {
-        "side": side,
-        "wall_seconds": wall,
-        "cpu_seconds": cpu,
-        "records_read": records,
-        "contributions": contributions,
-        "peak_rss_kib": _self_peak_kib(),
-        "children_peak_rss_kib": int(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss),
-        "rss_after_imports_kib": after_imports,
-        "exit_code": code,
-    }
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+def _report(value: dict[str, Any]) -> None:
+    print(RESULT_PREFIX + json.dumps(value), flush=True)
 
 
 def _archive_files(archive: Path) -> list[Path]:
@@ -184,9 +182,12 @@ def _archive_files(archive: Path) -> list[Path]:
     return sorted(path for path in archive.rglob("*") if path.is_file())
 
 
-def run_baseline(archive: Path) -> None:
-    """The baseline side: the core's pure functions in one loop, in this process."""
+def run_loop(archive: Path) -> None:
+    """The loop side: the core's pure functions in one loop, rows counted per table."""
     # Imported here, not at module level: the parent must stay small (module docstring).
+    from collections import Counter
+
+    from schemas.generate import table_of
     from schemas.records import PaymentAdjustment
     from schemas.rows import to_row
     from transforms.core.process import DEFAULT_CHARGE_WAIT
@@ -208,10 +209,14 @@ def run_baseline(archive: Path) -> None:
     from transforms.sources.archive import split_records
     from transforms.sources.decode import DecodeError, decode_record
 
-    after_imports = _self_peak_kib()
     charge_wait = int(DEFAULT_CHARGE_WAIT.total_seconds())
+    rows: Counter[str] = Counter()
 
-    began, cpu_began = time.perf_counter(), _cpu_seconds()
+    def row(record: object) -> None:
+        to_row(record)
+        kind: type = type(record)
+        rows[table_of(kind).name] += 1
+
     records = 0
     # The backfill's one shuffle, as a dict: every copy of every fact by join key.
     groups: dict[str, list[Fact | str]] = {}
@@ -232,7 +237,7 @@ def run_baseline(archive: Path) -> None:
                         raw=record.data.decode("utf-8", errors="replace"),
                         source=record.source,
                     )
-                    to_row(letter)
+                    row(letter)
                     continue
                 key, value = join_key(event.id, fact)
                 groups.setdefault(key, []).append(value)
@@ -247,15 +252,13 @@ def run_baseline(archive: Path) -> None:
         if isinstance(outcome, Payment):
             payments.append(outcome)
         elif isinstance(outcome, PaymentAdjustment):
-            to_row(outcome)
+            row(outcome)
         elif isinstance(outcome, Unsettled):
-            to_row(unsettled_dead_letter(outcome))
+            row(unsettled_dead_letter(outcome))
 
-    contributions = 0
     for payment in payments:
         built = build_records(payment)
-        contributions += 1
-        to_row(built.contribution)
+        row(built.contribution)
         for extra in (
             built.acquisition,
             built.contribution_store,
@@ -264,53 +267,42 @@ def run_baseline(archive: Path) -> None:
             built.soft_opt_in,
         ):
             if extra is not None:
-                to_row(extra)
-    wall, cpu = time.perf_counter() - began, _cpu_seconds() - cpu_began
-    _report(
-        side=BASELINE,
-        wall=wall,
-        cpu=cpu,
-        records=records,
-        contributions=contributions,
-        after_imports=after_imports,
-    )
+                row(extra)
+    _report({"records_read": records, "rows": dict(rows)})
 
 
-def run_backfill(archive: Path, warehouse: Path, log: Path) -> None:
-    """The backfill side: `pipelines.backfill.run` in this process, output to `log`."""
+def compare(backfill: Path, plain: Path) -> None:
+    """Every table of the two warehouses: row counts, and rows of one missing from the other."""
     import duckdb
 
-    from pipelines import backfill
-    from schemas.records import Contribution
+    from schemas.generate import table_of
+    from schemas.records import ALL_RECORD_TYPES
 
-    after_imports = _self_peak_kib()
-    for leftover in (warehouse, warehouse.with_name(warehouse.name + ".wal")):
-        leftover.unlink(missing_ok=True)
-    shutil.rmtree(warehouse.with_name(warehouse.name + ".staging"), ignore_errors=True)
-    argv = ["--source", str(archive), "--warehouse", str(warehouse)]
-    began, cpu_began = time.perf_counter(), _cpu_seconds()
-    with log.open("w") as out, contextlib.redirect_stdout(out):
-        code = backfill.run(argv)
-    wall, cpu = time.perf_counter() - began, _cpu_seconds() - cpu_began
-    with duckdb.connect(str(warehouse), read_only=True) as connection:
-        found = connection.execute(f'SELECT count(*) FROM "{Contribution.TABLE.name}"').fetchone()
-    _report(
-        side=BACKFILL,
-        wall=wall,
-        cpu=cpu,
-        records=_records_read(log.read_text()),
-        contributions=int(found[0]) if found else 0,
-        after_imports=after_imports,
-        code=code,
-    )
+    tables = {}
+    with duckdb.connect() as connection:
+        connection.execute(f"ATTACH '{backfill}' AS backfill (READ_ONLY)")
+        connection.execute(f"ATTACH '{plain}' AS plain (READ_ONLY)")
+        for record_type in ALL_RECORD_TYPES:
+            name = table_of(record_type).name
+            counts = []
+            for query in (
+                f'SELECT count(*) FROM backfill."{name}"',
+                f'SELECT count(*) FROM plain."{name}"',
+                f'SELECT count(*) FROM (FROM backfill."{name}" EXCEPT ALL FROM plain."{name}")',
+                f'SELECT count(*) FROM (FROM plain."{name}" EXCEPT ALL FROM backfill."{name}")',
+            ):
+                found = connection.execute(query).fetchone()
+                counts.append(int(found[0]) if found else -1)
+            tables[name] = counts
+    _report({"tables": tables})
 
 
-def _records_read(summary: str) -> int:
-    """The `records read: N` line of the backfill's end-of-run summary."""
-    for line in summary.splitlines():
+def _records_read(output: str, who: str) -> int:
+    """The `records read: N` line a side prints."""
+    for line in output.splitlines():
         if line.startswith("records read: "):
             return int(line.removeprefix("records read: "))
-    raise RuntimeError("the backfill printed no 'records read:' line; see its log")
+    raise RuntimeError(f"the {who} printed no 'records read:' line")
 
 
 # --------------------------------------------------------------------------- parent
@@ -325,32 +317,44 @@ def payments_for(events: int) -> int:
     return max(1, math.ceil(events / RECORDS_PER_PAYMENT))
 
 
-def _truth_counts(truth: Path) -> dict[str, Any]:
-    """The `counts` line of truth.json, without loading its one-line-per-payment list."""
+def _truth_line(truth: Path, name: str) -> dict[str, Any]:
+    """One top-level line of truth.json (`counts`, `generator`), without loading the rest."""
     with truth.open() as lines:
         for line in lines:
-            if line.startswith('"counts": '):
-                value: dict[str, Any] = json.loads(line.removeprefix('"counts": ').rstrip(",\n"))
+            if line.startswith(f'"{name}": '):
+                value: dict[str, Any] = json.loads(line.removeprefix(f'"{name}": ').rstrip(",\n"))
                 return value
-    raise RuntimeError(f"{truth} has no counts line")
+    raise RuntimeError(f"{truth} has no {name} line")
 
 
-def generate(events: int, seed: int, folder: Path) -> ArchiveInfo:
-    """A fresh archive of about `events` records under `folder`/archive."""
+def _generated(folder: Path, payments: int, seed: int) -> bool:
+    """Whether `folder` already holds the archive of these generator arguments."""
+    truth = folder / "truth.json"
+    if not truth.is_file() or not (folder / "archive").is_dir():
+        return False
+    arguments = _truth_line(truth, "generator")
+    return bool(arguments.get("payments") == payments and arguments.get("seed") == seed)
+
+
+def generate(events: int, seed: int, folder: Path, *, reuse: bool = False) -> ArchiveInfo:
+    """An archive of about `events` records under `folder`/archive: fresh, or kept if `reuse`."""
     payments = payments_for(events)
-    shutil.rmtree(folder, ignore_errors=True)
     archive = folder / "archive"
-    _progress(f"generating {payments:,} payments (about {events:,} records) into {archive}")
     began = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "tools.generate_archive", "--out", str(archive)]
-        + ["--payments", str(payments), "--seed", str(seed)],
-        cwd=PROJECT_ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    counts = _truth_counts(folder / "truth.json")
+    if reuse and _generated(folder, payments, seed):
+        _progress(f"reusing the archive of {payments:,} payments in {archive}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        _progress(f"generating {payments:,} payments (about {events:,} records) into {archive}")
+        subprocess.run(
+            [sys.executable, "-m", "tools.generate_archive", "--out", str(archive)]
+            + ["--payments", str(payments), "--seed", str(seed)],
+            cwd=PROJECT_ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    counts = _truth_line(folder / "truth.json", "counts")
     return ArchiveInfo(
         path=str(archive),
         payments=payments,
@@ -361,43 +365,93 @@ def generate(events: int, seed: int, folder: Path) -> ArchiveInfo:
     )
 
 
-def run_child(side: str, archive: Path, folder: Path) -> ChildResult:
-    """Runs one side in a child process and parses its result line."""
-    command = [sys.executable, "-m", "bench.backfill", "--child", side, "--archive", str(archive)]
+def _fresh(warehouse: Path) -> Path:
+    for leftover in (warehouse, warehouse.with_name(warehouse.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    shutil.rmtree(warehouse.with_name(warehouse.name + ".staging"), ignore_errors=True)
+    return warehouse
+
+
+def _command(side: str, archive: Path, folder: Path) -> list[str]:
     if side == BACKFILL:
-        command += ["--warehouse", str(folder / "warehouse.duckdb")]
-    stderr_log = folder / f"{side}.stderr.log"
-    _progress(f"running the {side}")
+        warehouse = _fresh(folder / "backfill.duckdb")
+        return ["-m", "pipelines.backfill", "--source", str(archive), "--warehouse", str(warehouse)]
+    if side == PLAIN:
+        warehouse = _fresh(folder / "plain.duckdb")
+        return ["-m", "bench.plain", "--archive", str(archive), "--warehouse", str(warehouse)]
+    return ["-m", "bench.backfill", "--child", LOOP, "--archive", str(archive)]
+
+
+def _run(name: str, arguments: list[str], folder: Path) -> tuple[str, int, float, Any]:
+    """Runs `python <arguments>`; (stdout, exit code, wall seconds, rusage of that child)."""
+    out_path, err_path = folder / f"{name}.stdout.log", folder / f"{name}.stderr.log"
     began = time.perf_counter()
-    with stderr_log.open("w") as errors:
-        done = subprocess.run(
-            command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=errors, text=True
+    with out_path.open("w") as out, err_path.open("w") as err:
+        child = subprocess.Popen(
+            [sys.executable, *arguments], cwd=PROJECT_ROOT, stdout=out, stderr=err
         )
-    process_seconds = time.perf_counter() - began
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if done.returncode != 0 or not lines:
-        tail = "\n".join(stderr_log.read_text().splitlines()[-20:])
-        raise RuntimeError(f"the {side} child failed (exit {done.returncode}):\n{tail}")
-    reported = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
-    return ChildResult(**reported, process_seconds=process_seconds)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - began
+    return out_path.read_text(), child.returncode, wall, usage
 
 
-def bench_size(events: int, seed: int, workdir: Path) -> SizeResult:
+def run_child(side: str, archive: Path, folder: Path) -> tuple[ChildResult, dict[str, int]]:
+    """Runs one side as a whole process; its figures, and the loop's rows per table."""
+    _progress(f"running the {side}")
+    output, code, wall, usage = _run(side, _command(side, archive, folder), folder)
+    if code != 0 and side != BACKFILL:
+        tail = "\n".join((folder / f"{side}.stderr.log").read_text().splitlines()[-20:])
+        raise RuntimeError(f"the {side} child failed (exit {code}):\n{tail}")
+    rows: dict[str, int] = {}
+    if side == LOOP:
+        reported = json.loads(output.splitlines()[-1].removeprefix(RESULT_PREFIX))
+        records, rows = int(reported["records_read"]), reported["rows"]
+    else:
+        records = _records_read(output, side)
+    result = ChildResult(
+        side=side,
+        records_read=records,
+        wall_seconds=wall,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        peak_rss_kib=int(usage.ru_maxrss),
+        exit_code=code,
+    )
+    return result, rows
+
+
+def check_tables(folder: Path, loop_rows: dict[str, int]) -> tuple[TableCheck, ...]:
+    arguments = ["-m", "bench.backfill", "--child", COMPARE, "--archive", str(folder)]
+    output, code, _, _ = _run(COMPARE, arguments, folder)
+    if code != 0:
+        raise RuntimeError(f"comparing the warehouses failed; see {folder}/compare.stderr.log")
+    tables = json.loads(output.splitlines()[-1].removeprefix(RESULT_PREFIX))["tables"]
+    return tuple(
+        TableCheck(name, backfill, plain, loop_rows.get(name, 0), only_backfill, only_plain)
+        for name, (backfill, plain, only_backfill, only_plain) in tables.items()
+    )
+
+
+def bench_size(events: int, seed: int, workdir: Path, *, reuse: bool = False) -> SizeResult:
     folder = workdir / f"events-{events}"
-    info = generate(events, seed, folder)
+    info = generate(events, seed, folder, reuse=reuse)
     _progress(
-        f"generated {info.records:,} records ({info.firehose_records:,} Firehose records "
-        f"+ {info.export_lines:,} export lines) in {info.generate_seconds:.1f}s"
+        f"archive of {info.records:,} records ({info.firehose_records:,} Firehose records "
+        f"+ {info.export_lines:,} export lines), generated in {info.generate_seconds:.1f}s"
     )
     archive = Path(info.path)
-    baseline = run_child(BASELINE, archive, folder)
-    backfill = run_child(BACKFILL, archive, folder)
-    return SizeResult(archive=info, baseline=baseline, backfill=backfill)
+    sides: dict[str, ChildResult] = {}
+    loop_rows: dict[str, int] = {}
+    for side in SIDES:
+        sides[side], rows = run_child(side, archive, folder)
+        loop_rows = rows or loop_rows
+    return SizeResult(archive=info, sides=sides, tables=check_tables(folder, loop_rows))
 
 
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
+        "load_average": [round(load, 2) for load in os.getloadavg()],
         "platform": platform.platform(),
         "python": platform.python_version(),
         "apache_beam": metadata.version("apache-beam"),
@@ -410,6 +464,7 @@ def as_json(sizes: Sequence[SizeResult], total_seconds: float) -> dict[str, Any]
         return {
             **asdict(result),
             "records_per_second": round(result.records_per_second, 1),
+            "cpu_us_per_record": round(result.cpu_us_per_record, 1),
             "peak_mib": round(result.peak_mib, 1),
         }
 
@@ -420,9 +475,15 @@ def as_json(sizes: Sequence[SizeResult], total_seconds: float) -> dict[str, Any]
         "sizes": [
             {
                 "archive": {**asdict(size.archive), "records": size.archive.records},
-                "baseline": side(size.baseline),
-                "backfill": side(size.backfill),
-                "ratio": round(size.ratio, 4),
+                "sides": {name: side(result) for name, result in size.sides.items()},
+                "ratios": {
+                    f"backfill/{other}": {
+                        "wall": round(size.ratio(other), 4),
+                        "cpu": round(size.ratio(other, cpu=True), 4),
+                    }
+                    for other in (PLAIN, LOOP)
+                },
+                "tables": [asdict(table) for table in size.tables],
                 "agree": size.agree,
             }
             for size in sizes
@@ -430,52 +491,51 @@ def as_json(sizes: Sequence[SizeResult], total_seconds: float) -> dict[str, Any]
     }
 
 
-def _rows(sizes: Sequence[SizeResult]) -> Iterator[tuple[str, ...]]:
-    yield (
-        "side",
-        "records",
-        "wall s",
-        "cpu s",
-        "records/s",
-        "peak MiB",
-        "imports MiB",
-        "contributions",
-    )
-    for size in sizes:
-        for result in (size.baseline, size.backfill):
-            yield (
-                result.side,
-                f"{result.records_read:,}",
-                f"{result.wall_seconds:.1f}",
-                f"{result.cpu_seconds:.1f}",
-                f"{result.records_per_second:,.0f}",
-                f"{result.peak_mib:.0f}",
-                f"{result.rss_after_imports_kib / 1024:.0f}",
-                f"{result.contributions:,}",
-            )
-
-
-def render(sizes: Sequence[SizeResult], total_seconds: float) -> str:
-    rows = list(_rows(sizes))
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
+    return [
         "  ".join(
             cell.ljust(w) if i == 0 else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         )
         for row in rows
     ]
-    out = list(lines)
+
+
+def render(sizes: Sequence[SizeResult], total_seconds: float) -> str:
+    rows: list[tuple[str, ...]] = [
+        ("side", "records", "wall s", "cpu s", "records/s", "cpu µs/record", "peak MiB")
+    ]
     for size in sizes:
-        out.append(
-            f"ratio backfill/baseline at {size.archive.records:,} records: {size.ratio:.3f}"
-            + ("" if size.ratio >= RATIO_TARGET else f" (below {RATIO_TARGET}: profile it)")
-        )
+        for result in size.sides.values():
+            rows.append(
+                (
+                    result.side,
+                    f"{result.records_read:,}",
+                    f"{result.wall_seconds:.1f}",
+                    f"{result.cpu_seconds:.1f}",
+                    f"{result.records_per_second:,.0f}",
+                    f"{result.cpu_us_per_record:.0f}",
+                    f"{result.peak_mib:.0f}",
+                )
+            )
+    out = _table(rows)
+    for size in sizes:
+        for other in (PLAIN, LOOP):
+            wall = size.ratio(other)
+            out.append(
+                f"ratio backfill/{other} at {size.archive.records:,} records: {wall:.3f} "
+                f"(by CPU time {size.ratio(other, cpu=True):.3f})"
+                + (
+                    f" below {RATIO_TARGET}: profile it"
+                    if other == PLAIN and wall < RATIO_TARGET
+                    else ""
+                )
+            )
     if len(sizes) == 2:
         big, small = sizes
         for name in SIDES:
-            peak_big = getattr(big, name).peak_mib
-            peak_small = getattr(small, name).peak_mib
+            peak_big, peak_small = big.sides[name].peak_mib, small.sides[name].peak_mib
             growth = big.archive.records / small.archive.records
             out.append(
                 f"{name} peak memory: {peak_small:.0f} MiB at {small.archive.records:,} records, "
@@ -483,16 +543,19 @@ def render(sizes: Sequence[SizeResult], total_seconds: float) -> str:
                 f"(x{peak_big / peak_small:.2f} for x{growth:.1f} records)"
             )
     for size in sizes:
-        verdict = "agree" if size.agree else "DISAGREE"
-        out.append(
-            f"contributions at {size.archive.records:,} records: baseline "
-            f"{size.baseline.contributions:,}, backfill {size.backfill.contributions:,}: {verdict}"
+        bad = [t.table for t in size.tables if not t.agree]
+        rows_total = sum(t.backfill_rows for t in size.tables)
+        verdict = (
+            f"the three sides agree on all {len(size.tables)} tables ({rows_total:,} rows)"
+            if size.agree
+            else "DISAGREE on " + (", ".join(bad) or "records read or the backfill's exit code")
         )
+        out.append(f"tables at {size.archive.records:,} records: {verdict}")
     info = machine()
     out.append(
-        f"{info['cpus']} CPUs, Python {info['python']}, Beam {info['apache_beam']}, "
-        f"{info['date']}; parent peak {_self_peak_kib() / 1024:.0f} MiB; "
-        f"whole bench {total_seconds:.0f}s"
+        f"{info['cpus']} CPUs, load average {info['load_average']}, Python {info['python']}, "
+        f"Beam {info['apache_beam']}, {info['date']}; parent peak "
+        f"{_self_peak_kib() / 1024:.0f} MiB; whole bench {total_seconds:.0f}s"
     )
     return "\n".join(out)
 
@@ -523,26 +586,29 @@ def _parser() -> argparse.ArgumentParser:
         "Default: a temporary folder, removed at the end.",
     )
     parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="With --workdir: keep an archive already generated there with the same size and "
+        "seed instead of generating it again.",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="Print the figures as one JSON document instead of the table.",
     )
     parser.add_argument(
         "--child",
-        choices=SIDES,
+        choices=(LOOP, COMPARE),
         default=None,
-        help="Internal: run one side in this process on --archive and print its "
-        f"'{RESULT_PREFIX.strip()} {{json}}' line. The parent passes it.",
+        help=f"Internal: run the loop side on --archive, or compare the warehouses in the "
+        f"--archive folder, and print one '{RESULT_PREFIX.strip()} {{json}}' line. "
+        "The parent passes it.",
     )
     parser.add_argument(
-        "--archive", type=Path, default=None, help="Internal, with --child: the archive folder."
-    )
-    parser.add_argument(
-        "--warehouse",
+        "--archive",
         type=Path,
         default=None,
-        help="Internal, with --child backfill: the DuckDB file to (re)create; its log goes "
-        "next to it.",
+        help="Internal, with --child: the archive (loop) or the size's folder (compare).",
     )
     return parser
 
@@ -564,20 +630,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child is not None:
         if args.archive is None:
             parser.error("--child needs --archive")
-        if args.child == BASELINE:
-            run_baseline(args.archive)
+        if args.child == LOOP:
+            run_loop(args.archive)
         else:
-            if args.warehouse is None:
-                parser.error("--child backfill needs --warehouse")
-            run_backfill(args.archive, args.warehouse, args.warehouse.with_suffix(".log"))
+            compare(args.archive / "backfill.duckdb", args.archive / "plain.duckdb")
         return 0
     if args.events < SCALE_DOWN * 10:
         parser.error(f"--events must be at least {SCALE_DOWN * 10}")
+    if args.reuse and args.workdir is None:
+        parser.error("--reuse needs --workdir")
 
     began = time.perf_counter()
     with _workdir(args.workdir) as workdir:
         sizes = [
-            bench_size(events, args.seed, workdir)
+            bench_size(events, args.seed, workdir, reuse=args.reuse)
             for events in (args.events, args.events // SCALE_DOWN)
         ]
     total = time.perf_counter() - began

@@ -35,30 +35,35 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
-from pipelines.options import BackfillOptions, CoreOptions, IdentityOptions, SinkOptions
+from pipelines.options import (
+    AwsOptions,
+    BackfillOptions,
+    CoreOptions,
+    IdentityOptions,
+    SinkOptions,
+)
 from schemas.records import DeadLetter
 from transforms.core.disk_group import GroupByKeyOnDisk
-from transforms.core.process import ProcessStripeEvents
 from transforms.sinks.router import WriteOutputs
 from transforms.sources.archive import ReadArchive
 
-OPTION_CLASSES = (BackfillOptions, CoreOptions, IdentityOptions, SinkOptions)
+OPTION_CLASSES = (BackfillOptions, CoreOptions, IdentityOptions, SinkOptions, AwsOptions)
 PROG = "python -m pipelines.backfill"
 
 
 def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     """Reads the archive, applies the core and writes every output."""
     archive = options.view_as(BackfillOptions).archive_arguments()
-    core = options.view_as(CoreOptions).core_arguments()
-    core["resolve_identities"] = options.view_as(IdentityOptions).identity_resolver()
     runner = options.view_as(StandardOptions).runner
     shuffle_dir = options.view_as(BackfillOptions).disk_shuffle_dir(runner)
-    if shuffle_dir is not None:
-        core["group_by_key"] = GroupByKeyOnDisk(shuffle_dir)
+    core = options.view_as(CoreOptions).process_stripe_events(
+        group_by_key=GroupByKeyOnDisk(shuffle_dir) if shuffle_dir is not None else None,
+        resolve_identities=options.view_as(IdentityOptions).identity_resolver(),
+    )
     sinks = options.view_as(SinkOptions).sink_config()
 
     read = pipeline | "ReadArchive" >> ReadArchive(**archive)
-    outputs = read.events | "ProcessStripeEvents" >> ProcessStripeEvents(**core)
+    outputs = read.events | "ProcessStripeEvents" >> core
     tables = outputs.by_record_type()
     tables[DeadLetter] = (
         outputs.dead_letters,
@@ -67,8 +72,12 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     _ = tables | "WriteOutputs" >> WriteOutputs(sinks)
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """Runs the backfill to completion, prints the summary; 1 if records went unaccounted."""
+def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
+    """Runs the backfill to completion, prints the summary; 1 if records went unaccounted.
+
+    `wait=False` (the Flex Template launcher, `pipelines.flex_template`) returns 0
+    once the job is submitted: its summary is then the Dataflow job's counters.
+    """
     options = parse_options(
         argv,
         OPTION_CLASSES,
@@ -80,7 +89,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     sinks = build_checked(PROG, pipeline, options, build)
     if sinks is None:
         return 2
-    return finish(pipeline.run(), sinks)
+    result = pipeline.run()
+    if not wait:
+        print(f"submitted: {result}")
+        return 0
+    return finish(result, sinks)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,14 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
+from pipelines.aws_role import start_role
 from pipelines.options import SinkOptions
 from pipelines.summary import RunSummary, counters_of, render
 from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
 from transforms.infrastructure import ConfigurationError
-from transforms.sinks.dynamodb import check_supporter_table
-from transforms.sinks.router import SinkConfig
-from transforms.sinks.sqs import check_ledger_table, check_message_queue
+from transforms.sinks.contract import SinkConfig
+from transforms.sinks.duckdb import duckdb_path
 
 BEAM_OPTIONS_EPILOG = (
     "Any other Beam pipeline option is passed to Beam, e.g. --runner DataflowRunner "
@@ -140,18 +140,15 @@ def report(result: PipelineResult, warehouse: str | None) -> RunSummary:
 
 
 def check_sinks(sinks: SinkConfig) -> None:
-    """Stops before launch when a configured queue or table is missing or of the wrong kind.
+    """Stops before launch when a selected sink's queue or table is missing or of the wrong kind.
 
-    Queues and DynamoDB tables are infrastructure: the job never creates
-    them. (The writers repeat these checks on each worker.)
+    Runs each selected sink's `check` (once, when sinks share it). Queues and
+    DynamoDB tables are infrastructure: the job never creates them. (The
+    writers repeat these checks on each worker.)
     """
-    if sinks.supporter_table:
-        check_supporter_table(sinks.supporter_table)
-    for queue_url in (sinks.emails_queue_url, sinks.opt_ins_queue_url):
-        if queue_url:
-            check_message_queue(queue_url)
-    if sinks.sent_messages_table:
-        check_ledger_table(sinks.sent_messages_table)
+    for check in dict.fromkeys(sink.check for sink in sinks.selected):
+        if check is not None:
+            check(sinks)
 
 
 def build_checked(
@@ -169,6 +166,8 @@ def build_checked(
     """
     try:
         sinks = options.view_as(SinkOptions).sink_config()
+        # Before the checks, which are AWS calls too; workers start it themselves.
+        start_role(options)
         check_sinks(sinks)
         if extra_check is not None:
             extra_check()
@@ -176,15 +175,16 @@ def build_checked(
     except (ValueError, ConfigurationError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return None
-    if sinks.duckdb_path:
-        Path(sinks.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
+    warehouse = duckdb_path(sinks)
+    if warehouse:
+        Path(warehouse).parent.mkdir(parents=True, exist_ok=True)
     return sinks
 
 
 def finish(result: PipelineResult, sinks: SinkConfig) -> int:
     """Waits for the run, prints its summary; 0 when it succeeded, else 1."""
     result.wait_until_finish()
-    summary = report(result, sinks.duckdb_path)
+    summary = report(result, duckdb_path(sinks))
     return 0 if summary.succeeded else 1
 
 

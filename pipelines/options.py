@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,12 +18,20 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
+from transforms.core.process import ProcessStripeEvents
+from transforms.infrastructure import (
+    DEFAULT_WEB_IDENTITY_AUDIENCE,
+    METADATA_IDENTITY_URL,
+    TokenSource,
+    metadata_token_source,
+)
 from transforms.services.identity import ResolveIdentities, check_api_url
-from transforms.sinks.router import SinkConfig
+from transforms.sinks.contract import SinkConfig, flags_of
+from transforms.sinks.postgres import CONTRIBUTIONS_STORE_ENV as CONTRIBUTIONS_STORE_ENV
+from transforms.sinks.registry import SINKS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLE = str(PROJECT_ROOT / "sample" / "archive")
-DEFAULT_WAREHOUSE = "out/warehouse.duckdb"
 
 
 def utc_datetime(text: str) -> datetime:
@@ -44,6 +53,13 @@ def positive_number(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
     return value
+
+
+#: The flag behind each `ProcessStripeEvents` argument, named in its errors instead.
+_CORE_FLAGS = {
+    "charge_wait": "--charge_wait_minutes",
+    "settlement_timeout": "--settlement_timeout_days",
+}
 
 
 class CoreOptions(PipelineOptions):
@@ -75,18 +91,35 @@ class CoreOptions(PipelineOptions):
             help="Skip (and count) Stripe test-mode events. By default they are processed like "
             "live ones and flagged livemode=false.",
         )
+        group.add_argument(
+            "--first_name_custom_field",
+            default=None,
+            metavar="KEY",
+            help="Key of the Checkout custom text field in which the page collects the "
+            "reader's given name, sent as the thank-you email's first_name. Without it "
+            "first_name is null, as today's payment API sends it (Stripe's name is the "
+            "full name, family name first in many languages).",
+        )
 
-    def core_arguments(self) -> dict[str, Any]:
-        """Keyword arguments for `ProcessStripeEvents`."""
-        charge_wait = timedelta(minutes=self.charge_wait_minutes)
-        timeout = timedelta(days=self.settlement_timeout_days)
-        if charge_wait >= timeout:
-            raise ValueError("--charge_wait_minutes must be shorter than --settlement_timeout_days")
-        return {
-            "charge_wait": charge_wait,
-            "settlement_timeout": timeout,
-            "include_test_mode": not self.exclude_test_mode,
-        }
+    def process_stripe_events(self, **arguments: Any) -> ProcessStripeEvents:
+        """The core with these flags (and any other `arguments`, e.g. `group_by_key`).
+
+        The core checks its arguments itself; its ValueError is re-raised
+        naming the flags instead of the arguments.
+        """
+        try:
+            return ProcessStripeEvents(
+                charge_wait=timedelta(minutes=self.charge_wait_minutes),
+                settlement_timeout=timedelta(days=self.settlement_timeout_days),
+                include_test_mode=not self.exclude_test_mode,
+                first_name_field=self.first_name_custom_field or None,
+                **arguments,
+            )
+        except ValueError as error:
+            message = str(error)
+            for argument, flag in _CORE_FLAGS.items():
+                message = re.sub(rf"\b{argument}\b", flag, message)
+            raise ValueError(message) from None
 
 
 IDENTITY_API_TOKEN_ENV = "IDENTITY_API_TOKEN"
@@ -159,75 +192,72 @@ class IdentityOptions(PipelineOptions):
         )
 
 
-CONTRIBUTIONS_STORE_ENV = "CONTRIBUTIONS_STORE_DSN"
+class AwsOptions(PipelineOptions):
+    """How the job's AWS clients get credentials (same for every job)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("aws credentials")
+        group.add_argument(
+            "--aws_role_arn",
+            default=None,
+            help="Optional. An IAM role that every AWS client of the job (Kinesis, S3, "
+            "DynamoDB, SQS, on the launcher and on every worker) assumes with the Google-"
+            "signed identity token of the workers' service account (STS "
+            "AssumeRoleWithWebIdentity, refreshed before expiry): how Dataflow workers reach "
+            "AWS without any key. Default: the standard AWS credentials chain.",
+        )
+        group.add_argument(
+            "--aws_region",
+            default=None,
+            help="Optional. The AWS region of the stream, archive, tables and queues, for every "
+            "AWS client of the job (it sets AWS_DEFAULT_REGION on the launcher and on every "
+            "worker, which have no AWS configuration on Dataflow). Default: the standard AWS "
+            "configuration.",
+        )
+        group.add_argument(
+            "--aws_web_identity_audience",
+            default=DEFAULT_WEB_IDENTITY_AUDIENCE,
+            help="With --aws_role_arn: the audience the identity token is requested for; the "
+            "role's trust policy must expect it. Default: %(default)s.",
+        )
+        group.add_argument(
+            "--aws_identity_token_url",
+            default=METADATA_IDENTITY_URL,
+            help="With --aws_role_arn: the identity endpoint of Google's metadata server, "
+            "which only Google Cloud VMs reach; tests give a local stand-in. "
+            "Default: %(default)s.",
+        )
+
+    def token_source(self) -> TokenSource:
+        """Where fresh identity tokens for `--aws_role_arn` come from."""
+        return metadata_token_source(self.aws_web_identity_audience, self.aws_identity_token_url)
 
 
 class SinkOptions(PipelineOptions):
-    """Where each output goes; anything without its own sink goes to the warehouse."""
+    """Where each output goes: the flags of every registered sink (`transforms.sinks.registry`).
+
+    Anything without a sink of its own goes to the warehouse. A flag with an
+    environment variable (a secret) takes the variable's value when the flag
+    is not given.
+    """
 
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("outputs")
-        group.add_argument(
-            "--warehouse",
-            default=DEFAULT_WAREHOUSE,
-            help="Where the analytics tables and dead letters go: a DuckDB file (created with "
-            "its folder if missing; it also receives every output without a sink of its own) "
-            "or bigquery:PROJECT.DATASET (dataset, tables and views created when missing; "
-            "file loads through --temp_location for the backfill, streaming inserts for the "
-            "streaming job; every other output then needs its own sink, since BigQuery gets "
-            "no personal data). Rows are upserted or de-duplicated by natural key, so re-runs "
-            "are harmless. Default: %(default)s.",
-        )
-        group.add_argument(
-            "--contributions_store",
-            default=None,
-            help="Postgres DSN of the contributions store (postgresql://user@host/db). "
-            f"Default: the {CONTRIBUTIONS_STORE_ENV} environment variable, else the "
-            "warehouse. Prefer the variable or a password file (PGPASSFILE): a password on "
-            "the command line is visible to other users of the machine. Never logged.",
-        )
-        group.add_argument(
-            "--supporter_table",
-            default=None,
-            help="DynamoDB SupporterProductData table name (keys identityId, "
-            "subscriptionName). Default: the warehouse.",
-        )
-        group.add_argument(
-            "--emails_queue_url",
-            default=None,
-            help="SQS FIFO queue URL for thank-you emails. Default: the warehouse.",
-        )
-        group.add_argument(
-            "--opt_ins_queue_url",
-            default=None,
-            help="SQS FIFO queue URL for soft opt-ins. Default: the warehouse.",
-        )
-        group.add_argument(
-            "--sent_messages_table",
-            default=None,
-            help="DynamoDB table (key messageKey) recording sent messages, so that a replay "
-            "days later sends nothing again. Required with either queue.",
-        )
+        for flag in flags_of(SINKS).values():
+            group.add_argument(flag.option, default=flag.default, help=flag.help)
 
     def sink_config(self) -> SinkConfig:
         """The sinks, checked for consistency (ValueError with the flag names)."""
-        temp_location = self.view_as(GoogleCloudOptions).temp_location
-        dsn = self.contributions_store or os.environ.get(CONTRIBUTIONS_STORE_ENV) or None
-        queues = self.emails_queue_url or self.opt_ins_queue_url
-        if queues and not self.sent_messages_table:
-            raise ValueError(
-                "--emails_queue_url/--opt_ins_queue_url need --sent_messages_table: SQS FIFO "
-                "deduplication alone forgets a message after 5 minutes"
-            )
+        values: dict[str, str | None] = {}
+        for flag in flags_of(SINKS).values():
+            value = getattr(self, flag.name)
+            if not value and flag.env is not None:
+                value = os.environ.get(flag.env) or None
+            values[flag.name] = value
         return SinkConfig(
-            warehouse=self.warehouse,
-            contributions_store_dsn=dsn,
-            supporter_table=self.supporter_table,
-            emails_queue_url=self.emails_queue_url,
-            opt_ins_queue_url=self.opt_ins_queue_url,
-            sent_messages_table=self.sent_messages_table,
-            bigquery_temp_location=temp_location,
+            values, sinks=SINKS, temp_location=self.view_as(GoogleCloudOptions).temp_location
         )
 
 

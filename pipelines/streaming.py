@@ -58,15 +58,20 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
-from pipelines.options import CoreOptions, IdentityOptions, KinesisOptions, SinkOptions
+from pipelines.options import (
+    AwsOptions,
+    CoreOptions,
+    IdentityOptions,
+    KinesisOptions,
+    SinkOptions,
+)
 from schemas.records import DeadLetter
-from transforms.core.process import ProcessStripeEvents
 from transforms.infrastructure import check_table_key
 from transforms.sinks.router import TriggerLoads, WriteOutputs
 from transforms.sources.decode import DecodeEvents
 from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis
 
-OPTION_CLASSES = (KinesisOptions, CoreOptions, IdentityOptions, SinkOptions)
+OPTION_CLASSES = (KinesisOptions, CoreOptions, IdentityOptions, SinkOptions, AwsOptions)
 PROG = "python -m pipelines.streaming"
 
 
@@ -77,13 +82,14 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     """
     kinesis = options.view_as(KinesisOptions)
     read_arguments = kinesis.kinesis_arguments()
-    core = options.view_as(CoreOptions).core_arguments()
-    core["resolve_identities"] = options.view_as(IdentityOptions).identity_resolver()
+    core = options.view_as(CoreOptions).process_stripe_events(
+        resolve_identities=options.view_as(IdentityOptions).identity_resolver()
+    )
     sinks = options.view_as(SinkOptions).sink_config()
 
     records = pipeline | "ReadFromKinesis" >> ReadFromKinesis(**read_arguments)
     decoded = records | "DecodeEvents" >> DecodeEvents()
-    outputs = decoded.events | "ProcessStripeEvents" >> ProcessStripeEvents(**core)
+    outputs = decoded.events | "ProcessStripeEvents" >> core
     tables = outputs.by_record_type()
     tables[DeadLetter] = (
         outputs.dead_letters,
@@ -95,14 +101,15 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     _ = tables | "WriteOutputs" >> WriteOutputs(sinks, loads)
 
 
-def run(argv: Sequence[str] | None = None) -> int:
+def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     """Runs the streaming job.
 
     A bounded read (`--idle_timeout_s` or `--max_records`), or any read on the
     local FnApiRunner, is waited for; then the summary is printed and the
     result is 0 when every record read is accounted for, 1 otherwise. An
     unbounded read on a remote runner (Dataflow) returns 0 once submitted.
-    A bad flag combination exits 2 with a message, like argparse.
+    A bad flag combination exits 2 with a message, like argparse. `wait=False`
+    (the Flex Template launcher) returns 0 once any job is submitted.
     """
     options = parse_options(argv, OPTION_CLASSES, prog=PROG, description=__doc__ or "")
     local = runner_for(options)
@@ -124,7 +131,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     if sinks is None:
         return 2
     result = pipeline.run()
-    if local is None and not options.view_as(KinesisOptions).read_is_bounded():
+    if not wait or (local is None and not options.view_as(KinesisOptions).read_is_bounded()):
         print(f"submitted: {result}; it runs until drained or cancelled")
         return 0
     return finish(result, sinks)

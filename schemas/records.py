@@ -39,7 +39,7 @@ class PrintOptions:
 
 @dataclass(frozen=True)
 class Contribution:
-    """One one-off contribution; `status` and `amount_refunded` are current."""
+    """One one-off contribution as paid; `contributions_current` folds refunds and disputes in."""
 
     TABLE: ClassVar[Table] = Table(
         name="contributions",
@@ -123,12 +123,18 @@ class PaymentAdjustment:
         cluster_by=("payment_id",),
     )
 
-    adjustment_id: str = column("Stripe event id (evt_...) that carried the adjustment.")
+    adjustment_id: str = column(
+        "Stripe event id (evt_...) that carried the adjustment; the refund id (re_...) "
+        "for a refund object's events."
+    )
     payment_id: str = column("Stripe charge id (ch_...) adjusted.")
     kind: str = column("refund or dispute.")
     event_type: str = column("Stripe event type.")
     amount: Decimal = column("Refund: amount refunded by this event; dispute: disputed amount.")
-    amount_refunded_total: Decimal | None = column("Refund: cumulative amount refunded so far.")
+    amount_refunded_total: Decimal | None = column(
+        "Refund from charge.refunded: cumulative amount refunded so far; "
+        "null for a refund object, whose amount is that one refund."
+    )
     currency: str = column("ISO 4217 code, upper case.")
     dispute_id: str | None = column("Stripe dispute id (dp_...).")
     dispute_status: str | None = column("Dispute status after this event.")

@@ -54,6 +54,8 @@ class _Plan:
     row_converters: tuple[tuple[str, Converter], ...]
     json_converters: tuple[tuple[str, Converter], ...]
     checks: tuple[tuple[str, Callable[[Any, str], None]], ...]
+    # One predicate per column, True only when the value is surely valid.
+    fast_checks: tuple[Callable[[Any], bool], ...]
     key_getter: Callable[[Any], tuple[Any, ...]] | None
 
 
@@ -95,6 +97,7 @@ def _build_plan(cls: type) -> _Plan:
         row_converters=tuple(row_converters),
         json_converters=tuple(json_converters),
         checks=tuple((c.name, _check(c)) for c in cols),
+        fast_checks=tuple(_fast_check(c) for c in cols),
         key_getter=_tuple_getter(tuple(table.key)) if table is not None else None,
     )
 
@@ -311,6 +314,49 @@ def _check(column: Column) -> Callable[[Any, str], None]:
     return check_required
 
 
+# Exact types only: a subclass (bool for int, datetime for date) is left to the full check.
+_EXACT_TYPES: dict[Kind, type] = {Kind.STRING: str, Kind.BOOL: bool, Kind.DATE: date}
+
+
+def _fast_check(column: Column) -> Callable[[Any], bool]:
+    """A predicate that is True only for values `_check(column)` accepts.
+
+    False says nothing: the full check then runs and names the problem. Built
+    from exact type tests, so the common valid row costs one call per column.
+    """
+    item = _fast_item(column)
+    if column.mode is Mode.REPEATED:
+        return lambda value: type(value) is tuple and all(item(i) for i in value)
+    if column.mode is Mode.NULLABLE:
+        return lambda value: value is None or item(value)
+    return item
+
+
+def _fast_item(column: Column) -> Callable[[Any], bool]:
+    kind = column.kind
+    if kind is Kind.RECORD:
+        record_type = column.record
+        return lambda value: type(value) is record_type and _surely_valid(value)
+    exact = _EXACT_TYPES.get(kind)
+    if exact is not None:
+        return lambda value: type(value) is exact
+    if kind is Kind.INT64:
+        return lambda value: type(value) is int and _INT64_MIN <= value <= _INT64_MAX
+    if kind is Kind.NUMERIC:
+        return lambda value: type(value) is Decimal and _numeric_error(value) is None
+    if kind is Kind.TIMESTAMP:
+        return lambda value: type(value) is datetime and value.tzinfo is UTC
+    raise AssertionError(kind)
+
+
+def _surely_valid(record: Any) -> bool:
+    plan = _plan(type(record))
+    for check, value in zip(plan.fast_checks, plan.getter(record), strict=True):
+        if not check(value):
+            return False
+    return True
+
+
 def _validate(record: Any, prefix: str) -> None:
     plan = _plan(type(record))
     for (name, check), value in zip(plan.checks, plan.getter(record), strict=True):
@@ -327,4 +373,6 @@ def validate(record: Any) -> None:
     declared type). Raises RowValidationError naming the first bad column, or
     TypeError when the record's type is not a supported record type.
     """
-    _validate(record, "")
+    # The fast path answers for the valid rows; the full check explains the rest.
+    if not _surely_valid(record):
+        _validate(record, "")

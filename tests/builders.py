@@ -143,7 +143,9 @@ def session_object(
     state: str | None = None,
     promotions: str | None = None,
     payment_method_types: tuple[str, ...] = ("card",),
+    custom_fields: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """A Checkout Session; `custom_fields` are text fields, {key: what the reader typed}."""
     return {
         "id": session_id,
         "object": "checkout.session",
@@ -162,6 +164,16 @@ def session_object(
         },
         "consent": {"promotions": promotions} if promotions else None,
         "payment_method_types": list(payment_method_types),
+        "custom_fields": [
+            {
+                "key": key,
+                "label": {"custom": key, "type": "custom"},
+                "optional": True,
+                "text": {"maximum_length": None, "minimum_length": None, "value": value},
+                "type": "text",
+            }
+            for key, value in (custom_fields or {}).items()
+        ],
     }
 
 
@@ -299,6 +311,32 @@ def refund_adjustment(
         event_type="charge.refunded",
         amount=Decimal(total),
         amount_refunded_total=Decimal(total),
+        currency="GBP",
+        dispute_id=None,
+        dispute_status=None,
+        livemode=livemode,
+        account=account,
+        created=RECORD_CREATED,
+    )
+
+
+def refund_object_adjustment(
+    payment_id: str,
+    amount: str,
+    refund_id: str = "re_1",
+    event_type: str = "refund.created",
+    *,
+    livemode: bool = False,
+    account: str = "ed_test_1",
+) -> PaymentAdjustment:
+    """A refund object's adjustment: one refund of GBP `amount`, keyed by its refund id."""
+    return PaymentAdjustment(
+        adjustment_id=refund_id,
+        payment_id=payment_id,
+        kind="refund",
+        event_type=event_type,
+        amount=Decimal(amount),
+        amount_refunded_total=None,
         currency="GBP",
         dispute_id=None,
         dispute_status=None,

@@ -12,3 +12,10 @@ __all__ += ["bigquery_emulator"]
 from tests.fixtures.identity_api import identity_api  # noqa: E402
 
 __all__ += ["identity_api"]
+from tests.fixtures.warehouses import both_warehouses  # noqa: E402
+
+__all__ += ["both_warehouses"]
+
+from tests.fixtures.metadata_server import metadata_server  # noqa: E402
+
+__all__ += ["metadata_server"]

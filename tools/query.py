@@ -1,7 +1,7 @@
-"""Query the local warehouse with SQL and print the result as a table.
+"""Query the local warehouse with SQL, in UTC, and print the result as a table.
 
 python -m tools.query "SELECT currency, sum(amount) FROM contributions GROUP BY ALL"
-python -m tools.query --warehouse out/other.duckdb "SHOW TABLES"
+python -m tools.query --warehouse out/other.duckdb "SELECT * FROM daily_totals ORDER BY day"
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import duckdb
 
-from pipelines.options import DEFAULT_WAREHOUSE
+from transforms.sinks.common import DEFAULT_WAREHOUSE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with duckdb.connect(args.warehouse, read_only=True) as connection:
+            # As in BigQuery: TIMESTAMP literals and printed times are UTC.
+            connection.execute("SET TimeZone = 'UTC'")
             connection.sql(args.sql).show(max_rows=args.max_rows)
     except duckdb.Error as error:
         print(f"error: {error}", file=sys.stderr)

@@ -10,14 +10,25 @@ here knows a record type.
   (`CLIENT_CONFIG`) so that the policy is applied once.
 - `error_code`, `is_retryable`, `describe_error`: what an AWS failure is.
 - `dynamodb_client`, `check_table_key`: DynamoDB clients and key checks.
+- `use_aws_role`, `WebIdentityRole`, `metadata_token_source`: AWS credentials
+  for workers outside AWS (Dataflow): every boto3 session of the process
+  assumes one IAM role with a Google-signed identity token.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import random
+import socket
+import tempfile
+import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -152,3 +163,174 @@ def describe_error(error: Exception) -> str:
         message = error.response.get("Error", {}).get("Message", "")
         return f"{error_code(error)}: {message}"
     return f"{type(error).__name__}: {error}"
+
+
+#: Google's metadata server on every Compute Engine (so Dataflow) VM: an OpenID Connect
+#: identity token of the VM's service account, signed by Google, for the given audience.
+METADATA_IDENTITY_URL = (
+    "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/identity"
+)
+#: What the identity token's `aud` says; the role's trust policy checks it (`oaud`).
+DEFAULT_WEB_IDENTITY_AUDIENCE = "sts.amazonaws.com"
+#: Google identity tokens live one hour; rewritten this often, the file is never stale.
+TOKEN_REFRESH_INTERVAL_S = 600.0
+#: Credentials botocore would use before a web identity role: with a role they are refused.
+STATIC_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE")
+
+_LOGGER = logging.getLogger(__name__)
+
+TokenSource = Callable[[], str]
+
+
+def metadata_token_source(
+    audience: str = DEFAULT_WEB_IDENTITY_AUDIENCE, url: str = METADATA_IDENTITY_URL
+) -> TokenSource:
+    """A function returning a fresh Google-signed identity token from the metadata server.
+
+    `url` is the metadata server's identity endpoint (tests give a local one).
+    """
+    query = urllib.parse.urlencode({"audience": audience, "format": "full"})
+    request = urllib.request.Request(f"{url}?{query}", headers={"Metadata-Flavor": "Google"})
+
+    def fetch() -> str:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                token = response.read().decode("ascii", errors="replace").strip()
+        except OSError as error:  # URLError, HTTPError, timeouts
+            raise ConfigurationError(
+                f"could not get an identity token from {url}: {error} (outside Google Cloud, "
+                "leave --aws_role_arn out and use the standard AWS credentials)"
+            ) from None
+        if token.count(".") != 2:
+            raise ConfigurationError(f"the identity endpoint {url} did not return a JWT")
+        return token
+
+    return fetch
+
+
+class WebIdentityRole:
+    """Every boto3 session the process makes once `start()`ed assumes `role_arn`.
+
+    botocore's own web identity provider does the work: with
+    `AWS_ROLE_ARN` and `AWS_WEB_IDENTITY_TOKEN_FILE` set, each session's
+    credentials are `DeferredRefreshableCredentials` that call STS
+    `AssumeRoleWithWebIdentity` with the file's token on first use and again
+    before they expire (15 minutes before, by botocore's rule). The
+    environment rather than an explicit credentials object because clients
+    the project does not construct, Beam's S3 filesystem above all, make
+    their own `boto3.session.Session()`; the environment reaches them all.
+
+    The token file (private to the user, replaced atomically) is rewritten
+    every `refresh_interval_s` by a daemon thread from `token_source`, so
+    whenever botocore reads it the token is far from its one-hour expiry.
+    No secret is in flags or logs: the token lives in that file only, and
+    the AWS credentials only in botocore's memory.
+    """
+
+    def __init__(
+        self,
+        role_arn: str,
+        token_source: TokenSource,
+        *,
+        refresh_interval_s: float = TOKEN_REFRESH_INTERVAL_S,
+        session_name: str | None = None,
+    ) -> None:
+        if not role_arn.startswith("arn:") or ":role/" not in role_arn:
+            raise ConfigurationError(f"not an IAM role ARN: {role_arn!r}")
+        self.role_arn = role_arn
+        self._token_source = token_source
+        self._refresh_interval_s = refresh_interval_s
+        host = "".join(c if c.isalnum() or c in "-_.@=," else "-" for c in socket.gethostname())
+        self.session_name = (session_name or f"stripe-pipeline-{host}")[:64]
+        self._directory = Path(tempfile.mkdtemp(prefix="aws-web-identity-"))
+        self.token_file = self._directory / "token"
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refreshes = 0
+
+    def refresh_token(self) -> None:
+        """Writes a fresh token to the token file (atomically: botocore may be reading it)."""
+        token = self._token_source()
+        partial = self._directory / "token.partial"
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(token)
+        os.replace(partial, self.token_file)
+        self.refreshes += 1
+
+    def start(self) -> None:
+        """Writes the first token, points the environment at it, starts refreshing.
+
+        Raises `ConfigurationError` when static credentials are configured too,
+        since botocore would silently prefer them to the role.
+        """
+        static = [name for name in STATIC_CREDENTIAL_VARIABLES if os.environ.get(name)]
+        if static:
+            raise ConfigurationError(
+                f"--aws_role_arn is given but {', '.join(static)} is set, which AWS clients "
+                "would use instead of the role: unset it"
+            )
+        self.refresh_token()
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        os.environ["AWS_ROLE_ARN"] = self.role_arn
+        os.environ["AWS_WEB_IDENTITY_TOKEN_FILE"] = str(self.token_file)
+        os.environ["AWS_ROLE_SESSION_NAME"] = self.session_name
+        self._thread = threading.Thread(
+            target=self._keep_fresh, name="aws-web-identity-token", daemon=True
+        )
+        self._thread.start()
+
+    def _keep_fresh(self) -> None:
+        delay = self._refresh_interval_s
+        while not self._stopped.wait(delay):
+            try:
+                self.refresh_token()
+                delay = self._refresh_interval_s
+            except Exception as error:  # noqa: BLE001 - the next attempt may succeed
+                # The token in the file stays valid for most of an hour; try again soon.
+                _LOGGER.warning("could not refresh the AWS web identity token: %s", error)
+                delay = min(60.0, self._refresh_interval_s)
+
+    def stop(self) -> None:
+        """Stops refreshing and removes the role from the environment and the token file."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+        for name in ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_SESSION_NAME"):
+            os.environ.pop(name, None)
+        for path in (self.token_file, self._directory / "token.partial"):
+            path.unlink(missing_ok=True)
+        self._directory.rmdir()
+
+
+_ACTIVE_ROLE: WebIdentityRole | None = None
+_ROLE_LOCK = threading.Lock()
+
+
+def use_aws_role(role_arn: str, token_source: TokenSource) -> WebIdentityRole:
+    """Starts `WebIdentityRole(role_arn, token_source)` for this process, once.
+
+    Idempotent for the same role (the first token source stays); another
+    role in the same process is a `ConfigurationError`.
+    """
+    global _ACTIVE_ROLE
+    with _ROLE_LOCK:
+        if _ACTIVE_ROLE is not None:
+            if _ACTIVE_ROLE.role_arn != role_arn:
+                raise ConfigurationError(
+                    f"this process already assumes {_ACTIVE_ROLE.role_arn}, not {role_arn}"
+                )
+            return _ACTIVE_ROLE
+        role = WebIdentityRole(role_arn, token_source)
+        role.start()
+        _ACTIVE_ROLE = role
+        return role
+
+
+def stop_aws_role() -> None:
+    """Undoes `use_aws_role` (for tests and for a launcher that runs several jobs)."""
+    global _ACTIVE_ROLE
+    with _ROLE_LOCK:
+        if _ACTIVE_ROLE is not None:
+            _ACTIVE_ROLE.stop()
+            _ACTIVE_ROLE = None

@@ -33,6 +33,10 @@ CONTRIBUTIONS_SQL = (
     " amount_refunded, currency, country_code, identity_id, disputed, livemode, account"
     " FROM contributions ORDER BY payment_id"
 )
+#: The same columns of the view that folds refunds and disputes in: what the truth says.
+CURRENT_CONTRIBUTIONS_SQL = CONTRIBUTIONS_SQL.replace(
+    " FROM contributions ", " FROM contributions_current "
+)
 ACQUISITIONS_SQL = (
     "SELECT payment_id, amount, currency, country_code, identity_id, livemode, account,"
     " product, payment_provider, reader_type FROM acquisitions ORDER BY payment_id"

@@ -22,8 +22,8 @@ from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
 from tests.pipelines.expected import (
     ACQUISITIONS_SQL,
-    CONTRIBUTIONS_SQL,
     CONTRIBUTIONS_STORE_SQL,
+    CURRENT_CONTRIBUTIONS_SQL,
     SUPPORTER_ITEMS_SQL,
     email_identities,
     expected_acquisitions,
@@ -86,7 +86,7 @@ def runs(
 
 def test_contributions_match_the_truth_row_by_row(runs: Any) -> None:
     warehouse, truth, _, _ = runs
-    assert rows(warehouse, CONTRIBUTIONS_SQL) == expected_contributions(truth)
+    assert rows(warehouse, CURRENT_CONTRIBUTIONS_SQL) == expected_contributions(truth)
 
 
 def test_paid_payments_have_one_row_in_each_output(runs: Any) -> None:

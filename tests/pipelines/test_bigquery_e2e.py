@@ -47,7 +47,12 @@ from google.cloud import bigquery
 from pipelines import backfill, streaming
 from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
-from schemas.views import CONTRIBUTIONS_CURRENT, DAILY_TOTALS, raw_table_name
+from schemas.views import (
+    CONTRIBUTIONS_CURRENT,
+    DAILY_TOTALS,
+    FACT_ACQUISITION_EVENT,
+    raw_table_name,
+)
 from tests.builders import (
     charge_object,
     envelope_time,
@@ -62,6 +67,7 @@ from tests.fixtures.sinks import LEDGER_KEY, SUPPORTER_KEY, create_queue, create
 from tests.pipelines.expected import (
     ACQUISITIONS_SQL,
     CONTRIBUTIONS_SQL,
+    CURRENT_CONTRIBUTIONS_SQL,
     expected_acquisitions,
     expected_contributions,
     expected_dead_letter_reasons,
@@ -87,7 +93,12 @@ SENT_ELSEWHERE = (
     "thank_you_emails",
     "soft_opt_ins",
 )
-VIEWS = (*(table_of(t).name for t in ALL_RECORD_TYPES), CONTRIBUTIONS_CURRENT, DAILY_TOTALS)
+VIEWS = (
+    *(table_of(t).name for t in ALL_RECORD_TYPES),
+    CONTRIBUTIONS_CURRENT,
+    DAILY_TOTALS,
+    FACT_ACQUISITION_EVENT,
+)
 DISPUTE_EVENTS = (
     "charge.dispute.created",
     "charge.dispute.funds_withdrawn",
@@ -327,7 +338,11 @@ def _view(runs: Runs, sql: str) -> list[Row]:
 
 
 def expected_adjustments(truth: dict[str, Any]) -> list[Row]:
-    """(payment, kind, event type, amount, refunded total, currency) per refund or dispute event."""
+    """(payment, kind, event type, amount, refunded total, currency) per refund or dispute event.
+
+    The generator sends each refund twice: as its refund object (refund.created,
+    one row per refund id, no cumulative total) and as charge.refunded.
+    """
     expected: list[Row] = []
     for p in truth["payments"]:
         currency = p["currency"]
@@ -341,6 +356,16 @@ def expected_adjustments(truth: dict[str, Any]) -> list[Row]:
                     "charge.refunded",
                     major(amount, currency),
                     major(refunded, currency),
+                    currency,
+                )
+            )
+            expected.append(
+                (
+                    p["charge_id"],
+                    "refund",
+                    "refund.created",
+                    major(amount, currency),
+                    None,
                     currency,
                 )
             )
@@ -369,14 +394,15 @@ def expected_daily_totals(truth: dict[str, Any], settled: dict[str, date]) -> li
     totals: dict[tuple[date, str, bool], list[Any]] = {}
     for p in paid_payments(truth):
         key = (settled[p["charge_id"]], p["currency"], p["livemode"])
-        day = totals.setdefault(key, [0, Decimal(0), Decimal(0), 0])
+        day = totals.setdefault(key, [0, Decimal(0), Decimal(0), 0, 0])
         day[0] += 1
         day[1] += major(p["amount_minor"], p["currency"])
         day[2] += major(p["refunded_total_minor"], p["currency"])
-        day[3] += int(p["disputed"])
+        day[3] += int(p["refunded_total_minor"] > 0)
+        day[4] += int(p["disputed"])
     return sorted(
-        (*key, payments, amount, refunded, amount - refunded, disputed)
-        for key, (payments, amount, refunded, disputed) in totals.items()
+        (*key, payments, amount, refunded, amount - refunded, refunds, disputed)
+        for key, (payments, amount, refunded, refunds, disputed) in totals.items()
     )
 
 
@@ -389,9 +415,8 @@ def as_emitted(row: Row) -> Row:
 def test_contributions_current_folds_refunds_and_disputes_exactly_as_the_truth(
     runs: Runs,
 ) -> None:
-    current = CONTRIBUTIONS_SQL.replace("FROM contributions", f"FROM {CONTRIBUTIONS_CURRENT}")
     expected = expected_contributions(runs.events.truth)
-    assert _view(runs, current) == expected
+    assert _view(runs, CURRENT_CONTRIBUTIONS_SQL) == expected
     # The folding is the view's: the appended rows are as the core emitted them.
     assert _view(runs, CONTRIBUTIONS_SQL) == [as_emitted(row) for row in expected]
     # Every case of the rule occurs: full and partial refunds, disputes, failures.

@@ -8,11 +8,16 @@ every old step maps by name onto the new graph.
 
 from __future__ import annotations
 
+import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import SetupOptions
 from apache_beam.runners.runner import PipelineState
 
-from tools.dataflow_steps import JOBS, golden_path, golden_text, translate
+from pipelines import streaming
+from pipelines.options import AwsOptions
+from tools.dataflow_steps import JOBS, dry_run_options, golden_path, golden_text, translate
 
+ROLE_ARN = "arn:aws:iam::123456789012:role/stripe-pipeline-PROD"
 REGENERATE = ".venv/bin/python -m tools.dataflow_steps --job {job} --write-golden"
 
 
@@ -31,3 +36,21 @@ def test_job_translates_for_dataflow_with_pinned_step_names(job: str) -> None:
         f"`{REGENERATE.format(job=job)}`, review `git diff tests/pipelines/golden/` and say "
         "in the commit how the running job is replaced (drain, or --transform_name_mapping)."
     )
+
+
+def test_with_a_role_every_worker_is_told_to_assume_it_at_start() -> None:
+    """Dataflow lists every BeamPlugin's module in --beam_plugins; workers import them at start."""
+    options = dry_run_options(
+        ["--streaming", "--kinesis_stream=stripe-events", f"--aws_role_arn={ROLE_ARN}"]
+    )
+    pipeline = beam.Pipeline(options=options)
+    streaming.build(pipeline, options)
+
+    result = pipeline.run()
+
+    assert result.state == PipelineState.DONE
+    submitted = result.job.options  # type: ignore[attr-defined]  # DataflowRunner's result
+    assert (
+        "pipelines.aws_role.AssumeAwsRoleOnWorkers" in submitted.view_as(SetupOptions).beam_plugins
+    )
+    assert submitted.view_as(AwsOptions).aws_role_arn == ROLE_ARN

@@ -41,7 +41,7 @@ from tests.fixtures.identity_api import (
 from tests.fixtures.moto_server import MotoServer
 from tests.pipelines.expected import (
     ACQUISITIONS_SQL,
-    CONTRIBUTIONS_SQL,
+    CURRENT_CONTRIBUTIONS_SQL,
     SUPPORTER_ITEMS_SQL,
     email_identities,
     expected_acquisitions,
@@ -215,7 +215,7 @@ def backfills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackfillRuns
 
 def assert_rows_carry_the_identities(warehouse: Path, plan: Plan, api: IdentityApi) -> None:
     truth = plan.resolved_truth(api)
-    assert rows(warehouse, CONTRIBUTIONS_SQL) == expected_contributions(truth)
+    assert rows(warehouse, CURRENT_CONTRIBUTIONS_SQL) == expected_contributions(truth)
     assert rows(warehouse, ACQUISITIONS_SQL) == expected_acquisitions(truth)
     assert rows(warehouse, SUPPORTER_ITEMS_SQL) == expected_supporter_items(truth)
     assert email_identities(warehouse) == expected_messages(truth)

@@ -1,8 +1,9 @@
-"""Option checks: the backfill's shuffle choice, and both jobs' Identity API flags.
+"""Option checks: the backfill's shuffle choice, the core's and the Identity API flags.
 
 The backfill groups on disk on local runners and with the runner's shuffle
 elsewhere; `--identity_api_url` needs the token in the environment and an
-https endpoint, and is refused before anything is read or written.
+https endpoint, and is refused before anything is read or written; the core
+refuses a charge wait past the settlement timeout, naming the flags.
 """
 
 from __future__ import annotations
@@ -127,3 +128,16 @@ def test_help_lists_the_identity_flags(
     for flag in ("--identity_api_url", "--identity_timeout_s", "--identity_max_concurrent"):
         assert flag in help_text
     assert IDENTITY_API_TOKEN_ENV in help_text
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_the_core_refuses_a_charge_wait_past_the_timeout_naming_the_flags(
+    job: Callable[[list[str]], int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["--charge_wait_minutes", "1440", "--settlement_timeout_days", "1"]
+    argv = [*flags, "--kinesis_stream", "s", "--warehouse", str(tmp_path / "w.duckdb")]
+
+    assert job(argv) == 2
+    assert capsys.readouterr().err.endswith(
+        "error: --charge_wait_minutes must be shorter than --settlement_timeout_days\n"
+    )

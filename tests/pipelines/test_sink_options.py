@@ -24,6 +24,8 @@ from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.sinks import LEDGER_KEY, SUPPORTER_KEY, create_queue, create_table, store_rows
 from tests.pipelines.expected import CONTRIBUTIONS_STORE_SQL, expected_contributions_store
 from tools.generate_archive import generate, write_archive
+from transforms.sinks.contract import flags_of
+from transforms.sinks.registry import SINKS
 
 Job = Callable[[list[str]], int]
 JOBS = [pytest.param(backfill.run, id="backfill"), pytest.param(streaming.run, id="streaming")]
@@ -135,11 +137,11 @@ def test_the_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv(CONTRIBUTIONS_STORE_ENV)
     neither = SinkOptions([]).sink_config()
 
-    assert (from_env.contributions_store_dsn, from_flag.contributions_store_dsn) == (
+    assert (from_env["contributions_store"], from_flag["contributions_store"]) == (
         "host=from-env",
         "host=from-flag",
     )
-    assert neither.contributions_store_dsn is None
+    assert neither["contributions_store"] is None
 
 
 def test_the_store_dsn_comes_from_the_environment(
@@ -216,3 +218,17 @@ def test_streaming_stops_before_launch_without_its_coordination_table(
     err = capsys.readouterr().err
     assert "no-such-coordination-table" in err
     assert "python -m pipelines.streaming: error:" in err
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_help_shows_every_registered_sinks_flags_with_their_help(
+    job: Job, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        job(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+
+    assert exited.value.code == 0
+    for flag in flags_of(SINKS).values():
+        text = " ".join(flag.help.replace("%(default)s", str(flag.default)).split())
+        assert f"{flag.option} {flag.name.upper()} {text}" in shown

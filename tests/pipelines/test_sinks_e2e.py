@@ -129,7 +129,7 @@ class Outputs:
     emails: list[tuple[str, str]]  # (MessageGroupId = charge id, body)
     opt_ins: list[tuple[str, str]]
     warehouse: dict[str, list[tuple[Any, ...]]]  # every table but dead_letters
-    contributions: list[tuple[Any, ...]]  # as `expected.CONTRIBUTIONS_SQL` selects them
+    contributions: list[tuple[Any, ...]]  # `contributions_current`, as `CONTRIBUTIONS_SQL` selects
     acquisitions: list[tuple[Any, ...]]
     dead_letters: list[tuple[Any, ...]]  # all but step `decode`; (step, reason, error, raw, ...)
     decode_dead_letters: list[tuple[str, str, str]]  # (source, reason, raw)
@@ -266,7 +266,9 @@ def _observe(sinks: Sinks, summary: str) -> Outputs:
         emails=drain(sinks.emails_queue_url),
         opt_ins=drain(sinks.opt_ins_queue_url),
         warehouse={t: list(warehouse.table(t).rows) for t in tables},
-        contributions=warehouse.table("contributions").select(*_selected(CONTRIBUTIONS_SQL)),
+        contributions=warehouse.table("contributions_current").select(
+            *_selected(CONTRIBUTIONS_SQL)
+        ),
         acquisitions=warehouse.table("acquisitions").select(*_selected(ACQUISITIONS_SQL)),
         dead_letters=[r for r in dead_letters.select(*columns) if r[0] != "decode"],
         decode_dead_letters=dead_letters.select(
@@ -380,7 +382,7 @@ def test_one_thank_you_email_and_one_opt_in_per_paid_payment_with_identity(
                     "payment method": "credit / debit card",
                     "currency": "£",
                     "amount": "12.34",
-                    "first_name": "Ada",
+                    "first_name": None,
                     "date_of_payment": f"{day.day} {day:%B %Y}",
                 }
             },

@@ -39,8 +39,8 @@ from pipelines import backfill, streaming
 from tests.fixtures.moto_server import MotoServer
 from tests.pipelines.expected import (
     ACQUISITIONS_SQL,
-    CONTRIBUTIONS_SQL,
     CONTRIBUTIONS_STORE_SQL,
+    CURRENT_CONTRIBUTIONS_SQL,
     SUPPORTER_ITEMS_SQL,
     email_identities,
     expected_acquisitions,
@@ -165,7 +165,9 @@ def test_the_run_is_large_and_records_arrived_while_the_job_ran(runs: Runs) -> N
 
 
 def test_contributions_match_the_truth_row_by_row(runs: Runs) -> None:
-    assert rows(runs.streaming_warehouse, CONTRIBUTIONS_SQL) == expected_contributions(runs.truth)
+    assert rows(runs.streaming_warehouse, CURRENT_CONTRIBUTIONS_SQL) == expected_contributions(
+        runs.truth
+    )
 
 
 def test_paid_payments_have_one_row_in_each_output(runs: Runs) -> None:

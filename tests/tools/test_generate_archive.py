@@ -356,6 +356,38 @@ def test_async_payments_settle_two_days_later_when_the_scenario_says(sample: Wri
         assert completed["data"]["object"]["payment_status"] == "unpaid"
 
 
+def test_declined_card_then_debit_names_the_card_first_and_the_debit_last(
+    sample: Written,
+) -> None:
+    index = _by_object(sample)
+    payments = [p for p in sample.truth["payments"] if "declined_then_debit" in p["features"]]
+    assert {p["status"] for p in payments} == {"Paid", "Failed"}
+    for p in payments:
+        events = {d["id"]: d for _, d in index[p["payment_intent_id"]]}.values()
+        completed = next(
+            d["created"]
+            for _, d in index[p["checkout_session_id"]]
+            if d["type"] == "checkout.session.completed"
+        )
+        failed = sorted(
+            (d["created"], d["type"], d["data"]["object"])
+            for d in events
+            if d["type"] in ("charge.failed", "payment_intent.payment_failed")
+        )
+        named = [
+            obj["last_payment_error"]["charge"] if "last_payment_error" in obj else obj["id"]
+            for _, _, obj in failed
+        ]
+        card = [c for _, t, c in failed if t == "charge.failed" and c["id"].startswith("ch_")]
+        assert len(card) == 1 and card[0]["payment_method_details"]["type"] == "card"
+        assert failed[0][0] < completed
+        assert named[:2] == [card[0]["id"]] * 2
+        if p["status"] == "Failed":
+            assert named[2:] == [p["charge_id"]] * 2 and failed[2][0] > completed
+        else:
+            assert named[2:] == []
+
+
 def test_exports_are_bare_events_some_duplicating_the_stream(sample: Written) -> None:
     (export,) = list(sample.exports)
     lines = [json.loads(line) for line in export.read_text().splitlines()]

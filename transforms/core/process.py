@@ -324,8 +324,11 @@ def outputs_of(outcome: Outcome | None) -> Iterator[object]:
 class BuildRecordsFn(beam.DoFn):
     """Payment -> Contribution (main) and one tagged output per other record kind."""
 
+    def __init__(self, first_name_field: str | None = None) -> None:
+        self._first_name_field = first_name_field
+
     def process(self, payment: Payment) -> Iterator[object]:
-        records = build_records(payment)
+        records = build_records(payment, first_name_field=self._first_name_field)
         for name in records.skipped:
             metrics.inc(metrics.OUTPUT_SKIPPED_PREFIX + name)
         for name in records.warnings:
@@ -351,6 +354,8 @@ class ProcessStripeEvents(beam.PTransform):
     `settlement_timeout`: how long a session may wait for an async outcome.
     `dedupe_horizon`: how long an event id is remembered on unbounded input.
     `include_test_mode`: False skips (and counts) Stripe test-mode events.
+    `first_name_field`: key of the Checkout custom text field holding the
+    reader's given name for the thank-you email; None sends no first name.
     `group_by_key`: the bounded path's one shuffle, `(join key, fact)` ->
     `(join key, facts)`; default `beam.GroupByKey()`. The local backfill passes
     `transforms.core.disk_group.GroupByKeyOnDisk`, because the local runner holds a
@@ -368,6 +373,7 @@ class ProcessStripeEvents(beam.PTransform):
         settlement_timeout: timedelta = DEFAULT_SETTLEMENT_TIMEOUT,
         dedupe_horizon: timedelta = DEFAULT_DEDUPE_HORIZON,
         include_test_mode: bool = True,
+        first_name_field: str | None = None,
         group_by_key: beam.PTransform | None = None,
         resolve_identities: beam.PTransform | None = None,
     ) -> None:
@@ -378,6 +384,7 @@ class ProcessStripeEvents(beam.PTransform):
         self._settlement_timeout = settlement_timeout
         self._dedupe_horizon = dedupe_horizon
         self._include_test_mode = include_test_mode
+        self._first_name_field = first_name_field
         self._group_by_key = group_by_key if group_by_key is not None else beam.GroupByKey()
         self._resolve_identities = resolve_identities
 
@@ -413,7 +420,9 @@ class ProcessStripeEvents(beam.PTransform):
         payments = joined["payments"]
         if self._resolve_identities is not None:
             payments = payments | "ResolveIdentities" >> self._resolve_identities
-        records = payments | "BuildRecords" >> beam.ParDo(BuildRecordsFn()).with_outputs(
+        records = payments | "BuildRecords" >> beam.ParDo(
+            BuildRecordsFn(self._first_name_field)
+        ).with_outputs(
             ACQUISITIONS,
             CONTRIBUTIONS_STORE,
             SUPPORTER_ITEMS,

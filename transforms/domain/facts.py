@@ -40,11 +40,15 @@ DISPUTE_EVENTS = frozenset(
         "charge.dispute.funds_reinstated",
     }
 )
-# A refund is read from charge.refunded, whose cumulative amount_refunded is
-# authoritative; the refund objects' own events describe the same money.
+# A destination may send charge.refunded (the charge, with its cumulative
+# amount_refunded), the refund objects' own events, or both: each becomes an
+# adjustment, and the reconciliation rule counts the same money once.
 REFUND_OBJECT_EVENTS = frozenset(
     {"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"}
 )
+#: Only a succeeded refund has moved money back; a pending one will be seen
+#: again (refund.updated) when it succeeds.
+REFUND_SUCCEEDED = "succeeded"
 
 # Session outcomes, in the words of the event that settled the payment.
 PAID = "paid"
@@ -98,6 +102,8 @@ class SessionFact:
     client_reference_id: str | None
     consent_promotions: str | None
     payment_method_types: tuple[str, ...]
+    #: (key, value) of each filled-in text custom field of the page; personal data.
+    custom_text_fields: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,7 @@ def classify(event: StripeEvent, *, include_test_mode: bool = True) -> Fact:
     if kind in DISPUTE_EVENTS:
         return _dispute(meta, obj)
     if kind in REFUND_OBJECT_EVENTS:
-        return Skip(meta, "refund_read_from_charge_refunded")
+        return _refund_object(meta, obj)
     return Skip(meta, "not_a_payment_event")
 
 
@@ -205,7 +211,21 @@ def _session_fact(meta: EventMeta, obj: Mapping[str, Any]) -> Fact:
         client_reference_id=_str_or_none(obj.get("client_reference_id")),
         consent_promotions=_str_or_none(consent.get("promotions")),
         payment_method_types=tuple(str(t) for t in obj.get("payment_method_types") or ()),
+        custom_text_fields=_custom_text_fields(obj.get("custom_fields")),
     )
+
+
+def _custom_text_fields(fields: Any) -> tuple[tuple[str, str], ...]:
+    """Checkout's `custom_fields` of type text that the reader filled in."""
+    out: list[tuple[str, str]] = []
+    for custom in fields if isinstance(fields, list) else ():
+        if not isinstance(custom, Mapping) or custom.get("type") != "text":
+            continue
+        key = custom.get("key")
+        value = (custom.get("text") or {}).get("value")
+        if isinstance(key, str) and isinstance(value, str) and value.strip():
+            out.append((key, value.strip()))
+    return tuple(out)
 
 
 def _charge_fact(meta: EventMeta, charge: Mapping[str, Any], *, succeeded: bool) -> Fact:
@@ -237,12 +257,17 @@ def _payment_intent_fact(meta: EventMeta, intent: Mapping[str, Any], *, succeede
     if isinstance(latest, Mapping):
         charge = latest
     embedded = (intent.get("charges") or {}).get("data") or []
+    error = intent.get("last_payment_error") or {}
     if charge is None and embedded:
-        # Stripe lists newest first; prefer the attempt that matches the event.
+        # The failed attempt is the one the error names; otherwise Stripe lists
+        # newest first, so take the first attempt that matches the event.
         wanted = "succeeded" if succeeded else "failed"
-        charge = next((c for c in embedded if c.get("status") == wanted), embedded[0])
+        failing = None if succeeded else _id_of(error.get("charge"))
+        charge = next(
+            (c for c in embedded if failing and c.get("id") == failing),
+            next((c for c in embedded if c.get("status") == wanted), embedded[0]),
+        )
     if charge is None and not succeeded:
-        error = intent.get("last_payment_error") or {}
         charge_id = _id_of(error.get("charge")) or _id_of(latest)
     else:
         charge_id = _id_of(charge.get("id") if charge else latest)
@@ -293,6 +318,51 @@ def _refund(
         account=meta.account,
         created=epoch_to_datetime(meta.created),
     )
+
+
+def _refund_object(meta: EventMeta, refund: Mapping[str, Any]) -> Fact:
+    """A refund object's event: one refund of `amount`, keyed by the refund's id.
+
+    The adjustment's id is the refund id, not the event id, so that
+    refund.created and refund.updated of one refund are one row (and the
+    rule's sum counts each refund once). `amount_refunded_total` stays None:
+    a refund object does not know the charge's cumulative total.
+    """
+    refund_id = refund.get("id")
+    charge_id = _id_of(refund.get("charge"))
+    amount = refund.get("amount")
+    currency = refund.get("currency")
+    if (
+        not isinstance(refund_id, str)
+        or not charge_id
+        or not isinstance(amount, int)
+        or not isinstance(currency, str)
+    ):
+        raise ClassifyError("invalid_refund", "refund lacks id, charge, amount or currency")
+    if refund.get("status") != REFUND_SUCCEEDED:
+        return Skip(meta, f"refund_{refund.get('status') or 'without_status'}")
+    try:
+        major = to_major_units(amount, currency)
+    except MoneyError as error:
+        raise ClassifyError("invalid_amount", str(error)) from error
+    return PaymentAdjustment(
+        adjustment_id=refund_id,
+        payment_id=charge_id,
+        kind="refund",
+        event_type=meta.event_type,
+        amount=major,
+        amount_refunded_total=None,
+        currency=currency.upper(),
+        dispute_id=None,
+        dispute_status=None,
+        livemode=meta.livemode,
+        account=meta.account,
+        created=epoch_to_datetime(_int_or(refund.get("created"), meta.created)),
+    )
+
+
+def _int_or(value: Any, default: int) -> int:
+    return value if isinstance(value, int) else default
 
 
 def _dispute(meta: EventMeta, dispute: Mapping[str, Any]) -> PaymentAdjustment:

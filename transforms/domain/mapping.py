@@ -39,11 +39,84 @@ STORE_PAYMENT_PROVIDER = "Stripe"
 THANK_YOU_DATA_EXTENSION = "contribution-thank-you"
 EDITIONS = {"GBP": "uk", "USD": "us", "AUD": "au"}
 CURRENCY_SYMBOLS = {"GBP": "£", "USD": "$", "AUD": "$", "CAD": "$", "NZD": "$", "EUR": "€"}
-PAYMENT_METHOD_NAMES = {
-    "card": "credit / debit card",
-    "bacs_debit": "direct debit",
-    "sepa_debit": "direct debit",
+CARD_LABEL = "credit / debit card"
+DIRECT_DEBIT_LABEL = "direct debit"
+#: Payment method types paid from a card or a wallet holding one.
+CARD_TYPES = frozenset(
+    {
+        "card",
+        "card_present",
+        "kr_card",
+        "link",
+        "apple_pay",
+        "google_pay",
+        "samsung_pay",
+        "amazon_pay",
+        "revolut_pay",
+        "cashapp",
+        "mobilepay",
+    }
+)
+#: Bank debits: Bacs (UK), SEPA, BECS (AU and NZ), ACH (US) and pre-authorised
+#: debits (Canada).
+DIRECT_DEBIT_TYPES = frozenset(
+    {
+        "bacs_debit",
+        "sepa_debit",
+        "au_becs_debit",
+        "nz_bank_account",
+        "us_bank_account",
+        "acss_debit",
+    }
+)
+#: Stripe's own names for the other payment method types.
+PAYMENT_METHOD_LABELS = {
+    "affirm": "Affirm",
+    "afterpay_clearpay": "Afterpay / Clearpay",
+    "alipay": "Alipay",
+    "alma": "Alma",
+    "bancontact": "Bancontact",
+    "blik": "BLIK",
+    "boleto": "Boleto",
+    "customer_balance": "bank transfer",
+    "eps": "EPS",
+    "fpx": "FPX",
+    "giropay": "giropay",
+    "grabpay": "GrabPay",
+    "ideal": "iDEAL",
+    "kakao_pay": "Kakao Pay",
+    "klarna": "Klarna",
+    "konbini": "Konbini",
+    "multibanco": "Multibanco",
+    "naver_pay": "Naver Pay",
+    "oxxo": "OXXO",
+    "p24": "Przelewy24",
+    "pay_by_bank": "Pay by Bank",
+    "payco": "PAYCO",
+    "paynow": "PayNow",
+    "paypal": "PayPal",
+    "pix": "Pix",
+    "promptpay": "PromptPay",
+    "satispay": "Satispay",
+    "sofort": "Sofort",
+    "swish": "Swish",
+    "twint": "TWINT",
+    "wechat_pay": "WeChat Pay",
+    "zip": "Zip",
 }
+
+
+def payment_method_label(method: str | None) -> str:
+    """The thank-you email's `payment method`: a reader's words, never a raw type.
+
+    A type Stripe adds later reads as its words (`new_wallet` -> "new wallet").
+    No type at all is a card: Checkout's default.
+    """
+    if method is None or method in CARD_TYPES:
+        return CARD_LABEL
+    if method in DIRECT_DEBIT_TYPES:
+        return DIRECT_DEBIT_LABEL
+    return PAYMENT_METHOD_LABELS.get(method, method.replace("_", " "))
 
 
 @dataclass(frozen=True)
@@ -131,8 +204,15 @@ def term_end(start: date) -> date:
     return years_later + timedelta(weeks=1)
 
 
-def first_name(name: str | None) -> str | None:
-    return name.split()[0] if name and name.split() else None
+def first_name(payment: Payment, custom_field: str | None) -> str | None:
+    """The given name the page collected in the custom field `custom_field`, else None.
+
+    Stripe has no given-name field (`customer_details.name` is the full name,
+    family name first in many languages), and today's payment API sends none.
+    """
+    if custom_field is None:
+        return None
+    return dict(payment.session.custom_text_fields).get(custom_field)
 
 
 def payment_date_text(day: date) -> str:
@@ -140,8 +220,12 @@ def payment_date_text(day: date) -> str:
     return f"{day.day} {day:%B %Y}"
 
 
-def build_records(payment: Payment) -> PaymentRecords:
-    """The records of one settled payment (see the module docstring)."""
+def build_records(payment: Payment, *, first_name_field: str | None = None) -> PaymentRecords:
+    """The records of one settled payment (see the module docstring).
+
+    `first_name_field` is the key of the Checkout custom text field that
+    collects the reader's given name, if the page has one (see `first_name`).
+    """
     session = payment.session
     created = epoch_to_datetime(payment.settled_at)
     amount = to_major_units(session.amount_minor, session.currency)
@@ -251,7 +335,7 @@ def build_records(payment: Payment) -> PaymentRecords:
         if session.customer.email is None:
             skipped.append("email_no_address")
         else:
-            email = _thank_you_email(payment, identity, created, amount)
+            email = _thank_you_email(payment, identity, created, amount, first_name_field)
     return PaymentRecords(
         contribution, acquisition, store, supporter, email, opt_in, tuple(skipped), tuple(warnings)
     )
@@ -280,11 +364,14 @@ def _supporter_item(
 
 
 def _thank_you_email(
-    payment: Payment, identity: str, created: datetime, amount: Decimal
+    payment: Payment,
+    identity: str,
+    created: datetime,
+    amount: Decimal,
+    first_name_field: str | None,
 ) -> ThankYouEmail:
     session = payment.session
     address = session.customer.email
-    method = payment.payment_method or "card"
     body = {
         "To": {
             "Address": address,
@@ -293,10 +380,10 @@ def _thank_you_email(
                 "SubscriberAttributes": {
                     "EmailAddress": address,
                     "edition": EDITIONS.get(session.currency, "international"),
-                    "payment method": PAYMENT_METHOD_NAMES.get(method, method),
+                    "payment method": payment_method_label(payment.payment_method),
                     "currency": CURRENCY_SYMBOLS.get(session.currency, session.currency),
                     "amount": format_amount(amount, session.currency),
-                    "first_name": first_name(session.customer.name),
+                    "first_name": first_name(payment, first_name_field),
                     "date_of_payment": payment_date_text(created.date()),
                 }
             },

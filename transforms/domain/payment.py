@@ -14,7 +14,14 @@ The rules, all in event time so that a backfill and the streaming job agree:
   deadline are ignored;
 - once the deadline passed, it completes with what is known: the charge id
   from any PaymentIntent event and the country from the address. With no
-  charge id at all it is `charge_missing`.
+  charge id at all it is `charge_missing`;
+- a failed payment is the latest failed attempt: on one Checkout page a card
+  can be declined before the reader pays by a bank debit that fails days
+  later, and only the debit settles the session. Attempts that failed before
+  the session completed were declined on the page (Stripe completes the
+  session only once a payment method is accepted), so they are left out; of
+  the rest, the latest names the charge (the PaymentIntent's `latest_charge`
+  at the async failure).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from transforms.domain.facts import (
     ASYNC_FAILED,
     ASYNC_SUCCEEDED,
     PAID,
+    PENDING,
     ChargeFact,
     SessionFact,
 )
@@ -116,6 +124,8 @@ def decide(state: PaymentState, *, charge_wait: int, deadline_passed: bool) -> D
         (c for c in state.charges if c.succeeded == succeeded and c.meta.created <= deadline),
         key=lambda c: (c.meta.created, c.meta.event_id),
     )
+    if not succeeded:
+        relevant = _latest_attempt(state, relevant)
     with_object = [c for c in relevant if c.has_charge_object and c.charge_id]
     if with_object:
         return Decision(Verdict.COMPLETE, _payment(state, settled, with_object[0]))
@@ -125,6 +135,28 @@ def decide(state: PaymentState, *, charge_wait: int, deadline_passed: bool) -> D
     if with_id:
         return Decision(Verdict.COMPLETE, _payment(state, settled, with_id[0]))
     return Decision(Verdict.CHARGE_MISSING, charge_deadline=deadline)
+
+
+def _latest_attempt(state: PaymentState, failed: list[ChargeFact]) -> list[ChargeFact]:
+    """The facts, in `failed` (sorted by time), of the attempt that failed the payment.
+
+    See the module docstring: attempts that failed before the session completed
+    (when the completion is known) or on a card are left out, and the latest
+    remaining charge id is the attempt. Redelivered copies name the same charge, so the
+    choice does not depend on arrival order.
+    """
+    completions = [s.meta.created for s in state.sessions if s.outcome == PENDING]
+    if completions:
+        completed = min(completions)
+        failed = [c for c in failed if c.meta.created >= completed]
+    # Cards are confirmed on the page, never asynchronously: a failed card charge
+    # is a decline even when the completion has not arrived yet.
+    failed = [c for c in failed if c.payment_method != "card"]
+    named = [c for c in failed if c.charge_id]
+    if not named:
+        return failed
+    attempt = named[-1].charge_id
+    return [c for c in failed if c.charge_id == attempt]
 
 
 def _payment(state: PaymentState, settled: SessionFact, charge: ChargeFact) -> Payment:

@@ -8,7 +8,7 @@ Layout (`schemas.views`): per record type an append-only table `<table>_raw`
 (the generated schema plus `_written_at`; partitioned by day on the record's
 event-time column and clustered as its `TABLE` says) and a view `<table>`
 showing the latest row per natural key; plus `contributions_current` (refunds
-and disputes folded in, the rule of `transforms.sinks.duckdb.reconciliation_sql`)
+and disputes folded in, the rule of `transforms.domain.reconciliation`)
 and `daily_totals` (per day, currency and livemode).
 
 Why append + de-duplicating views rather than MERGE. Analysts must see one row
@@ -41,8 +41,8 @@ How a write works:
    validation step takes its (empty) output as a side input.
 2. Validate<Table>. Each record is checked with `schemas.rows.validate`; a
    record that fails becomes a `DeadLetter` (step `write_bigquery`, reason
-   `invalid_row`, the column and rule in `error`, the record's repr in
-   `raw`), so a NUMERIC overflow never reaches the service. Valid records
+   `invalid_row` as in every writer, the column and rule in `error`, the
+   record's repr in `raw`), so a NUMERIC overflow never reaches the service. Valid records
    become JSON rows (`to_bigquery_json_row`) stamped with `_written_at`.
 3. Write. `FILE_LOADS`: Beam's `WriteToBigQuery` stages files under
    `temp_location` (GCS) and runs append load jobs; a failed load job fails
@@ -81,8 +81,15 @@ from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
 from schemas.generate import bigquery_table_parameters, table_of
-from schemas.records import ALL_RECORD_TYPES, DeadLetter
-from schemas.rows import RowValidationError, natural_key, to_bigquery_json_row, validate
+from schemas.records import (
+    ALL_RECORD_TYPES,
+    ContributionStoreRecord,
+    DeadLetter,
+    SoftOptIn,
+    SupporterProductData,
+    ThankYouEmail,
+)
+from schemas.rows import natural_key, to_bigquery_json_row
 from schemas.table import step_name
 from schemas.views import (
     RAW_SUFFIX,
@@ -92,13 +99,14 @@ from schemas.views import (
     view_definitions,
 )
 from transforms.domain.events import make_dead_letter
-from transforms.sinks.common import rejected_record
+from transforms.domain.redact import redacted
+from transforms.sinks.common import BIGQUERY_PREFIX, WAREHOUSE, RecordCheck
+from transforms.sinks.contract import Sink, SinkConfig
 
 Method = Literal["FILE_LOADS", "STREAMING_INSERTS"]
 
 #: The `step` of dead letters made by this writer.
 WRITE_STEP = "write_bigquery"
-INVALID_REASON = "invalid_row"
 INSERT_FAILED_REASON = "insert_failed"
 #: Longest `raw` kept in a dead letter of a refused row (an insert carries at most 10 MB).
 MAX_FAILED_RAW_CHARS = 1_000_000
@@ -204,33 +212,23 @@ class _ValidateRows(beam.DoFn):
     def setup(self) -> None:
         self._table = table_of(self._record_type).name
         self._rejected = Metrics.counter(_METRICS_NAMESPACE, f"rows_rejected_{self._table}")
+        self._check = RecordCheck(
+            self._record_type,
+            "WriteToWarehouseBigQuery",
+            WRITE_STEP,
+            f"bigquery:{self._table}",
+            strict=not self._reject_invalid,
+        )
 
     def process(
         self, record: Any, dataset_ready: Any
     ) -> Iterator[tuple[str, tuple[dict[str, Any], str]] | TaggedOutput]:
         # `dataset_ready` is empty; as a side input it holds rows back until
         # EnsureDataset has run.
-        if type(record) is not self._record_type:
-            raise TypeError(
-                f"WriteToWarehouseBigQuery: a {type(record).__name__} in the "
-                f"{self._record_type.__name__} collection"
-            )
-        try:
-            validate(record)
-        except RowValidationError as error:
-            if not self._reject_invalid:
-                raise
+        letter = self._check(record)
+        if letter is not None:
             self._rejected.inc()
-            yield TaggedOutput(
-                _REJECTED,
-                rejected_record(
-                    record,
-                    step=WRITE_STEP,
-                    reason=INVALID_REASON,
-                    error=f"{self._table}.{error}",
-                    source=f"bigquery:{self._table}",
-                ),
-            )
+            yield TaggedOutput(_REJECTED, letter)
             return
         row = to_bigquery_json_row(record)
         row[WRITTEN_AT] = (
@@ -403,3 +401,67 @@ class WriteToWarehouseBigQuery(beam.PTransform):
         )
         failed: PCollection = outputs[BigQueryWriteFn.FAILED_ROWS_WITH_ERRORS]
         return failed
+
+
+#: Record types with personal data, which a BigQuery warehouse never receives.
+PERSONAL_RECORD_TYPES: tuple[type, ...] = (
+    ContributionStoreRecord,
+    SupporterProductData,
+    ThankYouEmail,
+    SoftOptIn,
+)
+
+
+def bigquery_dataset(warehouse: str) -> tuple[str, str]:
+    """(project, dataset) of `--warehouse bigquery:PROJECT.DATASET`; ValueError if malformed."""
+    project, _, dataset = warehouse.removeprefix(BIGQUERY_PREFIX).partition(".")
+    if not project or not dataset or "." in dataset:
+        raise ValueError(f"--warehouse {warehouse!r}: expected bigquery:PROJECT.DATASET")
+    return project, dataset
+
+
+def _check_flags(config: SinkConfig) -> None:
+    bigquery_dataset(str(config[WAREHOUSE.name]))
+    missing = [t for t in PERSONAL_RECORD_TYPES if t not in config.taken()]
+    if missing:
+        flags = [
+            " or ".join(
+                sink.flags[0].option
+                for sink in config.sinks
+                if t in sink.takes and not sink.warehouse
+            )
+            or f"a sink for {table_of(t).name}"
+            for t in missing
+        ]
+        raise ValueError(
+            f"a BigQuery warehouse holds no personal data, so "
+            f"{', '.join(table_of(t).name for t in missing)} need sinks of their own: "
+            f"missing {', '.join(flags)}"
+        )
+
+
+def _write(config: SinkConfig, pcolls: Mapping[type, PCollection]) -> None:
+    project, dataset = bigquery_dataset(str(config[WAREHOUSE.name]))
+    bounded = all(pcoll.is_bounded for pcoll in pcolls.values())
+    to_write = dict(pcolls)
+    # Analysts query BigQuery: a dead letter's raw input loses its personal
+    # data there (its `source` says where the full record can be read again).
+    to_write[DeadLetter] = to_write[DeadLetter] | "RedactPersonalData" >> beam.Map(redacted)
+    _ = to_write | "WriteToBigQuery" >> WriteToWarehouseBigQuery(
+        project,
+        dataset,
+        "FILE_LOADS" if bounded else "STREAMING_INSERTS",
+        temp_location=config.temp_location,
+    )
+
+
+#: The analysts' warehouse: `--warehouse bigquery:PROJECT.DATASET`. Every record type
+#: with personal data must have a sink of its own (`PERSONAL_RECORD_TYPES`).
+SINK = Sink(
+    name="bigquery",
+    flags=(WAREHOUSE,),
+    write=_write,
+    check_flags=_check_flags,
+    selected_when=lambda config: str(config[WAREHOUSE.name]).startswith(BIGQUERY_PREFIX),
+    warehouse=True,
+)

@@ -6,8 +6,9 @@ How a load works:
 
 1. Stage (in parallel, on any worker). Each record is checked with
    `schemas.rows.validate`; a record that fails becomes a `DeadLetter`
-   (step `write_warehouse`, reason `invalid_row`) bound for `dead_letters`,
-   so nothing is dropped and nothing blocks a streaming job. Valid rows are
+   (step `write_warehouse`, reason `invalid_row`; `transforms.sinks.common`)
+   bound for `dead_letters`, so nothing is dropped and nothing blocks a
+   streaming job. Valid rows are
    written, per bundle and per window, to a Parquet file
    `<path>.staging/<table>/<uuid>.parquet` (schema `arrow_schema`), flushed
    every `_BATCH_ROWS` rows, so memory stays flat whatever the row count.
@@ -16,10 +17,16 @@ How a load works:
    each window/pane (as the caller's windowing and trigger decide; batch: one)
    yields one list of files.
 3. Load (one DoFn call per pane). Opens DuckDB once and, in one transaction,
-   creates any missing table from `duckdb_ddl`, upserts each table by its
-   natural key (`upsert_statements`: delete the rows whose key is staged,
-   then insert the staged rows from `read_parquet([...])`), runs
-   `RECONCILIATION_SQL`, commits, and only then deletes the staged files.
+   creates any missing table from `duckdb_ddl` and (re)creates the analysts'
+   views (`schemas.views.duckdb_view_statements`: `contributions_current`,
+   `daily_totals`, `fact_acquisition_event`, the same definitions as in
+   BigQuery), upserts each table by its natural key (`upsert_statements`:
+   delete the rows whose key is staged, then insert the staged rows from
+   `read_parquet([...])`), folds refunds into `contributions_store`
+   (`STORE_RECONCILIATION_SQL`, the rule of `transforms.domain.reconciliation`),
+   commits, and only then deletes the staged files.
+   `contributions` keeps each payment as the core emitted it, as in BigQuery;
+   `contributions_current` folds its refunds and disputes in.
    Rows sharing a key within one load are reduced to one first: the greatest
    by all columns in declaration order, so the winner never depends on bundle
    order. Across loads the later load's row replaces the earlier.
@@ -64,18 +71,19 @@ from apache_beam.utils.windowed_value import WindowedValue
 from schemas.generate import arrow_schema, columns, duckdb_ddl, table_of
 from schemas.records import (
     ALL_RECORD_TYPES,
-    Contribution,
     ContributionStoreRecord,
     DeadLetter,
     PaymentAdjustment,
 )
-from schemas.rows import RowValidationError, to_row, validate
+from schemas.rows import to_row
 from schemas.table import step_name
-from transforms.sinks.common import rejected_record
+from schemas.views import duckdb_view_statements
+from transforms.domain.reconciliation import store_reconciliation_update
+from transforms.sinks.common import BIGQUERY_PREFIX, WAREHOUSE, RecordCheck
+from transforms.sinks.contract import Sink, SinkConfig
 
 #: The `step` of dead letters for records that fail `validate` here.
 REJECTED_STEP = "write_warehouse"
-REJECTED_REASON = "invalid_row"
 
 _STAGED = "staged"
 _REJECTED = "rejected"
@@ -103,80 +111,13 @@ _CONNECTION_CONFIG: dict[str, str | bool | int | float | list[str]] = {
 _LOAD_LOCK = threading.Lock()
 
 
-# --- The contribution-state rule ----------------------------------------------
-
-_REFUND = "refund"
-_DISPUTE = "dispute"
-
-
-def reconciliation_sql(
-    contributions: str = f'"{Contribution.TABLE.name}"',
-    contributions_store: str = f'"{ContributionStoreRecord.TABLE.name}"',
-    payment_adjustments: str = f'"{PaymentAdjustment.TABLE.name}"',
-    *,
-    payment_filter: str | None = None,
-) -> tuple[str, str]:
-    """The two UPDATEs that fold payment adjustments into current payment state.
-
-    The rule, for every payment with at least one adjustment, whatever order
-    the rows arrived in (a refund before its payment, a refund in a later run):
-
-    - `refunded` = max(`amount_refunded_total`) of its `refund` adjustments
-      (Stripe's `amount_refunded` is cumulative, so the maximum is current);
-    - `contributions.amount_refunded` = greatest(current, refunded);
-    - `contributions.status` becomes `Refunded` when it is `Paid` and the new
-      amount_refunded is > 0 and >= `amount` (a partial refund keeps `Paid`;
-      `Failed` stays `Failed`);
-    - `contributions.disputed` becomes true when any `dispute` adjustment exists;
-    - `contributions_store.payment_status` follows the same refund rule.
-
-    Only rows that change are updated, so re-running is a no-op. Arguments are
-    table references already quoted for the target (`"contributions"` for
-    DuckDB/Postgres, `` `project.dataset.contributions` `` for BigQuery); the
-    SQL sticks to what Postgres, DuckDB and BigQuery share (UPDATE ... FROM,
-    CASE inside aggregates, GREATEST over non-null arguments).
-
-    `payment_filter`, when given, is a boolean SQL expression on the
-    adjustments' `payment_id` (e.g. `payment_id = ANY(%(payment_ids)s)` for
-    Postgres) that limits both updates to those payments, so a writer can
-    reconcile just the payments of the batch it wrote; None reconciles all.
-    """
-    where = f"\n    WHERE {payment_filter}" if payment_filter is not None else ""
-    adjustments = f"""(
-    SELECT
-        payment_id,
-        MAX(CASE WHEN kind = '{_REFUND}' THEN amount_refunded_total END) AS refunded,
-        COUNT(CASE WHEN kind = '{_DISPUTE}' THEN 1 END) > 0 AS disputed
-    FROM {payment_adjustments}{where}
-    GROUP BY payment_id
-) AS a"""
-    # GREATEST in BigQuery is NULL when any argument is; keep both non-null.
-    new_refunded = "GREATEST(c.amount_refunded, COALESCE(a.refunded, c.amount_refunded))"
-    becomes_refunded = f"c.status = 'Paid' AND {new_refunded} > 0 AND {new_refunded} >= c.amount"
-    contributions_update = f"""UPDATE {contributions} AS c
-SET
-    amount_refunded = {new_refunded},
-    status = CASE WHEN {becomes_refunded} THEN 'Refunded' ELSE c.status END,
-    disputed = c.disputed OR a.disputed
-FROM {adjustments}
-WHERE c.payment_id = a.payment_id
-    AND (
-        a.refunded > c.amount_refunded
-        OR (a.disputed AND NOT c.disputed)
-        OR ({becomes_refunded})
-    )"""
-    store_update = f"""UPDATE {contributions_store} AS s
-SET payment_status = 'Refunded'
-FROM {adjustments}
-WHERE s.payment_id = a.payment_id
-    AND s.payment_status = 'Paid'
-    AND a.refunded > 0
-    AND a.refunded >= s.amount"""
-    return contributions_update, store_update
-
-
-#: The reconciliation as run on the DuckDB warehouse after every load.
-RECONCILIATION_SQL: tuple[str, str] = reconciliation_sql()
+#: The store half of the reconciliation (`transforms.domain.reconciliation`), run
+#: after every load: `contributions_store` mirrors the operational store, whose
+#: rows are updated in place. `contributions` is not updated; the view
+#: `contributions_current` applies the rule at query time.
+STORE_RECONCILIATION_SQL: str = store_reconciliation_update(
+    f'"{ContributionStoreRecord.TABLE.name}"', f'"{PaymentAdjustment.TABLE.name}"'
+)
 
 
 # --- SQL built from the schemas -----------------------------------------------
@@ -278,6 +219,13 @@ class _StageRows(beam.DoFn):
         self._directory = os.path.join(self._staging_dir, self._table)
         os.makedirs(self._directory, exist_ok=True)
         self._rejected = Metrics.counter(_METRICS_NAMESPACE, f"rows_rejected_{self._table}")
+        self._check = RecordCheck(
+            self._record_type,
+            "WriteToWarehouse",
+            REJECTED_STEP,
+            f"warehouse:{self._table}",
+            strict=not self._reject_invalid,
+        )
 
     def start_bundle(self) -> None:
         self._stages = {}
@@ -287,27 +235,10 @@ class _StageRows(beam.DoFn):
         record: Any,
         window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
     ) -> Iterator[beam.pvalue.TaggedOutput]:
-        if type(record) is not self._record_type:
-            raise TypeError(
-                f"WriteToWarehouse: a {type(record).__name__} in the "
-                f"{self._record_type.__name__} collection"
-            )
-        try:
-            validate(record)
-        except RowValidationError as error:
-            if not self._reject_invalid:
-                raise
+        letter = self._check(record)
+        if letter is not None:
             self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(
-                _REJECTED,
-                rejected_record(
-                    record,
-                    step=REJECTED_STEP,
-                    reason=REJECTED_REASON,
-                    error=f"{self._table}.{error}",
-                    source=f"warehouse:{self._table}",
-                ),
-            )
+            yield beam.pvalue.TaggedOutput(_REJECTED, letter)
             return
         stage = self._stages.get(window)
         if stage is None:
@@ -321,8 +252,11 @@ class _StageRows(beam.DoFn):
 
 
 def _create_tables(connection: duckdb.DuckDBPyConnection, record_types: Iterable[type]) -> None:
+    """Creates missing tables, then (re)creates the analysts' views, which read them."""
     for record_type in record_types:
         connection.execute(duckdb_ddl(record_type))
+    for statement in duckdb_view_statements():
+        connection.execute(statement)
 
 
 class _CreateTables(beam.DoFn):
@@ -390,8 +324,7 @@ class _LoadStagedFiles(beam.DoFn):
                     connection.execute(delete)
                     result = connection.execute(insert).fetchone()
                     written[table] = int(result[0]) if result else 0
-                for statement in RECONCILIATION_SQL:
-                    connection.execute(statement)
+                connection.execute(STORE_RECONCILIATION_SQL)
                 connection.commit()
             except BaseException:
                 # Never mask the original error with one from the rollback.
@@ -421,9 +354,9 @@ class WriteToWarehouse(beam.PTransform):
 
     Guarantee: idempotent per natural key (`TABLE.key`): the same input twice
     leaves the same rows. Payment adjustments are folded into
-    `contributions` and `contributions_store` after every load
-    (`reconciliation_sql`). Records failing validation are written to
-    `dead_letters` instead. Metrics: `rows_written_<table>`,
+    `contributions_store` after every load (`transforms.domain.reconciliation`), and into
+    `contributions` by the view `contributions_current`. Records failing
+    validation are written to `dead_letters` instead. Metrics: `rows_written_<table>`,
     `rows_rejected_<table>`.
     """
 
@@ -471,3 +404,23 @@ class WriteToWarehouse(beam.PTransform):
                 tables_created=beam.pvalue.AsList(tables_created),
             )
         )
+
+
+def _write(config: SinkConfig, pcolls: Mapping[type, PCollection]) -> None:
+    _ = pcolls | "WriteToWarehouse" >> WriteToWarehouse(str(config[WAREHOUSE.name]))
+
+
+#: The default warehouse: `--warehouse` is a file path (anything but `bigquery:...`).
+SINK = Sink(
+    name="duckdb",
+    flags=(WAREHOUSE,),
+    write=_write,
+    selected_when=lambda config: not str(config[WAREHOUSE.name]).startswith(BIGQUERY_PREFIX),
+    warehouse=True,
+    loads_in_panes=True,
+)
+
+
+def duckdb_path(config: SinkConfig) -> str | None:
+    """The DuckDB file the run writes to, or None when its warehouse is another."""
+    return str(config[WAREHOUSE.name]) if config.warehouse is SINK else None

@@ -6,7 +6,7 @@
 - `written`: the `subscription_name` of every item the table now holds
   (tag `WRITTEN_TAG`);
 - `dead_letters`: a `DeadLetter` (step `write_supporter_item`) for every item
-  that could not be written: invalid against its schema (`invalid_record`),
+  that could not be written: invalid against its schema (`invalid_row`),
   rejected by DynamoDB (`rejected`), or still failing after all retries
   (`retries_exhausted`). `raw` is the item as JSON, so it can be re-driven.
 
@@ -43,8 +43,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -52,11 +51,9 @@ import botocore.config
 import botocore.exceptions
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
-from apache_beam.transforms.window import BoundedWindow
-from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import DeadLetter, SupporterProductData
-from schemas.rows import RowValidationError, to_bigquery_json_row, validate
+from schemas.rows import to_bigquery_json_row
 from transforms.core.metrics import NAMESPACE
 from transforms.domain.events import make_dead_letter
 from transforms.infrastructure import (
@@ -67,7 +64,8 @@ from transforms.infrastructure import (
     dynamodb_client,
     is_retryable,
 )
-from transforms.sinks.common import buffered_output
+from transforms.sinks.common import Buffered, WriteInBatches, invalid_row
+from transforms.sinks.contract import Flag, Sink, SinkConfig
 
 _LOG = logging.getLogger(__name__)
 
@@ -75,7 +73,6 @@ WRITE_SUPPORTER_STEP = "write_supporter_item"
 WRITTEN_TAG = "written"
 DEAD_LETTERS_TAG = "dead_letters"
 
-INVALID_RECORD = "invalid_record"
 REJECTED = "rejected"
 RETRIES_EXHAUSTED = "retries_exhausted"
 
@@ -138,23 +135,18 @@ class WriteSupporterResult(NamedTuple):
     dead_letters: beam.PCollection[DeadLetter]
 
 
-@dataclass
-class _Buffered:
-    item: SupporterProductData
-    timestamp: Timestamp
-    window: BoundedWindow
+_Buffered = Buffered[SupporterProductData]
 
 
-class _WriteSupporterItemsFn(beam.DoFn):
+class _WriteSupporterItemsFn(WriteInBatches):
     """Buffers items per bundle and writes them in batches with retries."""
 
     def __init__(self, table_name: str, batch_size: int, backoff: Backoff) -> None:
+        super().__init__(batch_size)
         self._table_name = table_name
-        self._batch_size = batch_size
         self._backoff = backoff
         self._client: Any = None
         self._rng = random.Random()
-        self._buffer: list[_Buffered] = []
         self._written = Metrics.counter(NAMESPACE, "supporter_items_written")
         self._retried = Metrics.counter(NAMESPACE, "supporter_item_retries")
         self._dead_lettered = Metrics.counter(NAMESPACE, "supporter_items_dead_lettered")
@@ -168,39 +160,26 @@ class _WriteSupporterItemsFn(beam.DoFn):
             self._client.close()
             self._client = None
 
-    def start_bundle(self) -> None:
-        self._buffer = []
-
-    def process(
-        self,
-        item: SupporterProductData,
-        timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
-        window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
-    ) -> Iterator[TaggedOutput]:
-        self._buffer.append(_Buffered(item, timestamp, window))
-        if len(self._buffer) >= self._batch_size:
-            yield from self._flush()
-
-    def finish_bundle(self) -> Iterator[TaggedOutput]:
-        yield from self._flush()
-
-    def _flush(self) -> Iterator[TaggedOutput]:
-        batch, self._buffer = self._buffer, []
+    def write_batch(self, batch: list[_Buffered]) -> Iterator[TaggedOutput]:
         pending: list[_Buffered] = []
         for entry in batch:
-            try:
-                validate(entry.item)
-            except RowValidationError as error:
-                yield self._dead_letter(entry, INVALID_RECORD, str(error))
-            else:
+            letter = invalid_row(
+                entry.element,
+                step=WRITE_SUPPORTER_STEP,
+                source=self._source(entry),
+                raw=_raw(entry),
+            )
+            if letter is None:
                 pending.append(entry)
+            else:
+                yield self._emit_dead_letter(entry, letter)
         attempt = 1
         while pending:
             failed: list[tuple[_Buffered, Exception]] = []
             for entry in pending:
                 try:
                     self._client.update_item(
-                        **supporter_update_request(self._table_name, entry.item)
+                        **supporter_update_request(self._table_name, entry.element)
                     )
                 except (
                     botocore.exceptions.ClientError,
@@ -212,7 +191,7 @@ class _WriteSupporterItemsFn(beam.DoFn):
                         yield self._dead_letter(entry, REJECTED, describe_error(error))
                 else:
                     self._written.inc()
-                    yield _output(WRITTEN_TAG, entry.item.subscription_name, entry)
+                    yield entry.output(WRITTEN_TAG, entry.element.subscription_name)
             if not failed:
                 break
             if attempt >= self._backoff.max_attempts:
@@ -224,25 +203,30 @@ class _WriteSupporterItemsFn(beam.DoFn):
             attempt += 1
             pending = [entry for entry, _ in failed]
 
+    def _source(self, entry: _Buffered) -> str:
+        return f"dynamodb:{self._table_name}/{entry.element.subscription_name}"
+
     def _dead_letter(self, entry: _Buffered, reason: str, error: str) -> TaggedOutput:
-        self._dead_lettered.inc()
-        _LOG.warning("Dead-lettering a supporter item for table %s: %s", self._table_name, reason)
-        item = entry.item
-        return _output(
-            DEAD_LETTERS_TAG,
-            make_dead_letter(
-                step=WRITE_SUPPORTER_STEP,
-                reason=reason,
-                error=error,
-                raw=json.dumps(to_bigquery_json_row(item), sort_keys=True),
-                source=f"dynamodb:{self._table_name}/{item.subscription_name}",
-            ),
-            entry,
+        letter = make_dead_letter(
+            step=WRITE_SUPPORTER_STEP,
+            reason=reason,
+            error=error,
+            raw=_raw(entry),
+            source=self._source(entry),
         )
+        return self._emit_dead_letter(entry, letter)
+
+    def _emit_dead_letter(self, entry: _Buffered, letter: DeadLetter) -> TaggedOutput:
+        self._dead_lettered.inc()
+        _LOG.warning(
+            "Dead-lettering a supporter item for table %s: %s", self._table_name, letter.reason
+        )
+        return entry.output(DEAD_LETTERS_TAG, letter)
 
 
-def _output(tag: str, value: object, entry: _Buffered) -> TaggedOutput:
-    return buffered_output(tag, value, entry.timestamp, entry.window)
+def _raw(entry: _Buffered) -> str:
+    """The item as JSON, so that it can be re-driven."""
+    return json.dumps(to_bigquery_json_row(entry.element), sort_keys=True)
 
 
 class WriteSupporterItems(
@@ -273,6 +257,29 @@ class WriteSupporterItems(
         return WriteSupporterResult(
             written=outputs[WRITTEN_TAG], dead_letters=outputs[DEAD_LETTERS_TAG]
         )
+
+
+SUPPORTER_TABLE = Flag(
+    "supporter_table",
+    "DynamoDB SupporterProductData table name (keys identityId, "
+    "subscriptionName). Default: the warehouse.",
+)
+
+
+def _write(config: SinkConfig, pcolls: Mapping[type, beam.PCollection]) -> beam.PCollection:
+    supporter = pcolls[SupporterProductData] | "WriteSupporterItems" >> WriteSupporterItems(
+        str(config[SUPPORTER_TABLE.name])
+    )
+    return supporter.dead_letters
+
+
+SINK = Sink(
+    name="supporter_items",
+    flags=(SUPPORTER_TABLE,),
+    write=_write,
+    takes=(SupporterProductData,),
+    check=lambda config: check_supporter_table(str(config[SUPPORTER_TABLE.name])),
+)
 
 
 __all__ = [

@@ -18,14 +18,14 @@ transaction:
    `adjustment_id`). Records sharing a key within a batch are reduced to one
    first, the greatest by all columns in declaration order, as the DuckDB
    warehouse does, so the winner never depends on arrival order.
-3. The store half of `transforms.sinks.duckdb.reconciliation_sql`, limited to the
+3. The store half of `transforms.domain.reconciliation`'s UPDATEs, limited to the
    batch's payment ids: a payment becomes `Refunded` once its refunds reach
    its amount, whichever arrived first; a partial refund keeps `Paid`;
    `Failed` stays `Failed`. A dispute alone does not change the status.
 
 Failures:
 
-- A record failing `validate` -> dead letter, reason `invalid_row`.
+- A record failing `validate` -> dead letter, reason `invalid_row` (as in every writer).
 - A record Postgres (or the driver) rejects as data (SQLSTATE classes 22 and
   23: numeric overflow, NUL bytes in text, a constraint) -> the batch is
   rolled back and redone row by row, each row under a savepoint, so only the
@@ -76,18 +76,22 @@ from apache_beam.pvalue import PCollection, TaggedOutput
 from psycopg import conninfo
 
 from schemas.generate import columns, postgres_ddl, table_of
-from schemas.records import ContributionStoreRecord, DeadLetter, PaymentAdjustment
-from schemas.rows import RowValidationError, natural_key, to_row, validate
+from schemas.records import (
+    ContributionStoreRecord,
+    DeadLetter,
+    PaymentAdjustment,
+)
+from schemas.rows import natural_key, to_row
+from transforms.domain.reconciliation import store_reconciliation_update
 from transforms.infrastructure import Backoff
-from transforms.sinks.common import rejected_record
-from transforms.sinks.duckdb import reconciliation_sql
+from transforms.sinks.common import invalid_row, rejected_record
+from transforms.sinks.contract import Flag, Sink, SinkConfig
 
 _LOG = logging.getLogger(__name__)
 
 #: The `step` of every dead letter this writer emits.
 WRITE_STEP = "write_contributions_store"
-#: Reasons: the record fails `schemas.rows.validate` / Postgres rejected the row.
-INVALID_ROW = "invalid_row"
+#: Postgres rejected the row (a record failing `validate` is `common.INVALID_ROW`).
 REJECTED_BY_POSTGRES = "rejected_by_postgres"
 
 WRITTEN_TAG = "written"
@@ -101,9 +105,6 @@ _CONNECT_TIMEOUT_SECONDS = 10
 _MASK = "********"
 # Advisory lock key serialising table creation across workers.
 _DDL_LOCK_KEY = 0x636F6E7472696275  # "contribu"
-# Limits the reconciliation to the batch's payments, bound as a text[].
-_PAYMENT_FILTER = "payment_id = ANY(%(payment_ids)s)"
-_, _STORE_RECONCILIATION = reconciliation_sql(payment_filter=_PAYMENT_FILTER)
 
 
 class ContributionsStoreError(RuntimeError):
@@ -173,6 +174,15 @@ class ContributionsStoreResult(NamedTuple):
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+# Limits the reconciliation to the batch's payments, bound as a text[].
+_PAYMENT_FILTER = "payment_id = ANY(%(payment_ids)s)"
+_STORE_RECONCILIATION = store_reconciliation_update(
+    _quote(table_of(ContributionStoreRecord).name),
+    _quote(table_of(PaymentAdjustment).name),
+    payment_filter=_PAYMENT_FILTER,
+)
 
 
 def upsert_sql(record_type: type) -> str:
@@ -260,10 +270,15 @@ class _WriteBatchesFn(beam.DoFn):
                     f"WriteToContributionsStore: a {type(record).__name__} among "
                     f"{', '.join(t.__name__ for t in RECORD_TYPES)} records"
                 )
-            try:
-                validate(record)
-            except RowValidationError as error:
-                yield self._dead_letter(record, table, INVALID_ROW, f"{table}.{error}")
+            letter = invalid_row(
+                record,
+                step=WRITE_STEP,
+                source=_source(record, table),
+                event_id=_event_id(record),
+            )
+            if letter is not None:
+                self._rejected.inc()
+                yield TaggedOutput(DEAD_LETTERS_TAG, letter)
                 continue
             row = _Row(record, table, tuple(to_row(record).values()))
             key = (table, natural_key(record))
@@ -413,10 +428,18 @@ class _WriteBatchesFn(beam.DoFn):
                 step=WRITE_STEP,
                 reason=reason,
                 error=error,
-                source=f"contributions_store:{table}/{'/'.join(map(str, natural_key(record)))}",
-                event_id=record.adjustment_id if isinstance(record, PaymentAdjustment) else None,
+                source=_source(record, table),
+                event_id=_event_id(record),
             ),
         )
+
+
+def _source(record: Any, table: str) -> str:
+    return f"contributions_store:{table}/{'/'.join(map(str, natural_key(record)))}"
+
+
+def _event_id(record: Any) -> str | None:
+    return record.adjustment_id if isinstance(record, PaymentAdjustment) else None
 
 
 class WriteToContributionsStore(beam.PTransform):
@@ -488,6 +511,36 @@ class WriteToContributionsStore(beam.PTransform):
         return ContributionsStoreResult(
             written=outputs[WRITTEN_TAG], dead_letters=outputs[DEAD_LETTERS_TAG]
         )
+
+
+#: Where the options layer looks for the DSN when `--contributions_store` is not given.
+CONTRIBUTIONS_STORE_ENV = "CONTRIBUTIONS_STORE_DSN"
+CONTRIBUTIONS_STORE = Flag(
+    "contributions_store",
+    "Postgres DSN of the contributions store (postgresql://user@host/db). "
+    f"Default: the {CONTRIBUTIONS_STORE_ENV} environment variable, else the "
+    "warehouse. Prefer the variable or a password file (PGPASSFILE): a password on "
+    "the command line is visible to other users of the machine. Never logged.",
+    env=CONTRIBUTIONS_STORE_ENV,
+    secret=True,
+)
+
+
+def _write(config: SinkConfig, pcolls: Mapping[type, PCollection]) -> PCollection:
+    dsn = str(config[CONTRIBUTIONS_STORE.name])
+    store = pcolls | "WriteToContributionsStore" >> WriteToContributionsStore(dsn)
+    return store.dead_letters
+
+
+#: The contributions store takes the store records and reads the adjustments, which
+#: fold into the payment's status (they still go to the warehouse too).
+SINK = Sink(
+    name="contributions_store",
+    flags=(CONTRIBUTIONS_STORE,),
+    write=_write,
+    takes=(ContributionStoreRecord,),
+    reads=(PaymentAdjustment,),
+)
 
 
 __all__ = [

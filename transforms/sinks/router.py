@@ -1,35 +1,28 @@
-"""Where each output goes: the production sinks, with the local warehouse as default.
+"""Where each output goes: every selected sink, with the warehouse for the rest.
 
 `WriteOutputs(config)` takes every output of the core as `{record type:
-PCollection}` (dead letters included) and sends each record type to its
-sink:
+PCollection}` (dead letters included) and gives each selected sink of
+`config.sinks` (`transforms.sinks.registry.SINKS` for the jobs) the record
+types it takes and reads (`transforms.sinks.contract.Sink`); the record types
+no sink takes, and the dead letters of the core and of every sink, go to the
+one selected warehouse: a DuckDB file (the embedded default) or a BigQuery
+dataset (`bigquery:PROJECT.DATASET`: file loads for bounded input, streaming
+inserts with insert ids for unbounded input; see `transforms.sinks.bigquery`).
 
-- Contribution, Acquisition, PaymentAdjustment, DeadLetter: the warehouse;
-- ContributionStoreRecord (with the adjustments, for the status): the
-  Postgres contributions store when configured, else the warehouse;
-- SupporterProductData: DynamoDB `SupporterProductData` when configured;
-- ThankYouEmail, SoftOptIn: SQS FIFO queues guarded by a DynamoDB ledger
-  when configured.
+BigQuery is for analysts, so it never receives personal data: with a
+BigQuery warehouse every record type with personal data needs its own sink,
+and dead letters lose personal data from their raw input
+(`transforms.domain.redact`). Every sink upserts or deduplicates on the
+record's natural key, so replays, restarts and re-run backfills leave every
+store exactly right (see each writer's module).
 
-The warehouse is a DuckDB file (the embedded default) or a BigQuery dataset
-(`bigquery:PROJECT.DATASET`: file loads for bounded input, streaming inserts
-with insert ids for unbounded input; see `transforms.sinks.bigquery`). BigQuery is
-for analysts, so it never receives personal data: with a BigQuery
-warehouse every operational output needs its own sink, and dead letters
-lose personal data from their raw input (`transforms.domain.redact`). Records a production
-sink could not write come back as dead letters and go to the warehouse's
-`dead_letters` table with the rest. Every sink upserts or deduplicates on
-the record's natural key, so replays, restarts and re-run backfills leave
-every store exactly right (see each writer's module).
-
-On an unbounded input, the warehouse load is windowed by `TriggerLoads`;
-the other sinks write per bundle and need no windowing.
+On an unbounded input, the DuckDB warehouse's load is windowed by
+`TriggerLoads`; the other sinks write per bundle and need no windowing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 
 import apache_beam as beam
@@ -37,92 +30,9 @@ from apache_beam.pvalue import PCollection
 from apache_beam.transforms import trigger, window
 
 from schemas.generate import table_of
-from schemas.records import (
-    ContributionStoreRecord,
-    DeadLetter,
-    PaymentAdjustment,
-    SoftOptIn,
-    SupporterProductData,
-    ThankYouEmail,
-)
+from schemas.records import DeadLetter
 from schemas.table import step_name
-from transforms.domain.redact import redacted
-from transforms.sinks.bigquery import WriteToWarehouseBigQuery
-from transforms.sinks.duckdb import WriteToWarehouse
-from transforms.sinks.dynamodb import WriteSupporterItems
-from transforms.sinks.postgres import WriteToContributionsStore
-from transforms.sinks.sqs import SOFT_OPT_IN, THANK_YOU_EMAIL, SendMessages
-
-BIGQUERY_PREFIX = "bigquery:"
-
-
-@dataclass(frozen=True)
-class SinkConfig:
-    """Which sinks to write to; None means "the warehouse".
-
-    `warehouse` is a DuckDB path or `bigquery:PROJECT.DATASET`;
-    `bigquery_temp_location` (a gs:// folder) is needed for BigQuery file
-    loads, i.e. with a BigQuery warehouse on bounded input.
-    """
-
-    warehouse: str
-    contributions_store_dsn: str | None = None
-    supporter_table: str | None = None
-    emails_queue_url: str | None = None
-    opt_ins_queue_url: str | None = None
-    sent_messages_table: str | None = None
-    bigquery_temp_location: str | None = None
-
-    def __post_init__(self) -> None:
-        queues = self.emails_queue_url or self.opt_ins_queue_url
-        if queues and not self.sent_messages_table:
-            raise ValueError(
-                "the SQS sinks need a sent-messages ledger table: FIFO deduplication "
-                "alone forgets a message after 5 minutes"
-            )
-        if self.bigquery is not None:
-            missing = [
-                flag
-                for flag, value in (
-                    ("--contributions_store", self.contributions_store_dsn),
-                    ("--supporter_table", self.supporter_table),
-                    ("--emails_queue_url", self.emails_queue_url),
-                    ("--opt_ins_queue_url", self.opt_ins_queue_url),
-                )
-                if not value
-            ]
-            if missing:
-                raise ValueError(
-                    "a BigQuery warehouse holds no personal data, so the contributions store, "
-                    "supporter items and messages need their own sinks: missing "
-                    + ", ".join(missing)
-                )
-
-    @property
-    def bigquery(self) -> tuple[str, str] | None:
-        """(project, dataset) when the warehouse is BigQuery, else None."""
-        if not self.warehouse.startswith(BIGQUERY_PREFIX):
-            return None
-        project, _, dataset = self.warehouse[len(BIGQUERY_PREFIX) :].partition(".")
-        if not project or not dataset or "." in dataset:
-            raise ValueError(f"--warehouse {self.warehouse!r}: expected bigquery:PROJECT.DATASET")
-        return project, dataset
-
-    @property
-    def duckdb_path(self) -> str | None:
-        return None if self.warehouse.startswith(BIGQUERY_PREFIX) else self.warehouse
-
-    def __repr__(self) -> str:
-        # Never show a DSN (it may hold a password) in display data or errors.
-        store = "<set>" if self.contributions_store_dsn else None
-        return (
-            f"SinkConfig(warehouse={self.warehouse!r}, contributions_store={store}, "
-            f"supporter_table={self.supporter_table!r}, "
-            f"emails_queue_url={self.emails_queue_url!r}, "
-            f"opt_ins_queue_url={self.opt_ins_queue_url!r}, "
-            f"sent_messages_table={self.sent_messages_table!r}, "
-            f"bigquery_temp_location={self.bigquery_temp_location!r})"
-        )
+from transforms.sinks.contract import SinkConfig
 
 
 class TriggerLoads(beam.PTransform):
@@ -167,8 +77,8 @@ class TriggerLoads(beam.PTransform):
 class WriteOutputs(beam.PTransform):
     """`{record type: PCollection}` -> None; writes every output to its sink.
 
-    `loads`: the windowing applied before the warehouse writer (a
-    `TriggerLoads` for unbounded input); None for bounded input.
+    `loads`: the windowing applied before a warehouse that loads in panes
+    (a `TriggerLoads` for unbounded input); None for bounded input.
     """
 
     def __init__(self, config: SinkConfig, loads: beam.PTransform | None = None) -> None:
@@ -180,49 +90,18 @@ class WriteOutputs(beam.PTransform):
         config = self._config
         to_warehouse = dict(pcolls)
         dead_letters = [to_warehouse.pop(DeadLetter)] if DeadLetter in to_warehouse else []
-
-        if config.contributions_store_dsn:
-            # The store folds refunds and disputes into the payment's status.
-            store_inputs: dict[type, PCollection] = {
-                ContributionStoreRecord: to_warehouse.pop(ContributionStoreRecord),
-                PaymentAdjustment: pcolls[PaymentAdjustment],
-            }
-            store = store_inputs | "WriteToContributionsStore" >> WriteToContributionsStore(
-                config.contributions_store_dsn
-            )
-            dead_letters.append(store.dead_letters)
-        if config.supporter_table:
-            supporter = to_warehouse.pop(SupporterProductData) | (
-                "WriteSupporterItems" >> WriteSupporterItems(config.supporter_table)
-            )
-            dead_letters.append(supporter.dead_letters)
-        for record_type, queue_url, kind, label in (
-            (ThankYouEmail, config.emails_queue_url, THANK_YOU_EMAIL, "SendThankYouEmails"),
-            (SoftOptIn, config.opt_ins_queue_url, SOFT_OPT_IN, "SendSoftOptIns"),
-        ):
-            if queue_url:
-                sent = to_warehouse.pop(record_type) | label >> SendMessages(
-                    queue_url, kind, config.sent_messages_table
-                )
-                dead_letters.append(sent.dead_letters)
+        for sink in config.selected:
+            if sink.warehouse:
+                continue
+            inputs = {t: pcolls[t] for t in (*sink.takes, *sink.reads) if t in pcolls}
+            for record_type in sink.takes:
+                to_warehouse.pop(record_type, None)
+            letters = sink.write(config, inputs)
+            if letters is not None:
+                dead_letters.append(letters)
 
         to_warehouse[DeadLetter] = tuple(dead_letters) | "CollectDeadLetters" >> beam.Flatten()
-        bigquery = config.bigquery
-        if bigquery is not None:
-            bounded = all(pcoll.is_bounded for pcoll in pcolls.values())
-            project, dataset = bigquery
-            # Analysts query BigQuery: a dead letter's raw input loses its personal
-            # data there (its `source` says where the full record can be read again).
-            to_warehouse[DeadLetter] = to_warehouse[DeadLetter] | (
-                "RedactPersonalData" >> beam.Map(redacted)
-            )
-            _ = to_warehouse | "WriteToBigQuery" >> WriteToWarehouseBigQuery(
-                project,
-                dataset,
-                "FILE_LOADS" if bounded else "STREAMING_INSERTS",
-                temp_location=config.bigquery_temp_location,
-            )
-            return
-        if self._loads is not None:
+        warehouse = config.warehouse
+        if warehouse.loads_in_panes and self._loads is not None:
             to_warehouse = to_warehouse | "TriggerWarehouseLoads" >> self._loads
-        _ = to_warehouse | "WriteToWarehouse" >> WriteToWarehouse(config.warehouse)
+        warehouse.write(config, to_warehouse)

@@ -50,7 +50,7 @@ may come from any point of the archive.
 Messages are buffered per bundle and sent with `SendMessageBatch`, 10 per
 call; failed entries that SQS marks as not the sender's fault, and throttled,
 transient or connection failures of whole calls, are retried with
-exponential backoff and full jitter (`transforms.sinks.dynamodb.Backoff`), as are
+exponential backoff and full jitter (`transforms.infrastructure.Backoff`), as are
 the ledger's calls. botocore's own retries are off.
 
 Start-up (`check_message_queue`, `check_ledger_table`, run in
@@ -70,7 +70,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple, Protocol
@@ -80,10 +80,8 @@ import boto3
 import botocore.exceptions
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
-from apache_beam.transforms.window import BoundedWindow
-from apache_beam.utils.timestamp import Timestamp
 
-from schemas.records import DeadLetter
+from schemas.records import DeadLetter, SoftOptIn, ThankYouEmail
 from transforms.core.metrics import NAMESPACE
 from transforms.domain.events import make_dead_letter
 from transforms.infrastructure import (
@@ -98,7 +96,8 @@ from transforms.infrastructure import (
     error_code,
     is_retryable,
 )
-from transforms.sinks.common import buffered_output
+from transforms.sinks.common import Buffered, WriteInBatches
+from transforms.sinks.contract import Flag, Sink, SinkConfig
 
 _LOG = logging.getLogger(__name__)
 
@@ -192,15 +191,14 @@ class _Claim(enum.Enum):
 
 
 @dataclass
-class _Entry:
-    record: Message
-    timestamp: Timestamp
-    window: BoundedWindow
+class _Entry(Buffered[Message]):
     claimed_at: float = 0.0
 
 
-class _SendMessagesFn(beam.DoFn):
+class _SendMessagesFn(WriteInBatches):
     """Buffers messages per bundle; claims, sends in batches of 10, marks."""
+
+    entry_type = _Entry
 
     def __init__(
         self,
@@ -210,6 +208,7 @@ class _SendMessagesFn(beam.DoFn):
         backoff: Backoff,
         stale_after: timedelta,
     ) -> None:
+        super().__init__(SEND_BATCH_SIZE)
         self._queue_url = queue_url
         self._queue_name = queue_url.rstrip("/").rsplit("/", 1)[-1]
         self._kind = kind
@@ -220,7 +219,6 @@ class _SendMessagesFn(beam.DoFn):
         self._sqs: Any = None
         self._dynamodb: Any = None
         self._rng = random.Random()
-        self._buffer: list[_Entry] = []
         self._sent = Metrics.counter(NAMESPACE, f"{kind}_sent")
         self._already_sent = Metrics.counter(NAMESPACE, f"{kind}_already_sent")
         self._dead_lettered = Metrics.counter(NAMESPACE, f"{kind}_dead_lettered")
@@ -239,28 +237,11 @@ class _SendMessagesFn(beam.DoFn):
                 client.close()
         self._sqs = self._dynamodb = None
 
-    def start_bundle(self) -> None:
-        self._buffer = []
-
-    def process(
-        self,
-        record: Message,
-        timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
-        window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
-    ) -> Iterator[TaggedOutput]:
-        self._buffer.append(_Entry(record, timestamp, window))
-        if len(self._buffer) >= SEND_BATCH_SIZE:
-            yield from self._flush()
-
-    def finish_bundle(self) -> Iterator[TaggedOutput]:
-        yield from self._flush()
-
-    def _flush(self) -> Iterator[TaggedOutput]:
-        batch, self._buffer = self._buffer, []
+    def write_batch(self, batch: list[_Entry]) -> Iterator[TaggedOutput]:
         to_send: list[_Entry] = []
         seen: set[str] = set()
         for entry in batch:
-            payment_id = entry.record.payment_id
+            payment_id = entry.element.payment_id
             if payment_id in seen:
                 yield self._skip(entry)
                 continue
@@ -369,16 +350,16 @@ class _SendMessagesFn(beam.DoFn):
             attempt += 1
 
     def _batch_entry(self, index: int, entry: _Entry) -> dict[str, str]:
-        payment_id = entry.record.payment_id
+        payment_id = entry.element.payment_id
         return {
             "Id": str(index),
-            "MessageBody": entry.record.message,
+            "MessageBody": entry.element.message,
             "MessageGroupId": payment_id,
             "MessageDeduplicationId": deduplication_id(self._kind, payment_id),
         }
 
     def _mark_sent(self, entry: _Entry) -> Iterator[TaggedOutput]:
-        payment_id = entry.record.payment_id
+        payment_id = entry.element.payment_id
         if self._ledger_table is not None:
             try:
                 call_with_retries(
@@ -407,11 +388,11 @@ class _SendMessagesFn(beam.DoFn):
                     error_code(error),
                 )
         self._sent.inc()
-        yield _output(SENT_TAG, payment_id, entry)
+        yield entry.output(SENT_TAG, payment_id)
 
     def _skip(self, entry: _Entry) -> TaggedOutput:
         self._already_sent.inc()
-        return _output(ALREADY_SENT_TAG, entry.record.payment_id, entry)
+        return entry.output(ALREADY_SENT_TAG, entry.element.payment_id)
 
     def _unknown_error(self) -> str:
         return (
@@ -421,24 +402,19 @@ class _SendMessagesFn(beam.DoFn):
         )
 
     def _dead_letter(self, entry: _Entry, reason: str, error: str) -> TaggedOutput:
-        payment_id = entry.record.payment_id
+        payment_id = entry.element.payment_id
         self._dead_lettered.inc()
         _LOG.warning("Dead-lettering %s for payment %s: %s", self._kind, payment_id, reason)
-        return _output(
+        return entry.output(
             DEAD_LETTERS_TAG,
             make_dead_letter(
                 step=self._step,
                 reason=reason,
                 error=error,
-                raw=entry.record.message,
+                raw=entry.element.message,
                 source=f"sqs:{self._queue_name}/{payment_id}",
             ),
-            entry,
         )
-
-
-def _output(tag: str, value: object, entry: _Entry) -> TaggedOutput:
-    return buffered_output(tag, value, entry.timestamp, entry.window)
 
 
 class SendMessages(beam.PTransform[beam.PCollection[Any], SendResult]):
@@ -486,3 +462,58 @@ class SendMessages(beam.PTransform[beam.PCollection[Any], SendResult]):
             already_sent=outputs[ALREADY_SENT_TAG],
             dead_letters=outputs[DEAD_LETTERS_TAG],
         )
+
+
+SENT_MESSAGES_TABLE = Flag(
+    "sent_messages_table",
+    "DynamoDB table (key messageKey) recording sent messages, so that a replay "
+    "days later sends nothing again. Required with either queue.",
+)
+EMAILS_QUEUE_URL = Flag(
+    "emails_queue_url", "SQS FIFO queue URL for thank-you emails. Default: the warehouse."
+)
+OPT_INS_QUEUE_URL = Flag(
+    "opt_ins_queue_url", "SQS FIFO queue URL for soft opt-ins. Default: the warehouse."
+)
+_QUEUE_FLAGS = (EMAILS_QUEUE_URL, OPT_INS_QUEUE_URL)
+
+
+def _check_ledger_given(config: SinkConfig) -> None:
+    if not config[SENT_MESSAGES_TABLE.name]:
+        raise ValueError(
+            f"{'/'.join(flag.option for flag in _QUEUE_FLAGS)} need "
+            f"{SENT_MESSAGES_TABLE.option}: SQS FIFO deduplication alone forgets a message "
+            "after 5 minutes"
+        )
+
+
+def _check_queues_and_ledger(config: SinkConfig) -> None:
+    for flag in _QUEUE_FLAGS:
+        queue_url = config[flag.name]
+        if queue_url:
+            check_message_queue(queue_url)
+    check_ledger_table(str(config[SENT_MESSAGES_TABLE.name]))
+
+
+def _message_sink(record_type: type, kind: str, queue: Flag, label: str) -> Sink:
+    def write(config: SinkConfig, pcolls: Mapping[type, beam.PCollection]) -> beam.PCollection:
+        sent = pcolls[record_type] | label >> SendMessages(
+            str(config[queue.name]), kind, config[SENT_MESSAGES_TABLE.name]
+        )
+        return sent.dead_letters
+
+    # Both message sinks share their checks, so each runs once for the two.
+    return Sink(
+        name=f"{kind}s",
+        flags=(queue, SENT_MESSAGES_TABLE),
+        write=write,
+        takes=(record_type,),
+        check_flags=_check_ledger_given,
+        check=_check_queues_and_ledger,
+    )
+
+
+THANK_YOU_EMAILS = _message_sink(
+    ThankYouEmail, THANK_YOU_EMAIL, EMAILS_QUEUE_URL, "SendThankYouEmails"
+)
+SOFT_OPT_INS = _message_sink(SoftOptIn, SOFT_OPT_IN, OPT_INS_QUEUE_URL, "SendSoftOptIns")

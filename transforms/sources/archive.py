@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import BinaryIO, NamedTuple
 
 import apache_beam as beam
+import orjson
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 from apache_beam.metrics import Metrics
@@ -65,6 +66,11 @@ _FIRST_DECODE_WINDOW = 64 << 10
 _GZIP_MAGIC = b"\x1f\x8b"
 _UTF8_BOM = "\xef\xbb\xbf"  # as latin-1 text, see _Window
 _JSON_WHITESPACE = re.compile(r"[ \t\r\n]*")
+# Where an object may end: a closing brace followed by the next object, a
+# newline or the end of the text. Only a guess, which orjson then confirms.
+_OBJECT_END = re.compile(r"\}(?=[ \t\r\n]*\{|[ \t\r\n]*\Z|[ \t\r]*\n)")
+# Guesses tried before the exact search (a `}{` inside a string is a wrong guess).
+_FAST_GUESSES = 4
 # Firehose's default layout `<prefix>YYYY/MM/dd/HH/<object>`; the last match wins
 # because a custom prefix may itself contain digits.
 _HOUR_FOLDER = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/(\d{2})(?=/)")
@@ -154,7 +160,9 @@ def split_records(
         if position >= window.end:
             return
         window.release_before(position)
-        end = _decode_at(window, decoder, position, max_record_bytes)
+        end = _object_end(window, position)
+        if end is None:
+            end = _decode_at(window, decoder, position, max_record_bytes)
         if end is not None:
             yield _Span(position, window.data(position, end), True, False)
         else:
@@ -172,6 +180,36 @@ def _skip_whitespace(window: _Window, position: int) -> int:
         position = window.base + match.end()
         if position < window.end or window.at_eof:
             return position
+
+
+def _object_end(window: _Window, position: int) -> int | None:
+    """End of the object at `position`, found fast, or None when the fast way cannot tell.
+
+    Guesses the end with `_OBJECT_END` and checks the guess with orjson, which
+    parses several times faster than `raw_decode` scans. An object's end is
+    its matching brace, so a guess that parses is the end `raw_decode` would
+    find. orjson refuses NaN and Infinity, which then go the exact way, like
+    anything that is not an object; the one thing it accepts that
+    `raw_decode` does not is nesting between the interpreter's recursion
+    limit (about 1,000 levels) and orjson's 1,024.
+    """
+    window.fill_to(position + _FIRST_DECODE_WINDOW)
+    text = window.text
+    start = position - window.base
+    if not text.startswith("{", start):
+        return None
+    found = _OBJECT_END.search(text, start)
+    for _ in range(_FAST_GUESSES):
+        if found is None:
+            return None
+        stop = found.end()
+        try:
+            orjson.loads(text[start:stop])
+        except orjson.JSONDecodeError:
+            found = _OBJECT_END.search(text, stop)
+            continue
+        return window.base + stop
+    return None
 
 
 def _decode_at(

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+import orjson
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import TimestampedValue
@@ -62,6 +63,12 @@ DECODE_REASONS = (INVALID_JSON, NOT_AN_EVENT, INVALID_EVENT)
 _SNAPSHOT_OBJECT = "event"
 _THIN_OBJECT = "v2.core.event"
 _PARTNER_SOURCE = re.compile(r"^aws\.partner/stripe\.com/(ed_[A-Za-z0-9_]+)$")
+# orjson reads an integer above 2**64 - 1 (20 digits or more) as a float; the
+# standard library keeps it exact, so records with 20 digits in a row take the
+# standard way. Found by mapping every digit to "0" (bytes.translate and `in`
+# are C loops; a regex took 100 ns per byte here).
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 20
 
 
 class DecodeError(Exception):
@@ -96,15 +103,7 @@ def decode_record(record: SourceRecord) -> StripeEvent:
     Raises `DecodeError` (reason `invalid_json`, `not_an_event` or
     `invalid_event`) when the record is not a usable Stripe event.
     """
-    try:
-        text = record.data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise DecodeError(INVALID_JSON, f"not UTF-8 at byte {error.start}") from None
-    try:
-        document = json.loads(text)
-    except (ValueError, RecursionError) as error:
-        # JSONDecodeError's message holds only a position, never the payload.
-        raise DecodeError(INVALID_JSON, f"not JSON: {error}") from None
+    document = _parse(record.data)
     if not isinstance(document, dict):
         raise DecodeError(NOT_AN_EVENT, f"JSON {type(document).__name__}, not an object")
 
@@ -116,6 +115,29 @@ def decode_record(record: SourceRecord) -> StripeEvent:
     if kind == _THIN_OBJECT:
         return _from_thin(document, account=None, source=record.source, arrival=record.arrival)
     raise DecodeError(NOT_AN_EVENT, "neither an EventBridge envelope nor a Stripe event")
+
+
+def _parse(data: bytes) -> Any:
+    """The JSON document in `data`, as `json.loads` of its UTF-8 text gives it.
+
+    orjson first, several times faster; what it refuses (not UTF-8, not JSON,
+    NaN, lone surrogates, ...) goes through the standard library, whose
+    verdict and error message stand.
+    """
+    if _LONG_DIGITS not in data.translate(_DIGITS_TO_ZERO):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DecodeError(INVALID_JSON, f"not UTF-8 at byte {error.start}") from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:
+        # JSONDecodeError's message holds only a position, never the payload.
+        raise DecodeError(INVALID_JSON, f"not JSON: {error}") from None
 
 
 def _from_envelope(envelope: Mapping[str, Any], record: SourceRecord) -> StripeEvent:

@@ -13,12 +13,12 @@ CREATE TABLE IF NOT EXISTS "payment_adjustments" (
     "created" TIMESTAMPTZ NOT NULL
 );
 COMMENT ON TABLE "payment_adjustments" IS 'Refunds and disputes, one row per Stripe event, keyed by charge id.';
-COMMENT ON COLUMN "payment_adjustments"."adjustment_id" IS 'Stripe event id (evt_...) that carried the adjustment.';
+COMMENT ON COLUMN "payment_adjustments"."adjustment_id" IS 'Stripe event id (evt_...) that carried the adjustment; the refund id (re_...) for a refund object''s events.';
 COMMENT ON COLUMN "payment_adjustments"."payment_id" IS 'Stripe charge id (ch_...) adjusted.';
 COMMENT ON COLUMN "payment_adjustments"."kind" IS 'refund or dispute.';
 COMMENT ON COLUMN "payment_adjustments"."event_type" IS 'Stripe event type.';
 COMMENT ON COLUMN "payment_adjustments"."amount" IS 'Refund: amount refunded by this event; dispute: disputed amount.';
-COMMENT ON COLUMN "payment_adjustments"."amount_refunded_total" IS 'Refund: cumulative amount refunded so far.';
+COMMENT ON COLUMN "payment_adjustments"."amount_refunded_total" IS 'Refund from charge.refunded: cumulative amount refunded so far; null for a refund object, whose amount is that one refund.';
 COMMENT ON COLUMN "payment_adjustments"."currency" IS 'ISO 4217 code, upper case.';
 COMMENT ON COLUMN "payment_adjustments"."dispute_id" IS 'Stripe dispute id (dp_...).';
 COMMENT ON COLUMN "payment_adjustments"."dispute_status" IS 'Dispute status after this event.';

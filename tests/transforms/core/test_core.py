@@ -169,7 +169,19 @@ class TestBatch:
         events = [
             session_completed("evt_sub", mode="subscription"),
             b.event("evt_cust", "customer.created", {"id": "cus_1", "object": "customer"}),
-            b.event("evt_ref", "refund.created", {"id": "re_1", "object": "refund"}),
+            # A pending refund has moved no money yet: its refund.updated will.
+            b.event(
+                "evt_ref",
+                "refund.created",
+                {
+                    "id": "re_1",
+                    "object": "refund",
+                    "charge": "ch_1",
+                    "amount": 500,
+                    "currency": "gbp",
+                    "status": "pending",
+                },
+            ),
             thin,
         ]
 

@@ -61,15 +61,16 @@ def _collect(values: list[Any], name: str) -> None:
 
 
 def run_bounded(
-    events: list[StripeEvent], group_by_key: beam.PTransform | None = None
+    events: list[StripeEvent], group_by_key: beam.PTransform | None = None, **core: Any
 ) -> dict[str, list[Any]]:
+    """Every output of the backfill's path (`FoldPayments`) on `events`, as lists."""
     _COLLECTED.clear()
     with beam.Pipeline(runner=FnApiRunner()) as p:
         out = (
             p
             | beam.Create(events)
             | beam.Map(lambda e: TimestampedValue(e, e.created))
-            | ProcessStripeEvents(group_by_key=group_by_key)
+            | ProcessStripeEvents(group_by_key=group_by_key, **core)
         )
         for name in OUTPUTS:
             _ = (

@@ -20,6 +20,7 @@ from tests.builders import (
     payment_intent_object,
     session_object,
 )
+from tests.stripe_shapes import BASIL_2025, fixture
 from transforms.domain.facts import (
     ASYNC_FAILED,
     ASYNC_SUCCEEDED,
@@ -583,17 +584,61 @@ def test_dispute_with_expanded_charge() -> None:
     )
 
 
+def refund_fixture(**changes: Any) -> dict[str, Any]:
+    """Stripe's OpenAPI example refund (API 2025-03-25), with `changes`."""
+    return fixture(BASIL_2025, "refund", **changes)
+
+
 @pytest.mark.parametrize(
     "event_type",
-    ["refund.created", "refund.updated", "refund.failed", "charge.refund.updated"],
+    ["refund.created", "refund.updated", "charge.refund.updated"],
     ids=lambda value: str(value),
 )
-def test_refund_object_events_are_skipped(event_type: str) -> None:
-    obj = {"id": "re_1", "object": "refund", "charge": "ch_1", "amount": 500, "currency": "gbp"}
+def test_a_succeeded_refund_object_is_an_adjustment_keyed_by_the_refund(event_type: str) -> None:
+    fact = classify(event("evt_re", event_type, refund_fixture()))
 
-    assert classify(event("evt_re", event_type, obj)) == Skip(
-        meta("evt_re", event_type), "refund_read_from_charge_refunded"
+    assert fact == PaymentAdjustment(
+        adjustment_id="re_1Pgc72B7WZ01zgkWqPvrRrPE",
+        payment_id="ch_1PgafuB7WZ01zgkWXYmPNZs8",
+        kind="refund",
+        event_type=event_type,
+        amount=Decimal("1.00"),
+        amount_refunded_total=None,
+        currency="USD",
+        dispute_id=None,
+        dispute_status=None,
+        livemode=True,
+        account=ACCOUNT_UK,
+        created=datetime(2009, 2, 13, 23, 31, 30, tzinfo=UTC),
     )
+
+
+@pytest.mark.parametrize(
+    ("event_type", "status", "reason"),
+    [
+        ("refund.created", "pending", "refund_pending"),
+        ("refund.failed", "failed", "refund_failed"),
+        ("refund.updated", "canceled", "refund_canceled"),
+        ("refund.updated", "requires_action", "refund_requires_action"),
+    ],
+    ids=["pending", "failed", "canceled", "requires-action"],
+)
+def test_a_refund_that_moved_no_money_is_skipped(event_type: str, status: str, reason: str) -> None:
+    fact = classify(event("evt_re", event_type, refund_fixture(status=status)))
+
+    assert fact == Skip(meta("evt_re", event_type), reason)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"charge": None}, {"amount": "1.00"}, {"currency": None}, {"id": None}],
+    ids=["no-charge", "amount-not-minor-units", "no-currency", "no-id"],
+)
+def test_an_unreadable_refund_object_is_a_classify_error(changes: dict[str, Any]) -> None:
+    with pytest.raises(ClassifyError) as error:
+        classify(event("evt_re", "refund.created", refund_fixture(**changes)))
+
+    assert error.value.reason == "invalid_refund"
 
 
 @pytest.mark.parametrize(

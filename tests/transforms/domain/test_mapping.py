@@ -184,7 +184,7 @@ def email_body(
     method: str = "credit / debit card",
     currency: str = "£",
     amount: str = "5.00",
-    first_name: str | None = "Ada",
+    first_name: str | None = None,
     date_of_payment: str = "5 December 2024",
     identity: str = "1001",
 ) -> dict[str, Any]:
@@ -312,7 +312,7 @@ def test_full_card_payment_with_complete_metadata() -> None:
                 '"ContactAttributes":{"SubscriberAttributes":{'
                 '"EmailAddress":"reader1@example.com","edition":"uk",'
                 '"payment method":"credit / debit card","currency":"£","amount":"5.00",'
-                '"first_name":"Ada","date_of_payment":"5 December 2024"}}},'
+                '"first_name":null,"date_of_payment":"5 December 2024"}}},'
                 '"DataExtensionName":"contribution-thank-you","IdentityUserId":"1001"}'
             ),
             livemode=True,
@@ -583,18 +583,30 @@ def test_email_date_of_payment(settled_at: int, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "expected"),
+    ("name", "custom_fields", "configured", "expected"),
     [
-        ("Ada Reader", "Ada"),
-        ("Ada", "Ada"),
-        ("  Ada  Lovelace ", "Ada"),
-        ("   ", None),
-        (None, None),
+        ("Ada Reader", {}, None, None),
+        ("Nagy Zsófia", {"given_name": "Zsófia"}, None, None),
+        ("Nagy Zsófia", {"given_name": "Zsófia"}, "given_name", "Zsófia"),
+        ("佐藤 陽翔", {"given_name": " 陽翔 "}, "given_name", "陽翔"),
+        ("Ada Reader", {"other": "Ada"}, "given_name", None),
+        ("Ada Reader", {"given_name": "   "}, "given_name", None),
     ],
-    ids=["first-of-two", "single", "extra-spaces", "blank", "missing"],
+    ids=[
+        "none-as-today",
+        "field-not-configured",
+        "configured-field",
+        "configured-field-trimmed",
+        "configured-field-absent",
+        "configured-field-blank",
+    ],
 )
-def test_email_first_name(name: str | None, expected: str | None) -> None:
-    records = build_records(payment(name=name))
+def test_email_first_name_only_from_a_configured_custom_field(
+    name: str, custom_fields: dict[str, str], configured: str | None, expected: str | None
+) -> None:
+    records = build_records(
+        payment(name=name, custom_fields=custom_fields), first_name_field=configured
+    )
 
     assert message_of(records.thank_you_email) == email_body(first_name=expected)
 
@@ -604,11 +616,31 @@ def test_email_first_name(name: str | None, expected: str | None) -> None:
     [
         ("card", "credit / debit card"),
         (None, "credit / debit card"),
+        ("link", "credit / debit card"),
+        ("apple_pay", "credit / debit card"),
         ("bacs_debit", "direct debit"),
         ("sepa_debit", "direct debit"),
-        ("link", "link"),
+        ("au_becs_debit", "direct debit"),
+        ("us_bank_account", "direct debit"),
+        ("ideal", "iDEAL"),
+        ("paypal", "PayPal"),
+        ("customer_balance", "bank transfer"),
+        ("some_new_method", "some new method"),
     ],
-    ids=["card", "unknown-is-card", "bacs", "sepa", "other-as-is"],
+    ids=[
+        "card",
+        "unknown-is-card",
+        "link-wallet",
+        "apple-pay-wallet",
+        "bacs",
+        "sepa",
+        "becs",
+        "ach",
+        "ideal",
+        "paypal",
+        "bank-transfer",
+        "new-type-in-words",
+    ],
 )
 def test_email_payment_method(payment_method: str | None, expected: str) -> None:
     records = build_records(payment(payment_method=payment_method, card_country=None))

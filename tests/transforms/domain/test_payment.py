@@ -301,6 +301,71 @@ def test_async_failure_with_only_the_intent_completes_after_the_deadline() -> No
     )
 
 
+def test_a_failed_debit_after_a_declined_card_is_the_debit_in_any_order() -> None:
+    methods = ("card", "bacs_debit")
+    declined = charge_fact(
+        "evt_c0",
+        event_type="charge.failed",
+        created=T0 - 20,
+        obj=charge_object(charge_id="ch_0", card_country="US", status="failed"),
+    )
+    declined_intent = intent_fact(
+        "evt_pi0",
+        event_type="payment_intent.payment_failed",
+        created=T0 - 20,
+        latest_charge="ch_0",
+        last_payment_error_charge="ch_0",
+    )
+    pending = session_fact("evt_s1", payment_status="unpaid", payment_method_types=methods)
+    debit = charge_fact(
+        "evt_c1",
+        event_type="charge.failed",
+        created=T0 + 3 * DAY,
+        obj=charge_object(charge_id="py_1", method="bacs_debit", status="failed"),
+    )
+    debit_intent = intent_fact(
+        "evt_pi1",
+        event_type="payment_intent.payment_failed",
+        created=T0 + 3 * DAY,
+        latest_charge="py_1",
+        last_payment_error_charge="py_1",
+    )
+    failed = session_fact(
+        "evt_s2",
+        event_type="checkout.session.async_payment_failed",
+        created=T0 + 3 * DAY + 5,
+        payment_status="unpaid",
+        payment_method_types=methods,
+    )
+    expected = Decision(
+        Verdict.COMPLETE,
+        Payment(
+            session=failed,
+            status="Failed",
+            settled_at=T0 + 3 * DAY + 5,
+            charge_id="py_1",
+            card_country=None,
+            payment_method="bacs_debit",
+            account=ACCOUNT_UK,
+        ),
+    )
+
+    assert_every_order_decides(
+        [declined, declined_intent, pending, debit, debit_intent, failed],
+        expected,
+        deadline_passed=False,
+    )
+    # Before the debit's own events arrive, the declined card does not settle it.
+    assert decide(
+        state_of([declined, declined_intent, pending, failed]),
+        charge_wait=WAIT,
+        deadline_passed=False,
+    ) == Decision(Verdict.WAIT_FOR_CHARGE, charge_deadline=T0 + 3 * DAY + 5 + WAIT)
+    assert decide(
+        state_of([declined, failed]), charge_wait=WAIT, deadline_passed=False
+    ) == Decision(Verdict.WAIT_FOR_CHARGE, charge_deadline=T0 + 3 * DAY + 5 + WAIT)
+
+
 def test_a_declined_attempt_before_the_success_is_not_the_payment() -> None:
     declined = charge_fact(
         "evt_c0",

@@ -33,7 +33,12 @@ from schemas.records import (
     ThankYouEmail,
 )
 from schemas.rows import to_bigquery_json_row, to_row
-from schemas.views import CONTRIBUTIONS_CURRENT, DAILY_TOTALS, raw_table_name
+from schemas.views import (
+    CONTRIBUTIONS_CURRENT,
+    DAILY_TOTALS,
+    FACT_ACQUISITION_EVENT,
+    raw_table_name,
+)
 from tests.builders import RECORD_CREATED as CREATED
 from tests.builders import (
     acquisition_record,
@@ -46,7 +51,6 @@ from tests.fixtures.bigquery import BigQueryEmulator
 from transforms.domain.events import make_dead_letter
 from transforms.sinks.bigquery import (
     INSERT_FAILED_REASON,
-    INVALID_REASON,
     MAX_FAILED_RAW_CHARS,
     WRITE_STEP,
     Method,
@@ -55,6 +59,7 @@ from transforms.sinks.bigquery import (
     failed_row_to_dead_letter,
     insert_id,
 )
+from transforms.sinks.common import INVALID_ROW
 from transforms.sinks.duckdb import WriteToWarehouse
 
 METHODS: tuple[Method, ...] = ("FILE_LOADS", "STREAMING_INSERTS")
@@ -175,7 +180,7 @@ def count_raw(client: bigquery.Client, project: str, dataset: str, record_type: 
 def reconciled_in_duckdb(
     tmp_path: Path, runs: Sequence[Mapping[type, Sequence[Any]]]
 ) -> list[dict[str, Any]]:
-    """`contributions` after the DuckDB writer (`reconciliation_sql`) loaded `runs` in order."""
+    """`contributions_current` after the DuckDB writer loaded `runs` in order."""
     path = str(tmp_path / "warehouse.duckdb")
     for run in runs:
         with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
@@ -189,7 +194,7 @@ def reconciled_in_duckdb(
     try:
         connection.execute("SET TimeZone = 'UTC'")
         result = connection.execute(
-            f"SELECT {', '.join(names)} FROM contributions ORDER BY payment_id"
+            f"SELECT {', '.join(names)} FROM {CONTRIBUTIONS_CURRENT} ORDER BY payment_id"
         ).fetchall()
     finally:
         connection.close()
@@ -221,11 +226,16 @@ def test_ensure_dataset_is_idempotent_keeps_rows_and_refreshes_views(
         "amount",
         "amount_refunded",
         "net_amount",
+        "refunded_payments",
         "disputed_payments",
     ]
 
     listed = {t.table_id: t.table_type for t in client.list_tables(f"{project}.{dataset}")}
-    views = {table_of(t).name for t in ALL_RECORD_TYPES} | {CONTRIBUTIONS_CURRENT, DAILY_TOTALS}
+    views = {table_of(t).name for t in ALL_RECORD_TYPES} | {
+        CONTRIBUTIONS_CURRENT,
+        DAILY_TOTALS,
+        FACT_ACQUISITION_EVENT,
+    }
     assert listed == {raw_table_name(t): "TABLE" for t in ALL_RECORD_TYPES} | {
         v: "VIEW" for v in views
     }
@@ -269,7 +279,7 @@ def test_invalid_row_becomes_dead_letter_and_others_are_written(
     good = contribution("ch_ok")
     letter = make_dead_letter(
         step=WRITE_STEP,
-        reason=INVALID_REASON,
+        reason=INVALID_ROW,
         error="contributions.amount: NUMERIC allows at most 29 digits before the point, got 30",
         raw=repr(too_big),
         source="bigquery:contributions",
@@ -335,6 +345,7 @@ def test_current_state_folds_adjustments_that_arrived_before_their_payments(
             "amount": Decimal("30"),
             "amount_refunded": Decimal("14"),
             "net_amount": Decimal("16"),
+            "refunded_payments": 2,
             "disputed_payments": 1,
         },
         {
@@ -345,6 +356,7 @@ def test_current_state_folds_adjustments_that_arrived_before_their_payments(
             "amount": Decimal("7.5"),
             "amount_refunded": Decimal("0"),
             "net_amount": Decimal("7.5"),
+            "refunded_payments": 0,
             "disputed_payments": 0,
         },
     ]

@@ -1,4 +1,4 @@
-"""WriteToWarehouse on the FnApiRunner: exact rows, idempotence, refund/dispute state."""
+"""WriteToWarehouse on the FnApiRunner: exact rows, idempotence, the folded view."""
 
 from __future__ import annotations
 
@@ -28,11 +28,13 @@ from schemas.records import (
     SupporterProductData,
 )
 from schemas.rows import to_row
+from schemas.views import CONTRIBUTIONS_CURRENT, DAILY_TOTALS, FACT_ACQUISITION_EVENT
 from tests.builders import RECORD_CREATED as CREATED
 from tests.builders import acquisition_record as acquisition
 from tests.builders import contribution_record as contribution
 from tests.builders import dispute_adjustment as dispute
 from tests.builders import refund_adjustment as refund
+from tests.builders import refund_object_adjustment as refund_object
 from tests.builders import store_record, supporter_item
 from transforms.domain.events import make_dead_letter
 from transforms.sinks.duckdb import REJECTED_STEP, WriteToWarehouse
@@ -61,6 +63,20 @@ def read(path: str, record_type: type) -> list[dict[str, Any]]:
         connection.execute("SET TimeZone = 'UTC'")
         result = connection.execute(
             f'SELECT * FROM "{table.name}" ORDER BY {", ".join(table.key)}'
+        ).fetchall()
+    finally:
+        connection.close()
+    return [dict(zip(names, row, strict=True)) for row in result]
+
+
+def read_current(path: str) -> list[dict[str, Any]]:
+    """Every row of the view `contributions_current`, as `to_row` dicts by payment id."""
+    names = [c.name for c in columns(Contribution)]
+    connection = duckdb.connect(path, read_only=True)
+    try:
+        connection.execute("SET TimeZone = 'UTC'")
+        result = connection.execute(
+            f"SELECT {', '.join(names)} FROM {CONTRIBUTIONS_CURRENT} ORDER BY payment_id"
         ).fetchall()
     finally:
         connection.close()
@@ -111,7 +127,9 @@ def test_running_twice_leaves_identical_rows(path: str) -> None:
     write(path, inputs, counts)
     second = {t: read(path, t) for t in ALL_RECORD_TYPES}
     assert second == first
-    assert first[Contribution] == rows(
+    # `contributions` keeps the payments as emitted; the view folds the refund in.
+    assert first[Contribution] == rows(contribution("ch_1"), contribution("ch_2"))
+    assert read_current(path) == rows(
         contribution("ch_1", status="Refunded", amount_refunded=Decimal("10.00")),
         contribution("ch_2"),
     )
@@ -124,7 +142,8 @@ def test_refund_in_an_earlier_run_refunds_the_contribution_and_store_row(path: s
         {Contribution: [contribution("ch_1")], ContributionStoreRecord: [store_record("ch_1")]},
         {Contribution: 1, ContributionStoreRecord: 1},
     )
-    assert read(path, Contribution) == rows(
+    assert read(path, Contribution) == rows(contribution("ch_1"))
+    assert read_current(path) == rows(
         contribution("ch_1", status="Refunded", amount_refunded=Decimal("10.00"))
     )
     assert read(path, ContributionStoreRecord) == rows(
@@ -146,6 +165,35 @@ def test_refund_in_an_earlier_run_refunds_the_contribution_and_store_row(path: s
             "Paid",
             {"status": "Refunded", "amount_refunded": Decimal("10.00")},
             id="cumulative-total-wins-over-arrival-order",
+        ),
+        pytest.param(
+            [refund_object("ch_1", "4.00", "re_1"), refund_object("ch_1", "6.00", "re_2")],
+            "Paid",
+            {"status": "Refunded", "amount_refunded": Decimal("10.00")},
+            id="refund-objects-alone-add-up",
+        ),
+        pytest.param(
+            [refund_object("ch_1", "4.00", "re_1")],
+            "Paid",
+            {"status": "Paid", "amount_refunded": Decimal("4.00")},
+            id="one-partial-refund-object-keeps-paid",
+        ),
+        pytest.param(
+            [
+                refund_object("ch_1", "4.00", "re_1"),
+                refund("ch_1", "10.00", "evt_2"),
+                refund("ch_1", "4.00", "evt_1"),
+                refund_object("ch_1", "6.00", "re_2"),
+            ],
+            "Paid",
+            {"status": "Refunded", "amount_refunded": Decimal("10.00")},
+            id="charge-refunded-and-refund-objects-count-the-money-once",
+        ),
+        pytest.param(
+            [refund("ch_1", "4.00", "evt_1"), refund_object("ch_1", "6.00", "re_2")],
+            "Paid",
+            {"status": "Paid", "amount_refunded": Decimal("6.00")},
+            id="the-greater-of-the-two-while-some-events-are-missing",
         ),
         pytest.param(
             [dispute("ch_1")],
@@ -173,9 +221,35 @@ def test_adjustments_in_the_same_load(
         },
         {Contribution: 1, ContributionStoreRecord: 1, PaymentAdjustment: len(adjustments)},
     )
-    assert read(path, Contribution) == rows(contribution("ch_1", **expected))
+    assert read(path, Contribution) == rows(contribution("ch_1", status=status))
+    assert read_current(path) == rows(contribution("ch_1", **expected))
     assert read(path, ContributionStoreRecord) == rows(
         store_record("ch_1", payment_status=expected["status"])
+    )
+
+
+def test_a_refund_seen_as_created_and_updated_counts_once(path: str) -> None:
+    write(
+        path,
+        {
+            Contribution: [contribution("ch_1")],
+            PaymentAdjustment: [
+                refund_object("ch_1", "6.00", "re_1", "refund.created"),
+                refund_object("ch_1", "6.00", "re_1", "refund.updated"),
+            ],
+        },
+        {Contribution: 1, PaymentAdjustment: 1},
+    )
+    write(
+        path,
+        {PaymentAdjustment: [refund_object("ch_1", "6.00", "re_1", "charge.refund.updated")]},
+        {PaymentAdjustment: 1},
+    )
+
+    assert read(path, Contribution) == rows(contribution("ch_1"))
+    assert read_current(path) == rows(contribution("ch_1", amount_refunded=Decimal("6.00")))
+    assert read(path, PaymentAdjustment) == rows(
+        refund_object("ch_1", "6.00", "re_1", "charge.refund.updated")
     )
 
 
@@ -235,6 +309,13 @@ def test_empty_collection_still_creates_every_table(path: str) -> None:
         assert_that(written, equal_to([]))
     for record_type in ALL_RECORD_TYPES:
         assert read(path, record_type) == []
+    with duckdb.connect(path, read_only=True) as connection:
+        views = connection.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY view_name"
+        ).fetchall()
+        for (view,) in views:
+            assert connection.execute(f"SELECT count(*) FROM {view}").fetchall() == [(0,)]
+    assert views == [(CONTRIBUTIONS_CURRENT,), (DAILY_TOTALS,), (FACT_ACQUISITION_EVENT,)]
 
 
 def test_invalid_record_is_written_as_a_dead_letter(path: str) -> None:

@@ -25,8 +25,8 @@ from tests.builders import supporter_item
 from tests.fixtures.aws_faults import InjectFaults
 from tests.fixtures.moto_server import MotoServer
 from transforms.infrastructure import Backoff, ConfigurationError, is_retryable
+from transforms.sinks.common import INVALID_ROW
 from transforms.sinks.dynamodb import (
-    INVALID_RECORD,
     REJECTED,
     RETRIES_EXHAUSTED,
     WRITE_SUPPORTER_STEP,
@@ -192,7 +192,7 @@ def test_invalid_items_become_dead_letters(client: Any, table: str) -> None:
         table,
         [_item(0), too_precise],
         written=["Stripe - ch_00000"],
-        dead=[_expected_dead(table, INVALID_RECORD, too_precise)],
+        dead=[_expected_dead(table, INVALID_ROW, too_precise)],
     )
     assert [_key(item) for item in _scan(client, table)] == [("id-0", "Stripe - ch_00000")]
 

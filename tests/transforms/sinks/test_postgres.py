@@ -34,9 +34,9 @@ from tests.builders import refund_adjustment as refund
 from tests.builders import store_record as any_store_record
 from tests.fixtures.postgres import PostgresServer, _free_port
 from transforms.domain.events import make_dead_letter
-from transforms.sinks import postgres
+from transforms.sinks import common, postgres
+from transforms.sinks.common import INVALID_ROW
 from transforms.sinks.postgres import (
-    INVALID_ROW,
     REJECTED_BY_POSTGRES,
     WRITE_STEP,
     Backoff,
@@ -277,7 +277,7 @@ def test_a_row_postgres_rejects_is_isolated_from_its_batch(
     postgres_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # validate() would catch the overflow first; bypass it to reach Postgres.
-    monkeypatch.setattr(postgres, "validate", lambda record: None)
+    monkeypatch.setattr(common, "validate", lambda record: None)
     overflow = store_record("ch_2", amount=Decimal("1" + "0" * 29))
     run_writer(
         postgres_database,

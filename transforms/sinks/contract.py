@@ -1,0 +1,163 @@
+"""The sink contract (`Sink`, `Flag`) and the configuration built from the flags (`SinkConfig`).
+
+See the package docstring (`transforms.sinks`) for how a sink is written and
+registered. Nothing here knows a particular sink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from apache_beam.pvalue import PCollection
+
+from schemas.generate import table_of
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag of a sink, `--<name>`, whose value is text or None.
+
+    `help` is argparse's (it may use `%(default)s`). `env` names an
+    environment variable the options layer reads when the flag is not given:
+    the way to pass a secret. A `secret` value is never shown (`SinkConfig`'s
+    repr says `<set>`). Sinks that share a flag declare the same `Flag`.
+    """
+
+    name: str
+    help: str
+    default: str | None = None
+    env: str | None = None
+    secret: bool = False
+
+    @property
+    def option(self) -> str:
+        """The flag as written on the command line: `--<name>`."""
+        return f"--{self.name}"
+
+
+#: A sink's check: raises with a one-line message naming the flags or the resource.
+Check = Callable[["SinkConfig"], None]
+#: A sink's writer: applies its PTransform(s), each under its own step label, to
+#: `{record type: PCollection}` and returns the dead letters of what it could not
+#: write (a warehouse returns None: it writes the dead letters itself).
+Write = Callable[["SinkConfig", Mapping[type, PCollection]], "PCollection | None"]
+
+
+@dataclass(frozen=True)
+class Sink:
+    """One sink: its flags, its checks and its writer.
+
+    - `name`: how errors and the README name it.
+    - `flags`: every flag it reads; the first one selects it (a value given
+      means "write here") unless `selected_when` says otherwise.
+    - `takes`: the record types it takes over; they no longer go to the
+      warehouse. `reads`: record types it is given as well, which still go to
+      the warehouse (the store reads the adjustments to fold in refunds).
+    - `write`: see `Write`.
+    - `check_flags`: run when the configuration is built, if the sink is
+      selected; raises ValueError naming the flags (a bad combination).
+    - `check`: run before launch, if the sink is selected; raises
+      `transforms.infrastructure.ConfigurationError` when its infrastructure
+      (queue, table, ...) is missing or not as expected. Sinks sharing one
+      `check` function (or `check_flags`) have it run once.
+    - `warehouse`: one of the warehouses, of which exactly one is selected:
+      it receives every record type no other selected sink takes, and every
+      dead letter. `loads_in_panes`: the router applies the job's load
+      windowing (`TriggerLoads`, on unbounded input) before its writer.
+    """
+
+    name: str
+    flags: tuple[Flag, ...]
+    write: Write
+    takes: tuple[type, ...] = ()
+    reads: tuple[type, ...] = ()
+    check_flags: Check | None = None
+    check: Check | None = None
+    selected_when: Callable[[SinkConfig], bool] | None = None
+    warehouse: bool = False
+    loads_in_panes: bool = False
+
+    def is_selected(self, config: SinkConfig) -> bool:
+        if self.selected_when is not None:
+            return self.selected_when(config)
+        return bool(config[self.flags[0].name])
+
+
+def flags_of(sinks: tuple[Sink, ...]) -> dict[str, Flag]:
+    """{flag name: Flag} of every sink, each flag once, in registry order.
+
+    Raises ValueError when two sinks declare different flags of one name.
+    """
+    flags: dict[str, Flag] = {}
+    for sink in sinks:
+        for flag in sink.flags:
+            known = flags.setdefault(flag.name, flag)
+            if known != flag:
+                raise ValueError(f"{flag.option} is declared twice, differently ({sink.name})")
+    return flags
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """Which sinks a run writes to: the registered `sinks` and the values of their flags.
+
+    `values` maps flag names to values (a flag left out takes its default).
+    `temp_location` is Beam's `--temp_location`, for sinks that stage files
+    (BigQuery file loads). Building it checks the flags: exactly one
+    warehouse, no record type taken by two sinks, and each selected sink's
+    `check_flags`; a bad combination raises ValueError naming the flags.
+    """
+
+    values: Mapping[str, str | None]
+    sinks: tuple[Sink, ...]
+    temp_location: str | None = None
+
+    def __post_init__(self) -> None:
+        flags = flags_of(self.sinks)
+        unknown = sorted(set(self.values) - set(flags))
+        if unknown:
+            raise ValueError(f"no sink has the flags {', '.join(unknown)}")
+        values = {name: self.values.get(name, flag.default) for name, flag in flags.items()}
+        object.__setattr__(self, "values", MappingProxyType(values))
+        warehouses = [sink.name for sink in self.selected if sink.warehouse]
+        if len(warehouses) != 1:
+            raise ValueError(f"exactly one warehouse must be selected, not {warehouses}")
+        for record_type in {t for sink in self.selected for t in sink.takes}:
+            takers = [sink for sink in self.selected if record_type in sink.takes]
+            if len(takers) > 1:
+                raise ValueError(
+                    f"{' and '.join(sink.flags[0].option for sink in takers)} both take "
+                    f"{table_of(record_type).name}: give one"
+                )
+        for check in dict.fromkeys(sink.check_flags for sink in self.selected):
+            if check is not None:
+                check(self)
+
+    def __getitem__(self, flag: str) -> str | None:
+        """The value of `--<flag>` (None when neither given nor defaulted)."""
+        return self.values[flag]
+
+    @property
+    def selected(self) -> tuple[Sink, ...]:
+        """The sinks this run writes to, in registry order."""
+        return tuple(sink for sink in self.sinks if sink.is_selected(self))
+
+    @property
+    def warehouse(self) -> Sink:
+        """The one selected warehouse."""
+        return next(sink for sink in self.selected if sink.warehouse)
+
+    def taken(self) -> frozenset[type]:
+        """The record types a selected sink other than the warehouse takes."""
+        return frozenset(t for sink in self.selected if not sink.warehouse for t in sink.takes)
+
+    def __repr__(self) -> str:
+        # Never show a secret (a DSN may hold a password) in display data or errors.
+        flags = flags_of(self.sinks)
+        shown = ", ".join(
+            f"{name}={'<set>' if flags[name].secret and value else repr(value)}"
+            for name, value in self.values.items()
+        )
+        return f"SinkConfig({shown}, temp_location={self.temp_location!r})"

@@ -1,0 +1,15 @@
+"""Every sink the jobs know, in the order the router applies them: one line per sink."""
+
+from __future__ import annotations
+
+from transforms.sinks import bigquery, duckdb, dynamodb, postgres, sqs
+from transforms.sinks.contract import Sink
+
+SINKS: tuple[Sink, ...] = (
+    duckdb.SINK,
+    bigquery.SINK,
+    postgres.SINK,
+    dynamodb.SINK,
+    sqs.THANK_YOU_EMAILS,
+    sqs.SOFT_OPT_INS,
+)
