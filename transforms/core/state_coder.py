@@ -112,6 +112,7 @@ def _session(fields: Mapping[str, Any]) -> SessionFact:
         customer=lambda customer: _build(CustomerDetails, customer),
         metadata=dict,
         payment_method_types=tuple,
+        custom_text_fields=lambda pairs: tuple((str(key), str(value)) for key, value in pairs),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from datetime import UTC, datetime
@@ -66,6 +67,18 @@ def test_the_join_stores_its_state_with_this_coder() -> None:
     [
         pytest.param(PaymentState(), id="empty"),
         pytest.param(PREVIOUS_STATE, id="every-field-set"),
+        pytest.param(
+            dataclasses.replace(
+                PREVIOUS_STATE,
+                sessions=(
+                    dataclasses.replace(
+                        PREVIOUS_STATE.sessions[0],
+                        custom_text_fields=(("given_name", "Zsófia"), ("note", "")),
+                    ),
+                ),
+            ),
+            id="custom-text-fields",
+        ),
         pytest.param(
             PaymentState(
                 sessions=(
@@ -135,6 +148,7 @@ def test_version_1_names_every_field() -> None:
                 "client_reference_id": "ref_1",
                 "consent_promotions": "opt_in",
                 "payment_method_types": ["card", "link"],
+                "custom_text_fields": [],
             }
         ],
         "charges": [
