@@ -17,8 +17,9 @@ included) by the parent through `os.wait4`:
   tables) with no Beam and none of the project's transforms: the fastest
   honest plain-Python job, the one to measure against;
 - loop: the old baseline, a single-threaded loop over the core's own pure
-  functions (`split_records`, `decode_record`, `classify`, `decide`,
-  `build_records`, `to_row`) that writes nothing.
+  functions (`split_records`, `decode_record`, `classify`, the backfill's fold
+  and best-copy choice in `transforms.domain.fold`, `build_records`,
+  `to_row`) that writes nothing.
 
 Then a fourth child compares the tables: the backfill's and plain's
 warehouses must hold the same rows in every table (compared row by row,
@@ -185,16 +186,23 @@ def run_loop(archive: Path) -> None:
     """The loop side: the core's pure functions in one loop, rows counted per table."""
     # Imported here, not at module level: the parent must stay small (module docstring).
     from collections import Counter
-    from dataclasses import replace
 
     from schemas.generate import table_of
-    from schemas.records import DeadLetter, PaymentAdjustment
+    from schemas.records import PaymentAdjustment
     from schemas.rows import to_row
     from transforms.core.process import DEFAULT_CHARGE_WAIT
     from transforms.domain.events import SourceRecord, make_dead_letter
-    from transforms.domain.facts import ChargeFact, ClassifyError, Fact, SessionFact, Skip, classify
+    from transforms.domain.facts import ClassifyError, Fact, classify
+    from transforms.domain.fold import (
+        PAYMENT_KEY,
+        Unsettled,
+        fold_event,
+        fold_payment,
+        join_key,
+        unsettled_dead_letter,
+    )
     from transforms.domain.mapping import build_records
-    from transforms.domain.payment import Payment, PaymentState, Verdict, decide
+    from transforms.domain.payment import Payment
 
     # `_decompressed` is private, but it is exactly how ReadArchive decompresses.
     from transforms.sources.archive import _decompressed as decompressed
@@ -209,13 +217,9 @@ def run_loop(archive: Path) -> None:
         kind: type = type(record)
         rows[table_of(kind).name] += 1
 
-    def rank(fact: Fact) -> tuple[bool, str]:
-        # KeepBestCopyFn's order: a copy that names its account, then repr.
-        account = fact.account if isinstance(fact, PaymentAdjustment) else fact.meta.account
-        return account is None, repr(fact)
-
     records = 0
-    best: dict[str, Fact] = {}
+    # The backfill's one shuffle, as a dict: every copy of every fact by join key.
+    groups: dict[str, list[Fact | str]] = {}
     for path in _archive_files(archive):
         name = str(path)
         with path.open("rb") as raw:
@@ -235,36 +239,22 @@ def run_loop(archive: Path) -> None:
                     )
                     row(letter)
                     continue
-                # repr only on a collision: the backfill ranks every copy.
-                kept = best.get(event.id)
-                if kept is None or rank(fact) < rank(kept):
-                    best[event.id] = fact
+                key, value = join_key(event.id, fact)
+                groups.setdefault(key, []).append(value)
 
-    states: dict[str, PaymentState] = {}
+    # The fold the backfill's FoldPayments applies, group by group.
     payments: list[Payment] = []
-    for fact in best.values():
-        if isinstance(fact, Skip):
-            continue
-        if isinstance(fact, PaymentAdjustment):
-            row(fact)
-            continue
-        assert isinstance(fact, SessionFact | ChargeFact)
-        state = states.get(fact.payment_intent_id, PaymentState()).add(fact)
-        decision = decide(state, charge_wait=charge_wait, deadline_passed=False)
-        if decision.verdict is Verdict.COMPLETE and decision.payment is not None:
-            state = replace(state, completed=True)
-            payments.append(decision.payment)
-        states[fact.payment_intent_id] = state
-    # End of a bounded input: every timer fires, each open payment completes with
-    # what is known or is dead-lettered (counted here, not built).
-    for state in states.values():
-        if state.completed:
-            continue
-        decision = decide(state, charge_wait=charge_wait, deadline_passed=True)
-        if decision.verdict is Verdict.COMPLETE and decision.payment is not None:
-            payments.append(decision.payment)
-        elif decision.verdict is Verdict.CHARGE_MISSING or state.sessions:
-            rows[table_of(DeadLetter).name] += 1
+    for key, values in groups.items():
+        if key.startswith(PAYMENT_KEY):
+            outcome = fold_payment(values, charge_wait).outcome  # type: ignore[arg-type]
+        else:
+            outcome = fold_event(values).outcome
+        if isinstance(outcome, Payment):
+            payments.append(outcome)
+        elif isinstance(outcome, PaymentAdjustment):
+            row(outcome)
+        elif isinstance(outcome, Unsettled):
+            row(unsettled_dead_letter(outcome))
 
     for payment in payments:
         built = build_records(payment)

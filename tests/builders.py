@@ -23,6 +23,7 @@ from schemas.records import (
     SupporterProductData,
 )
 from transforms.domain.events import StripeEvent
+from transforms.domain.facts import ChargeFact, SessionFact, classify
 
 T0 = 1_733_439_600  # 2024-12-05T23:00:00Z
 ACCOUNT_UK = "ed_61RkUK0000000000000000"
@@ -54,6 +55,75 @@ def event(
         source=source,
         arrival=None,
     )
+
+
+#: The AWS account EventBridge names in every test envelope.
+AWS_ACCOUNT_ID = "123456789012"
+
+
+def stripe_event_document(
+    event_id: str,
+    event_type: str,
+    data_object: Any,
+    *,
+    created: Any = T0,
+    livemode: bool = True,
+    api_version: str = MODERN_API,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A Stripe event as the API returns it and EventBridge carries it in `detail`.
+
+    `overrides` replace top-level fields (or add them), so a test can break one.
+    """
+    document: dict[str, Any] = {
+        "id": event_id,
+        "object": "event",
+        "api_version": api_version,
+        "created": created,
+        "data": {"object": data_object},
+        "livemode": livemode,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": event_type,
+    }
+    document.update(overrides)
+    return document
+
+
+def eventbridge_envelope(
+    detail: Any,
+    *,
+    envelope_id: str,
+    account: str,
+    time: str,
+    detail_type: str | None = None,
+    resources: list[str] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The EventBridge envelope of a Stripe partner event source around `detail`.
+
+    `account` is the Stripe account the source names; `detail_type` defaults
+    to the detail's `type`; `overrides` replace top-level fields (or add them,
+    e.g. a replay's `replay-name`).
+    """
+    document: dict[str, Any] = {
+        "version": "0",
+        "id": envelope_id,
+        "detail-type": detail_type if detail_type is not None else detail["type"],
+        "source": f"aws.partner/stripe.com/{account}",
+        "account": AWS_ACCOUNT_ID,
+        "time": time,
+        "region": "eu-west-1",
+        "resources": resources if resources is not None else [],
+        "detail": detail,
+    }
+    document.update(overrides)
+    return document
+
+
+def envelope_time(moment: datetime) -> str:
+    """An envelope's `time`: UTC, to the second, with a `Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def session_object(
@@ -173,6 +243,56 @@ def dispute_object(
 
 #: When the writer tests' records happened (microseconds, to check they survive).
 RECORD_CREATED = datetime(2025, 3, 5, 14, 30, 1, 123456, tzinfo=UTC)
+
+
+def session_fact(
+    event_id: str = "evt_s",
+    *,
+    event_type: str = "checkout.session.completed",
+    created: int = T0,
+    account: str | None = ACCOUNT_UK,
+    **session: Any,
+) -> SessionFact:
+    """The fact `classify` makes of a checkout session event built from `session`."""
+    fact = classify(
+        event(event_id, event_type, session_object(**session), created=created, account=account)
+    )
+    assert isinstance(fact, SessionFact)
+    return fact
+
+
+def charge_fact(
+    event_id: str = "evt_c",
+    *,
+    event_type: str = "charge.succeeded",
+    created: int = T0,
+    account: str | None = ACCOUNT_UK,
+    obj: dict[str, Any] | None = None,
+) -> ChargeFact:
+    """The fact `classify` makes of a charge event (or of `obj`, e.g. a PaymentIntent)."""
+    fact = classify(
+        event(event_id, event_type, obj or charge_object(), created=created, account=account)
+    )
+    assert isinstance(fact, ChargeFact)
+    return fact
+
+
+def intent_fact(
+    event_id: str = "evt_pi",
+    *,
+    event_type: str = "payment_intent.succeeded",
+    created: int = T0,
+    account: str | None = ACCOUNT_UK,
+    **intent: Any,
+) -> ChargeFact:
+    """The fact `classify` makes of a PaymentIntent event built from `intent`."""
+    return charge_fact(
+        event_id,
+        event_type=event_type,
+        created=created,
+        account=account,
+        obj=payment_intent_object(**intent),
+    )
 
 
 def refund_adjustment(

@@ -54,7 +54,13 @@ from schemas.views import (
     fact_acquisition_event_columns,
     raw_table_name,
 )
-from tests.builders import charge_object, session_object
+from tests.builders import (
+    charge_object,
+    envelope_time,
+    eventbridge_envelope,
+    session_object,
+    stripe_event_document,
+)
 from tests.fixtures.bigquery import BigQueryEmulator
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.postgres import PostgresServer
@@ -158,28 +164,15 @@ class Runs:
 
 def _envelope(event_type: str, data_object: dict[str, Any], created: datetime) -> bytes:
     event_id = f"evt_{data_object['id']}"
-    detail = {
-        "id": event_id,
-        "object": "event",
-        "api_version": "2024-06-20",
-        "created": int(created.timestamp()),
-        "data": {"object": data_object},
-        "livemode": True,
-        "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "type": event_type,
-    }
-    envelope = {
-        "version": "0",
-        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, event_id)),
-        "detail-type": event_type,
-        "source": f"aws.partner/stripe.com/{ACCOUNT}",
-        "account": "123456789012",
-        "time": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": "eu-west-1",
-        "resources": [],
-        "detail": detail,
-    }
+    detail = stripe_event_document(
+        event_id, event_type, data_object, created=int(created.timestamp())
+    )
+    envelope = eventbridge_envelope(
+        detail,
+        envelope_id=str(uuid.uuid5(uuid.NAMESPACE_URL, event_id)),
+        account=ACCOUNT,
+        time=envelope_time(created),
+    )
     return json.dumps(envelope).encode()
 
 

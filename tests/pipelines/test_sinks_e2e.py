@@ -45,7 +45,13 @@ import pytest
 from pipelines import backfill, streaming
 from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
-from tests.builders import charge_object, session_object
+from tests.builders import (
+    charge_object,
+    envelope_time,
+    eventbridge_envelope,
+    session_object,
+    stripe_event_document,
+)
 from tests.fixtures.aws_faults import InjectFaults
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.postgres import PostgresServer
@@ -137,28 +143,15 @@ class Outputs:
 
 def _envelope(event_type: str, data_object: dict[str, Any], created: datetime) -> bytes:
     event_id = f"evt_{data_object['id']}"
-    detail = {
-        "id": event_id,
-        "object": "event",
-        "api_version": "2024-06-20",
-        "created": int(created.timestamp()),
-        "data": {"object": data_object},
-        "livemode": True,
-        "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "type": event_type,
-    }
-    envelope = {
-        "version": "0",
-        "id": str(uuid.uuid5(CONTRIBUTION_IDS, event_id)),
-        "detail-type": event_type,
-        "source": f"aws.partner/stripe.com/{ACCOUNT}",
-        "account": "123456789012",
-        "time": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": "eu-west-1",
-        "resources": [],
-        "detail": detail,
-    }
+    detail = stripe_event_document(
+        event_id, event_type, data_object, created=int(created.timestamp())
+    )
+    envelope = eventbridge_envelope(
+        detail,
+        envelope_id=str(uuid.uuid5(CONTRIBUTION_IDS, event_id)),
+        account=ACCOUNT,
+        time=envelope_time(created),
+    )
     return json.dumps(envelope).encode()
 
 

@@ -24,7 +24,8 @@ Steps, with the delivery guarantee each gives:
    adjustments (no per-payment state: they can come months later, or before
    the payment); JoinPayments keeps per-PaymentIntent state with event-time
    timers (charge wait, then a settlement timeout after which the state is
-   dropped). Both paths apply the same rules (`transforms.domain.payment`).
+   dropped). Both paths apply the same rules (`transforms.domain.payment`,
+   folded by `transforms.domain.fold`).
 4. ResolveIdentities, only when the caller passes `resolve_identities`: the
    settled payments of payers without an identity get one (the IO step lives
    outside the core, in `transforms.services.identity`).
@@ -46,7 +47,7 @@ from datetime import timedelta
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import BooleanCoder, PickleCoder
+from apache_beam.coders import BooleanCoder
 from apache_beam.pvalue import PCollection, TaggedOutput
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
@@ -69,6 +70,7 @@ from schemas.records import (
     ThankYouEmail,
 )
 from transforms.core import metrics
+from transforms.core.state_coder import PaymentStateCoder
 from transforms.domain.events import StripeEvent, make_dead_letter
 from transforms.domain.facts import (
     ALL_MODES,
@@ -80,8 +82,21 @@ from transforms.domain.facts import (
     Skip,
     classify,
 )
+from transforms.domain.fold import (
+    PAYMENT_KEY,
+    ChargesOnly,
+    Outcome,
+    Unsettled,
+    close_payment,
+    fold_event,
+    fold_payment,
+    join_fact,
+    join_key,
+    settle_late,
+    unsettled_dead_letter,
+)
 from transforms.domain.mapping import DEFAULT_PAYMENT_PROVIDER, build_records
-from transforms.domain.payment import Payment, PaymentState, Verdict, decide, settlement
+from transforms.domain.payment import Payment, PaymentState
 
 DEAD_LETTERS = "dead_letters"
 ADJUSTMENTS = "payment_adjustments"
@@ -160,23 +175,6 @@ class ClassifyEventsFn(beam.DoFn):
         yield event.id, fact
 
 
-def best_copy(copies: list[Fact]) -> Fact:
-    """The copy of one Stripe event to keep: one that names its account wins.
-
-    Copies of an event differ only in what delivered them (a bare API export
-    has no EventBridge source, hence no account); the rest of the ranking is
-    a stable tie-break so that re-runs pick the same copy.
-    """
-    if len(copies) == 1:
-        return copies[0]
-
-    def rank(fact: Fact) -> tuple[bool, str]:
-        account = fact.account if isinstance(fact, PaymentAdjustment) else fact.meta.account
-        return account is None, repr(fact)
-
-    return min(copies, key=rank)
-
-
 class KeepFirstCopyFn(beam.DoFn):
     """(event id, Fact) -> Fact the first time an id is seen (unbounded inputs)."""
 
@@ -235,13 +233,14 @@ class RouteFactsFn(beam.DoFn):
 class JoinPaymentsFn(beam.DoFn):
     """(PaymentIntent id, SessionFact | ChargeFact) -> Payment; DEAD_LETTERS: DeadLetter.
 
-    Holds one PaymentState per PaymentIntent. Emits each payment once, as
-    soon as `transforms.domain.payment.decide` says it is complete; the charge timer
-    completes it with what is known, and the settlement timer drops the state
-    (dead-lettering a session that never settled).
+    Holds one PaymentState per PaymentIntent (stored with `PaymentStateCoder`).
+    Emits each payment once, as soon as `transforms.domain.fold.join_fact`
+    completes it; the charge timer completes it with what is known
+    (`settle_late`), and the settlement timer drops the state
+    (`close_payment`: dead-lettering a session that never settled).
     """
 
-    STATE = ReadModifyWriteStateSpec("payment", PickleCoder())
+    STATE = ReadModifyWriteStateSpec("payment", PaymentStateCoder())
     CHARGE_DEADLINE = TimerSpec("charge_deadline", TimeDomain.WATERMARK)
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
@@ -256,72 +255,44 @@ class JoinPaymentsFn(beam.DoFn):
         charge_deadline: Any = beam.DoFn.TimerParam(CHARGE_DEADLINE),
         expiry: Any = beam.DoFn.TimerParam(EXPIRY),
     ) -> Iterator[object]:
-        state: PaymentState = (stored.read() or PaymentState()).add(element[1])
-        if state.completed:
+        joined = join_fact(stored.read() or PaymentState(), element[1], self._charge_wait)
+        if joined.after_completion:
             metrics.inc(metrics.FACTS_AFTER_COMPLETION)
-        decision = decide(state, charge_wait=self._charge_wait, deadline_passed=False)
-        if decision.verdict is Verdict.COMPLETE:
-            state = _completed(state)
-            yield from self._emit(decision.payment)
-        elif decision.verdict is Verdict.WAIT_FOR_CHARGE:
-            assert decision.charge_deadline is not None
-            charge_deadline.set(Timestamp(decision.charge_deadline))
-        expiry.set(Timestamp(state.first_created + self._timeout))
-        stored.write(state)
+        if joined.payment is not None:
+            yield emitted(joined.payment)
+        elif joined.charge_deadline is not None:
+            charge_deadline.set(Timestamp(joined.charge_deadline))
+        expiry.set(Timestamp(joined.state.first_created + self._timeout))
+        stored.write(joined.state)
 
     @on_timer(CHARGE_DEADLINE)
     def charge_deadline_passed(self, stored: Any = beam.DoFn.StateParam(STATE)) -> Iterator[object]:
         state: PaymentState | None = stored.read()
         if state is None:
             return
-        state, outputs = self._settle_late(state)
+        state, outcome = settle_late(state, self._charge_wait)
         stored.write(state)
-        yield from outputs
+        yield from outputs_of(outcome)
 
     @on_timer(EXPIRY)
     def expired(self, stored: Any = beam.DoFn.StateParam(STATE)) -> Iterator[object]:
         state: PaymentState | None = stored.read()
         stored.clear()
         if state is not None:
-            yield from close_payment(state, self._charge_wait)
-
-    def _settle_late(self, state: PaymentState) -> tuple[PaymentState, list[object]]:
-        return settle_late(state, self._charge_wait)
-
-    def _emit(self, payment: Payment | None) -> Iterator[Payment]:
-        assert payment is not None
-        yield emitted(payment)
-
-    def _dead_letter(self, state: PaymentState, reason: str, error: str) -> TaggedOutput:
-        return payment_dead_letter(state, reason, error)
+            yield from outputs_of(close_payment(state, self._charge_wait))
 
 
-PAYMENT_KEY = "payment_intent:"
-EVENT_KEY = "event:"
-
-
-def join_key(element: tuple[str, Fact]) -> tuple[str, Fact | str]:
-    """(event id, fact) -> (join key, fact or skip reason), for the bounded path.
-
-    Payment facts group by PaymentIntent, everything else by event id; a
-    skip travels as its reason alone, since only its copies are counted.
-    """
-    event_id, fact = element
-    if isinstance(fact, SessionFact | ChargeFact):
-        return PAYMENT_KEY + fact.payment_intent_id, fact
-    if isinstance(fact, Skip):
-        return EVENT_KEY + event_id, fact.reason
-    return EVENT_KEY + event_id, fact
+def _join_key(element: tuple[str, Fact]) -> tuple[str, Fact | str]:
+    return join_key(*element)
 
 
 class FoldPaymentsFn(beam.DoFn):
     """(join key, [Fact | skip reason]) -> Payment; ADJUSTMENTS; DEAD_LETTERS. Bounded input.
 
     With the whole input at hand, one group holds every copy of every fact of
-    a PaymentIntent: copies are reduced to one per event id (`best_copy`),
-    and the payment is decided as the streaming join would once event time
-    has passed every deadline (`transforms.domain.payment.decide`, then
-    `close_payment`). No state or timers, so no per-element state traffic.
+    a PaymentIntent (or of one other event); `transforms.domain.fold` folds it
+    to one outcome as the streaming join would decide once event time has
+    passed every deadline. No state or timers, so no per-element state traffic.
     """
 
     def __init__(self, charge_wait: timedelta) -> None:
@@ -331,102 +302,36 @@ class FoldPaymentsFn(beam.DoFn):
         key, grouped = element
         values = list(grouped)
         if key.startswith(PAYMENT_KEY):
-            yield from self._fold_payment(values)
+            folded = fold_payment(values, self._charge_wait)  # type: ignore[arg-type]
+        else:
+            folded = fold_event(values)
+        if folded.duplicates:
+            metrics.inc(metrics.SKIPPED_PREFIX + "duplicate", folded.duplicates)
+        if folded.skip_reason is not None:
+            metrics.inc(metrics.SKIPPED_PREFIX + folded.skip_reason)
             return
-        if len(values) > 1:
-            metrics.inc(metrics.SKIPPED_PREFIX + "duplicate", len(values) - 1)
-        first = values[0]
-        if isinstance(first, str):
-            metrics.inc(metrics.SKIPPED_PREFIX + first)
+        metrics.inc(metrics.PROCESSED, folded.events)
+        if isinstance(folded.outcome, PaymentAdjustment):
+            yield TaggedOutput(ADJUSTMENTS, folded.outcome)
             return
-        metrics.inc(metrics.PROCESSED)
-        yield TaggedOutput(ADJUSTMENTS, best_copy([v for v in values if not isinstance(v, str)]))
-
-    def _fold_payment(self, values: list[Any]) -> Iterator[object]:
-        copies: dict[str, list[Fact]] = {}
-        for fact in values:
-            copies.setdefault(fact.meta.event_id, []).append(fact)
-        duplicates = len(values) - len(copies)
-        if duplicates:
-            metrics.inc(metrics.SKIPPED_PREFIX + "duplicate", duplicates)
-        metrics.inc(metrics.PROCESSED, len(copies))
-        sessions: list[SessionFact] = []
-        charges: list[ChargeFact] = []
-        for event_id in sorted(copies):
-            kept = best_copy(copies[event_id])
-            if isinstance(kept, SessionFact):
-                sessions.append(kept)
-            elif isinstance(kept, ChargeFact):
-                charges.append(kept)
-        state = PaymentState(sessions=tuple(sessions), charges=tuple(charges))
-        decision = decide(state, charge_wait=self._charge_wait, deadline_passed=False)
-        if decision.verdict is Verdict.COMPLETE:
-            assert decision.payment is not None
-            yield emitted(decision.payment)
-            return
-        yield from close_payment(state, self._charge_wait)
+        yield from outputs_of(folded.outcome)
 
 
 def emitted(payment: Payment) -> Payment:
+    """The payment, counted by its status."""
     metrics.inc(metrics.PAYMENTS_PREFIX + payment.status.lower())
     return payment
 
 
-def settle_late(state: PaymentState, charge_wait: int) -> tuple[PaymentState, list[object]]:
-    """Completes a payment whose charge deadline passed, with what is known."""
-    decision = decide(state, charge_wait=charge_wait, deadline_passed=True)
-    if decision.verdict is Verdict.COMPLETE:
-        assert decision.payment is not None
-        return _completed(state), [emitted(decision.payment)]
-    if decision.verdict is Verdict.CHARGE_MISSING:
-        letter = payment_dead_letter(state, "charge_missing", "no charge id by the deadline")
-        return _completed(state), [letter]
-    return state, []
-
-
-def close_payment(state: PaymentState, charge_wait: int) -> list[object]:
-    """What a payment's state yields when it is dropped (input ended or timed out)."""
-    state, outputs = settle_late(state, charge_wait)
-    if state.completed:
-        return outputs
-    if state.sessions:
-        return [payment_dead_letter(state, "payment_not_settled", "no settlement before timeout")]
-    metrics.inc(metrics.CHARGES_WITHOUT_SESSION)
-    return []
-
-
-def payment_dead_letter(state: PaymentState, reason: str, error: str) -> TaggedOutput:
-    metrics.inc(metrics.PAYMENTS_PREFIX + "dead_lettered_" + reason)
-    session = settlement(state) or min(state.sessions, key=lambda s: s.meta.event_id)
-    # A summary without personal data; the events themselves are in the archive.
-    raw = json.dumps(
-        {
-            "payment_intent": session.payment_intent_id,
-            "checkout_session": session.session_id,
-            "amount_minor": session.amount_minor,
-            "currency": session.currency,
-            "events": sorted(
-                [s.meta.event_id for s in state.sessions] + [c.meta.event_id for c in state.charges]
-            ),
-        },
-        sort_keys=True,
-    )
-    return TaggedOutput(
-        DEAD_LETTERS,
-        make_dead_letter(
-            step="join_payment",
-            reason=reason,
-            error=error,
-            raw=raw,
-            source=f"payment_intent:{session.payment_intent_id}",
-            event_id=session.meta.event_id,
-            time=None,
-        ),
-    )
-
-
-def _completed(state: PaymentState) -> PaymentState:
-    return PaymentState(sessions=state.sessions, charges=state.charges, completed=True)
+def outputs_of(outcome: Outcome | None) -> Iterator[object]:
+    """A payment outcome as the join's outputs: a payment, a dead letter, or a count."""
+    if isinstance(outcome, Payment):
+        yield emitted(outcome)
+    elif isinstance(outcome, Unsettled):
+        metrics.inc(metrics.PAYMENTS_PREFIX + "dead_lettered_" + outcome.reason)
+        yield TaggedOutput(DEAD_LETTERS, unsettled_dead_letter(outcome))
+    elif isinstance(outcome, ChargesOnly):
+        metrics.inc(metrics.CHARGES_WITHOUT_SESSION)
 
 
 class BuildRecordsFn(beam.DoFn):
@@ -516,7 +421,7 @@ class ProcessStripeEvents(beam.PTransform):
             # One shuffle: group every copy of every fact by its join key.
             joined = (
                 classified[PAYMENT_FACTS]
-                | "KeyByPayment" >> beam.Map(join_key)
+                | "KeyByPayment" >> beam.Map(_join_key)
                 | "GroupByPayment" >> self._group_by_key
                 | "FoldPayments"
                 >> beam.ParDo(FoldPaymentsFn(self._charge_wait)).with_outputs(

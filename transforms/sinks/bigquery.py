@@ -324,7 +324,7 @@ class WriteToWarehouseBigQuery(beam.PTransform):
             table_of(record_type)  # fail at graph construction, not on a worker
         pipeline = next(iter(pcolls.values())).pipeline
 
-        ready: PCollection = pipeline | "StartEnsureDataset" >> beam.Create([None])
+        ready: PCollection = pipeline | "StartEnsureDataset" >> beam.Impulse()
         if self._ensure_dataset_first:
             ready = ready | "EnsureDataset" >> beam.ParDo(
                 _EnsureDataset(self._project, self._dataset, record_types)

@@ -390,7 +390,7 @@ class WriteToWarehouse(beam.PTransform):
 
         tables_created = (
             pipeline
-            | "StartCreateTables" >> beam.Create([None])
+            | "StartCreateTables" >> beam.Impulse()
             | "CreateTables" >> beam.ParDo(_CreateTables(self._path, record_types))
         )
         return (

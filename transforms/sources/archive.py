@@ -427,6 +427,29 @@ class _KeepCreatedInRangeFn(beam.DoFn):
         yield event
 
 
+class _MatchFiles(beam.PTransform):
+    """`fileio.MatchFiles` with stable step labels: PBegin -> FileMetadata.
+
+    Beam's own starts from `beam.Create([pattern])`, whose inner step is named
+    after a lambda's line in Beam's source (`FlatMap(<lambda at core.py:N>)`),
+    so its label changed with the Beam version. Same matching rule: a pattern
+    without a wildcard must match a file.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self._pattern = pattern
+
+    def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection:
+        pattern = self._pattern
+        return (
+            begin
+            | "Start" >> beam.Impulse()
+            | "ToPattern" >> beam.Map(lambda _: pattern)
+            | "MatchAll" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW_IF_WILDCARD)
+        )
+
+
 class ReadArchive(beam.PTransform[beam.pvalue.PBegin, DecodeResult]):
     """Pipeline begin -> `DecodeResult(events, dead_letters)`, both bounded.
 
@@ -500,7 +523,7 @@ class ReadArchive(beam.PTransform[beam.pvalue.PBegin, DecodeResult]):
     def expand(self, begin: beam.pvalue.PBegin) -> DecodeResult:
         files = (
             begin
-            | "MatchArchiveFiles" >> fileio.MatchFiles(self._pattern)
+            | "MatchArchiveFiles" >> _MatchFiles(self._pattern)
             | "PruneHoursOutsideRange"
             >> beam.ParDo(_PruneHoursFn(self._earliest_arrival, self._latest_arrival))
             # Listing happens on one worker; spread the files before the heavy reads.

@@ -5,19 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import permutations
 from math import factorial
-from typing import Any
 
 import pytest
 
 from tests.builders import (
     ACCOUNT_UK,
     T0,
+    charge_fact,
     charge_object,
-    event,
-    payment_intent_object,
-    session_object,
+    intent_fact,
+    session_fact,
 )
-from transforms.domain.facts import ChargeFact, SessionFact, classify
+from transforms.domain.facts import ChargeFact, SessionFact
 from transforms.domain.payment import (
     Decision,
     Payment,
@@ -29,53 +28,6 @@ from transforms.domain.payment import (
 
 WAIT = 600
 DAY = 86_400
-
-
-def session_fact(
-    event_id: str = "evt_s",
-    *,
-    event_type: str = "checkout.session.completed",
-    created: int = T0,
-    account: str | None = ACCOUNT_UK,
-    **session: Any,
-) -> SessionFact:
-    fact = classify(
-        event(event_id, event_type, session_object(**session), created=created, account=account)
-    )
-    assert isinstance(fact, SessionFact)
-    return fact
-
-
-def charge_fact(
-    event_id: str = "evt_c",
-    *,
-    event_type: str = "charge.succeeded",
-    created: int = T0,
-    account: str | None = ACCOUNT_UK,
-    obj: dict[str, Any] | None = None,
-) -> ChargeFact:
-    fact = classify(
-        event(event_id, event_type, obj or charge_object(), created=created, account=account)
-    )
-    assert isinstance(fact, ChargeFact)
-    return fact
-
-
-def intent_fact(
-    event_id: str = "evt_pi",
-    *,
-    event_type: str = "payment_intent.succeeded",
-    created: int = T0,
-    account: str | None = ACCOUNT_UK,
-    **intent: Any,
-) -> ChargeFact:
-    return charge_fact(
-        event_id,
-        event_type=event_type,
-        created=created,
-        account=account,
-        obj=payment_intent_object(**intent),
-    )
 
 
 def state_of(facts: Sequence[SessionFact | ChargeFact], *, completed: bool = False) -> PaymentState:

@@ -19,6 +19,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.records import DeadLetter
+from tests.builders import envelope_time, eventbridge_envelope, stripe_event_document
 from tests.fixtures.moto_server import MotoServer
 from transforms.domain.events import StripeEvent, make_dead_letter
 from transforms.sources.archive import ReadArchive, split_records
@@ -36,30 +37,22 @@ def charge(event_id: str) -> dict[str, Any]:
 
 
 def snapshot(event_id: str, created: datetime) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "object": "event",
-        "api_version": "2024-06-20",
-        "created": int(created.timestamp()),
-        "data": {"object": charge(event_id)},
-        "livemode": False,
-        "pending_webhooks": 1,
-        "type": "charge.succeeded",
-    }
+    return stripe_event_document(
+        event_id,
+        "charge.succeeded",
+        charge(event_id),
+        created=int(created.timestamp()),
+        livemode=False,
+    )
 
 
 def envelope(event_id: str, created: datetime) -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": f"eb-{event_id}",
-        "detail-type": "charge.succeeded",
-        "source": f"aws.partner/stripe.com/{ACCOUNT}",
-        "account": "123456789012",
-        "time": (created + timedelta(seconds=1)).isoformat().replace("+00:00", "Z"),
-        "region": "eu-west-1",
-        "resources": [],
-        "detail": snapshot(event_id, created),
-    }
+    return eventbridge_envelope(
+        snapshot(event_id, created),
+        envelope_id=f"eb-{event_id}",
+        account=ACCOUNT,
+        time=envelope_time(created + timedelta(seconds=1)),
+    )
 
 
 def encode(document: Any) -> bytes:

@@ -14,6 +14,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
+from tests.builders import eventbridge_envelope, stripe_event_document
 from transforms.domain.events import SourceRecord, StripeEvent, make_dead_letter
 from transforms.sources.decode import (
     INVALID_EVENT,
@@ -33,19 +34,11 @@ CHARGE = {"id": "ch_1", "object": "charge", "amount": 500, "currency": "gbp"}
 
 
 def snapshot(event_id: str = "evt_1", **overrides: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "id": event_id,
-        "object": "event",
-        "api_version": "2024-06-20",
-        "created": CREATED,
-        "data": {"object": dict(CHARGE)},
-        "livemode": False,
-        "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "type": "charge.succeeded",
-    }
-    event.update(overrides)
-    return event
+    document = stripe_event_document(
+        event_id, "charge.succeeded", dict(CHARGE), created=CREATED, livemode=False
+    )
+    document.update(overrides)
+    return document
 
 
 def thin(event_id: str = "evt_thin_1", **overrides: Any) -> dict[str, Any]:
@@ -66,19 +59,15 @@ def thin(event_id: str = "evt_thin_1", **overrides: Any) -> dict[str, Any]:
 
 
 def envelope(detail: Any, **overrides: Any) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "version": "0",
-        "id": "0f5a3a0e-1d6c-4f2a-9a8b-3c1e2d4f5a6b",
-        "detail-type": "charge.succeeded",
-        "source": f"aws.partner/stripe.com/{ACCOUNT}",
-        "account": "123456789012",
-        "time": ENVELOPE_TIME,
-        "region": "eu-west-1",
-        "resources": [f"arn:aws:events:eu-west-1::event-source/aws.partner/stripe.com/{ACCOUNT}"],
-        "detail": detail,
-    }
-    document.update(overrides)
-    return document
+    return eventbridge_envelope(
+        detail,
+        envelope_id="0f5a3a0e-1d6c-4f2a-9a8b-3c1e2d4f5a6b",
+        account=ACCOUNT,
+        time=ENVELOPE_TIME,
+        detail_type="charge.succeeded",
+        resources=[f"arn:aws:events:eu-west-1::event-source/aws.partner/stripe.com/{ACCOUNT}"],
+        **overrides,
+    )
 
 
 def record(document: Any, arrival: datetime | None = None) -> SourceRecord:
