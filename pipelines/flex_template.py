@@ -7,9 +7,9 @@ runs this file with every parameter as `--name=value`. It submits the job and
 returns, as a launcher must: the streaming job runs until drained, the
 backfill's summary is the Dataflow job's counters.
 
-Flag parameters (`store_true`, e.g. `--exclude_test_mode`) arrive as
-`--exclude_test_mode=true` or `=false`, which argparse refuses; they are
-turned into the bare flag, or left out, first.
+Flag parameters (`store_true`; the jobs have none today) would arrive as
+`--name=true` or `=false`, which argparse refuses; they are turned into the
+bare flag, or left out, first.
 """
 
 from __future__ import annotations

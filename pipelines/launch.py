@@ -17,7 +17,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
 from pipelines.aws_role import start_role
-from pipelines.options import SinkOptions
+from pipelines.options import CoreOptions, SinkOptions
 from pipelines.summary import RunSummary, counters_of, render
 from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
@@ -166,6 +166,8 @@ def build_checked(
     """
     try:
         sinks = options.view_as(SinkOptions).sink_config()
+        # A flag combination is reported before any infrastructure is looked at.
+        options.view_as(CoreOptions).checked_stripe_mode()
         # Before the checks, which are AWS calls too; workers start it themselves.
         start_role(options)
         check_sinks(sinks)

@@ -19,6 +19,8 @@ from typing import Any
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from transforms.core.process import ProcessStripeEvents
+from transforms.domain.facts import ALL_MODES, STRIPE_MODES
+from transforms.domain.mapping import DEFAULT_PAYMENT_PROVIDER, PRECISE_PAYMENT_PROVIDER
 from transforms.infrastructure import (
     DEFAULT_WEB_IDENTITY_AUDIENCE,
     METADATA_IDENTITY_URL,
@@ -85,11 +87,14 @@ class CoreOptions(PipelineOptions):
             "Default: %(default)s.",
         )
         group.add_argument(
-            "--exclude_test_mode",
-            action="store_true",
-            default=False,
-            help="Skip (and count) Stripe test-mode events. By default they are processed like "
-            "live ones and flagged livemode=false.",
+            "--stripe_mode",
+            choices=STRIPE_MODES,
+            default=None,
+            help="Which Stripe mode this deployment serves: live (the PROD resources) or test "
+            "(the CODE ones); events of the other mode are skipped and counted "
+            "(other_stripe_mode). Required, and live or test, with any production sink: a "
+            "deployment serves one stage. Default without production sinks: all (the local "
+            "warehouse keeps both, with livemode on every row).",
         )
         group.add_argument(
             "--first_name_custom_field",
@@ -100,6 +105,34 @@ class CoreOptions(PipelineOptions):
             "first_name is null, as today's payment API sends it (Stripe's name is the "
             "full name, family name first in many languages).",
         )
+        group.add_argument(
+            "--acquisition_payment_provider",
+            default=DEFAULT_PAYMENT_PROVIDER,
+            help="The acquisitions' paymentProvider, on the bus and in the acquisitions table. "
+            f"Default: %(default)s, which today's acquisitions publisher accepts; "
+            f"{PRECISE_PAYMENT_PROVIDER} is precise once that consumer accepts it (README).",
+        )
+
+    def checked_stripe_mode(self) -> str:
+        """The checked `--stripe_mode` (ValueError when production effects need one).
+
+        Production effects are the selected production sinks and the Identity
+        API (`--identity_api_url`), which creates identities in the stage's
+        Identity API.
+        """
+        production = list(self.view_as(SinkOptions).sink_config().production_flags)
+        if self.view_as(IdentityOptions).identity_api_url:
+            production.append("--identity_api_url")
+        if not production:
+            return self.stripe_mode or ALL_MODES
+        if self.stripe_mode not in ("live", "test"):
+            raise ValueError(
+                "--stripe_mode live or --stripe_mode test is required with production sinks ("
+                + ", ".join(production)
+                + "): a deployment serves one stage, and test payments must not reach live "
+                "resources"
+            )
+        return str(self.stripe_mode)
 
     def process_stripe_events(self, **arguments: Any) -> ProcessStripeEvents:
         """The core with these flags (and any other `arguments`, e.g. `group_by_key`).
@@ -107,11 +140,14 @@ class CoreOptions(PipelineOptions):
         The core checks its arguments itself; its ValueError is re-raised
         naming the flags instead of the arguments.
         """
+        if not self.acquisition_payment_provider:
+            raise ValueError("--acquisition_payment_provider must not be empty")
         try:
             return ProcessStripeEvents(
                 charge_wait=timedelta(minutes=self.charge_wait_minutes),
                 settlement_timeout=timedelta(days=self.settlement_timeout_days),
-                include_test_mode=not self.exclude_test_mode,
+                stripe_mode=self.checked_stripe_mode(),
+                payment_provider=self.acquisition_payment_provider,
                 first_name_field=self.first_name_custom_field or None,
                 **arguments,
             )
@@ -137,7 +173,9 @@ class IdentityOptions(PipelineOptions):
             help="The Identity API endpoint (https://...). When given, a paid payment whose "
             "session names no identity gets one by get-or-create on the payer's email before "
             "its records are built, so guests get their email, supporter item and soft opt-in; "
-            "a payer the API cannot serve after retries goes on as a guest (counted). The "
+            "a payer the API cannot serve after retries goes on as a guest (counted). A "
+            "production side effect: it needs --stripe_mode live (production's Identity API) or "
+            "test (CODE's; only then are test-mode payments looked up). The "
             f"token comes only from the {IDENTITY_API_TOKEN_ENV} environment variable and is "
             "never logged. Default: off, payers without an identity stay guests.",
         )
@@ -189,6 +227,7 @@ class IdentityOptions(PipelineOptions):
             attempts=self.identity_attempts,
             retry_delay=timedelta(seconds=self.identity_retry_delay_s),
             max_concurrent=self.identity_max_concurrent,
+            stripe_mode=self.view_as(CoreOptions).checked_stripe_mode(),
         )
 
 

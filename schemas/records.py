@@ -6,7 +6,8 @@ DDL, DuckDB DDL and Arrow schemas are generated from them by
 
 Personal data (email, name, postal code, state) appears only in the
 operational stores that need it (`contributions_store`, the email message
-body) and in `dead_letters.raw`; never in `contributions` or `acquisitions`.
+body, the acquisitions bus event) and in `dead_letters.raw`; never in
+`contributions` or `acquisitions`.
 """
 
 from __future__ import annotations
@@ -75,23 +76,26 @@ class Acquisition:
         name="acquisitions",
         description="Acquisition events (fact_acquisition_event columns) of one-off contributions.",
         key=("payment_id",),
-        partition_by="event_time_stamp",
+        partition_by="event_timestamp",
         cluster_by=("currency", "country_code"),
     )
 
-    event_time_stamp: datetime = column("When the payment settled (UTC).")
+    event_timestamp: datetime = column("When the payment settled (UTC).")
     product: str = column("CONTRIBUTION for one-off contributions.")
     amount: Decimal = column("Amount, major units, exact.")
     country_code: str = column("Card country, else address country, else GB.")
     currency: str = column("ISO 4217 code, upper case.")
     component_id: str | None = column("Page component the reader came from.")
     component_type: str | None = column("Type of that component.")
-    campaign_codes: tuple[str, ...] = column("Campaign codes, trimmed.")
+    campaign_codes: tuple[str, ...] = column(
+        "Zero or one element: the session's campaign code as sent (several codes joined by "
+        "commas stay one string)."
+    )
     source: str | None = column("Acquisition source.")
     referrer_url: str | None = column("Referring page.")
     ab_tests: tuple[AbTest, ...] = column("A/B tests the reader was in; never null.")
     payment_frequency: str = column("ONE_OFF.")
-    payment_provider: str = column("STRIPE_HOSTED_CHECKOUT.")
+    payment_provider: str = column("As published on the bus (--acquisition_payment_provider).")
     print_options: PrintOptions | None = column("Always null for contributions.")
     browser_id: str | None = column("Analytics browser id.")
     identity_id: str | None = column("Reader's identity id, when known.")
@@ -106,9 +110,30 @@ class Acquisition:
     contribution_id: str = column("The contribution's UUID.")
     payment_id: str = column("Stripe charge id (ch_...).")
     query_parameters: tuple[QueryParameter, ...] = column("URL parameters of the landing page.")
-    platform: str = column("Platform; SUPPORT when not given.")
+    platform: str = column(
+        "Platform: SUPPORT when not given; iosnativeapp/androidnativeapp become "
+        "IOS_NATIVE_APP/ANDROID_NATIVE_APP."
+    )
     livemode: bool = column("False for Stripe test mode.")
     account: str | None = column("Stripe partner event source (ed_...).")
+
+
+@dataclass(frozen=True)
+class AcquisitionEvent:
+    """The exact `Detail` of the `AcquisitionsEvent` published on the acquisitions bus."""
+
+    TABLE: ClassVar[Table] = Table(
+        name="acquisition_events",
+        description="Acquisitions bus events (AcquisitionDataRow JSON), one per paid payment.",
+        key=("payment_id",),
+        partition_by="created",
+    )
+
+    payment_id: str = column("Stripe charge id (ch_...).")
+    message: str = column("The event's Detail JSON (contains the email address).")
+    livemode: bool = column("False for Stripe test mode.")
+    account: str | None = column("Stripe partner event source (ed_...).")
+    created: datetime = column("When the payment settled (UTC).")
 
 
 @dataclass(frozen=True)
@@ -134,6 +159,10 @@ class PaymentAdjustment:
     amount_refunded_total: Decimal | None = column(
         "Refund from charge.refunded: cumulative amount refunded so far; "
         "null for a refund object, whose amount is that one refund."
+    )
+    fully_refunded: bool | None = column(
+        "Refund from charge.refunded: True once the whole charge is refunded (its "
+        "`refunded`); null for a refund object, which does not know."
     )
     currency: str = column("ISO 4217 code, upper case.")
     dispute_id: str | None = column("Stripe dispute id (dp_...).")
@@ -260,6 +289,7 @@ class DeadLetter:
 ALL_RECORD_TYPES: tuple[type, ...] = (
     Contribution,
     Acquisition,
+    AcquisitionEvent,
     PaymentAdjustment,
     ContributionStoreRecord,
     SupporterProductData,

@@ -43,8 +43,7 @@ RAW_SUFFIX = "_raw"
 CONTRIBUTIONS_CURRENT = "contributions_current"
 DAILY_TOTALS = "daily_totals"
 FACT_ACQUISITION_EVENT = "fact_acquisition_event"
-# `acquisitions` columns the consumers' `fact_acquisition_event` names otherwise or lacks.
-_FACT_RENAMED = {"event_time_stamp": "event_timestamp"}
+# `acquisitions` columns the consumers' `fact_acquisition_event` lacks.
 _FACT_OMITTED = ("livemode", "account")
 
 
@@ -169,29 +168,22 @@ WHERE status IN ('Paid', 'Refunded')
 GROUP BY day, currency, livemode"""
 
 
-def fact_acquisition_event_columns() -> tuple[tuple[str, str], ...]:
-    """(column of `acquisitions`, column of `fact_acquisition_event`), in table order.
+def fact_acquisition_event_columns() -> tuple[str, ...]:
+    """The columns of `fact_acquisition_event`, in table order.
 
     Every acquisition column except the two the consumers' table lacks
-    (`livemode`, `account`), under the consumers' names.
+    (`livemode`, `account`); `acquisitions` already uses the consumers' names.
     """
-    return tuple(
-        (c.name, _FACT_RENAMED.get(c.name, c.name))
-        for c in columns(Acquisition)
-        if c.name not in _FACT_OMITTED
-    )
+    return tuple(c.name for c in columns(Acquisition) if c.name not in _FACT_OMITTED)
 
 
 def fact_acquisition_event_sql(dialect: Dialect) -> str:
-    """The view `fact_acquisition_event`: live acquisitions under the consumers' column names.
+    """The view `fact_acquisition_event`: live acquisitions with the consumers' columns.
 
     Like the consumers' production table, which test-mode payments never
     reach, it holds live payments only.
     """
-    select = ",\n    ".join(
-        name if name == renamed else f"{name} AS {renamed}"
-        for name, renamed in fact_acquisition_event_columns()
-    )
+    select = ",\n    ".join(fact_acquisition_event_columns())
     return f"""SELECT
     {select}
 FROM {dialect.table(table_of(Acquisition).name)}

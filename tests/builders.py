@@ -302,6 +302,7 @@ def refund_adjustment(
     *,
     livemode: bool = False,
     account: str = "ed_test_1",
+    fully_refunded: bool = True,
 ) -> PaymentAdjustment:
     """A charge.refunded adjustment of GBP `total` (cumulative and this event's amount)."""
     return PaymentAdjustment(
@@ -311,6 +312,7 @@ def refund_adjustment(
         event_type="charge.refunded",
         amount=Decimal(total),
         amount_refunded_total=Decimal(total),
+        fully_refunded=fully_refunded,
         currency="GBP",
         dispute_id=None,
         dispute_status=None,
@@ -337,6 +339,7 @@ def refund_object_adjustment(
         event_type=event_type,
         amount=Decimal(amount),
         amount_refunded_total=None,
+        fully_refunded=None,
         currency="GBP",
         dispute_id=None,
         dispute_status=None,
@@ -361,6 +364,7 @@ def dispute_adjustment(
         event_type="charge.dispute.created",
         amount=Decimal("10.00"),
         amount_refunded_total=None,
+        fully_refunded=None,
         currency="GBP",
         dispute_id="dp_1",
         dispute_status="needs_response",
@@ -435,7 +439,7 @@ def store_record(payment_id: str = "ch_1", **changes: Any) -> ContributionStoreR
 def acquisition_record(payment_id: str = "ch_1", **changes: Any) -> Acquisition:
     """An acquisition with nested and repeated columns filled; `changes` replace fields."""
     record = Acquisition(
-        event_time_stamp=RECORD_CREATED,
+        event_timestamp=RECORD_CREATED,
         product="CONTRIBUTION",
         amount=Decimal("10.00"),
         country_code="GB",

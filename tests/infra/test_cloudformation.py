@@ -20,8 +20,11 @@ moto's EventBridge delivers to no Kinesis or Firehose target, so the test
 puts the events on the stack's stream and the archive in the stack's bucket
 as those would, then runs the bounded streaming job and a backfill with
 flags built only from the stack's outputs, `--aws_role_arn` included (moto's
-STS, a local stand-in for Google's metadata server). The queues are FIFO
-(`MessageQueueKind=fifo`): the job on this branch refuses standard queues.
+STS, a local stand-in for Google's metadata server), as the live stage
+(`--stripe_mode live`). The queues are the template's default, standard ones
+(the ledger makes every send exactly once); the jobs also feed the stack's
+contributions store queue and acquisitions bus and count in its CloudWatch
+namespace, which the post-payment-error alarm watches.
 """
 
 from __future__ import annotations
@@ -45,13 +48,15 @@ from moto.cloudformation.parsing import resource_class_from_type
 from pipelines import backfill, streaming
 from tests.fixtures.metadata_server import SERVICE_ACCOUNT_ID, MetadataServer
 from tests.fixtures.moto_server import MotoServer
-from tests.fixtures.sinks import drain, ledger_items
+from tests.fixtures.sinks import drain_bodies, ledger_items
 from tests.pipelines.expected import (
     ACQUISITIONS_SQL,
     CURRENT_CONTRIBUTIONS_SQL,
     expected_acquisitions,
     expected_contributions,
     expected_messages,
+    live_only,
+    paid_payments,
     rows,
 )
 from tools.generate_archive import generate, write_archive
@@ -101,6 +106,21 @@ def test_cfn_lint_passes(template: Path) -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
+MESSAGE_KINDS = ("soft_opt_in", "thank_you_email")
+
+
+def _alarm_of_template() -> dict[str, Any]:
+    """The post-payment-error alarm with the template's defaults (moto creates no alarm)."""
+    template = _template()
+    properties = template["Resources"]["PostPaymentErrorAlarm"]["Properties"]
+    parameters = template["Parameters"]
+    return {
+        "Namespace": parameters["MetricsNamespace"]["Default"],
+        "MetricName": parameters["PostPaymentErrorMetricName"]["Default"],
+        "Dimensions": [{"Name": d["Name"], "Value": d["Value"]} for d in properties["Dimensions"]],
+    }
+
+
 @pytest.fixture(scope="module")
 def stack(moto_server: MotoServer) -> Stack:
     source = f"aws.partner/stripe.com/ed_{uuid.uuid4().hex[:20]}"
@@ -116,7 +136,6 @@ def stack(moto_server: MotoServer) -> Stack:
         "Stage": "CODE",
         "StripeEventSourceName": source,
         "GoogleServiceAccountId": SERVICE_ACCOUNT_ID,
-        "MessageQueueKind": "fifo",
         "ArchiveDelivery": "none",
     }
     name = f"stripe-pipeline-{uuid.uuid4().hex[:8]}"
@@ -151,10 +170,11 @@ def test_the_outputs_name_everything_the_jobs_flags_need(stack: Stack) -> None:
         "ArchiveSource": f"s3://stripe-events-archive-{ACCOUNT}-eu-west-1-code/eventbridge/",
         "ArchiveBucket": f"stripe-events-archive-{ACCOUNT}-eu-west-1-code",
         "SentMessagesTable": "stripe-pipeline-messages-sent-CODE",
-        "EmailsQueueUrl": f"{queue}/contribution-thank-you-CODE.fifo",
-        "OptInsQueueUrl": f"{queue}/soft-opt-ins-CODE.fifo",
-        "ContributionsStoreQueueUrl": f"{queue}/contributions-store-CODE.fifo",
+        "EmailsQueueUrl": f"{queue}/contribution-thank-you-CODE",
+        "OptInsQueueUrl": f"{queue}/soft-opt-ins-CODE",
+        "ContributionsStoreQueueUrl": f"{queue}/contributions-store-CODE",
         "AcquisitionsBus": "acquisitions-bus-CODE",
+        "CloudWatchNamespace": "stripe-contributions-pipeline",
         "StripeEventBusName": stack.event_source,
         "AlarmTopicArn": f"arn:aws:sns:eu-west-1:{ACCOUNT}:stripe-pipeline-alarms-CODE",
     }
@@ -280,7 +300,7 @@ def test_each_queue_has_a_dead_letter_queue(stack: Stack) -> None:
             url = stack.outputs[output]
             attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
             redrive = json.loads(attributes["Attributes"]["RedrivePolicy"])
-            dead_letter_url = url.replace("-CODE.fifo", "-dlq-CODE.fifo")
+            dead_letter_url = url.replace("-CODE", "-dlq-CODE")
             dead_letter = sqs.get_queue_attributes(
                 QueueUrl=dead_letter_url, AttributeNames=["QueueArn"]
             )
@@ -288,7 +308,7 @@ def test_each_queue_has_a_dead_letter_queue(stack: Stack) -> None:
                 "deadLetterTargetArn": dead_letter["Attributes"]["QueueArn"],
                 "maxReceiveCount": 5,
             }
-            assert attributes["Attributes"]["FifoQueue"] == "true"
+            assert attributes["Attributes"].get("FifoQueue", "false") == "false"
 
 
 def test_the_role_trusts_only_the_workers_service_account(stack: Stack) -> None:
@@ -369,6 +389,11 @@ def test_both_jobs_run_on_the_stack_with_flags_from_its_outputs(
         "--emails_queue_url", outputs["EmailsQueueUrl"],
         "--opt_ins_queue_url", outputs["OptInsQueueUrl"],
         "--sent_messages_table", outputs["SentMessagesTable"],
+        "--contributions_store_queue_url", outputs["ContributionsStoreQueueUrl"],
+        "--contributions_store_key_id", "key-1",
+        "--acquisitions_bus", outputs["AcquisitionsBus"],
+        "--cloudwatch_namespace", outputs["CloudWatchNamespace"],
+        "--stripe_mode", "live",
         "--warehouse", str(warehouse),
         "--aws_role_arn", outputs["AwsRoleArn"],
         "--aws_identity_token_url", metadata_server.url,
@@ -389,28 +414,50 @@ def test_both_jobs_run_on_the_stack_with_flags_from_its_outputs(
         )
         contributions = rows(warehouse, CURRENT_CONTRIBUTIONS_SQL)
         acquisitions = rows(warehouse, ACQUISITIONS_SQL)
-        emails = drain(outputs["EmailsQueueUrl"])
-        opt_ins = drain(outputs["OptInsQueueUrl"])
+        emails = drain_bodies(outputs["EmailsQueueUrl"])
+        opt_ins = drain_bodies(outputs["OptInsQueueUrl"])
+        stored = drain_bodies(outputs["ContributionsStoreQueueUrl"])
         ledger = ledger_items(outputs["SentMessagesTable"])
         backfilled = _run(
             backfill.run, ["--source", outputs["ArchiveSource"], *shared], tmp_path / "backfill.txt"
         )
-        emails_again = drain(outputs["EmailsQueueUrl"])
-        opt_ins_again = drain(outputs["OptInsQueueUrl"])
+        emails_again = drain_bodies(outputs["EmailsQueueUrl"])
+        opt_ins_again = drain_bodies(outputs["OptInsQueueUrl"])
+        stored_again = drain_bodies(outputs["ContributionsStoreQueueUrl"])
+        with _client("cloudwatch") as cloudwatch:
+            published = cloudwatch.list_metrics(Namespace=outputs["CloudWatchNamespace"])
+    alarm = _alarm_of_template()
 
+    truth = live_only(truth)
     assert contributions == expected_contributions(truth)
     assert acquisitions == expected_acquisitions(truth)
+    paid = sorted(p["charge_id"] for p in paid_payments(truth))
+    # Standard queues: no group id. One newContributionData per paid payment, one
+    # refundedPaymentId per fully refunded charge.
+    bodies = [json.loads(body) for body in stored]
+    assert sum(1 for body in bodies if set(body) == {"newContributionData"}) == len(paid)
+    refunded = sorted(p["charge_id"] for p in truth["payments"] if p["status"] == "Refunded")
+    assert refunded
+    assert sorted(b["refundedPaymentId"] for b in bodies if "refundedPaymentId" in b) == refunded
+    assert len(bodies) == len(paid) + len(refunded)
     expected = expected_messages(truth)
     assert expected
-    assert [(pid, json.loads(body)["IdentityUserId"]) for pid, body in emails] == expected
-    assert [(pid, json.loads(body)["identityId"]) for pid, body in opt_ins] == expected
-    assert ledger == {
-        f"{kind}#{pid}": "sent"
-        for pid, _ in expected
-        for kind in ("soft_opt_in", "thank_you_email")
+    identities = sorted(identity for _, identity in expected)
+    assert sorted(json.loads(body)["IdentityUserId"] for body in emails) == identities
+    assert sorted(json.loads(body)["identityId"] for body in opt_ins) == identities
+    messages = {k: v for k, v in ledger.items() if k.split("#")[0] in MESSAGE_KINDS}
+    assert messages == {f"{kind}#{pid}": "sent" for pid, _ in expected for kind in MESSAGE_KINDS}
+    assert {k: v for k, v in ledger.items() if k.startswith("acquisition_event#")} == {
+        f"acquisition_event#{pid}": "sent" for pid in paid
     }
+    # The alarm watches exactly the metric the job publishes (name, namespace, dimensions).
+    assert {
+        (m["MetricName"], tuple((d["Name"], d["Value"]) for d in m["Dimensions"]))
+        for m in published["Metrics"]
+    } >= {(alarm["MetricName"], tuple((d["Name"], d["Value"]) for d in alarm["Dimensions"]))}
+    assert alarm["Namespace"] == outputs["CloudWatchNamespace"]
     # The backfill of the same events from the stack's bucket: nothing new anywhere.
-    assert (emails_again, opt_ins_again) == ([], [])
+    assert (emails_again, opt_ins_again, stored_again) == ([], [], [])
     assert rows(warehouse, CURRENT_CONTRIBUTIONS_SQL) == contributions
     for summary in (streamed, backfilled):
         assert summary.rstrip().endswith(": holds")

@@ -75,6 +75,11 @@ def expected_country(payment: dict[str, Any]) -> str:
     return payment["card_country"] or payment["address_country"] or "GB"
 
 
+def live_only(truth: dict[str, Any]) -> dict[str, Any]:
+    """The truth as a live deployment (`--stripe_mode live`) sees it: live payments only."""
+    return {**truth, "payments": [p for p in truth["payments"] if p["livemode"]]}
+
+
 def paid_payments(truth: dict[str, Any]) -> list[dict[str, Any]]:
     """Payments with a charge that did not fail (refunded ones included)."""
     return [p for p in truth["payments"] if p["charge_id"] and p["status"] != "Failed"]
@@ -112,7 +117,7 @@ def expected_acquisitions(truth: dict[str, Any]) -> list[tuple[Any, ...]]:
             p["livemode"],
             p["account"],
             "CONTRIBUTION",
-            "STRIPE_HOSTED_CHECKOUT",
+            "STRIPE",
             "Direct",
         )
         for p in paid_payments(truth)

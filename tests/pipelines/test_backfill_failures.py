@@ -55,7 +55,7 @@ def test_a_corrupt_file_fails_the_run_but_every_other_record_is_written(
         (["--charge_wait_minutes", "0"], "must be greater than 0, got 0"),
         (
             ["--emails_queue_url", "http://127.0.0.1:1/q.fifo"],
-            "--emails_queue_url/--opt_ins_queue_url need --sent_messages_table",
+            "--emails_queue_url need --sent_messages_table",
         ),
         (["--shuffle", "memory"], "argument --shuffle: invalid choice: 'memory'"),
         (["--shuffle_dir", "/nonexistent/shuffle"], "--shuffle_dir /nonexistent/shuffle is not a"),

@@ -51,6 +51,7 @@ from schemas.views import (
     CONTRIBUTIONS_CURRENT,
     DAILY_TOTALS,
     FACT_ACQUISITION_EVENT,
+    fact_acquisition_event_columns,
     raw_table_name,
 )
 from tests.builders import (
@@ -63,7 +64,14 @@ from tests.builders import (
 from tests.fixtures.bigquery import BigQueryEmulator
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.postgres import PostgresServer
-from tests.fixtures.sinks import LEDGER_KEY, SUPPORTER_KEY, create_queue, create_table, unique
+from tests.fixtures.sinks import (
+    LEDGER_KEY,
+    SUPPORTER_KEY,
+    create_bus,
+    create_queue,
+    create_table,
+    unique,
+)
 from tests.pipelines.expected import (
     ACQUISITIONS_SQL,
     CONTRIBUTIONS_SQL,
@@ -71,6 +79,7 @@ from tests.pipelines.expected import (
     expected_acquisitions,
     expected_contributions,
     expected_dead_letter_reasons,
+    live_only,
     major,
     paid_payments,
 )
@@ -88,6 +97,7 @@ HUGE = "crafted_huge"
 PERSONAL_COLUMNS = {"email", "name", "postal_code", "state"}
 #: Tables whose records go to a production sink, never to BigQuery.
 SENT_ELSEWHERE = (
+    "acquisition_events",
     "contributions_store",
     "supporter_product_data",
     "thank_you_emails",
@@ -196,7 +206,8 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> Events:
     hour = folder / created.strftime("%Y/%m/%d/%H")
     hour.mkdir(parents=True, exist_ok=True)
     (hour / f"crafted-1-{created:%Y-%m-%d-%H-%M-%S}-{uuid.uuid4()}").write_bytes(b"\n".join(huge))
-    truth = archive.truth.to_json()
+    # The sinks are a live deployment's: test-mode payments are skipped.
+    truth = live_only(archive.truth.to_json())
     return Events(
         archive=folder,
         records=(*archive.envelopes(include_malformed=True), *huge),
@@ -293,6 +304,10 @@ def runs(
         create_queue(),
         "--sent_messages_table",
         create_table(LEDGER_KEY, unique("sent-messages")),
+        "--acquisitions_bus",
+        create_bus()[0],
+        "--stripe_mode",
+        "live",
     ]
     s3 = boto3.session.Session().client("s3")
     s3.create_bucket(
@@ -435,6 +450,20 @@ def test_acquisitions_and_adjustments_hold_exactly_the_truth(runs: Runs) -> None
     )
     assert sorted(adjustments, key=repr) == expected_adjustments(truth)
     assert {row[1] for row in adjustments} == {"refund", "dispute"}
+
+
+def test_fact_acquisition_event_has_todays_columns_one_row_per_payment(runs: Runs) -> None:
+    with bigquery.Client(project=runs.project) as client:
+        sql = f"SELECT * FROM `{runs.project}.{runs.dataset}.{FACT_ACQUISITION_EVENT}` LIMIT 0"
+        schema = client.query(sql).result().schema
+    fact_columns = fact_acquisition_event_columns()
+    assert tuple(field.name for field in schema) == fact_columns
+    columns = ", ".join(fact_columns)
+    facts = _view(runs, f"SELECT {columns} FROM {FACT_ACQUISITION_EVENT}")
+    acquisitions = _view(runs, f"SELECT {columns} FROM acquisitions")
+    assert sorted(facts, key=repr) == sorted(acquisitions, key=repr)
+    payment_ids = [row[fact_columns.index("payment_id")] for row in facts]
+    assert sorted(payment_ids) == sorted(p["charge_id"] for p in paid_payments(runs.events.truth))
 
 
 def test_daily_totals_sum_the_current_state_per_day(runs: Runs) -> None:

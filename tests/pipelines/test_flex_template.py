@@ -61,6 +61,8 @@ def test_the_metadata_is_valid_and_its_regexes_accept_the_defaults(job: str) -> 
     for entry in document["parameters"]:
         for pattern in entry.get("regexes", []):
             default = defaults[entry["name"]]
+            if default is None:
+                continue  # Not given, the parameter is not passed (--stripe_mode's default).
             text = str(default).lower() if isinstance(default, bool) else str(default)
             assert re.fullmatch(pattern, text), (entry["name"], pattern)
 
@@ -74,22 +76,25 @@ def test_the_metadata_schema_refuses_a_parameter_without_help() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--exclude_test_mode=true", "--warehouse=w"], ["--exclude_test_mode", "--warehouse=w"]),
-        (["--exclude_test_mode=False", "--warehouse=w"], ["--warehouse=w"]),
-        (["--exclude_test_mode"], ["--exclude_test_mode"]),
+        (["--a_switch=true", "--warehouse=w"], ["--a_switch", "--warehouse=w"]),
+        (["--a_switch=False", "--warehouse=w"], ["--warehouse=w"]),
+        (["--a_switch"], ["--a_switch"]),
         (["--warehouse=a=b"], ["--warehouse=a=b"]),
     ],
     ids=["true", "false", "bare", "value-with-equals"],
 )
 def test_switch_parameters_become_flags(argv: list[str], expected: list[str]) -> None:
-    switches = switch_flags(JOBS["backfill"][0])
-    assert switches == frozenset({"--exclude_test_mode"})
-    assert normalise(argv, switches) == expected
+    assert normalise(argv, frozenset({"--a_switch"})) == expected
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_the_jobs_have_no_switch_since_stripe_mode_replaced_exclude_test_mode(job: str) -> None:
+    assert switch_flags(JOBS[job][0]) == frozenset()
 
 
 def test_a_switch_with_another_value_is_refused() -> None:
-    with pytest.raises(SystemExit, match="--exclude_test_mode takes true or false, got 'yes'"):
-        normalise(["--exclude_test_mode=yes"], frozenset({"--exclude_test_mode"}))
+    with pytest.raises(SystemExit, match="--a_switch takes true or false, got 'yes'"):
+        normalise(["--a_switch=yes"], frozenset({"--a_switch"}))
 
 
 def test_the_entry_point_submits_the_named_job_without_waiting(
@@ -104,8 +109,8 @@ def test_the_entry_point_submits_the_named_job_without_waiting(
     monkeypatch.setitem(JOBS, "backfill", (JOBS["backfill"][0], fake_run))
     monkeypatch.setenv(flex_template.JOB_VARIABLE, "backfill")
 
-    assert flex_template.main(["--exclude_test_mode=true", "--source=s3://b/p/"]) == 0
-    assert calls == [(["--exclude_test_mode", "--source=s3://b/p/"], False)]
+    assert flex_template.main(["--stripe_mode=live", "--source=s3://b/p/"]) == 0
+    assert calls == [(["--stripe_mode=live", "--source=s3://b/p/"], False)]
 
 
 def test_an_unknown_job_exits_2(

@@ -95,7 +95,7 @@ def test_identity_flags_are_checked_before_launch(
     warehouse = tmp_path / "out" / "w.duckdb"
     argv = ["--kinesis_stream", "s", "--identity_api_url", url, "--warehouse", str(warehouse)]
 
-    assert job(argv) == 2
+    assert job([*argv, "--stripe_mode", "live"]) == 2
 
     err = capsys.readouterr().err
     assert err.endswith(f": error: {message}\n")
@@ -107,14 +107,44 @@ def test_the_identity_step_is_off_without_the_flag(monkeypatch: pytest.MonkeyPat
     assert PipelineOptions([]).view_as(IdentityOptions).identity_resolver() is None
 
 
-def test_the_identity_step_takes_its_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mode", ["live", "test"])
+def test_the_identity_step_takes_its_flags(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(IDENTITY_API_TOKEN_ENV, " t0ken\n")
     argv = ["--identity_api_url", "https://idapi.example.com/", "--identity_max_concurrent", "2"]
 
-    step = PipelineOptions(argv).view_as(IdentityOptions).identity_resolver()
+    step = PipelineOptions([*argv, "--stripe_mode", mode]).view_as(IdentityOptions)
+    resolver = step.identity_resolver()
 
-    assert step is not None
-    assert step.display_data() == {"api_url": "https://idapi.example.com", "max_concurrent": 2}
+    assert resolver is not None
+    assert resolver.display_data() == {
+        "api_url": "https://idapi.example.com",
+        "max_concurrent": 2,
+        "stripe_mode": mode,
+    }
+
+
+@pytest.mark.parametrize("job", JOBS)
+@pytest.mark.parametrize("mode", [None, "all"], ids=["no-mode", "mode-all"])
+def test_the_identity_api_is_a_production_effect_that_needs_a_stage(
+    job: Callable[[list[str]], int],
+    mode: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(IDENTITY_API_TOKEN_ENV, "t0ken")
+    warehouse = tmp_path / "out" / "w.duckdb"
+    argv = ["--kinesis_stream", "s", "--identity_api_url", "https://idapi.example.com"]
+    stage = [] if mode is None else ["--stripe_mode", mode]
+
+    assert job([*argv, *stage, "--warehouse", str(warehouse)]) == 2
+
+    assert capsys.readouterr().err.endswith(
+        "error: --stripe_mode live or --stripe_mode test is required with production sinks "
+        "(--identity_api_url): a deployment serves one stage, and test payments must not "
+        "reach live resources\n"
+    )
+    assert not warehouse.parent.exists()
 
 
 @pytest.mark.parametrize("job", JOBS)

@@ -18,20 +18,26 @@ import pytest
 
 import transforms.sinks.postgres
 from pipelines import backfill, streaming
+from pipelines.launch import check_sinks
 from pipelines.options import CONTRIBUTIONS_STORE_ENV, SinkOptions
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.sinks import LEDGER_KEY, SUPPORTER_KEY, create_queue, create_table, store_rows
-from tests.pipelines.expected import CONTRIBUTIONS_STORE_SQL, expected_contributions_store
+from tests.pipelines.expected import (
+    CONTRIBUTIONS_STORE_SQL,
+    expected_contributions_store,
+    live_only,
+)
 from tools.generate_archive import generate, write_archive
-from transforms.sinks.contract import flags_of
+from transforms.sinks.contract import SinkConfig, flags_of
 from transforms.sinks.registry import SINKS
 
 Job = Callable[[list[str]], int]
 JOBS = [pytest.param(backfill.run, id="backfill"), pytest.param(streaming.run, id="streaming")]
 LEDGER_NEEDED = (
-    "error: --emails_queue_url/--opt_ins_queue_url need --sent_messages_table: SQS FIFO "
-    "deduplication alone forgets a message after 5 minutes\n"
+    "error: {flag} need --sent_messages_table: neither "
+    "EventBridge, CloudWatch nor a standard queue de-duplicates, the ledger makes them "
+    "exactly once\n"
 )
 
 
@@ -58,7 +64,7 @@ def test_a_queue_without_the_ledger_exits_2_with_the_reason(
     warehouse = tmp_path / "out" / "w.duckdb"
     argv = [queue_flag, "https://sqs.eu-west-1.amazonaws.com/1/q.fifo"]
     assert job([*argv, "--warehouse", str(warehouse)]) == 2
-    assert capsys.readouterr().err.endswith(LEDGER_NEEDED)
+    assert capsys.readouterr().err.endswith(LEDGER_NEEDED.format(flag=queue_flag))
     assert not warehouse.parent.exists()
 
 
@@ -82,19 +88,20 @@ def _mis_keyed_supporter_table() -> tuple[list[str], str]:
     )
 
 
-def _standard_queue() -> tuple[list[str], str]:
-    queue, ledger = create_queue(fifo=False), create_table(LEDGER_KEY)
-    return ["--emails_queue_url", queue, "--sent_messages_table", ledger], (
-        f"SQS queue {queue} is a standard queue; SendMessages needs a FIFO queue "
-        "(name ending .fifo) so that its deduplication id absorbs resends"
-    )
-
-
 def _missing_queue() -> tuple[list[str], str]:
     queue = create_queue().replace("messages-", "absent-")
     return ["--opt_ins_queue_url", queue, "--sent_messages_table", create_table(LEDGER_KEY)], (
         f"SQS queue {queue} does not exist; the job does not create it"
     )
+
+
+def _missing_bus() -> tuple[list[str], str]:
+    return [
+        "--acquisitions_bus",
+        "absent-bus",
+        "--sent_messages_table",
+        create_table(LEDGER_KEY),
+    ], ("EventBridge bus 'absent-bus' does not exist; the job does not create it")
 
 
 def _missing_ledger() -> tuple[list[str], str]:
@@ -110,7 +117,7 @@ def _missing_ledger() -> tuple[list[str], str]:
     [
         pytest.param(_missing_supporter_table, id="missing-supporter-table"),
         pytest.param(_mis_keyed_supporter_table, id="mis-keyed-supporter-table"),
-        pytest.param(_standard_queue, id="standard-queue"),
+        pytest.param(_missing_bus, id="missing-bus"),
         pytest.param(_missing_queue, id="missing-queue"),
         pytest.param(_missing_ledger, id="missing-ledger"),
     ],
@@ -125,9 +132,91 @@ def test_missing_or_wrong_infrastructure_stops_before_launch(
     flags, error = case()
     warehouse = tmp_path / "out" / "w.duckdb"
     # The streaming job has no stream: the sinks are checked before anything is read.
-    assert job([*flags, "--warehouse", str(warehouse)]) == 2
+    assert job([*flags, "--stripe_mode", "test", "--warehouse", str(warehouse)]) == 2
     assert capsys.readouterr().err.endswith(f"error: {error}\n")
     assert not warehouse.parent.exists()
+
+
+def test_the_check_accepts_standard_and_fifo_queues_and_says_which(
+    moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    standard, fifo = create_queue(fifo=False), create_queue()
+    check_sinks(
+        SinkConfig(
+            {
+                "warehouse": "w.duckdb",
+                "emails_queue_url": standard,
+                "opt_ins_queue_url": fifo,
+                "sent_messages_table": create_table(LEDGER_KEY),
+            },
+            sinks=SINKS,
+        )
+    )
+    assert capsys.readouterr().err == f"SQS queue {standard}: standard\nSQS queue {fifo}: FIFO\n"
+
+
+PRODUCTION_SINK_FLAGS = [
+    pytest.param(["--supporter_table", "t"], "--supporter_table", id="supporter-table"),
+    pytest.param(
+        ["--acquisitions_bus", "b", "--sent_messages_table", "l"], "--acquisitions_bus", id="bus"
+    ),
+    pytest.param(
+        ["--cloudwatch_namespace", "ns", "--sent_messages_table", "l"],
+        "--cloudwatch_namespace",
+        id="cloudwatch",
+    ),
+]
+
+
+@pytest.mark.parametrize("job", JOBS)
+@pytest.mark.parametrize(("flags", "named"), PRODUCTION_SINK_FLAGS)
+@pytest.mark.parametrize("mode", [None, "all"], ids=["no-mode", "mode-all"])
+def test_production_sinks_need_a_live_or_test_stage(
+    job: Job,
+    flags: list[str],
+    named: str,
+    mode: str | None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    warehouse = tmp_path / "out" / "w.duckdb"
+    stage = [] if mode is None else ["--stripe_mode", mode]
+    assert job([*flags, *stage, "--warehouse", str(warehouse)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: --stripe_mode live or --stripe_mode test is required with production sinks "
+        f"({named}): a deployment serves one stage, and test payments must not reach live "
+        "resources\n"
+    )
+    assert not warehouse.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        pytest.param(
+            ["--contributions_store_queue_url", "q", "--contributions_store", "host=h"],
+            "--contributions_store and --contributions_store_queue_url both take "
+            "contributions_store: give one",
+            id="store-queue-and-dsn",
+        ),
+        pytest.param(
+            ["--contributions_store_queue_url", "q", "--sent_messages_table", "l"],
+            "--contributions_store_queue_url needs --contributions_store_key_id",
+            id="store-queue-without-key-id",
+        ),
+        pytest.param(
+            ["--acquisitions_bus", "b", "--cloudwatch_namespace", "payment-api"],
+            "--acquisitions_bus, --cloudwatch_namespace need --sent_messages_table: neither "
+            "EventBridge, CloudWatch nor a standard queue de-duplicates, the ledger makes them "
+            "exactly once",
+            id="bus-and-metrics-without-ledger",
+        ),
+    ],
+)
+def test_store_queue_and_bus_flag_combinations(flags: list[str], error: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        SinkOptions(flags).sink_config()
+    assert str(raised.value) == error
 
 
 def test_the_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,9 +245,11 @@ def test_the_store_dsn_comes_from_the_environment(
     monkeypatch.setenv(CONTRIBUTIONS_STORE_ENV, dsn)
     warehouse = tmp_path / "w.duckdb"
 
-    assert backfill.run(["--source", str(folder), "--warehouse", str(warehouse)]) == 0
+    argv = ["--source", str(folder), "--warehouse", str(warehouse), "--stripe_mode", "live"]
+    assert backfill.run(argv) == 0
 
-    assert store_rows(dsn, CONTRIBUTIONS_STORE_SQL) == expected_contributions_store(truth)
+    expected = expected_contributions_store(live_only(truth))
+    assert store_rows(dsn, CONTRIBUTIONS_STORE_SQL) == expected
     # The store went to Postgres, not to the warehouse.
     assert "  contributions_store: 0" in capsys.readouterr().out.splitlines()
 
@@ -176,6 +267,7 @@ def test_the_password_is_never_shown_even_when_the_store_is_unreachable(
     port = _free_port()  # nothing listens there
     dsn = f"postgresql://postgres:S3cr3t%21pw%2342@127.0.0.1:{port}/postgres"
     flags = ["--source", str(folder), "--warehouse", str(tmp_path / "w.duckdb")]
+    flags += ["--stripe_mode", "test"]
     if via == "flag":
         flags += ["--contributions_store", dsn]
     else:

@@ -60,6 +60,7 @@ from tests.fixtures.sinks import (
     Sinks,
     Warehouse,
     drain,
+    drain_bodies,
     ledger_items,
     provision_sinks,
     store_rows,
@@ -75,8 +76,10 @@ from tests.pipelines.expected import (
     expected_dead_letter_reasons,
     expected_messages,
     expected_supporter_items,
+    live_only,
     paid_payments,
 )
+from tests.transforms.sinks.publisher_schema import publisher_errors
 from tools.generate_archive import generate, write_archive
 from tools.put_on_kinesis import create_stream, kinesis_client, put_records
 from transforms.sinks.postgres import _lock_key
@@ -93,6 +96,7 @@ CONTRIBUTION_IDS = uuid.UUID("6f1f6c2e-3b0a-5b8e-9d7c-2a4e8f0c1b35")
 WHERE_READ = ("dead_letter_id", "source", "time")
 #: Tables whose records go to a production sink, so none reach the warehouse.
 SENT_ELSEWHERE = (
+    "acquisition_events",
     "contributions_store",
     "supporter_product_data",
     "thank_you_emails",
@@ -128,6 +132,7 @@ class Outputs:
     ledger: dict[str, str]
     emails: list[tuple[str, str]]  # (MessageGroupId = charge id, body)
     opt_ins: list[tuple[str, str]]
+    bus: list[str]  # what the bus's subscriber received: each event's detail, canonical JSON
     warehouse: dict[str, list[tuple[Any, ...]]]  # every table but dead_letters
     contributions: list[tuple[Any, ...]]  # `contributions_current`, as `CONTRIBUTIONS_SQL` selects
     acquisitions: list[tuple[Any, ...]]
@@ -179,7 +184,8 @@ def events(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) ->
     crafted = _crafted_payment(
         "crafted_ok", 1234, {"identityId": "900001", "similarProductsConsent": "true"}, created
     ) + _crafted_payment("crafted_huge", 10**35, {}, created)
-    truth = archive.truth.to_json()
+    # The sinks are a live deployment's: test-mode payments are skipped.
+    truth = live_only(archive.truth.to_json())
     truth["payments"].append(
         {
             "checkout_session_id": "cs_crafted_ok",
@@ -265,6 +271,10 @@ def _observe(sinks: Sinks, summary: str) -> Outputs:
         ledger=ledger_items(sinks.sent_messages_table),
         emails=drain(sinks.emails_queue_url),
         opt_ins=drain(sinks.opt_ins_queue_url),
+        bus=sorted(
+            json.dumps(json.loads(body)["detail"], sort_keys=True)
+            for body in drain_bodies(sinks.bus_subscriber_url)
+        ),
         warehouse={t: list(warehouse.table(t).rows) for t in tables},
         contributions=warehouse.table("contributions_current").select(
             *_selected(CONTRIBUTIONS_SQL)
@@ -367,7 +377,10 @@ def test_one_thank_you_email_and_one_opt_in_per_paid_payment_with_identity(
     )
     assert set(first.ledger.values()) == {"sent"}
     assert sorted(first.ledger) == sorted(
-        f"{kind}#{pid}" for pid, _ in expected for kind in ("soft_opt_in", "thank_you_email")
+        [f"{kind}#{pid}" for pid, _ in expected for kind in ("soft_opt_in", "thank_you_email")]
+        + [f"acquisition_event#{p['charge_id']}" for p in paid_payments(events.truth)]
+        # Too big for the warehouse's NUMERIC, not for the bus's JSON number.
+        + ["acquisition_event#ch_crafted_huge"]
     )
 
     day = events.crafted_created.date()
@@ -380,7 +393,7 @@ def test_one_thank_you_email_and_one_opt_in_per_paid_payment_with_identity(
                     "EmailAddress": "ada@example.com",
                     "edition": "uk",
                     "payment method": "credit / debit card",
-                    "currency": "£",
+                    "currency": "GBP",
                     "amount": "12.34",
                     "first_name": None,
                     "date_of_payment": f"{day.day} {day:%B %Y}",
@@ -399,6 +412,24 @@ def test_one_thank_you_email_and_one_opt_in_per_paid_payment_with_identity(
         "previousProductName": None,
         "userConsentsOverrides": {"similarGuardianProducts": True},
     }
+
+
+def test_one_bus_event_per_paid_payment_as_the_publisher_accepts_it(
+    events: Events, replayed: Replayed
+) -> None:
+    details = [json.loads(detail) for detail in replayed.first.bus]
+    assert sorted(d["paymentId"] for d in details) == sorted(
+        [p["charge_id"] for p in paid_payments(events.truth)] + ["ch_crafted_huge"]
+    )
+    for detail in details:
+        assert publisher_errors({"detail": detail}) == [], detail["paymentId"]
+    crafted = next(d for d in details if d["paymentId"] == "ch_crafted_ok")
+    assert (crafted["amount"], crafted["currency"], crafted["identityId"]) == (
+        12.34,
+        "GBP",
+        "900001",
+    )
+    assert crafted["similarProductsConsent"] is True
 
 
 def test_the_warehouse_holds_the_analytics_rows_and_nothing_sent_elsewhere(
@@ -441,7 +472,7 @@ def test_replays_and_the_backfill_duplicate_nothing_anywhere(
         assert later.adjustments == first.adjustments
         assert later.supporter == first.supporter
         assert later.ledger == first.ledger
-        assert (later.emails, later.opt_ins) == ([], [])
+        assert (later.emails, later.opt_ins, later.bus) == ([], [], [])
         assert later.warehouse == first.warehouse
         assert later.dead_letters == first.dead_letters
         assert later.summary.splitlines()[-1].endswith(": holds")
@@ -508,6 +539,7 @@ def test_faults_and_a_postgres_restart_still_end_with_exactly_the_clean_outputs(
     assert outputs.supporter == clean.supporter
     assert outputs.ledger == clean.ledger
     assert (outputs.emails, outputs.opt_ins) == (clean.emails, clean.opt_ins)
+    assert outputs.bus == clean.bus
     assert outputs.warehouse == clean.warehouse
     assert outputs.dead_letters == clean.dead_letters
     assert len(outputs.decode_dead_letters) == events.malformed

@@ -161,7 +161,7 @@ def _contribution(**changes: Any) -> Contribution:
 
 def _acquisition() -> Acquisition:
     return Acquisition(
-        event_time_stamp=CREATED,
+        event_timestamp=CREATED,
         product="CONTRIBUTION",
         amount=Decimal("12.345"),
         country_code="GB",
@@ -198,7 +198,7 @@ def test_to_row_keeps_python_values_and_nests_dicts() -> None:
     row = to_row(_acquisition())
     assert list(row) == [f.name for f in dataclasses.fields(Acquisition)]
     assert row["amount"] == Decimal("12.345")
-    assert row["event_time_stamp"] is CREATED
+    assert row["event_timestamp"] is CREATED
     assert row["campaign_codes"] == ["c1", "c2"]
     assert row["labels"] == []
     assert row["ab_tests"] == [{"name": "t", "variant": "v"}]

@@ -50,8 +50,7 @@ CONSUMERS_COLUMNS = {
 
 
 def test_fact_acquisition_event_has_exactly_the_consumers_columns() -> None:
-    renamed = [view_column for _, view_column in fact_acquisition_event_columns()]
-    assert sorted(renamed) == sorted(CONSUMERS_COLUMNS)
+    assert sorted(fact_acquisition_event_columns()) == sorted(CONSUMERS_COLUMNS)
 
 
 def test_views_come_in_creation_order() -> None:

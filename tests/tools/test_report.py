@@ -179,7 +179,7 @@ def test_the_period_keeps_only_its_days(tmp_path: Path, both_warehouses: Warehou
     assert {row[0] for row in tables["net_per_day"]} == {"2025-03-03"}
     expected = both_warehouses.duckdb(
         "SELECT count(*) FROM acquisitions WHERE livemode"
-        " AND event_time_stamp >= TIMESTAMPTZ '2025-03-02 00:00:00+00'"
+        " AND event_timestamp >= TIMESTAMPTZ '2025-03-02 00:00:00+00'"
     )
     assert [(sum(int(n) for _, n, _ in tables["countries"]),)] == expected
 

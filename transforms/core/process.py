@@ -31,7 +31,7 @@ Steps, with the delivery guarantee each gives:
    outside the core, in `transforms.services.identity`).
 5. BuildRecords: one settled payment -> at most one record of each kind.
 
-Outputs (all in `CoreOutputs`): contributions, acquisitions,
+Outputs (all in `CoreOutputs`): contributions, acquisitions, acquisition_events,
 payment_adjustments, contributions_store, supporter_product_data,
 thank_you_emails, soft_opt_ins, dead_letters. Every element is emitted once
 per pipeline run; across runs, replays or restarts the writers make it
@@ -60,6 +60,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas.records import (
     Acquisition,
+    AcquisitionEvent,
     Contribution,
     ContributionStoreRecord,
     DeadLetter,
@@ -71,7 +72,16 @@ from schemas.records import (
 from transforms.core import metrics
 from transforms.core.state_coder import PaymentStateCoder
 from transforms.domain.events import StripeEvent, make_dead_letter
-from transforms.domain.facts import ChargeFact, ClassifyError, Fact, SessionFact, Skip, classify
+from transforms.domain.facts import (
+    ALL_MODES,
+    STRIPE_MODES,
+    ChargeFact,
+    ClassifyError,
+    Fact,
+    SessionFact,
+    Skip,
+    classify,
+)
 from transforms.domain.fold import (
     PAYMENT_KEY,
     ChargesOnly,
@@ -85,13 +95,14 @@ from transforms.domain.fold import (
     settle_late,
     unsettled_dead_letter,
 )
-from transforms.domain.mapping import build_records
+from transforms.domain.mapping import DEFAULT_PAYMENT_PROVIDER, build_records
 from transforms.domain.payment import Payment, PaymentState
 
 DEAD_LETTERS = "dead_letters"
 ADJUSTMENTS = "payment_adjustments"
 PAYMENT_FACTS = "payment_facts"
 ACQUISITIONS = "acquisitions"
+ACQUISITION_EVENTS = "acquisition_events"
 CONTRIBUTIONS_STORE = "contributions_store"
 SUPPORTER_ITEMS = "supporter_product_data"
 THANK_YOU_EMAILS = "thank_you_emails"
@@ -110,6 +121,7 @@ class CoreOutputs:
 
     contributions: PCollection
     acquisitions: PCollection
+    acquisition_events: PCollection
     payment_adjustments: PCollection
     contributions_store: PCollection
     supporter_product_data: PCollection
@@ -122,6 +134,7 @@ class CoreOutputs:
         return {
             Contribution: self.contributions,
             Acquisition: self.acquisitions,
+            AcquisitionEvent: self.acquisition_events,
             PaymentAdjustment: self.payment_adjustments,
             ContributionStoreRecord: self.contributions_store,
             SupporterProductData: self.supporter_product_data,
@@ -134,13 +147,13 @@ class CoreOutputs:
 class ClassifyEventsFn(beam.DoFn):
     """StripeEvent -> (event id, Fact); DEAD_LETTERS: DeadLetter."""
 
-    def __init__(self, include_test_mode: bool) -> None:
-        self._include_test_mode = include_test_mode
+    def __init__(self, stripe_mode: str) -> None:
+        self._stripe_mode = stripe_mode
 
     def process(self, event: StripeEvent) -> Iterator[object]:
         metrics.inc(metrics.EVENT_TYPE_PREFIX + event.type)
         try:
-            fact = classify(event, include_test_mode=self._include_test_mode)
+            fact = classify(event, stripe_mode=self._stripe_mode)
         except ClassifyError as error:
             metrics.inc(metrics.DEAD_LETTERED_PREFIX + error.reason)
             yield TaggedOutput(
@@ -324,11 +337,16 @@ def outputs_of(outcome: Outcome | None) -> Iterator[object]:
 class BuildRecordsFn(beam.DoFn):
     """Payment -> Contribution (main) and one tagged output per other record kind."""
 
-    def __init__(self, first_name_field: str | None = None) -> None:
+    def __init__(self, payment_provider: str, first_name_field: str | None = None) -> None:
+        self._payment_provider = payment_provider
         self._first_name_field = first_name_field
 
     def process(self, payment: Payment) -> Iterator[object]:
-        records = build_records(payment, first_name_field=self._first_name_field)
+        records = build_records(
+            payment,
+            payment_provider=self._payment_provider,
+            first_name_field=self._first_name_field,
+        )
         for name in records.skipped:
             metrics.inc(metrics.OUTPUT_SKIPPED_PREFIX + name)
         for name in records.warnings:
@@ -336,6 +354,7 @@ class BuildRecordsFn(beam.DoFn):
         yield records.contribution
         tagged = (
             (ACQUISITIONS, records.acquisition),
+            (ACQUISITION_EVENTS, records.acquisition_event),
             (CONTRIBUTIONS_STORE, records.contribution_store),
             (SUPPORTER_ITEMS, records.supporter),
             (THANK_YOU_EMAILS, records.thank_you_email),
@@ -353,7 +372,9 @@ class ProcessStripeEvents(beam.PTransform):
     charge object before completing with the address country.
     `settlement_timeout`: how long a session may wait for an async outcome.
     `dedupe_horizon`: how long an event id is remembered on unbounded input.
-    `include_test_mode`: False skips (and counts) Stripe test-mode events.
+    `stripe_mode`: `live` or `test` skips (and counts, `other_stripe_mode`) the
+    other mode's events; `all` (the default) processes both.
+    `payment_provider`: the acquisitions' `paymentProvider`.
     `first_name_field`: key of the Checkout custom text field holding the
     reader's given name for the thank-you email; None sends no first name.
     `group_by_key`: the bounded path's one shuffle, `(join key, fact)` ->
@@ -372,7 +393,8 @@ class ProcessStripeEvents(beam.PTransform):
         charge_wait: timedelta = DEFAULT_CHARGE_WAIT,
         settlement_timeout: timedelta = DEFAULT_SETTLEMENT_TIMEOUT,
         dedupe_horizon: timedelta = DEFAULT_DEDUPE_HORIZON,
-        include_test_mode: bool = True,
+        stripe_mode: str = ALL_MODES,
+        payment_provider: str = DEFAULT_PAYMENT_PROVIDER,
         first_name_field: str | None = None,
         group_by_key: beam.PTransform | None = None,
         resolve_identities: beam.PTransform | None = None,
@@ -383,14 +405,17 @@ class ProcessStripeEvents(beam.PTransform):
         self._charge_wait = charge_wait
         self._settlement_timeout = settlement_timeout
         self._dedupe_horizon = dedupe_horizon
-        self._include_test_mode = include_test_mode
+        if stripe_mode not in STRIPE_MODES:
+            raise ValueError(f"stripe_mode must be one of {STRIPE_MODES}, got {stripe_mode!r}")
+        self._stripe_mode = stripe_mode
+        self._payment_provider = payment_provider
         self._first_name_field = first_name_field
         self._group_by_key = group_by_key if group_by_key is not None else beam.GroupByKey()
         self._resolve_identities = resolve_identities
 
     def expand(self, events: PCollection) -> CoreOutputs:
         classified = events | "ClassifyEvents" >> beam.ParDo(
-            ClassifyEventsFn(self._include_test_mode)
+            ClassifyEventsFn(self._stripe_mode)
         ).with_output_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main=PAYMENT_FACTS)
         if events.is_bounded:
             # One shuffle: group every copy of every fact by its join key.
@@ -421,9 +446,10 @@ class ProcessStripeEvents(beam.PTransform):
         if self._resolve_identities is not None:
             payments = payments | "ResolveIdentities" >> self._resolve_identities
         records = payments | "BuildRecords" >> beam.ParDo(
-            BuildRecordsFn(self._first_name_field)
+            BuildRecordsFn(self._payment_provider, self._first_name_field)
         ).with_outputs(
             ACQUISITIONS,
+            ACQUISITION_EVENTS,
             CONTRIBUTIONS_STORE,
             SUPPORTER_ITEMS,
             THANK_YOU_EMAILS,
@@ -437,6 +463,7 @@ class ProcessStripeEvents(beam.PTransform):
         return CoreOutputs(
             contributions=records["contributions"],
             acquisitions=records[ACQUISITIONS],
+            acquisition_events=records[ACQUISITION_EVENTS],
             payment_adjustments=adjustments,
             contributions_store=records[CONTRIBUTIONS_STORE],
             supporter_product_data=records[SUPPORTER_ITEMS],

@@ -122,6 +122,7 @@ class ChargeFact:
     has_charge_object: bool
     card_country: str | None
     payment_method: str | None
+    charge_created: int | None = None
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,23 @@ class Skip:
 
 Fact = SessionFact | ChargeFact | PaymentAdjustment | Skip
 
+#: Which Stripe mode a deployment serves: live payments (PROD), test payments
+#: (CODE), or both (the local warehouse, where `livemode` tells them apart).
+LIVE_MODE = "live"
+TEST_MODE = "test"
+ALL_MODES = "all"
+STRIPE_MODES = (LIVE_MODE, TEST_MODE, ALL_MODES)
+OTHER_STRIPE_MODE = "other_stripe_mode"
 
-def classify(event: StripeEvent, *, include_test_mode: bool = True) -> Fact:
-    """The one fact `event` contributes to one-off contributions."""
+
+def classify(event: StripeEvent, *, stripe_mode: str = ALL_MODES) -> Fact:
+    """The one fact `event` contributes to one-off contributions.
+
+    With `stripe_mode` `live` or `test`, an event of the other mode is a
+    `Skip` (`other_stripe_mode`), whatever its type.
+    """
+    if stripe_mode not in STRIPE_MODES:
+        raise ValueError(f"stripe_mode must be one of {STRIPE_MODES}, got {stripe_mode!r}")
     meta = EventMeta(
         event_id=event.id,
         event_type=event.type,
@@ -146,8 +161,8 @@ def classify(event: StripeEvent, *, include_test_mode: bool = True) -> Fact:
     )
     if event.thin:
         return Skip(meta, "thin_event")
-    if not event.livemode and not include_test_mode:
-        return Skip(meta, "test_mode_excluded")
+    if stripe_mode != ALL_MODES and event.livemode != (stripe_mode == LIVE_MODE):
+        return Skip(meta, OTHER_STRIPE_MODE)
     obj = event.data_object
     kind = event.type
     if kind in (SESSION_COMPLETED, SESSION_ASYNC_SUCCEEDED, SESSION_ASYNC_FAILED):
@@ -243,6 +258,7 @@ def _charge_fact(meta: EventMeta, charge: Mapping[str, Any], *, succeeded: bool)
         has_charge_object=True,
         card_country=_card_country(charge),
         payment_method=_payment_method_type(charge),
+        charge_created=_int_or_none(charge.get("created")),
     )
 
 
@@ -279,6 +295,7 @@ def _payment_intent_fact(meta: EventMeta, intent: Mapping[str, Any], *, succeede
         has_charge_object=charge is not None,
         card_country=_card_country(charge) if charge else None,
         payment_method=_payment_method_type(charge) if charge else None,
+        charge_created=_int_or_none(charge.get("created")) if charge else None,
     )
 
 
@@ -311,6 +328,7 @@ def _refund(
         event_type=meta.event_type,
         amount=amount,
         amount_refunded_total=total,
+        fully_refunded=_fully_refunded(charge, refunded),
         currency=currency.upper(),
         dispute_id=None,
         dispute_status=None,
@@ -325,8 +343,10 @@ def _refund_object(meta: EventMeta, refund: Mapping[str, Any]) -> Fact:
 
     The adjustment's id is the refund id, not the event id, so that
     refund.created and refund.updated of one refund are one row (and the
-    rule's sum counts each refund once). `amount_refunded_total` stays None:
-    a refund object does not know the charge's cumulative total.
+    rule's sum counts each refund once). `amount_refunded_total` and
+    `fully_refunded` stay None: a refund object knows neither the charge's
+    cumulative total nor whether the charge is now fully refunded (only
+    charge.refunded decides that; see `transforms.sinks.store_queue`).
     """
     refund_id = refund.get("id")
     charge_id = _id_of(refund.get("charge"))
@@ -352,6 +372,7 @@ def _refund_object(meta: EventMeta, refund: Mapping[str, Any]) -> Fact:
         event_type=meta.event_type,
         amount=major,
         amount_refunded_total=None,
+        fully_refunded=None,
         currency=currency.upper(),
         dispute_id=None,
         dispute_status=None,
@@ -363,6 +384,15 @@ def _refund_object(meta: EventMeta, refund: Mapping[str, Any]) -> Fact:
 
 def _int_or(value: Any, default: int) -> int:
     return value if isinstance(value, int) else default
+
+
+def _fully_refunded(charge: Mapping[str, Any], refunded: int) -> bool:
+    """Whether the whole charge is refunded: Stripe's `refunded` flag, else the amounts."""
+    flag = charge.get("refunded")
+    if isinstance(flag, bool):
+        return flag
+    amount = charge.get("amount")
+    return isinstance(amount, int) and refunded >= amount
 
 
 def _dispute(meta: EventMeta, dispute: Mapping[str, Any]) -> PaymentAdjustment:
@@ -382,6 +412,7 @@ def _dispute(meta: EventMeta, dispute: Mapping[str, Any]) -> PaymentAdjustment:
         event_type=meta.event_type,
         amount=major,
         amount_refunded_total=None,
+        fully_refunded=None,
         currency=currency.upper(),
         dispute_id=_str_or_none(dispute.get("id")),
         dispute_status=_str_or_none(dispute.get("status")),
@@ -415,6 +446,10 @@ def _payment_method_type(charge: Mapping[str, Any]) -> str | None:
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _upper_or_none(value: Any) -> str | None:

@@ -7,10 +7,12 @@ session names no identity; the calls themselves are IO and live in
 `transforms.services.identity`. Pure rules only here:
 
 - `needs_identity(payment)`: a paid payment whose session named no identity;
-- `skipped_outcome(payment)`: why such a payment is not looked up: a
-  test-mode payment (the one Identity API the job is given is production's,
-  and creating a guest account sends the reader an email), or a missing or
-  malformed email (`is_valid_email`), which never reaches the API;
+- `skipped_outcome(payment, stripe_mode)`: why such a payment is not looked
+  up: a test-mode payment unless the run serves the test stage (a
+  `--stripe_mode test` deployment is given the CODE Identity API; any other
+  run's is production's, and creating a guest account sends the reader an
+  email), or a missing or malformed email (`is_valid_email`), which never
+  reaches the API;
 - `IdentityOutcome`: found, created, unavailable (the API could not answer
   after its retries: the payer keeps going as a guest, as today), or skipped;
   each is a counter (`identity_<outcome>`), never a column;
@@ -26,6 +28,7 @@ from dataclasses import replace
 from enum import Enum
 from typing import Any
 
+from transforms.domain.facts import LIVE_MODE, TEST_MODE
 from transforms.domain.mapping import identity_id
 from transforms.domain.payment import PAID_STATUS, Payment
 
@@ -66,9 +69,13 @@ def needs_identity(payment: Payment) -> bool:
     return payment.status == PAID_STATUS and identity_id(payment) is None
 
 
-def skipped_outcome(payment: Payment) -> IdentityOutcome | None:
-    """Why a payment that needs an identity is not looked up, or None to look it up."""
-    if not payment.session.meta.livemode:
+def skipped_outcome(payment: Payment, stripe_mode: str = LIVE_MODE) -> IdentityOutcome | None:
+    """Why a payment that needs an identity is not looked up, or None to look it up.
+
+    `stripe_mode` is the run's (`--stripe_mode`): only a `test` run, whose
+    Identity API is the CODE one, looks up test-mode payments.
+    """
+    if not payment.session.meta.livemode and stripe_mode != TEST_MODE:
         return IdentityOutcome.SKIPPED_TEST_MODE
     if not is_valid_email(payment.session.customer.email):
         return IdentityOutcome.SKIPPED_NO_VALID_EMAIL

@@ -17,6 +17,7 @@ from typing import Any
 from schemas.records import (
     AbTest,
     Acquisition,
+    AcquisitionEvent,
     Contribution,
     ContributionStoreRecord,
     QueryParameter,
@@ -25,7 +26,7 @@ from schemas.records import (
     ThankYouEmail,
 )
 from transforms.domain.facts import epoch_to_datetime
-from transforms.domain.money import format_amount, to_major_units
+from transforms.domain.money import to_major_units
 from transforms.domain.payment import PAID_STATUS, Payment
 
 #: contribution_id = uuid5(CONTRIBUTION_ID_NAMESPACE, charge id). Never change
@@ -34,11 +35,15 @@ CONTRIBUTION_ID_NAMESPACE = uuid.UUID("6f1f6c2e-3b0a-5b8e-9d7c-2a4e8f0c1b35")
 
 DEFAULT_COUNTRY = "GB"
 DEFAULT_PLATFORM = "SUPPORT"
-PAYMENT_PROVIDER = "STRIPE_HOSTED_CHECKOUT"
+#: What the acquisitions publisher's provider list accepts today; the precise
+#: value, STRIPE_HOSTED_CHECKOUT, needs that list extended (see the README).
+DEFAULT_PAYMENT_PROVIDER = "STRIPE"
+PRECISE_PAYMENT_PROVIDER = "STRIPE_HOSTED_CHECKOUT"
+#: The analytics table's platform names for the apps' own spellings.
+PLATFORM_NAMES = {"iosnativeapp": "IOS_NATIVE_APP", "androidnativeapp": "ANDROID_NATIVE_APP"}
 STORE_PAYMENT_PROVIDER = "Stripe"
 THANK_YOU_DATA_EXTENSION = "contribution-thank-you"
 EDITIONS = {"GBP": "uk", "USD": "us", "AUD": "au"}
-CURRENCY_SYMBOLS = {"GBP": "£", "USD": "$", "AUD": "$", "CAD": "$", "NZD": "$", "EUR": "€"}
 CARD_LABEL = "credit / debit card"
 DIRECT_DEBIT_LABEL = "direct debit"
 #: Payment method types paid from a card or a wallet holding one.
@@ -125,6 +130,7 @@ class PaymentRecords:
 
     contribution: Contribution
     acquisition: Acquisition | None
+    acquisition_event: AcquisitionEvent | None
     contribution_store: ContributionStoreRecord | None
     supporter: SupporterProductData | None
     thank_you_email: ThankYouEmail | None
@@ -151,6 +157,27 @@ def country(payment: Payment) -> tuple[str, str]:
     if payment.session.customer.country:
         return payment.session.customer.country, "address"
     return DEFAULT_COUNTRY, "default"
+
+
+def campaign_codes(value: str | None) -> tuple[str, ...]:
+    """The session's campaign code as sent, as zero or one element (the analytics rule)."""
+    return (value,) if value else ()
+
+
+def analytics_platform(value: str | None) -> str:
+    """The platform as `fact_acquisition_event` names it: SUPPORT when absent."""
+    if not value:
+        return DEFAULT_PLATFORM
+    return PLATFORM_NAMES.get(value.lower(), value)
+
+
+def clean_subdivision(value: str | None) -> str | None:
+    """The state as the contributions store takes it: letters, digits and spaces only
+    (line breaks dropped), trimmed; None when nothing is left."""
+    kept = "".join(
+        c for c in value or "" if c not in "\r\n" and (c.isalpha() or c.isdecimal() or c.isspace())
+    )
+    return kept.strip() or None
 
 
 def split_list(value: str | None) -> tuple[str, ...]:
@@ -220,14 +247,22 @@ def payment_date_text(day: date) -> str:
     return f"{day.day} {day:%B %Y}"
 
 
-def build_records(payment: Payment, *, first_name_field: str | None = None) -> PaymentRecords:
+def build_records(
+    payment: Payment,
+    *,
+    payment_provider: str = DEFAULT_PAYMENT_PROVIDER,
+    first_name_field: str | None = None,
+) -> PaymentRecords:
     """The records of one settled payment (see the module docstring).
 
+    `payment_provider` is the acquisition's `paymentProvider` (bus and table).
     `first_name_field` is the key of the Checkout custom text field that
     collects the reader's given name, if the page has one (see `first_name`).
     """
     session = payment.session
     created = epoch_to_datetime(payment.settled_at)
+    # The store and the supporter item date a payment by its charge, as today.
+    charged = epoch_to_datetime(payment.charge_created or payment.settled_at)
     amount = to_major_units(session.amount_minor, session.currency)
     identity = identity_id(payment)
     country_code, country_source = country(payment)
@@ -251,7 +286,7 @@ def build_records(payment: Payment, *, first_name_field: str | None = None) -> P
         created=created,
     )
     if payment.status != PAID_STATUS:
-        return PaymentRecords(contribution, None, None, None, None, None, (), ())
+        return PaymentRecords(contribution, None, None, None, None, None, None, (), ())
 
     warnings: list[str] = []
     skipped: list[str] = []
@@ -263,19 +298,19 @@ def build_records(payment: Payment, *, first_name_field: str | None = None) -> P
         warnings.append("query_parameters_unreadable")
     meta = session.metadata
     acquisition = Acquisition(
-        event_time_stamp=created,
+        event_timestamp=created,
         product="CONTRIBUTION",
         amount=amount,
         country_code=country_code,
         currency=session.currency,
         component_id=meta.get("componentId"),
         component_type=meta.get("componentType"),
-        campaign_codes=split_list(meta.get("campaignCode")),
+        campaign_codes=campaign_codes(meta.get("campaignCode")),
         source=meta.get("source"),
         referrer_url=meta.get("referrerUrl"),
         ab_tests=ab_tests,
         payment_frequency="ONE_OFF",
-        payment_provider=PAYMENT_PROVIDER,
+        payment_provider=payment_provider,
         print_options=None,
         browser_id=meta.get("browserId"),
         identity_id=identity,
@@ -290,7 +325,7 @@ def build_records(payment: Payment, *, first_name_field: str | None = None) -> P
         contribution_id=cid,
         payment_id=payment.charge_id,
         query_parameters=query_parameters,
-        platform=meta.get("platform") or DEFAULT_PLATFORM,
+        platform=analytics_platform(meta.get("platform")),
         livemode=session.meta.livemode,
         account=payment.account,
     )
@@ -300,11 +335,11 @@ def build_records(payment: Payment, *, first_name_field: str | None = None) -> P
         payment_id=payment.charge_id,
         identity_id=identity,
         email=session.customer.email,
-        created=created,
+        created=charged,
         currency=session.currency,
         amount=amount,
         country_code=country_code,
-        country_subdivision_code=session.customer.state,
+        country_subdivision_code=clean_subdivision(session.customer.state),
         postal_code=session.customer.postal_code,
         contribution_id=cid,
         livemode=session.meta.livemode,
@@ -314,7 +349,7 @@ def build_records(payment: Payment, *, first_name_field: str | None = None) -> P
     if identity is None:
         skipped += ["supporter_item_no_identity", "email_no_identity", "soft_opt_in_no_identity"]
     else:
-        supporter = _supporter_item(payment, identity, created, amount)
+        supporter = _supporter_item(payment, identity, charged, amount)
         opt_in = SoftOptIn(
             payment_id=payment.charge_id,
             message=_json(
@@ -336,8 +371,89 @@ def build_records(payment: Payment, *, first_name_field: str | None = None) -> P
             skipped.append("email_no_address")
         else:
             email = _thank_you_email(payment, identity, created, amount, first_name_field)
+    acquisition_event = AcquisitionEvent(
+        payment_id=payment.charge_id,
+        message=acquisition_detail(acquisition, payment, consent_override(payment)),
+        livemode=session.meta.livemode,
+        account=payment.account,
+        created=created,
+    )
     return PaymentRecords(
-        contribution, acquisition, store, supporter, email, opt_in, tuple(skipped), tuple(warnings)
+        contribution,
+        acquisition,
+        acquisition_event,
+        store,
+        supporter,
+        email,
+        opt_in,
+        tuple(skipped),
+        tuple(warnings),
+    )
+
+
+def acquisition_detail(
+    acquisition: Acquisition, payment: Payment, similar_products_consent: bool | None
+) -> str:
+    """The bus event's `Detail`: today's AcquisitionDataRow JSON, field for field.
+
+    `amount` is an exact JSON number in major units (never through a float);
+    options are null, lists never; `campaignCode` and `platform` are as the
+    session sent them (the analytics table derives its own columns from them).
+    """
+    session = payment.session
+    meta = session.metadata
+    fields: list[tuple[str, Any]] = [
+        ("eventTimeStamp", _iso_millis(acquisition.event_timestamp)),
+        ("product", acquisition.product),
+        ("amount", acquisition.amount),
+        ("country", acquisition.country_code),
+        ("currency", acquisition.currency),
+        ("componentId", acquisition.component_id),
+        ("componentType", acquisition.component_type),
+        ("campaignCode", meta.get("campaignCode") or None),
+        ("source", acquisition.source),
+        ("referrerUrl", acquisition.referrer_url),
+        ("abTests", [{"name": t.name, "variant": t.variant} for t in acquisition.ab_tests]),
+        ("paymentFrequency", acquisition.payment_frequency),
+        ("paymentProvider", acquisition.payment_provider),
+        ("printOptions", None),
+        ("browserId", acquisition.browser_id),
+        ("identityId", acquisition.identity_id),
+        ("pageViewId", acquisition.page_view_id),
+        ("referrerPageViewId", acquisition.referrer_page_view_id),
+        ("labels", list(acquisition.labels)),
+        ("promoCode", acquisition.promo_code),
+        ("reusedExistingPaymentMethod", acquisition.reused_existing_payment_method),
+        ("readerType", acquisition.reader_type),
+        ("acquisitionType", acquisition.acquisition_type),
+        ("zuoraSubscriptionNumber", acquisition.zuora_subscription_number),
+        ("contributionId", acquisition.contribution_id),
+        ("paymentId", acquisition.payment_id),
+        (
+            "queryParameters",
+            [{"name": q.key, "value": q.value} for q in acquisition.query_parameters],
+        ),
+        ("platform", meta.get("platform") or None),
+        ("postalCode", session.customer.postal_code),
+        ("state", session.customer.state),
+        ("email", session.customer.email),
+        ("similarProductsConsent", similar_products_consent),
+        ("paypalTransactionId", None),
+    ]
+    return "{" + ",".join(f"{_json_value(k)}:{_json_value(v)}" for k, v in fields) + "}"
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, Decimal):
+        # JSON's number grammar takes a plain decimal: exact, no float on the way.
+        return format(value, "f")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _iso_millis(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds, as today's events carry (2025-03-01T10:00:00.000Z)."""
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     )
 
 
@@ -381,8 +497,8 @@ def _thank_you_email(
                     "EmailAddress": address,
                     "edition": EDITIONS.get(session.currency, "international"),
                     "payment method": payment_method_label(payment.payment_method),
-                    "currency": CURRENCY_SYMBOLS.get(session.currency, session.currency),
-                    "amount": format_amount(amount, session.currency),
+                    "currency": session.currency,
+                    "amount": f"{amount:.2f}",
                     "first_name": first_name(payment, first_name_field),
                     "date_of_payment": payment_date_text(created.date()),
                 }

@@ -58,6 +58,8 @@ class Payment:
     payment_method: str | None
     account: str | None
     identity_id: str | None = None
+    #: The charge object's `created` (epoch seconds), when the charge object was seen.
+    charge_created: int | None = None
 
 
 @dataclass(frozen=True)
@@ -172,4 +174,5 @@ def _payment(state: PaymentState, settled: SessionFact, charge: ChargeFact) -> P
         payment_method=charge.payment_method
         or (settled.payment_method_types[0] if len(settled.payment_method_types) == 1 else None),
         account=next((a for a in accounts if a), None),
+        charge_created=charge.charge_created,
     )

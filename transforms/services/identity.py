@@ -47,6 +47,7 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.core import metrics
+from transforms.domain.facts import LIVE_MODE, STRIPE_MODES
 from transforms.domain.identity import (
     IdentityOutcome,
     guest_registration,
@@ -278,6 +279,7 @@ class _GetOrCreateIdentitiesFn(beam.DoFn):
         self._token = token
         self._options = options
         self._max_buffered = int(options.pop("max_buffered"))
+        self._stripe_mode = str(options.pop("stripe_mode"))
         self._client: IdentityClient | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pending: dict[str, list[_Pending]] = {}
@@ -303,7 +305,7 @@ class _GetOrCreateIdentitiesFn(beam.DoFn):
         if not needs_identity(payment):
             yield payment
             return
-        skipped = skipped_outcome(payment)
+        skipped = skipped_outcome(payment, self._stripe_mode)
         if skipped is not None:
             metrics.inc(metrics.IDENTITY_PREFIX + skipped.value)
             yield payment
@@ -350,6 +352,8 @@ class ResolveIdentities(beam.PTransform):
     applies it to settled payments before their records are built. See the
     module docstring for the calls, retries and the guest fallback. Every input
     payment is output once per successful bundle, with its timestamp and window.
+    `stripe_mode` is the run's: a `test` run (the CODE Identity API) looks up
+    test-mode payments too; any other skips them (`skipped_test_mode`).
     """
 
     def __init__(
@@ -362,8 +366,11 @@ class ResolveIdentities(beam.PTransform):
         retry_delay: timedelta = DEFAULT_RETRY_DELAY,
         max_concurrent: int = DEFAULT_MAX_CONCURRENT,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        stripe_mode: str = LIVE_MODE,
     ) -> None:
         super().__init__()
+        if stripe_mode not in STRIPE_MODES:
+            raise ValueError(f"stripe_mode must be one of {STRIPE_MODES}, got {stripe_mode!r}")
         if not token:
             raise ValueError("the Identity API token is empty")
         if attempts < 1 or max_concurrent < 1 or max_buffered < 1:
@@ -376,13 +383,18 @@ class ResolveIdentities(beam.PTransform):
             "retry_delay": retry_delay,
             "max_concurrent": max_concurrent,
             "max_buffered": max_buffered,
+            "stripe_mode": stripe_mode,
         }
 
     def __repr__(self) -> str:
         return f"ResolveIdentities({self._api_url})"
 
     def display_data(self) -> dict[str, Any]:
-        return {"api_url": self._api_url, "max_concurrent": self._options["max_concurrent"]}
+        return {
+            "api_url": self._api_url,
+            "max_concurrent": self._options["max_concurrent"],
+            "stripe_mode": self._options["stripe_mode"],
+        }
 
     def expand(self, payments: PCollection) -> PCollection:
         return payments | "GetOrCreateIdentities" >> beam.ParDo(

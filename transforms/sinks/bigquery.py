@@ -83,6 +83,7 @@ from google.cloud import bigquery
 from schemas.generate import bigquery_table_parameters, table_of
 from schemas.records import (
     ALL_RECORD_TYPES,
+    AcquisitionEvent,
     ContributionStoreRecord,
     DeadLetter,
     SoftOptIn,
@@ -405,6 +406,7 @@ class WriteToWarehouseBigQuery(beam.PTransform):
 
 #: Record types with personal data, which a BigQuery warehouse never receives.
 PERSONAL_RECORD_TYPES: tuple[type, ...] = (
+    AcquisitionEvent,
     ContributionStoreRecord,
     SupporterProductData,
     ThankYouEmail,

@@ -66,6 +66,13 @@ class Sink:
       it receives every record type no other selected sink takes, and every
       dead letter. `loads_in_panes`: the router applies the job's load
       windowing (`TriggerLoads`, on unbounded input) before its writer.
+    - `production`: a production effect (anything but the local DuckDB
+      warehouse): with one selected, the run must serve one Stripe mode
+      (`--stripe_mode live|test`), so test payments never reach live resources.
+    - `reads_dead_letters`: the sink runs after every other non-warehouse
+      sink and is given, as `DeadLetter`, every dead letter the warehouse
+      will get (the core's and the other sinks'); its own dead letters join
+      them (a metrics sink counts them).
     """
 
     name: str
@@ -78,6 +85,8 @@ class Sink:
     selected_when: Callable[[SinkConfig], bool] | None = None
     warehouse: bool = False
     loads_in_panes: bool = False
+    production: bool = True
+    reads_dead_letters: bool = False
 
     def is_selected(self, config: SinkConfig) -> bool:
         if self.selected_when is not None:
@@ -148,6 +157,11 @@ class SinkConfig:
     def warehouse(self) -> Sink:
         """The one selected warehouse."""
         return next(sink for sink in self.selected if sink.warehouse)
+
+    @property
+    def production_flags(self) -> tuple[str, ...]:
+        """The selecting flag of each selected production sink, in registry order."""
+        return tuple(sink.flags[0].option for sink in self.selected if sink.production)
 
     def taken(self) -> frozenset[type]:
         """The record types a selected sink other than the warehouse takes."""

@@ -418,6 +418,7 @@ SINK = Sink(
     selected_when=lambda config: not str(config[WAREHOUSE.name]).startswith(BIGQUERY_PREFIX),
     warehouse=True,
     loads_in_panes=True,
+    production=False,
 )
 
 

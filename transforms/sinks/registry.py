@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from transforms.sinks import bigquery, duckdb, dynamodb, postgres, sqs
+from transforms.sinks import (
+    bigquery,
+    cloudwatch,
+    duckdb,
+    dynamodb,
+    eventbridge,
+    postgres,
+    sqs,
+    store_queue,
+)
 from transforms.sinks.contract import Sink
 
 SINKS: tuple[Sink, ...] = (
     duckdb.SINK,
     bigquery.SINK,
     postgres.SINK,
+    store_queue.SINK,
+    eventbridge.SINK,
     dynamodb.SINK,
     sqs.THANK_YOU_EMAILS,
     sqs.SOFT_OPT_INS,
+    cloudwatch.SINK,
 )

@@ -8,6 +8,8 @@ no sink takes, and the dead letters of the core and of every sink, go to the
 one selected warehouse: a DuckDB file (the embedded default) or a BigQuery
 dataset (`bigquery:PROJECT.DATASET`: file loads for bounded input, streaming
 inserts with insert ids for unbounded input; see `transforms.sinks.bigquery`).
+A sink that `reads_dead_letters` (CloudWatch's post-payment-error count) runs
+last and is given every dead letter the warehouse gets.
 
 BigQuery is for analysts, so it never receives personal data: with a
 BigQuery warehouse every record type with personal data needs its own sink,
@@ -91,7 +93,7 @@ class WriteOutputs(beam.PTransform):
         to_warehouse = dict(pcolls)
         dead_letters = [to_warehouse.pop(DeadLetter)] if DeadLetter in to_warehouse else []
         for sink in config.selected:
-            if sink.warehouse:
+            if sink.warehouse or sink.reads_dead_letters:
                 continue
             inputs = {t: pcolls[t] for t in (*sink.takes, *sink.reads) if t in pcolls}
             for record_type in sink.takes:
@@ -101,6 +103,17 @@ class WriteOutputs(beam.PTransform):
                 dead_letters.append(letters)
 
         to_warehouse[DeadLetter] = tuple(dead_letters) | "CollectDeadLetters" >> beam.Flatten()
+        # A sink that counts dead letters sees every one the warehouse gets; its own
+        # dead letters join them, uncounted.
+        for index, sink in enumerate(s for s in config.selected if s.reads_dead_letters):
+            inputs = {t: pcolls[t] for t in sink.reads if t in pcolls}
+            inputs[DeadLetter] = to_warehouse[DeadLetter]
+            letters = sink.write(config, inputs)
+            if letters is not None:
+                label = "CollectMetricDeadLetters" + (f"_{index}" if index else "")
+                to_warehouse[DeadLetter] = (to_warehouse[DeadLetter], letters) | label >> (
+                    beam.Flatten()
+                )
         warehouse = config.warehouse
         if warehouse.loads_in_panes and self._loads is not None:
             to_warehouse = to_warehouse | "TriggerWarehouseLoads" >> self._loads

@@ -5,6 +5,7 @@ CREATE TABLE IF NOT EXISTS "payment_adjustments" (
     "event_type" VARCHAR NOT NULL,
     "amount" DECIMAL(38, 9) NOT NULL,
     "amount_refunded_total" DECIMAL(38, 9),
+    "fully_refunded" BOOLEAN,
     "currency" VARCHAR NOT NULL,
     "dispute_id" VARCHAR,
     "dispute_status" VARCHAR,
@@ -19,6 +20,7 @@ COMMENT ON COLUMN "payment_adjustments"."kind" IS 'refund or dispute.';
 COMMENT ON COLUMN "payment_adjustments"."event_type" IS 'Stripe event type.';
 COMMENT ON COLUMN "payment_adjustments"."amount" IS 'Refund: amount refunded by this event; dispute: disputed amount.';
 COMMENT ON COLUMN "payment_adjustments"."amount_refunded_total" IS 'Refund from charge.refunded: cumulative amount refunded so far; null for a refund object, whose amount is that one refund.';
+COMMENT ON COLUMN "payment_adjustments"."fully_refunded" IS 'Refund from charge.refunded: True once the whole charge is refunded (its `refunded`); null for a refund object, which does not know.';
 COMMENT ON COLUMN "payment_adjustments"."currency" IS 'ISO 4217 code, upper case.';
 COMMENT ON COLUMN "payment_adjustments"."dispute_id" IS 'Stripe dispute id (dp_...).';
 COMMENT ON COLUMN "payment_adjustments"."dispute_status" IS 'Dispute status after this event.';

@@ -233,6 +233,7 @@ class TestBatch:
                 event_type="charge.refunded",
                 amount=Decimal("2.00"),
                 amount_refunded_total=Decimal("2.00"),
+                fully_refunded=False,
                 created=T0_DT + timedelta(days=1),
             ),
             adjustment(
@@ -241,6 +242,7 @@ class TestBatch:
                 event_type="charge.refunded",
                 amount=Decimal("3.00"),
                 amount_refunded_total=Decimal("5.00"),
+                fully_refunded=True,
                 created=T0_DT + timedelta(days=2),
             ),
             adjustment(
@@ -249,6 +251,7 @@ class TestBatch:
                 event_type="charge.dispute.created",
                 amount=Decimal("5.00"),
                 amount_refunded_total=None,
+                fully_refunded=None,
                 dispute_id="dp_1",
                 dispute_status="needs_response",
                 created=T0_DT + timedelta(days=3),
@@ -261,7 +264,7 @@ class TestBatch:
 
         run_batch(events, check)
 
-    def test_test_mode_is_processed_unless_excluded(self) -> None:
+    def test_test_mode_is_processed_unless_the_stage_is_live(self) -> None:
         events = [
             session_completed(account="ed_test_61Rk"),
             replace(charge_succeeded(), livemode=False),
@@ -278,7 +281,7 @@ class TestBatch:
             assert_that(out.contributions, equal_to([]))
 
         run_batch(events, included)
-        run_batch(events, excluded, include_test_mode=False)
+        run_batch(events, excluded, stripe_mode="live")
 
 
 class TestStreaming:

@@ -181,7 +181,7 @@ def test_thin_event_of_a_handled_type_is_skipped() -> None:
     assert classify(thin) == Skip(meta("evt_t", "checkout.session.completed"), "thin_event")
 
 
-def test_test_mode_is_excluded_only_when_asked() -> None:
+def test_stripe_mode_skips_the_other_modes_events() -> None:
     test_event = event("evt_x", "charge.succeeded", charge_object(), livemode=False)
     live_event = event("evt_x", "charge.succeeded", charge_object(), livemode=True)
     expected_test = ChargeFact(
@@ -192,16 +192,22 @@ def test_test_mode_is_excluded_only_when_asked() -> None:
         has_charge_object=True,
         card_country="US",
         payment_method="card",
+        charge_created=charge_object().get("created"),
     )
+    expected_live = replace(expected_test, meta=meta("evt_x", "charge.succeeded"))
 
     assert classify(test_event) == expected_test
-    assert classify(test_event, include_test_mode=True) == expected_test
-    assert classify(test_event, include_test_mode=False) == Skip(
-        meta("evt_x", "charge.succeeded", livemode=False), "test_mode_excluded"
+    assert classify(test_event, stripe_mode="all") == expected_test
+    assert classify(test_event, stripe_mode="test") == expected_test
+    assert classify(test_event, stripe_mode="live") == Skip(
+        meta("evt_x", "charge.succeeded", livemode=False), "other_stripe_mode"
     )
-    assert classify(live_event, include_test_mode=False) == replace(
-        expected_test, meta=meta("evt_x", "charge.succeeded")
+    assert classify(live_event, stripe_mode="live") == expected_live
+    assert classify(live_event, stripe_mode="test") == Skip(
+        meta("evt_x", "charge.succeeded"), "other_stripe_mode"
     )
+    with pytest.raises(ValueError, match="stripe_mode must be one of"):
+        classify(live_event, stripe_mode="prod")
 
 
 @pytest.mark.parametrize(
@@ -455,6 +461,7 @@ def refund(
     currency: str,
     charge_id: str = "ch_1",
     event_id: str = "evt_r",
+    fully_refunded: bool = False,
 ) -> PaymentAdjustment:
     return PaymentAdjustment(
         adjustment_id=event_id,
@@ -463,6 +470,7 @@ def refund(
         event_type="charge.refunded",
         amount=amount,
         amount_refunded_total=total,
+        fully_refunded=fully_refunded,
         currency=currency,
         dispute_id=None,
         dispute_status=None,
@@ -488,12 +496,16 @@ def refund(
         (
             charge_object(amount=500, amount_refunded=500),
             {"amount_refunded": 0, "refunded": False},
-            refund(amount=Decimal("5.00"), total=Decimal("5.00"), currency="GBP"),
+            refund(
+                amount=Decimal("5.00"), total=Decimal("5.00"), currency="GBP", fully_refunded=True
+            ),
         ),
         (
             charge_object(amount=1000, amount_refunded=1000, currency="jpy"),
             {"amount_refunded": 400},
-            refund(amount=Decimal("600"), total=Decimal("1000"), currency="JPY"),
+            refund(
+                amount=Decimal("600"), total=Decimal("1000"), currency="JPY", fully_refunded=True
+            ),
         ),
         (
             charge_object(amount=1000, amount_refunded=300, currency="jpy"),
@@ -503,7 +515,9 @@ def refund(
         (
             charge_object(amount=5230, amount_refunded=5230, currency="kwd"),
             {"amount_refunded": 1230},
-            refund(amount=Decimal("4.000"), total=Decimal("5.230"), currency="KWD"),
+            refund(
+                amount=Decimal("4.000"), total=Decimal("5.230"), currency="KWD", fully_refunded=True
+            ),
         ),
         (
             charge_object(amount=5230, amount_refunded=1230, currency="kwd"),
@@ -556,6 +570,7 @@ def test_dispute_events(event_type: str, status: str) -> None:
         event_type=event_type,
         amount=Decimal("5.230"),
         amount_refunded_total=None,
+        fully_refunded=None,
         currency="KWD",
         dispute_id="dp_1",
         dispute_status=status,
@@ -575,6 +590,7 @@ def test_dispute_with_expanded_charge() -> None:
         event_type="charge.dispute.created",
         amount=Decimal("5.00"),
         amount_refunded_total=None,
+        fully_refunded=None,
         currency="GBP",
         dispute_id="dp_1",
         dispute_status="needs_response",
@@ -604,6 +620,7 @@ def test_a_succeeded_refund_object_is_an_adjustment_keyed_by_the_refund(event_ty
         event_type=event_type,
         amount=Decimal("1.00"),
         amount_refunded_total=None,
+        fully_refunded=None,
         currency="USD",
         dispute_id=None,
         dispute_status=None,

@@ -123,6 +123,22 @@ def test_which_payments_are_not_looked_up(
     changes: dict[str, Any], outcome: IdentityOutcome | None
 ) -> None:
     assert skipped_outcome(guest_payment(**changes)) is outcome
+    assert skipped_outcome(guest_payment(**changes), "live") is outcome
+
+
+@pytest.mark.parametrize(
+    ("livemode", "stripe_mode", "outcome"),
+    [
+        pytest.param(False, "test", None, id="test-payment-test-stage-looked-up"),
+        pytest.param(False, "live", IdentityOutcome.SKIPPED_TEST_MODE, id="test-payment-live"),
+        pytest.param(False, "all", IdentityOutcome.SKIPPED_TEST_MODE, id="test-payment-all"),
+        pytest.param(True, "test", None, id="live-payment-test-stage"),
+    ],
+)
+def test_a_test_stage_looks_up_test_payments_in_its_own_identity_api(
+    livemode: bool, stripe_mode: str, outcome: IdentityOutcome | None
+) -> None:
+    assert skipped_outcome(guest_payment(livemode=livemode), stripe_mode) is outcome
 
 
 def test_a_resolved_identity_reaches_every_record() -> None:

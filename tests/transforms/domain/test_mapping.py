@@ -15,6 +15,7 @@ import pytest
 from schemas.records import (
     AbTest,
     Acquisition,
+    AcquisitionEvent,
     Contribution,
     ContributionStoreRecord,
     QueryParameter,
@@ -27,8 +28,9 @@ from transforms.domain.facts import SessionFact, classify
 from transforms.domain.mapping import (
     PaymentRecords,
     build_records,
+    campaign_codes,
+    clean_subdivision,
     contribution_id,
-    split_list,
     term_end,
 )
 from transforms.domain.payment import Payment
@@ -109,7 +111,7 @@ def acquisition(**changes: Any) -> Acquisition:
     """The acquisition of the default payment with no attribution metadata."""
     return replace(
         Acquisition(
-            event_time_stamp=T0_DATETIME,
+            event_timestamp=T0_DATETIME,
             product="CONTRIBUTION",
             amount=Decimal("5.00"),
             country_code="US",
@@ -121,7 +123,7 @@ def acquisition(**changes: Any) -> Acquisition:
             referrer_url=None,
             ab_tests=(),
             payment_frequency="ONE_OFF",
-            payment_provider="STRIPE_HOSTED_CHECKOUT",
+            payment_provider="STRIPE",
             print_options=None,
             browser_id=None,
             identity_id="1001",
@@ -182,7 +184,7 @@ def email_body(
     *,
     edition: str = "uk",
     method: str = "credit / debit card",
-    currency: str = "£",
+    currency: str = "GBP",
     amount: str = "5.00",
     first_name: str | None = None,
     date_of_payment: str = "5 December 2024",
@@ -238,14 +240,14 @@ def test_full_card_payment_with_complete_metadata() -> None:
             created=T0_DATETIME,
         ),
         acquisition=Acquisition(
-            event_time_stamp=T0_DATETIME,
+            event_timestamp=T0_DATETIME,
             product="CONTRIBUTION",
             amount=Decimal("5.00"),
             country_code="US",
             currency="GBP",
             component_id="contributions-epic",
             component_type="ACQUISITIONS_EPIC",
-            campaign_codes=("a", "b"),
+            campaign_codes=("a, b",),
             source="GUARDIAN_WEB",
             referrer_url="https://www.theguardian.com/world/2024/dec/05/story",
             ab_tests=(
@@ -253,7 +255,7 @@ def test_full_card_payment_with_complete_metadata() -> None:
                 AbTest(name="amounts", variant="v2"),
             ),
             payment_frequency="ONE_OFF",
-            payment_provider="STRIPE_HOSTED_CHECKOUT",
+            payment_provider="STRIPE",
             print_options=None,
             browser_id="br_1",
             identity_id="1001",
@@ -274,6 +276,29 @@ def test_full_card_payment_with_complete_metadata() -> None:
             platform="SUPPORT",
             livemode=True,
             account=ACCOUNT_UK,
+        ),
+        acquisition_event=AcquisitionEvent(
+            payment_id="ch_1",
+            message=(
+                '{"eventTimeStamp":"2024-12-05T23:00:00.000Z","product":"CONTRIBUTION","amount":5.00,'
+                '"country":"US","currency":"GBP","componentId":"contributions-epic",'
+                '"componentType":"ACQUISITIONS_EPIC","campaignCode":"a, b","source":"GUARDIAN_WEB",'
+                '"referrerUrl":"https://www.theguardian.com/world/2024/dec/05/story",'
+                '"abTests":[{"name":"epicTest","variant":"control"},{"name":"amounts",'
+                '"variant":"v2"}],"paymentFrequency":"ONE_OFF","paymentProvider":"STRIPE",'
+                '"printOptions":null,"browserId":"br_1","identityId":"1001","pageViewId":"pv_1",'
+                '"referrerPageViewId":"rpv_1","labels":["one-off","epic"],"promoCode":null,'
+                '"reusedExistingPaymentMethod":false,"readerType":"Direct",'
+                '"acquisitionType":"Purchase","zuoraSubscriptionNumber":null,'
+                '"contributionId":"e0cd70fa-7672-550c-8efd-f030dbd04d31","paymentId":"ch_1",'
+                '"queryParameters":[{"name":"utm_source","value":"epic"},{"name":"utm_campaign",'
+                '"value":"dec"}],"platform":null,"postalCode":"N1 9GU","state":"London",'
+                '"email":"reader1@example.com","similarProductsConsent":null,'
+                '"paypalTransactionId":null}'
+            ),
+            livemode=True,
+            account=ACCOUNT_UK,
+            created=T0_DATETIME,
         ),
         contribution_store=ContributionStoreRecord(
             payment_provider="Stripe",
@@ -311,7 +336,7 @@ def test_full_card_payment_with_complete_metadata() -> None:
                 '{"To":{"Address":"reader1@example.com","SubscriberKey":"reader1@example.com",'
                 '"ContactAttributes":{"SubscriberAttributes":{'
                 '"EmailAddress":"reader1@example.com","edition":"uk",'
-                '"payment method":"credit / debit card","currency":"£","amount":"5.00",'
+                '"payment method":"credit / debit card","currency":"GBP","amount":"5.00",'
                 '"first_name":null,"date_of_payment":"5 December 2024"}}},'
                 '"DataExtensionName":"contribution-thank-you","IdentityUserId":"1001"}'
             ),
@@ -341,8 +366,14 @@ def test_full_card_payment_with_complete_metadata() -> None:
 
 @pytest.mark.parametrize(
     ("platform", "expected"),
-    [(None, "SUPPORT"), ("", "SUPPORT"), ("IOS_NATIVE", "IOS_NATIVE")],
-    ids=["missing", "empty", "given"],
+    [
+        (None, "SUPPORT"),
+        ("", "SUPPORT"),
+        ("IOS_NATIVE", "IOS_NATIVE"),
+        ("iosnativeapp", "IOS_NATIVE_APP"),
+        ("AndroidNativeApp", "ANDROID_NATIVE_APP"),
+    ],
+    ids=["missing", "empty", "given", "ios-app", "android-app-any-case"],
 )
 def test_platform_defaults_to_support(platform: str | None, expected: str) -> None:
     metadata = {"identityId": "1001"} | ({} if platform is None else {"platform": platform})
@@ -404,9 +435,12 @@ def test_identity_from_metadata_then_client_reference_id(
 def test_guest_gets_contribution_acquisition_and_store_only() -> None:
     records = build_records(payment(metadata={}, client_reference_id=None))
 
-    assert records == PaymentRecords(
+    assert records.acquisition_event is not None
+    assert json.loads(records.acquisition_event.message)["identityId"] is None
+    assert replace(records, acquisition_event=None) == PaymentRecords(
         contribution=contribution(identity_id=None),
         acquisition=acquisition(identity_id=None),
+        acquisition_event=None,
         contribution_store=store_record(identity_id=None),
         supporter=None,
         thank_you_email=None,
@@ -490,18 +524,18 @@ def test_query_parameters(
 @pytest.mark.parametrize(
     ("campaign_code", "expected"),
     [
-        ("a, b", ("a", "b")),
+        ("a, b", ("a, b",)),
         ("single", ("single",)),
-        (" a ,, b ,", ("a", "b")),
+        (" a ,, b ,", (" a ,, b ,",)),
         ("", ()),
         (None, ()),
     ],
-    ids=["two-codes", "one-code", "blanks-dropped", "empty", "missing"],
+    ids=["two-codes-kept-as-sent", "one-code", "kept-verbatim", "empty", "missing"],
 )
-def test_campaign_codes_are_split_and_trimmed(
+def test_campaign_codes_hold_the_code_as_sent(
     campaign_code: str | None, expected: tuple[str, ...]
 ) -> None:
-    assert split_list(campaign_code) == expected
+    assert campaign_codes(campaign_code) == expected
 
 
 @pytest.mark.parametrize(
@@ -544,25 +578,25 @@ def test_soft_opt_in_consent_override(
 
 
 @pytest.mark.parametrize(
-    ("currency", "amount_minor", "edition", "symbol", "amount_text"),
+    ("currency", "amount_minor", "edition", "code", "amount_text"),
     [
-        ("gbp", 500, "uk", "£", "5.00"),
-        ("usd", 1000, "us", "$", "10.00"),
-        ("aud", 2550, "au", "$", "25.50"),
-        ("eur", 500, "international", "€", "5.00"),
-        ("cad", 500, "international", "$", "5.00"),
-        ("jpy", 500, "international", "JPY", "500"),
-        ("kwd", 5230, "international", "KWD", "5.230"),
+        ("gbp", 500, "uk", "GBP", "5.00"),
+        ("usd", 1000, "us", "USD", "10.00"),
+        ("aud", 2550, "au", "AUD", "25.50"),
+        ("eur", 500, "international", "EUR", "5.00"),
+        ("cad", 500, "international", "CAD", "5.00"),
+        ("jpy", 500, "international", "JPY", "500.00"),
+        ("kwd", 5230, "international", "KWD", "5.23"),
     ],
     ids=["gbp-uk", "usd-us", "aud-au", "eur-international", "cad", "jpy", "kwd"],
 )
 def test_email_edition_currency_and_amount(
-    currency: str, amount_minor: int, edition: str, symbol: str, amount_text: str
+    currency: str, amount_minor: int, edition: str, code: str, amount_text: str
 ) -> None:
     records = build_records(payment(currency=currency, amount_total=amount_minor))
 
     assert message_of(records.thank_you_email) == email_body(
-        edition=edition, currency=symbol, amount=amount_text
+        edition=edition, currency=code, amount=amount_text
     )
 
 
@@ -753,6 +787,7 @@ def test_failed_payment_builds_only_the_contribution() -> None:
             created=T0_DATETIME,
         ),
         acquisition=None,
+        acquisition_event=None,
         contribution_store=None,
         supporter=None,
         thank_you_email=None,
@@ -760,3 +795,37 @@ def test_failed_payment_builds_only_the_contribution() -> None:
         skipped=(),
         warnings=(),
     )
+
+
+def test_store_and_supporter_item_are_dated_by_the_charge() -> None:
+    # The charge was created the evening before the session settled (UTC).
+    charged = T0 - 3_600 * 5
+    records = build_records(replace(payment(), charge_created=charged))
+
+    charged_at = datetime.fromtimestamp(charged, tz=UTC)
+    assert records.contribution_store == store_record(created=charged_at)
+    assert records.supporter is not None
+    assert records.supporter.contract_effective_date == charged_at.date()
+    # The analytics records keep the settlement time.
+    assert records.contribution.created == T0_DATETIME
+    assert records.acquisition == acquisition()
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("CA", "CA"),
+        ("New South Wales", "New South Wales"),
+        (" Île-de-France\n", "ÎledeFrance"),
+        ("N.Y.", "NY"),
+        ("--", None),
+        (None, None),
+    ],
+    ids=["code", "spaces-kept", "accents-kept-punctuation-dropped", "dots", "nothing-left", "none"],
+)
+def test_subdivision_is_cleaned_as_the_store_expects(
+    state: str | None, expected: str | None
+) -> None:
+    assert clean_subdivision(state) == expected
+    records = build_records(payment(state=state))
+    assert records.contribution_store == store_record(country_subdivision_code=expected)

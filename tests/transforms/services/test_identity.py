@@ -219,7 +219,10 @@ def test_the_token_is_in_no_repr_or_display_data(identity_api: IdentityApi) -> N
 
 
 def run_step(
-    api: IdentityApi, payments: list[Payment], expected: list[tuple[str, str | None, int]]
+    api: IdentityApi,
+    payments: list[Payment],
+    expected: list[tuple[str, str | None, int]],
+    stripe_mode: str = "live",
 ) -> dict[str, int]:
     """Runs the step on the FnApiRunner, asserts (charge id, identity, timestamp) per payment
     and returns the counters."""
@@ -227,7 +230,9 @@ def run_step(
     resolved = (
         pipeline
         | beam.Create([TimestampedValue(p, 1000 + n) for n, p in enumerate(payments)])
-        | ResolveIdentities(api.url, api.token, retry_delay=timedelta(milliseconds=10))
+        | ResolveIdentities(
+            api.url, api.token, retry_delay=timedelta(milliseconds=10), stripe_mode=stripe_mode
+        )
         | beam.Map(
             lambda p, ts=beam.DoFn.TimestampParam: (
                 p.charge_id,
@@ -241,6 +246,18 @@ def run_step(
     result.wait_until_finish()
     found = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))["counters"]
     return {c.key.metric.name: c.committed for c in found}
+
+
+def test_a_test_stage_gets_identities_for_test_payments_from_its_identity_api(
+    identity_api: IdentityApi,
+) -> None:
+    payments = [guest_payment(charge_id="ch_t", email="tester@example.com", livemode=False)]
+
+    counters = run_step(identity_api, payments, [("ch_t", str(FIRST_ID), 1000)], "test")
+
+    assert identity_api.requests == [get("tester@example.com"), post("tester@example.com")]
+    assert counters["identity_created"] == 1
+    assert "identity_skipped_test_mode" not in counters
 
 
 def test_the_step_looks_each_email_up_once_and_never_sends_a_bad_one(

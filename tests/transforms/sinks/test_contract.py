@@ -131,16 +131,19 @@ def test_a_registered_sink_is_routed_its_records_and_its_dead_letters_reach_the_
                 "sent_messages_table": "ledger",
             },
             SINKS,
-            "a BigQuery warehouse holds no personal data, so contributions_store, soft_opt_ins "
-            "need sinks of their own: missing --contributions_store, --opt_ins_queue_url",
+            "a BigQuery warehouse holds no personal data, so acquisition_events, "
+            "contributions_store, soft_opt_ins need sinks of their own: missing "
+            "--acquisitions_bus, --contributions_store or --contributions_store_queue_url, "
+            "--opt_ins_queue_url",
             id="bigquery-without-operational-sinks",
         ),
         pytest.param(
             {"warehouse": "bigquery:p.d"},
             (*SINKS, STORE_QUEUE),
-            "a BigQuery warehouse holds no personal data, so contributions_store, "
-            "supporter_product_data, thank_you_emails, soft_opt_ins need sinks of their own: "
-            "missing --contributions_store or --store_queue_url, --supporter_table, "
+            "a BigQuery warehouse holds no personal data, so acquisition_events, "
+            "contributions_store, supporter_product_data, thank_you_emails, soft_opt_ins need "
+            "sinks of their own: missing --acquisitions_bus, --contributions_store or "
+            "--contributions_store_queue_url or --store_queue_url, --supporter_table, "
             "--emails_queue_url, --opt_ins_queue_url",
             id="bigquery-names-every-sink-that-could-take-a-record",
         ),
@@ -159,8 +162,8 @@ def test_a_registered_sink_is_routed_its_records_and_its_dead_letters_reach_the_
         pytest.param(
             {"opt_ins_queue_url": "https://q.fifo"},
             SINKS,
-            "--emails_queue_url/--opt_ins_queue_url need --sent_messages_table: SQS FIFO "
-            "deduplication alone forgets a message after 5 minutes",
+            "--opt_ins_queue_url need --sent_messages_table: neither EventBridge, CloudWatch "
+            "nor a standard queue de-duplicates, the ledger makes them exactly once",
             id="queue-without-ledger",
         ),
         pytest.param({"nowhere": "x"}, SINKS, "no sink has the flags nowhere", id="unknown-flag"),

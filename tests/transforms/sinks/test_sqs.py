@@ -32,11 +32,13 @@ from tests.fixtures.aws_faults import InjectFaults
 from tests.fixtures.moto_server import MotoServer
 from transforms.infrastructure import Backoff, ConfigurationError
 from transforms.sinks.sqs import (
+    FIFO,
     OUTCOME_UNKNOWN,
     REJECTED,
     RETRIES_EXHAUSTED,
     SENDING,
     SOFT_OPT_IN,
+    STANDARD,
     THANK_YOU_EMAIL,
     SendMessages,
     check_ledger_table,
@@ -231,7 +233,15 @@ def test_sends_exact_bodies_once(
     )["Item"]
     assert marked["state"] == {"S": "sent"}
     assert marked["paymentId"] == {"S": payment_id}
-    assert set(marked) == {"messageKey", "kind", "paymentId", "state", "claimedAt", "sentAt"}
+    assert set(marked) == {
+        "messageKey",
+        "kind",
+        "paymentId",
+        "state",
+        "claimedAt",
+        "claimToken",
+        "sentAt",
+    }
 
 
 def test_ledger_alone_stops_a_replay_days_later(sqs: Any, queue: str, ledger: str) -> None:
@@ -404,13 +414,43 @@ def test_unsendable_messages_become_dead_letters(
     assert _drain(sqs, queue) == []
 
 
-def test_standard_queue_is_refused_at_setup(sqs: Any, ledger: str) -> None:
+def test_standard_queue_is_accepted_and_named_by_the_check(sqs: Any, queue: str) -> None:
     standard = _new_queue(sqs, fifo=False)
     try:
-        with pytest.raises(ConfigurationError, match="is a standard queue"):
-            check_message_queue(standard)
-        with pytest.raises(Exception, match="needs a FIFO queue"):
-            _send(standard, ledger, EMAILS[:1], sent=[])
+        assert check_message_queue(standard) == STANDARD
+        assert check_message_queue(queue) == FIFO
+    finally:
+        sqs.delete_queue(QueueUrl=standard)
+
+
+def test_standard_queue_under_faults_never_delivers_twice(
+    sqs: Any, ledger: str, aws_faults: InjectFaults
+) -> None:
+    # A standard queue takes a repeat as a new message: a send whose answer was
+    # lost cannot be retried, so it becomes outcome_unknown (it did reach SQS);
+    # every other message is sent exactly once, repeats and reruns included.
+    standard = _new_queue(sqs, fifo=False)
+    repeated = EMAILS + EMAILS[:5]
+    try:
+        with (
+            aws_faults(rate=0.2, seed=11, operations=FAULTY) as faults,
+            test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline,
+        ):
+            result = (
+                pipeline
+                | beam.Create(repeated)
+                | SendMessages(standard, THANK_YOU_EMAIL, ledger, backoff=FAST)
+            )
+            assert_that(
+                result.dead_letters | beam.Map(lambda d: d.reason) | beam.Distinct(),
+                equal_to([OUTCOME_UNKNOWN]),
+                label="OnlyUnknownOutcomes",
+            )
+        received = _drain(sqs, standard)
+        assert faults.lost.get("SendMessageBatch", 0) > 0
+        # Nothing twice, and nothing that is not ours.
+        assert len(received) == len(set(received))
+        assert set(received) == set(_bodies(EMAILS))
     finally:
         sqs.delete_queue(QueueUrl=standard)
 
