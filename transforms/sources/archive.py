@@ -33,6 +33,7 @@ Run the tests with `.venv/bin/pytest tests/transforms/sources/test_archive.py`.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -561,7 +562,8 @@ def _local_files(source: str) -> Iterator[FileMetadata | _Refused]:
 
     Symbolic links are followed only where they lead inside the source (its
     real folder); each real file and folder is listed once, however many links
-    lead to it.
+    lead to it. Under a glob, a refused file is reported when the glob takes
+    it, a refused link to a folder when the glob may take something below it.
     """
     if os.path.isdir(source):
         root, keep = source, None
@@ -574,12 +576,33 @@ def _local_files(source: str) -> Iterator[FileMetadata | _Refused]:
         assert literal is not None  # the pattern matches the empty string
         root = os.path.dirname(literal.group()) or "."
         keep = re.compile(FileSystem.translate_pattern(source))
+        if not os.path.isdir(root):
+            return
     else:
         return
     inside = os.path.realpath(root)
     for found in _walk(root, inside, {inside}, set()):
-        if keep is None or isinstance(found, _Refused) or keep.match(found.path):
+        taken = keep is None or keep.match(found.path) is not None
+        # A folder never matches a glob of files; what is below it might.
+        if taken or (
+            isinstance(found, _Refused)
+            and os.path.isdir(found.path)
+            and _may_hold_matches(source, found.path)
+        ):
             yield found
+
+
+def _may_hold_matches(pattern: str, folder: str) -> bool:
+    """Whether the glob `pattern` may match a path below `folder`, by path segments."""
+    wanted, have = pattern.split("/"), folder.split("/")
+    for index, segment in enumerate(have):
+        if index >= len(wanted) - 1:
+            return False
+        if "**" in wanted[index]:
+            return True
+        if not fnmatch.fnmatchcase(segment, wanted[index]):
+            return False
+    return True
 
 
 def _walk(

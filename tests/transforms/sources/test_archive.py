@@ -649,3 +649,47 @@ def test_links_are_followed_inside_the_source_only_and_special_files_are_refused
         "files_refused_not_a_regular_file": 3,
         "files_refused_symlink_outside_source": 2,
     }
+
+
+def test_a_glob_reports_only_the_refused_files_it_would_take(tmp_path: Path) -> None:
+    hour = tmp_path / "2024/12/05/23"
+    hour.mkdir(parents=True)
+    os.mkfifo(hour / "taken.gz")
+    os.mkfifo(hour / "other.json")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "2024/12/06").symlink_to(tmp_path / "outside")
+    (tmp_path / "2024/elsewhere").symlink_to(tmp_path / "outside")  # `*` takes it: 2024/*/*/*/
+    (tmp_path / "2024/12/05/23/deeper").symlink_to(tmp_path / "outside")  # too deep
+
+    outcome = run(
+        str(tmp_path / "2024/*/*/*/*.gz"),
+        [],
+        [
+            make_dead_letter(
+                step="read",
+                reason="symlink_outside_source",
+                error="not read: a symbolic link out of the source",
+                raw="",
+                source=str(tmp_path / "2024/12/06"),
+            ),
+            make_dead_letter(
+                step="read",
+                reason="symlink_outside_source",
+                error="not read: a symbolic link out of the source",
+                raw="",
+                source=str(tmp_path / "2024/elsewhere"),
+            ),
+            make_dead_letter(
+                step="read",
+                reason="not_a_regular_file",
+                error="not read: a FIFO, not a regular file",
+                raw="",
+                source=str(hour / "taken.gz"),
+            ),
+        ],
+    )
+
+    assert counters(outcome) == {
+        "files_refused_not_a_regular_file": 1,
+        "files_refused_symlink_outside_source": 2,
+    }
