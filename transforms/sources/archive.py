@@ -115,6 +115,7 @@ _HOUR_FOLDER = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/(\d{2})(?=/)")
 _UNREADABLE_ERRORS = (zlib.error, EOFError, FileNotFoundError)
 
 
+_EVENT_ID = re.compile(rb'"id" ?: ?"(evt_[A-Za-z0-9_]+)"')
 # Outside strings, the characters that open or close a value; inside, the ones that end a run.
 _STRUCTURE = re.compile(r'["{}\[\]]')
 _STRING_STOP = re.compile(r'["\\]')
@@ -752,6 +753,7 @@ class _ReadFileFn(beam.DoFn):
                         f" (raw: the first {len(span.data)})",
                         raw=span.data.decode("utf-8", errors="replace"),
                         source=f"{path}@{span.offset}",
+                        event_id=_first_event_id(span.data),
                     ),
                 )
                 continue
@@ -771,6 +773,12 @@ class _ReadFileFn(beam.DoFn):
                     source=f"{path}@{position}",
                 ),
             )
+
+
+def _first_event_id(head: bytes) -> str | None:
+    """The first Stripe event id a record's head names (a snapshot's or a `detail`'s)."""
+    found = _EVENT_ID.search(head)
+    return found.group(1).decode() if found else None
 
 
 class _KeepCreatedInRangeFn(beam.DoFn):

@@ -526,7 +526,7 @@ def test_a_file_with_broken_records_keeps_every_good_record_and_letters_each_bro
                 error=f"{len(large)} bytes, over the 1048576 byte limit (raw: the first 4096)",
                 raw=large[:4096].decode(),
                 source=f"{path}@{positions[5]}",
-                event_id=None,
+                event_id="evt_large",
             ),
         ],
     )
