@@ -1,0 +1,325 @@
+"""Reconcile: what the archive says against what every store holds, per day and currency.
+
+    python -m pipelines.reconcile --source s3://archive/stripe/ --start 2024-12-01 \\
+        --end 2024-12-02 --stripe_mode live --warehouse bigquery:P.contributions \\
+        --contributions_store postgresql://... --supporter_table SupporterProductData \\
+        --emails_queue_url https://... --opt_ins_queue_url https://... \\
+        --acquisitions_bus acquisitions-bus-PROD --sent_messages_table contribution-messages-sent
+
+What the archive says is what the backfill makes of it: the same read
+(`ReadArchive`) and core (`ProcessStripeEvents`) write every record into a
+scratch DuckDB warehouse, on the local FnApiRunner, that is deleted after
+the run. The archive is read from `--start` less `--settlement_timeout_days`
+(a Bacs or SEPA payment settles that long after its session) to its end
+(refunds and disputes come any time after their payment), and the payments
+created in `[--start, --end)` are compared. No identity is created and no
+store is written: the scratch run has no production sink.
+
+The same flags as the jobs name the stores, and only those given are read:
+the warehouse (always: `--warehouse`, a DuckDB file or `bigquery:P.D`,
+`contributions_current`), the contributions store (`--contributions_store`,
+Postgres), the supporter table (`--supporter_table`), and, from the message
+ledger (`--sent_messages_table`), the effects of each queue or bus given
+(`--contributions_store_queue_url`: the store messages and refund messages;
+`--acquisitions_bus`, `--emails_queue_url`, `--opt_ins_queue_url`,
+`--cloudwatch_namespace`).
+
+It prints one line per day and currency, with store minus archive per store
+(payments/amount/refunded, amounts in that currency), then up to
+`LISTED` differing payment ids per store and how they differ. Exit 0 when
+every difference is zero, 1 when any is not, 2 usage, 3 a store or the
+archive could not be read. Ids, days, currencies and amounts only: no
+personal data is printed.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from pipelines.aws_role import start_role
+from pipelines.launch import parse_options, quiet_beam_logs
+from pipelines.options import AwsOptions, BackfillOptions, CoreOptions, SinkOptions
+from schemas.records import DeadLetter
+from transforms.core.disk_group import GroupByKeyOnDisk
+from transforms.domain.reconcile import Difference, Holding, compare, diff_table, render_table
+from transforms.infrastructure import ConfigurationError
+from transforms.sinks.contract import SinkConfig
+from transforms.sinks.ledger import SENT, effect_key
+from transforms.sinks.readback import (
+    Query,
+    duckdb_query,
+    ledger_states,
+    open_warehouse,
+    postgres_query,
+    selection,
+    store_holdings,
+    supporter_holdings,
+    utc_day,
+    warehouse_holdings,
+)
+from transforms.sinks.registry import SINKS
+from transforms.sinks.router import WriteOutputs
+from transforms.sources.archive import ReadArchive
+
+OPTION_CLASSES = (BackfillOptions, CoreOptions, SinkOptions, AwsOptions)
+PROG = "python -m pipelines.reconcile"
+#: Differing payment ids listed per store.
+LISTED = 10
+
+#: (ledger kind, the flag whose sink sends it, the scratch query of the payments that get it).
+_LEDGER_KINDS = (
+    (
+        "contribution_store",
+        "contributions_store_queue_url",
+        "SELECT payment_id FROM contributions_store",
+    ),
+    (
+        "contribution_refund",
+        "contributions_store_queue_url",
+        # The store queue sends a refund once charge.refunded says the whole charge is.
+        "SELECT DISTINCT a.payment_id FROM payment_adjustments AS a "
+        "JOIN contributions_store AS s ON s.payment_id = a.payment_id WHERE a.fully_refunded",
+    ),
+    ("acquisition_event", "acquisitions_bus", "SELECT payment_id FROM acquisition_events"),
+    ("thank_you_email", "emails_queue_url", "SELECT payment_id FROM thank_you_emails"),
+    ("soft_opt_in", "opt_ins_queue_url", "SELECT payment_id FROM soft_opt_ins"),
+    (
+        "payment_success_metric",
+        "cloudwatch_namespace",
+        "SELECT payment_id FROM contributions WHERE status = 'Paid'",
+    ),
+)
+#: Effects that need the payer's identity: a guest's come from the Identity API, not the archive.
+_NEEDS_IDENTITY = frozenset({"supporter_table", "thank_you_email", "soft_opt_in"})
+
+
+class Known(NamedTuple):
+    """A payment the archive has in the range, whatever its status."""
+
+    day: date
+    currency: str
+    guest: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to compare: the range, the mode and the stores' flags."""
+
+    sinks: SinkConfig
+    start: datetime | None
+    end: datetime | None
+    livemode: bool | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One store: the archive's holdings and the store's."""
+
+    store: str
+    archive: dict[str, Holding]
+    found: dict[str, Holding]
+    guests_left_out: int = 0
+
+
+def _comparison(
+    store: str, archive: dict[str, Holding], found: dict[str, Holding], guests: set[str]
+) -> Comparison:
+    """The comparison, without a guest's supporter item or message: the archive cannot know
+    the identity the Identity API gave that payer."""
+    if store not in _NEEDS_IDENTITY:
+        return Comparison(store, archive, found)
+    left_out = (guests - set(archive)) & set(found)
+    kept = {p: h for p, h in found.items() if p not in left_out}
+    return Comparison(store, archive, kept, len(left_out))
+
+
+def build(pipeline: beam.Pipeline, options: PipelineOptions, scratch_warehouse: str) -> None:
+    """The backfill's read and core, every record into the scratch DuckDB warehouse."""
+    archive = options.view_as(BackfillOptions).archive_arguments()
+    core_options = options.view_as(CoreOptions)
+    if archive["start"] is not None:
+        archive["start"] -= timedelta(days=core_options.settlement_timeout_days)
+    archive["end"] = None
+    shuffle_dir = options.view_as(BackfillOptions).disk_shuffle_dir(None)
+    core = core_options.process_stripe_events(
+        group_by_key=GroupByKeyOnDisk(shuffle_dir) if shuffle_dir is not None else None,
+    )
+    # Built here, never from the flags: a secret's environment variable must not
+    # turn a production sink on in the scratch run.
+    sinks = SinkConfig({"warehouse": scratch_warehouse}, sinks=SINKS)
+    read = pipeline | "ReadArchive" >> ReadArchive(**archive)
+    outputs = read.events | "ProcessStripeEvents" >> core
+    tables = outputs.by_record_type()
+    tables[DeadLetter] = (
+        outputs.dead_letters,
+        read.dead_letters,
+    ) | "CollectDeadLetters" >> beam.Flatten()
+    _ = tables | "WriteOutputs" >> WriteOutputs(sinks)
+
+
+def plan_of(options: PipelineOptions) -> Plan:
+    """The checked flags (ValueError naming the flag)."""
+    if options.view_as(StandardOptions).runner:
+        raise ValueError("--runner: the reconcile runs locally, on the FnApiRunner")
+    sinks = options.view_as(SinkOptions).sink_config()
+    mode = options.view_as(CoreOptions).checked_stripe_mode()
+    backfill = options.view_as(BackfillOptions)
+    backfill.archive_arguments()
+    livemode = {"live": True, "test": False}.get(mode)
+    return Plan(sinks, backfill.start, backfill.end, livemode)
+
+
+def comparisons(plan: Plan, scratch: Query) -> list[Comparison]:
+    """Every store the flags name, against the scratch warehouse."""
+    where = selection("duckdb", start=plan.start, end=plan.end, livemode=plan.livemode)
+    known = {
+        row[0]: Known(utc_day(row[1]), row[2], row[3] is None)
+        for row in scratch(
+            f"SELECT payment_id, created, currency, identity_id FROM contributions WHERE {where}"
+        )
+    }
+    guests = {payment_id for payment_id, payment in known.items() if payment.guest}
+    query, dialect = open_warehouse(str(plan.sinks["warehouse"]))
+    found = [
+        Comparison(
+            "warehouse",
+            warehouse_holdings(scratch, where),
+            warehouse_holdings(query, _where(plan, dialect)),
+        )
+    ]
+    if plan.sinks["contributions_store"]:
+        store = postgres_query(str(plan.sinks["contributions_store"]))
+        found.append(
+            Comparison(
+                "contributions_store",
+                store_holdings(scratch, where),
+                store_holdings(store, _where(plan, "postgres")),
+            )
+        )
+    if plan.sinks["supporter_table"]:
+        table = str(plan.sinks["supporter_table"])
+        found.append(
+            _comparison(
+                "supporter_table",
+                _supporter_archive(scratch, known),
+                supporter_holdings(table, start=plan.start, end=plan.end),
+                guests,
+            )
+        )
+    kinds = [(kind, sql) for kind, flag, sql in _LEDGER_KINDS if plan.sinks[flag]]
+    if kinds:
+        keys = [effect_key(kind, payment_id) for kind, _ in kinds for payment_id in known]
+        states = ledger_states(str(plan.sinks["sent_messages_table"]), keys)
+        for kind, sql in kinds:
+            expected = {row[0] for row in scratch(sql)} & set(known)
+            sent = {
+                p: _ledger_holding(p, known[p], states[effect_key(kind, p)])
+                for p in known
+                if effect_key(kind, p) in states
+            }
+            archive = {p: _ledger_holding(p, known[p], SENT) for p in expected}
+            found.append(_comparison(kind, archive, sent, guests))
+    return found
+
+
+def _where(plan: Plan, dialect: str) -> str:
+    return selection(dialect, start=plan.start, end=plan.end, livemode=plan.livemode)
+
+
+def _supporter_archive(scratch: Query, known: dict[str, Known]) -> dict[str, Holding]:
+    rows = scratch(
+        "SELECT payment_id, contract_effective_date, contribution_currency, contribution_amount "
+        "FROM supporter_product_data"
+    )
+    return {row[0]: Holding(row[0], row[1], row[2], row[3]) for row in rows if row[0] in known}
+
+
+def _ledger_holding(payment_id: str, known: Known, state: str) -> Holding:
+    """A ledger entry in `state`, on its payment's day and in its currency (it knows neither)."""
+    return Holding(payment_id, known.day, known.currency, None, sent=state == SENT)
+
+
+def render(results: Sequence[tuple[Comparison, list[Difference]]], plan: Plan) -> str:
+    """The report: range, diff table, then the first differing ids of each store."""
+    bounds = f"{_bound(plan.start)} to {_bound(plan.end)}"
+    warehouse = results[0][0]
+    lines = [
+        f"archive: {len(warehouse.archive)} paid payments created from {bounds}",
+        "store minus archive per day and currency (payments/amount/refunded):",
+        render_table({c.store: diff_table(c.archive, c.found) for c, _ in results}),
+    ]
+    guests = sum(c.guests_left_out for c, _ in results)
+    if guests:
+        lines.append(
+            f"not compared: {guests} supporter items and messages of guests (their identity "
+            "came from the Identity API, not the archive)"
+        )
+    for comparison, differences in results:
+        if not differences:
+            continue
+        lines.append(f"{comparison.store}: {len(differences)} payments differ")
+        lines.extend(f"  {d.describe()}" for d in differences[:LISTED])
+        if len(differences) > LISTED:
+            lines.append(f"  ... and {len(differences) - LISTED} more")
+    differing = [c.store for c, d in results if d]
+    if differing:
+        lines.append(f"differences in {', '.join(differing)}")
+    else:
+        lines.append("reconciled: every difference is zero")
+    return "\n".join(lines)
+
+
+def _bound(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else "the archive's start/end"
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Reconciles; 0 when nothing differs, 1 when something does, 2 usage, 3 infrastructure."""
+    options = parse_options(argv, OPTION_CLASSES, prog=PROG, description=__doc__ or "")
+    quiet_beam_logs()
+    try:
+        plan = plan_of(options)
+    except ValueError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        start_role(options)
+        with tempfile.TemporaryDirectory(prefix="reconcile-") as folder:
+            scratch = str(Path(folder) / "archive.duckdb")
+            pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)
+            build(pipeline, options, scratch)
+            _run_scratch(pipeline)
+            found = comparisons(plan, duckdb_query(scratch))
+    except ValueError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except ConfigurationError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 3
+    results = [(c, compare(c.store, c.archive, c.found)) for c in found]
+    print(render(results, plan))
+    return 1 if any(d for _, d in results) else 0
+
+
+def _run_scratch(pipeline: beam.Pipeline) -> None:
+    try:
+        pipeline.run().wait_until_finish()
+    except Exception as error:  # noqa: BLE001 - any failure to read the archive is one line, exit 3
+        first = str(error).strip().splitlines()
+        raise ConfigurationError(
+            f"reading the archive failed: {type(error).__name__}: {first[-1] if first else ''}"
+        ) from None
+
+
+if __name__ == "__main__":
+    sys.exit(run())

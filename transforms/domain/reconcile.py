@@ -1,0 +1,222 @@
+"""What the archive says against what a store holds: per payment, then per day and currency.
+
+Pure functions for `pipelines.reconcile`. Each store is reduced to
+`Holding`s, one per payment it knows (`transforms.sinks.readback` reads
+them, from the store and from a scratch warehouse the archive was backfilled
+into), and `compare` lists how two sets of holdings differ:
+
+- `missing`: the archive has the payment, the store does not;
+- `extra`: the store has a payment the archive does not (only holdings the
+  caller marks as in range: a store holds other days too);
+- `amount`, `refunded`, `currency`, `day`: both have it, a value differs;
+- `unsent`: a message ledger entry claimed but never marked sent (its
+  outcome is unknown).
+
+`diff_table` sums both sides per (day, currency) into `DiffRow`s: store
+minus archive, in payments, amount and amount refunded, each in the row's
+currency, never summed across currencies. A holding carries ids, days,
+currencies and amounts only: nothing personal reaches the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from transforms.domain.money import format_amount
+
+MISSING = "missing"
+EXTRA = "extra"
+AMOUNT = "amount"
+REFUNDED = "refunded"
+CURRENCY = "currency"
+DAY = "day"
+UNSENT = "unsent"
+
+
+@dataclass(frozen=True)
+class Holding:
+    """One payment as one store knows it.
+
+    `amount` and `refunded` are major units in `currency`; None where the
+    store does not know it (a ledger entry has no amount; the supporter table
+    knows no refunds). `in_range` tells a holding the store has that the
+    archive lacks from one outside the reconciled range.
+    """
+
+    payment_id: str
+    day: date
+    currency: str
+    amount: Decimal | None
+    refunded: Decimal | None = None
+    sent: bool = True
+    in_range: bool = True
+
+
+@dataclass(frozen=True)
+class Difference:
+    """How one payment differs in one store: `kind` and the two values, as text."""
+
+    store: str
+    payment_id: str
+    kind: str
+    archive: str
+    found: str
+
+    def describe(self) -> str:
+        if self.kind == MISSING:
+            return f"{self.payment_id}: missing (archive: {self.archive})"
+        if self.kind == EXTRA:
+            return f"{self.payment_id}: extra (store: {self.found})"
+        if self.kind == UNSENT:
+            return f"{self.payment_id}: claimed, never marked sent (outcome unknown)"
+        return f"{self.payment_id}: {self.kind} {self.archive} in the archive, {self.found} here"
+
+
+@dataclass(frozen=True)
+class DiffRow:
+    """One (day, currency) of one store: store minus archive."""
+
+    day: date
+    currency: str
+    payments: int
+    amount: Decimal | None
+    refunded: Decimal | None
+
+    @property
+    def is_zero(self) -> bool:
+        return self.payments == 0 and not self.amount and not self.refunded
+
+
+def _money(value: Decimal, currency: str) -> str:
+    """With the currency's decimals ('5.00', '500'), or every digit when it has more."""
+    shown = format_amount(value, currency)
+    return shown if Decimal(shown) == value else format(value.normalize(), "f")
+
+
+def _summary(holding: Holding) -> str:
+    parts = [holding.day.isoformat(), holding.currency]
+    if holding.amount is not None:
+        parts.append(_money(holding.amount, holding.currency))
+    return " ".join(parts)
+
+
+def compare(
+    store: str, archive: Mapping[str, Holding], found: Mapping[str, Holding]
+) -> list[Difference]:
+    """Every difference between the archive's and a store's holdings, by payment id.
+
+    A holding found but not in the archive counts as `extra` only when it is
+    `in_range`. A value the store does not know (None) is not compared.
+    """
+    differences = []
+    for payment_id in sorted(set(archive) | set(found)):
+        expected, held = archive.get(payment_id), found.get(payment_id)
+        if held is None:
+            assert expected is not None
+            differences.append(Difference(store, payment_id, MISSING, _summary(expected), ""))
+            continue
+        if expected is None:
+            if held.in_range:
+                differences.append(Difference(store, payment_id, EXTRA, "", _summary(held)))
+            continue
+        if not held.sent:
+            differences.append(Difference(store, payment_id, UNSENT, "", ""))
+            continue
+        for kind, in_archive, in_store in _values(expected, held):
+            if in_archive != in_store:
+                differences.append(Difference(store, payment_id, kind, in_archive, in_store))
+    return differences
+
+
+def _values(expected: Holding, held: Holding) -> list[tuple[str, str, str]]:
+    """(kind, archive's value, store's value) of every value both sides know."""
+    values = [
+        (DAY, expected.day.isoformat(), held.day.isoformat()),
+        (CURRENCY, expected.currency, held.currency),
+    ]
+    for kind, mine, theirs in (
+        (AMOUNT, expected.amount, held.amount),
+        (REFUNDED, expected.refunded, held.refunded),
+    ):
+        if mine is not None and theirs is not None:
+            values.append((kind, _money(mine, expected.currency), _money(theirs, held.currency)))
+    return values
+
+
+def _sum(values: Iterable[Decimal | None]) -> Decimal | None:
+    known = [v for v in values if v is not None]
+    return sum(known, Decimal(0)) if known else None
+
+
+def diff_table(archive: Mapping[str, Holding], found: Mapping[str, Holding]) -> list[DiffRow]:
+    """Store minus archive per (day, currency), for every (day, currency) either side has.
+
+    Holdings the store has outside the range are left out; an entry only
+    claimed (`sent` False) does not count as held. Amounts are summed only
+    where the store knows them.
+    """
+    held = {
+        payment_id: holding
+        for payment_id, holding in found.items()
+        if holding.sent and (holding.in_range or payment_id in archive)
+    }
+    keys = {(h.day, h.currency) for h in (*archive.values(), *held.values())}
+    rows = []
+    for day, currency in sorted(keys):
+        mine = [h for h in held.values() if (h.day, h.currency) == (day, currency)]
+        theirs = [h for h in archive.values() if (h.day, h.currency) == (day, currency)]
+        rows.append(
+            DiffRow(
+                day,
+                currency,
+                payments=len(mine) - len(theirs),
+                amount=_difference(mine, theirs, "amount"),
+                refunded=_difference(mine, theirs, "refunded"),
+            )
+        )
+    return rows
+
+
+def _difference(mine: list[Holding], theirs: list[Holding], field: str) -> Decimal | None:
+    held = _sum(getattr(h, field) for h in mine)
+    expected = _sum(getattr(h, field) for h in theirs)
+    if held is None and expected is None:
+        return None
+    return (held or Decimal(0)) - (expected or Decimal(0))
+
+
+def render_table(tables: Mapping[str, list[DiffRow]]) -> str:
+    """The diff table: one line per (day, currency), `payments/amount/refunded` per store."""
+    keys = sorted({(r.day, r.currency) for rows in tables.values() for r in rows})
+    header = ["day", "currency", *tables]
+    lines = [header]
+    for key in keys:
+        cells = [key[0].isoformat(), key[1]]
+        for rows in tables.values():
+            row = next((r for r in rows if (r.day, r.currency) == key), None)
+            cells.append(_cell(row))
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _cell(row: DiffRow | None) -> str:
+    if row is None:
+        return "0"
+    parts = [f"{row.payments:+d}" if row.payments else "0"]
+    for value in (row.amount, row.refunded):
+        if value is not None:
+            parts.append(_signed(value, row.currency))
+    return "/".join(parts)
+
+
+def _signed(value: Decimal, currency: str) -> str:
+    if not value:
+        return "0"
+    return ("+" if value > 0 else "") + _money(value, currency)
