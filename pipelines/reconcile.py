@@ -54,7 +54,8 @@ from transforms.core.disk_group import GroupByKeyOnDisk
 from transforms.domain.reconcile import Difference, Holding, compare, diff_table, render_table
 from transforms.infrastructure import ConfigurationError
 from transforms.sinks.contract import SinkConfig
-from transforms.sinks.ledger import SENT, effect_key
+from transforms.sinks.dynamodb import check_supporter_table
+from transforms.sinks.ledger import SENT, check_ledger_table, effect_key
 from transforms.sinks.readback import (
     Query,
     duckdb_query,
@@ -179,6 +180,20 @@ def plan_of(options: PipelineOptions) -> Plan:
     return Plan(sinks, backfill.start, backfill.end, livemode)
 
 
+def preflight(plan: Plan) -> None:
+    """Every store named is reachable, before the archive is read (ConfigurationError if not)."""
+    query, _ = open_warehouse(str(plan.sinks["warehouse"]))
+    query("SELECT COUNT(*) FROM contributions_current WHERE FALSE")
+    if plan.sinks["contributions_store"]:
+        postgres_query(str(plan.sinks["contributions_store"]))(
+            "SELECT COUNT(*) FROM contributions_store WHERE FALSE"
+        )
+    if plan.sinks["supporter_table"]:
+        check_supporter_table(str(plan.sinks["supporter_table"]))
+    if any(plan.sinks[flag] for _, flag, _ in _LEDGER_KINDS):
+        check_ledger_table(str(plan.sinks["sent_messages_table"]))
+
+
 def comparisons(plan: Plan, scratch: Query) -> list[Comparison]:
     """Every store the flags name, against the scratch warehouse."""
     where = selection("duckdb", start=plan.start, end=plan.end, livemode=plan.livemode)
@@ -267,7 +282,8 @@ def render(results: Sequence[tuple[Comparison, list[Difference]]], plan: Plan) -
     for comparison, differences in results:
         if not differences:
             continue
-        lines.append(f"{comparison.store}: {len(differences)} payments differ")
+        count = len(differences)
+        lines.append(f"{comparison.store}: {count} difference{'' if count == 1 else 's'}")
         lines.extend(f"  {d.describe()}" for d in differences[:LISTED])
         if len(differences) > LISTED:
             lines.append(f"  ... and {len(differences) - LISTED} more")
@@ -294,6 +310,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         start_role(options)
+        preflight(plan)
         with tempfile.TemporaryDirectory(prefix="reconcile-") as folder:
             scratch = str(Path(folder) / "archive.duckdb")
             pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)

@@ -85,10 +85,6 @@ class DiffRow:
     amount: Decimal | None
     refunded: Decimal | None
 
-    @property
-    def is_zero(self) -> bool:
-        return self.payments == 0 and not self.amount and not self.refunded
-
 
 def _money(value: Decimal, currency: str) -> str:
     """With the currency's decimals ('5.00', '500'), or every digit when it has more."""
@@ -189,15 +185,19 @@ def _difference(mine: list[Holding], theirs: list[Holding], field: str) -> Decim
 
 
 def render_table(tables: Mapping[str, list[DiffRow]]) -> str:
-    """The diff table: one line per (day, currency), `payments/amount/refunded` per store."""
+    """The diff table: one line per (day, currency), `payments/amount/refunded` per store.
+
+    A store shows only the values it knows (a ledger's cell is its payments
+    alone); a (day, currency) a store has no payment of shows its zeros.
+    """
     keys = sorted({(r.day, r.currency) for rows in tables.values() for r in rows})
     header = ["day", "currency", *tables]
     lines = [header]
-    for key in keys:
-        cells = [key[0].isoformat(), key[1]]
+    for day, currency in keys:
+        cells = [day.isoformat(), currency]
         for rows in tables.values():
-            row = next((r for r in rows if (r.day, r.currency) == key), None)
-            cells.append(_cell(row))
+            row = next((r for r in rows if (r.day, r.currency) == (day, currency)), None)
+            cells.append(_cell(row or _zeros(rows, day, currency)))
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join(
@@ -206,9 +206,14 @@ def render_table(tables: Mapping[str, list[DiffRow]]) -> str:
     )
 
 
-def _cell(row: DiffRow | None) -> str:
-    if row is None:
-        return "0"
+def _zeros(rows: list[DiffRow], day: date, currency: str) -> DiffRow:
+    """An all-zero row shaped like the store's other rows."""
+    amount = next((Decimal(0) for r in rows if r.amount is not None), None)
+    refunded = next((Decimal(0) for r in rows if r.refunded is not None), None)
+    return DiffRow(day, currency, 0, amount, refunded)
+
+
+def _cell(row: DiffRow) -> str:
     parts = [f"{row.payments:+d}" if row.payments else "0"]
     for value in (row.amount, row.refunded):
         if value is not None:
