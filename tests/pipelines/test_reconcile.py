@@ -25,7 +25,15 @@ import pytest
 from pipelines import backfill, reconcile
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.postgres import PostgresServer
-from tests.fixtures.sinks import DuckDBWarehouse, Sinks, provision_sinks
+from tests.fixtures.sinks import (
+    LEDGER_KEY,
+    DuckDBWarehouse,
+    Sinks,
+    create_queue,
+    create_table,
+    provision_sinks,
+    unique,
+)
 from tools.generate_archive import generate, write_archive
 from transforms.domain.money import currency_exponent
 
@@ -70,23 +78,34 @@ def _range(start: datetime) -> list[str]:
     return ["--start", start.isoformat(), "--end", end.isoformat()]
 
 
+@dataclass(frozen=True)
+class Archive:
+    folder: Path
+    start: datetime
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
+    folder = tmp_path_factory.mktemp("reconcile") / "archive"
+    # Recent payments: a backfill sends messages for young payments only.
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=4)
+    write_archive(generate(payments=PAYMENTS, seed=SEED, start=start, hours=HOURS), folder)
+    return Archive(folder, start)
+
+
 @pytest.fixture(scope="module")
 def reconciled(
+    archive: Archive,
     moto_server: MotoServer,
     postgres_server: PostgresServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Reconciled:
-    root = tmp_path_factory.mktemp("reconcile")
-    # Recent payments: a backfill sends messages for young payments only.
-    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=4)
-    write_archive(
-        generate(payments=PAYMENTS, seed=SEED, start=start, hours=HOURS), root / "archive"
-    )
+    root = tmp_path_factory.mktemp("stores")
     sinks = provision_sinks(postgres_server, DuckDBWarehouse(root / "warehouse.duckdb"))
-    argv = ["--source", str(root / "archive"), *sinks.flags()]
+    argv = ["--source", str(archive.folder), *sinks.flags()]
     written = _run(backfill.run, argv)
     assert written.code == 0, written.out + written.err
-    argv += _range(start)
+    argv += _range(archive.start)
     clean = _run(reconcile.run, argv)
     paid = _paid(sinks)
     _alter(sinks, paid)
@@ -317,3 +336,80 @@ def test_bad_flags_exit_2_and_unreachable_stores_3_with_one_line(
         "",
         f"python -m pipelines.reconcile: error: {filled(error)}\n",
     )
+
+
+def test_the_store_queue_is_reconciled_from_the_ledger(
+    archive: Archive, moto_server: MotoServer, tmp_path: Path
+) -> None:
+    """The store fed by its queue: what the ledger says was sent, payments and refunds."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    ledger = create_table(LEDGER_KEY, unique("sent-messages"))
+    argv = [
+        "--source",
+        str(archive.folder),
+        "--stripe_mode",
+        "live",
+        "--warehouse",
+        str(warehouse),
+        "--contributions_store_queue_url",
+        create_queue(fifo=False),
+        "--contributions_store_key_id",
+        "key-1",
+        "--sent_messages_table",
+        ledger,
+    ]
+    written = _run(backfill.run, argv)
+    assert written.code == 0, written.out + written.err
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        refunded, paid = (
+            connection.execute(
+                "SELECT min(payment_id) FROM contributions_current WHERE livemode "
+                f"AND status = '{status}'"
+            ).fetchone()[0]  # type: ignore[index]
+            for status in ("Refunded", "Paid")
+        )
+    with contextlib.closing(boto3.session.Session().client("dynamodb")) as dynamodb:
+        dynamodb.delete_item(
+            TableName=ledger, Key={"messageKey": {"S": f"contribution_refund#{refunded}"}}
+        )
+        dynamodb.update_item(
+            TableName=ledger,
+            Key={"messageKey": {"S": f"contribution_store#{paid}"}},
+            UpdateExpression="SET #state = :sending",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":sending": {"S": "sending"}},
+        )
+    run = _run(reconcile.run, [*argv, *_range(archive.start)])
+    assert run.code == 1, run.out + run.err
+    lines = run.out.splitlines()
+    assert lines[lines.index("contribution_store: 1 difference") :] == [
+        "contribution_store: 1 difference",
+        f"  {paid}: claimed, never marked sent (outcome unknown)",
+        "contribution_refund: 1 difference",
+        f"  {refunded}: missing (archive: {_day_and_currency(warehouse, refunded)})",
+        "differences in contribution_store, contribution_refund",
+    ]
+    table = _table(run.out)
+    assert [list(row) for row in table.values()] == [
+        ["warehouse", "contribution_store", "contribution_refund"]
+    ] * len(table)
+    assert table[tuple(_day_and_currency(warehouse, paid).split())]["contribution_store"] == "-1"
+    key = tuple(_day_and_currency(warehouse, refunded).split())
+    assert table[key]["contribution_refund"] == "-1"
+    changed = {tuple(_day_and_currency(warehouse, p).split()) for p in (paid, refunded)}
+    assert {
+        cell
+        for day, row in table.items()
+        for store, cell in row.items()
+        if not (day in changed and store != "warehouse")
+    } == {"0", "0/0/0"}
+
+
+def _day_and_currency(warehouse: Path, payment_id: str) -> str:
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        connection.execute("SET TimeZone = 'UTC'")
+        day, currency = connection.execute(
+            "SELECT CAST(created AS DATE), currency FROM contributions WHERE payment_id = ?",
+            [payment_id],
+        ).fetchone()  # type: ignore[misc]
+    return f"{day.isoformat()} {currency}"
