@@ -393,16 +393,21 @@ def test_the_store_queue_is_reconciled_from_the_ledger(
     assert [list(row) for row in table.values()] == [
         ["warehouse", "contribution_store", "contribution_refund"]
     ] * len(table)
-    assert table[tuple(_day_and_currency(warehouse, paid).split())]["contribution_store"] == "-1"
-    key = tuple(_day_and_currency(warehouse, refunded).split())
-    assert table[key]["contribution_refund"] == "-1"
-    changed = {tuple(_day_and_currency(warehouse, p).split()) for p in (paid, refunded)}
+    assert table[_key(warehouse, paid)]["contribution_store"] == "-1"
+    assert table[_key(warehouse, refunded)]["contribution_refund"] == "-1"
+    changed = {_key(warehouse, p) for p in (paid, refunded)}
     assert {
         cell
         for day, row in table.items()
         for store, cell in row.items()
         if not (day in changed and store != "warehouse")
     } == {"0", "0/0/0"}
+
+
+def _key(warehouse: Path, payment_id: str) -> tuple[str, str]:
+    """The payment's (day, currency) row of the diff table."""
+    day, currency = _day_and_currency(warehouse, payment_id).split()
+    return day, currency
 
 
 def _day_and_currency(warehouse: Path, payment_id: str) -> str:
