@@ -132,11 +132,15 @@ class Comparison:
     guests_left_out: int = 0
 
 
-def _comparison(
+def compared(
     store: str, archive: dict[str, Holding], found: dict[str, Holding], guests: set[str]
 ) -> Comparison:
-    """The comparison, without a guest's supporter item or message: the archive cannot know
-    the identity the Identity API gave that payer."""
+    """The comparison of one store, leaving out what the archive cannot know.
+
+    For the stores in `_NEEDS_IDENTITY`, a payment of a guest (`guests`: no
+    identity in the archive) that the store holds and the archive does not
+    expect is left out and counted: its identity came from the Identity API.
+    """
     if store not in _NEEDS_IDENTITY:
         return Comparison(store, archive, found)
     left_out = (guests - set(archive)) & set(found)
@@ -224,7 +228,7 @@ def comparisons(plan: Plan, scratch: Query) -> list[Comparison]:
     if plan.sinks["supporter_table"]:
         table = str(plan.sinks["supporter_table"])
         found.append(
-            _comparison(
+            compared(
                 "supporter_table",
                 _supporter_archive(scratch, known),
                 supporter_holdings(table, start=plan.start, end=plan.end),
@@ -243,7 +247,7 @@ def comparisons(plan: Plan, scratch: Query) -> list[Comparison]:
                 if effect_key(kind, p) in states
             }
             archive = {p: _ledger_holding(p, known[p], SENT) for p in expected}
-            found.append(_comparison(kind, archive, sent, guests))
+            found.append(compared(kind, archive, sent, guests))
     return found
 
 

@@ -36,6 +36,7 @@ from tests.fixtures.sinks import (
 )
 from tools.generate_archive import generate, write_archive
 from transforms.domain.money import currency_exponent
+from transforms.domain.reconcile import Holding
 
 PAYMENTS = 30
 SEED = 11
@@ -418,3 +419,23 @@ def _day_and_currency(warehouse: Path, payment_id: str) -> str:
             [payment_id],
         ).fetchone()  # type: ignore[misc]
     return f"{day.isoformat()} {currency}"
+
+
+@pytest.mark.parametrize(
+    ("store", "kept", "left_out"),
+    [
+        pytest.param("supporter_table", {"ch_1"}, 1, id="supporter-item"),
+        pytest.param("thank_you_email", {"ch_1"}, 1, id="email"),
+        pytest.param("soft_opt_in", {"ch_1"}, 1, id="opt-in"),
+        pytest.param("warehouse", {"ch_1", "ch_guest"}, 0, id="warehouse-needs-no-identity"),
+        pytest.param("acquisition_event", {"ch_1", "ch_guest"}, 0, id="bus-needs-no-identity"),
+    ],
+)
+def test_a_guests_identity_effects_are_left_out_and_counted(
+    store: str, kept: set[str], left_out: int
+) -> None:
+    holding = Holding("ch_1", date(2025, 3, 1), "GBP", Decimal("5.00"))
+    guest = Holding("ch_guest", date(2025, 3, 1), "GBP", Decimal("3.00"))
+    found = {"ch_1": holding, "ch_guest": guest}
+    comparison = reconcile.compared(store, {"ch_1": holding}, found, {"ch_guest"})
+    assert (set(comparison.found), comparison.guests_left_out) == (kept, left_out)
