@@ -25,10 +25,10 @@ ledger (`--sent_messages_table`), the effects of each queue or bus given
 `--cloudwatch_namespace`).
 
 It prints one line per day and currency, with store minus archive per store
-(payments/amount/refunded, amounts in that currency), then up to
-`LISTED` differing payment ids per store and how they differ. Exit 0 when
-every difference is zero, 1 when any is not, 2 usage, 3 a store or the
-archive could not be read. Ids, days, currencies and amounts only: no
+(payments/amount/refunded, amounts in that currency), then up to 10
+(`transforms.domain.reconcile.LISTED`) differing payment ids per store and
+how they differ. Exit 0 when every difference is zero, 1 when any is not, 2
+usage, 3 a store or the archive could not be read. Ids, days, currencies and amounts only: no
 personal data is printed.
 """
 
@@ -51,7 +51,7 @@ from pipelines.launch import parse_options, quiet_beam_logs
 from pipelines.options import AwsOptions, BackfillOptions, CoreOptions, SinkOptions
 from schemas.records import DeadLetter
 from transforms.core.disk_group import GroupByKeyOnDisk
-from transforms.domain.reconcile import Difference, Holding, compare, diff_table, render_table
+from transforms.domain.reconcile import Comparison, Holding, compared, render_report
 from transforms.infrastructure import ConfigurationError
 from transforms.sinks.contract import SinkConfig
 from transforms.sinks.dynamodb import check_supporter_table
@@ -74,8 +74,6 @@ from transforms.sources.archive import ReadArchive
 
 OPTION_CLASSES = (BackfillOptions, CoreOptions, SinkOptions, AwsOptions)
 PROG = "python -m pipelines.reconcile"
-#: Differing payment ids listed per store.
-LISTED = 10
 
 #: (ledger kind, the flag whose sink sends it, the scratch query of the payments that get it).
 _LEDGER_KINDS = (
@@ -100,8 +98,6 @@ _LEDGER_KINDS = (
         "SELECT payment_id FROM contributions WHERE status = 'Paid'",
     ),
 )
-#: Effects that need the payer's identity: a guest's come from the Identity API, not the archive.
-_NEEDS_IDENTITY = frozenset({"supporter_table", "thank_you_email", "soft_opt_in"})
 
 
 class Known(NamedTuple):
@@ -120,32 +116,6 @@ class Plan:
     start: datetime | None
     end: datetime | None
     livemode: bool | None
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One store: the archive's holdings and the store's."""
-
-    store: str
-    archive: dict[str, Holding]
-    found: dict[str, Holding]
-    guests_left_out: int = 0
-
-
-def compared(
-    store: str, archive: dict[str, Holding], found: dict[str, Holding], guests: set[str]
-) -> Comparison:
-    """The comparison of one store, leaving out what the archive cannot know.
-
-    For the stores in `_NEEDS_IDENTITY`, a payment of a guest (`guests`: no
-    identity in the archive) that the store holds and the archive does not
-    expect is left out and counted: its identity came from the Identity API.
-    """
-    if store not in _NEEDS_IDENTITY:
-        return Comparison(store, archive, found)
-    left_out = (guests - set(archive)) & set(found)
-    kept = {p: h for p, h in found.items() if p not in left_out}
-    return Comparison(store, archive, kept, len(left_out))
 
 
 def build(pipeline: beam.Pipeline, options: PipelineOptions, scratch_warehouse: str) -> None:
@@ -268,41 +238,6 @@ def _ledger_holding(payment_id: str, known: Known, state: str) -> Holding:
     return Holding(payment_id, known.day, known.currency, None, sent=state == SENT)
 
 
-def render(results: Sequence[tuple[Comparison, list[Difference]]], plan: Plan) -> str:
-    """The report: range, diff table, then the first differing ids of each store."""
-    bounds = f"{_bound(plan.start)} to {_bound(plan.end)}"
-    warehouse = results[0][0]
-    lines = [
-        f"archive: {len(warehouse.archive)} paid payments created from {bounds}",
-        "store minus archive per day and currency (payments/amount/refunded):",
-        render_table({c.store: diff_table(c.archive, c.found) for c, _ in results}),
-    ]
-    guests = sum(c.guests_left_out for c, _ in results)
-    if guests:
-        lines.append(
-            f"not compared: {guests} supporter items and messages of guests (their identity "
-            "came from the Identity API, not the archive)"
-        )
-    for comparison, differences in results:
-        if not differences:
-            continue
-        count = len(differences)
-        lines.append(f"{comparison.store}: {count} difference{'' if count == 1 else 's'}")
-        lines.extend(f"  {d.describe()}" for d in differences[:LISTED])
-        if len(differences) > LISTED:
-            lines.append(f"  ... and {len(differences) - LISTED} more")
-    differing = [c.store for c, d in results if d]
-    if differing:
-        lines.append(f"differences in {', '.join(differing)}")
-    else:
-        lines.append("reconciled: every difference is zero")
-    return "\n".join(lines)
-
-
-def _bound(moment: datetime | None) -> str:
-    return moment.isoformat() if moment is not None else "the archive's start/end"
-
-
 def run(argv: Sequence[str] | None = None) -> int:
     """Reconciles; 0 when nothing differs, 1 when something does, 2 usage, 3 infrastructure."""
     options = parse_options(argv, OPTION_CLASSES, prog=PROG, description=__doc__ or "")
@@ -327,9 +262,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 3
-    results = [(c, compare(c.store, c.archive, c.found)) for c in found]
-    print(render(results, plan))
-    return 1 if any(d for _, d in results) else 0
+    print(render_report(found, start=plan.start, end=plan.end))
+    return 1 if any(c.differences for c in found) else 0
 
 
 def _run_scratch(pipeline: beam.Pipeline) -> None:

@@ -36,7 +36,7 @@ from tests.fixtures.sinks import (
 )
 from tools.generate_archive import generate, write_archive
 from transforms.domain.money import currency_exponent
-from transforms.domain.reconcile import Holding
+from transforms.domain.reconcile import Holding, compared
 
 PAYMENTS = 30
 SEED = 11
@@ -437,5 +437,5 @@ def test_a_guests_identity_effects_are_left_out_and_counted(
     holding = Holding("ch_1", date(2025, 3, 1), "GBP", Decimal("5.00"))
     guest = Holding("ch_guest", date(2025, 3, 1), "GBP", Decimal("3.00"))
     found = {"ch_1": holding, "ch_guest": guest}
-    comparison = reconcile.compared(store, {"ch_1": holding}, found, {"ch_guest"})
+    comparison = compared(store, {"ch_1": holding}, found, {"ch_guest"})
     assert (set(comparison.found), comparison.guests_left_out) == (kept, left_out)

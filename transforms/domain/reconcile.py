@@ -20,9 +20,9 @@ currencies and amounts only: nothing personal reaches the report.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from decimal import Decimal
 
 from transforms.domain.money import format_amount
@@ -34,6 +34,12 @@ REFUNDED = "refunded"
 CURRENCY = "currency"
 DAY = "day"
 UNSENT = "unsent"
+
+#: Differing payment ids listed per store.
+LISTED = 10
+#: Stores of effects that need the payer's identity, which a guest gets from the
+#: Identity API, not from the archive.
+NEEDS_IDENTITY = frozenset({"supporter_table", "thank_you_email", "soft_opt_in"})
 
 
 @dataclass(frozen=True)
@@ -225,3 +231,71 @@ def _signed(value: Decimal, currency: str) -> str:
     if not value:
         return "0"
     return ("+" if value > 0 else "") + _money(value, currency)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One store: the archive's holdings, the store's, and how they differ."""
+
+    store: str
+    archive: Mapping[str, Holding]
+    found: Mapping[str, Holding]
+    guests_left_out: int = 0
+    differences: tuple[Difference, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        found = compare(self.store, self.archive, self.found)
+        object.__setattr__(self, "differences", tuple(found))
+
+
+def compared(
+    store: str, archive: Mapping[str, Holding], found: Mapping[str, Holding], guests: set[str]
+) -> Comparison:
+    """The comparison of one store, leaving out what the archive cannot know.
+
+    For the stores in `NEEDS_IDENTITY`, a payment of a guest (`guests`: no
+    identity in the archive) that the store holds and the archive does not
+    expect is left out and counted: its identity came from the Identity API.
+    """
+    if store not in NEEDS_IDENTITY:
+        return Comparison(store, archive, found)
+    left_out = (guests - set(archive)) & set(found)
+    kept = {p: h for p, h in found.items() if p not in left_out}
+    return Comparison(store, archive, kept, len(left_out))
+
+
+def render_report(
+    comparisons: Sequence[Comparison], *, start: datetime | None, end: datetime | None
+) -> str:
+    """The report: the range, the diff table, then the first differing ids of each store.
+
+    The first comparison is the warehouse's, whose archive side counts the
+    paid payments of the range.
+    """
+    since = start.isoformat() if start is not None else "the archive's start"
+    until = end.isoformat() if end is not None else "its end"
+    lines = [
+        f"archive: {len(comparisons[0].archive)} paid payments created from {since} to {until}",
+        "store minus archive per day and currency (payments/amount/refunded):",
+        render_table({c.store: diff_table(c.archive, c.found) for c in comparisons}),
+    ]
+    guests = sum(c.guests_left_out for c in comparisons)
+    if guests:
+        lines.append(
+            f"not compared: {guests} supporter items and messages of guests (their identity "
+            "came from the Identity API, not the archive)"
+        )
+    for comparison in comparisons:
+        count = len(comparison.differences)
+        if not count:
+            continue
+        lines.append(f"{comparison.store}: {count} difference{'' if count == 1 else 's'}")
+        lines.extend(f"  {d.describe()}" for d in comparison.differences[:LISTED])
+        if count > LISTED:
+            lines.append(f"  ... and {count - LISTED} more")
+    differing = [c.store for c in comparisons if c.differences]
+    if differing:
+        lines.append(f"differences in {', '.join(differing)}")
+    else:
+        lines.append("reconciled: every difference is zero")
+    return "\n".join(lines)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
 
 from transforms.domain.reconcile import (
+    Comparison,
     Difference,
     DiffRow,
     Holding,
     compare,
+    compared,
     diff_table,
+    render_report,
     render_table,
 )
 
@@ -148,4 +151,33 @@ def test_render_table_shows_each_store_in_its_shape() -> None:
         "day         currency  warehouse   supporter_table  thank_you_email",
         "2025-03-01  GBP       -1/-5.00/0  0/+0.50          0",
         "2025-03-02  JPY       0/0/+300    0/0              +1",
+    ]
+
+
+def test_render_report_lists_the_first_ids_and_counts_the_guests_left_out() -> None:
+    archive = {
+        f"ch_{n:02}": Holding(f"ch_{n:02}", DAY, "GBP", Decimal("1.00"), Decimal(0))
+        for n in range(12)
+    }
+    guest = Holding("ch_guest", DAY, "GBP", Decimal("2.00"))
+    report = render_report(
+        [
+            Comparison("warehouse", archive, archive),
+            Comparison("contributions_store", archive, {}),
+            compared("supporter_table", {}, {"ch_guest": guest}, {"ch_guest"}),
+        ],
+        start=None,
+        end=datetime(2025, 3, 2, tzinfo=UTC),
+    )
+    assert report.splitlines() == [
+        "archive: 12 paid payments created from the archive's start to 2025-03-02T00:00:00+00:00",
+        "store minus archive per day and currency (payments/amount/refunded):",
+        "day         currency  warehouse  contributions_store  supporter_table",
+        "2025-03-01  GBP       0/0/0      -12/-12.00/0         0",
+        "not compared: 1 supporter items and messages of guests (their identity came from the "
+        "Identity API, not the archive)",
+        "contributions_store: 12 differences",
+        *[f"  ch_{n:02}: missing (archive: 2025-03-01 GBP 1.00)" for n in range(10)],
+        "  ... and 2 more",
+        "differences in contributions_store",
     ]
