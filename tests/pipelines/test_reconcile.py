@@ -439,3 +439,18 @@ def test_a_guests_identity_effects_are_left_out_and_counted(
     found = {"ch_1": holding, "ch_guest": guest}
     comparison = compared(store, {"ch_1": holding}, found, {"ch_guest"})
     assert (set(comparison.found), comparison.guests_left_out) == (kept, left_out)
+
+
+def test_help_describes_the_command_and_changes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    with pytest.raises(SystemExit) as exit_info:
+        reconcile.run(["--help", "--warehouse", str(warehouse)])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: python -m pipelines.reconcile ")
+    assert "Reconcile: what the archive says against what every store holds" in help_text
+    for flag in ("--source", "--start", "--end", "--contributions_store", "--supporter_table"):
+        assert flag in help_text
+    assert not warehouse.exists()
