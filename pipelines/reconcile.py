@@ -1,8 +1,8 @@
 """Reconcile: what the archive says against what every store holds, per day and currency.
 
-    python -m pipelines.reconcile --source s3://archive/stripe/ --start 2024-12-01 \\
-        --end 2024-12-02 --stripe_mode live --warehouse bigquery:P.contributions \\
-        --contributions_store postgresql://... --supporter_table SupporterProductData \\
+    CONTRIBUTIONS_STORE_DSN=postgresql://... python -m pipelines.reconcile \\
+        --source s3://archive/stripe/ --start 2024-12-01 --end 2024-12-02 --stripe_mode live \\
+        --warehouse bigquery:P.contributions --supporter_table SupporterProductData \\
         --emails_queue_url https://... --opt_ins_queue_url https://... \\
         --acquisitions_bus acquisitions-bus-PROD --sent_messages_table contribution-messages-sent
 
@@ -17,10 +17,11 @@ store is written: the scratch run has no production sink.
 
 The same flags as the jobs name the stores, and only those given are read:
 the warehouse (always: `--warehouse`, a DuckDB file or `bigquery:P.D`,
-`contributions_current`), the contributions store (`--contributions_store`,
-Postgres), the supporter table (`--supporter_table`), and, from the message
-ledger (`--sent_messages_table`), the effects of each queue or bus given
-(`--contributions_store_queue_url`: the store messages and refund messages;
+`contributions_current`), the contributions store (`--contributions_store`
+or its variable `CONTRIBUTIONS_STORE_DSN`, Postgres), the supporter table
+(`--supporter_table`), and, from the message ledger
+(`--sent_messages_table`), the effects of each queue or bus given
+(`--contributions_store_queue_url`: the store and refund messages;
 `--acquisitions_bus`, `--emails_queue_url`, `--opt_ins_queue_url`,
 `--cloudwatch_namespace`).
 
