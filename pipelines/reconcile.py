@@ -255,6 +255,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             scratch = str(Path(folder) / "archive.duckdb")
             pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)
             build(pipeline, options, scratch)
+            print(f"reading {_read_range(options)} into a scratch warehouse", file=sys.stderr)
             _run_scratch(pipeline)
             found = comparisons(plan, duckdb_query(scratch))
     except ValueError as error:
@@ -265,6 +266,14 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 3
     print(render_report(found, start=plan.start, end=plan.end))
     return 1 if any(c.differences for c in found) else 0
+
+
+def _read_range(options: PipelineOptions) -> str:
+    backfill = options.view_as(BackfillOptions)
+    if backfill.start is None:
+        return f"the whole archive {backfill.source}"
+    since = backfill.start - timedelta(days=options.view_as(CoreOptions).settlement_timeout_days)
+    return f"the archive {backfill.source} from {since.isoformat()} to its end"
 
 
 def _run_scratch(pipeline: beam.Pipeline) -> None:

@@ -14,8 +14,11 @@ into), and `compare` lists how two sets of holdings differ:
 
 `diff_table` sums both sides per (day, currency) into `DiffRow`s: store
 minus archive, in payments, amount and amount refunded, each in the row's
-currency, never summed across currencies. A holding carries ids, days,
-currencies and amounts only: nothing personal reaches the report.
+currency, never summed across currencies. `Comparison` holds one store's
+two sides and their differences (`compared` leaves out a guest's identity
+effects, which the archive cannot know), and `render_report` prints them.
+A holding carries ids, days, currencies and amounts only: nothing personal
+reaches the report.
 """
 
 from __future__ import annotations
