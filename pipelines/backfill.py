@@ -44,6 +44,7 @@ from pipelines.options import (
 )
 from schemas.records import DeadLetter
 from transforms.core.disk_group import GroupByKeyOnDisk
+from transforms.core.fact_codec import decode_fact, encode_fact
 from transforms.sinks.router import WriteOutputs
 from transforms.sources.archive import ReadArchive
 
@@ -57,7 +58,9 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     runner = options.view_as(StandardOptions).runner
     shuffle_dir = options.view_as(BackfillOptions).disk_shuffle_dir(runner)
     core = options.view_as(CoreOptions).process_stripe_events(
-        group_by_key=GroupByKeyOnDisk(shuffle_dir) if shuffle_dir is not None else None,
+        group_by_key=GroupByKeyOnDisk(shuffle_dir, encode=encode_fact, decode=decode_fact)
+        if shuffle_dir is not None
+        else None,
         resolve_identities=options.view_as(IdentityOptions).identity_resolver(),
     )
     sinks = options.view_as(SinkOptions).sink_config()

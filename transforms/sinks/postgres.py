@@ -67,13 +67,11 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import apache_beam as beam
-import psycopg
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PCollection, TaggedOutput
-from psycopg import conninfo
 
 from schemas.generate import columns, postgres_ddl, table_of
 from schemas.records import (
@@ -86,6 +84,10 @@ from transforms.domain.reconciliation import store_reconciliation_update
 from transforms.infrastructure import Backoff
 from transforms.sinks.common import invalid_row, rejected_record
 from transforms.sinks.contract import Flag, Sink, SinkConfig
+
+if TYPE_CHECKING:
+    # Imported where used at run time: a job without this sink does not load psycopg.
+    import psycopg
 
 _LOG = logging.getLogger(__name__)
 
@@ -127,10 +129,12 @@ class DsnMask:
     """
 
     def __init__(self, dsn: str) -> None:
+        import psycopg
+
         self._secrets: tuple[str, ...]
         self._unparsable = False
         try:
-            params = conninfo.conninfo_to_dict(dsn)
+            params = psycopg.conninfo.conninfo_to_dict(dsn)
         except psycopg.Error:
             self._unparsable = True
             secrets = {dsn, *_written_passwords(dsn)}
@@ -314,6 +318,8 @@ class _WriteBatchesFn(beam.DoFn):
 
     def _write(self, connection: psycopg.Connection[Any], rows: list[_Row]) -> list[_Rejected]:
         """Write `rows` in one transaction; returns the rows Postgres rejected as data."""
+        import psycopg
+
         try:
             with connection.transaction(), connection.cursor() as cursor:
                 self._lock_payments(cursor, rows)
@@ -331,6 +337,8 @@ class _WriteBatchesFn(beam.DoFn):
         self, connection: psycopg.Connection[Any], rows: list[_Row]
     ) -> list[_Rejected]:
         """Write `rows` in one transaction, each under a savepoint; returns the rejected ones."""
+        import psycopg
+
         rejected: list[_Rejected] = []
         with connection.transaction(), connection.cursor() as cursor:
             self._lock_payments(cursor, rows)
@@ -367,6 +375,8 @@ class _WriteBatchesFn(beam.DoFn):
         with the password masked (and without the original as its cause,
         whose text is not masked).
         """
+        import psycopg
+
         attempt = 1
         while True:
             try:
@@ -404,16 +414,20 @@ class _WriteBatchesFn(beam.DoFn):
         return self._mask(f"{type(error).__name__}{sqlstate}: {error}".strip())
 
     def _connect(self) -> psycopg.Connection[Any]:
+        import psycopg
+
         connection = self._connection
         if connection is None or connection.closed or connection.broken:
             self._close()
             params: dict[str, Any] = {"autocommit": True}
-            if "connect_timeout" not in conninfo.conninfo_to_dict(self._dsn):
+            if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(self._dsn):
                 params["connect_timeout"] = _CONNECT_TIMEOUT_SECONDS
             connection = self._connection = psycopg.connect(self._dsn, **params)
         return connection
 
     def _close(self) -> None:
+        import psycopg
+
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(psycopg.Error):
