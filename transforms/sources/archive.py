@@ -578,18 +578,21 @@ def check_archive(
     filesystem), `ConfigurationError` for a folder, bucket or prefix that does
     not exist or cannot be listed, and, unless `allow_empty`, for one whose
     files all lie outside the range (by their Firehose hour folder, with the
-    arrival margins, as `ReadArchive` prunes them). S3 is listed with
+    arrival margins, as `ReadArchive` prunes them). An S3 prefix is listed with
     `s3_client` (boto3; the backfill gives one with Beam's S3 options and
-    bounded timeouts), stopping at the first file in range.
+    bounded timeouts), stopping at the first file in range; a glob is matched
+    by Beam's `FileSystems`, as the job will.
     """
     if not source.strip():
         raise ValueError("--source must not be empty: give a folder, a glob or s3://bucket/prefix")
     earliest = None if start is None else start - arrival_margin_before
     latest = None if end is None else end + arrival_margin_after
-    if source.startswith("s3://"):
+    glob = any(char in source for char in "*?[")
+    if source.startswith("s3://") and not glob:
         found, in_range = _s3_files(source, earliest, latest, s3_client)
     else:
-        if not any(char in source for char in "*?[") and not os.path.exists(source):
+        # A glob (local or S3) is matched exactly as `ReadArchive` will match it.
+        if not glob and not os.path.exists(source):
             raise ConfigurationError(
                 f"--source {source} does not exist: give the archive's folder, a glob or "
                 "s3://bucket/prefix"
