@@ -13,19 +13,24 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import apache_beam as beam
 import boto3
+import psycopg
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from psycopg import conninfo
 
 from pipelines import backfill, streaming
 from pipelines.launch import EXIT_INFRASTRUCTURE, expected_failure, start
 from tests.fixtures.moto_server import MotoServer
+from tests.fixtures.postgres import PostgresServer
 from tools import put_on_kinesis
 from tools.dataflow_steps import DRY_RUN_ARGS
+from tools.generate_archive import generate, write_archive
 from transforms.sinks.duckdb import WarehouseLockedError, connect_waiting
 from transforms.sinks.postgres import ContributionsStoreError
 
@@ -348,3 +353,29 @@ def test_the_lock_wait_is_bounded_by_its_timeout(
     with pytest.raises(WarehouseLockedError):
         connect_waiting(str(warehouse), 2.0, sleep=advance, clock=lambda: now[0])
     assert now[0] == pytest.approx(2.0)
+
+
+def test_a_store_that_fails_during_the_run_ends_it_in_one_line(
+    postgres_server: PostgresServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The store accepts the check's connection but refuses the writer's tables mid-run."""
+    dsn = postgres_server.create_database()
+    role = f"no_create_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(f"CREATE ROLE {role} LOGIN")
+        connection.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    database = conninfo.conninfo_to_dict(dsn)["dbname"]
+    archive = tmp_path / "archive"
+    write_archive(generate(payments=2, seed=3), archive)
+    argv = ["--source", str(archive), "--warehouse", str(tmp_path / "w.duckdb")]
+    argv += ["--contributions_store", f"{dsn} user={role}", "--stripe_mode", "test"]
+
+    assert backfill.run(argv) == 3
+
+    line = _only_line(capsys.readouterr().err)
+    assert line.startswith(
+        f"{BACKFILL}Could not create tables in the contributions store at "
+        f"{postgres_server.host}:{postgres_server.port}/{database}: InsufficientPrivilege "
+        "[42501]: permission denied for schema public"
+    )
+    assert line.endswith("']")  # Beam names the step: [while running '...']
