@@ -617,6 +617,8 @@ def _s3_files(
 ) -> tuple[int, int]:
     """(objects listed, objects in range) under an S3 prefix, stopping at the first in range."""
     bucket, _, prefix = source[len("s3://") :].partition("/")
+    # As `_pattern`: a prefix is a folder, so `stripe` does not take in `stripe-old/`.
+    prefix = prefix.rstrip("/") + "/" if prefix.rstrip("/") else ""
     client = client or archive_s3_client()
     found = 0
     try:
