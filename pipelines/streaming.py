@@ -57,7 +57,14 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
+from pipelines.launch import (
+    build_checked,
+    finish,
+    parse_options,
+    quiet_beam_logs,
+    runner_for,
+    start,
+)
 from pipelines.options import (
     AwsOptions,
     CoreOptions,
@@ -69,7 +76,7 @@ from schemas.records import DeadLetter
 from transforms.infrastructure import check_table_key
 from transforms.sinks.router import TriggerLoads, WriteOutputs
 from transforms.sources.decode import DecodeEvents
-from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis
+from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis, check_stream
 
 OPTION_CLASSES = (KinesisOptions, CoreOptions, IdentityOptions, SinkOptions, AwsOptions)
 PROG = "python -m pipelines.streaming"
@@ -101,6 +108,18 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     _ = tables | "WriteOutputs" >> WriteOutputs(sinks, loads)
 
 
+def check_source(options: PipelineOptions) -> None:
+    """Before launch: the stream (and the coordination table, when given) exist.
+
+    A missing `--kinesis_stream` is left to `build`, which names the flag.
+    """
+    kinesis = options.view_as(KinesisOptions)
+    if kinesis.kinesis_stream:
+        check_stream(kinesis.kinesis_stream)
+    if kinesis.kinesis_coordination_table:
+        check_table_key(kinesis.kinesis_coordination_table, COORDINATION_KEY_SCHEMA)
+
+
 def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     """Runs the streaming job.
 
@@ -108,7 +127,8 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     local FnApiRunner, is waited for; then the summary is printed and the
     result is 0 when every record read is accounted for, 1 otherwise. An
     unbounded read on a remote runner (Dataflow) returns 0 once submitted.
-    A bad flag combination exits 2 with a message, like argparse. `wait=False`
+    A bad flag combination exits 2 with a message, like argparse; a missing
+    or failing stream, table or queue exits 3 with one line. `wait=False`
     (the Flex Template launcher) returns 0 once any job is submitted.
     """
     options = parse_options(argv, OPTION_CLASSES, prog=PROG, description=__doc__ or "")
@@ -118,23 +138,16 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         options.view_as(StandardOptions).streaming = True
     quiet_beam_logs()
     pipeline = beam.Pipeline(runner=local, options=options)
-    coordination = options.view_as(KinesisOptions).kinesis_coordination_table
-    sinks = build_checked(
-        PROG,
-        pipeline,
-        options,
-        build,
-        extra_check=(lambda: check_table_key(coordination, COORDINATION_KEY_SCHEMA))
-        if coordination
-        else None,
-    )
-    if sinks is None:
-        return 2
-    result = pipeline.run()
+    sinks = build_checked(PROG, pipeline, options, build, extra_check=lambda: check_source(options))
+    if isinstance(sinks, int):
+        return sinks
+    result = start(PROG, pipeline)
+    if isinstance(result, int):
+        return result
     if not wait or (local is None and not options.view_as(KinesisOptions).read_is_bounded()):
         print(f"submitted: {result}; it runs until drained or cancelled")
         return 0
-    return finish(result, sinks)
+    return finish(result, sinks, PROG)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ from schemas.records import (
 )
 from schemas.rows import natural_key, to_row
 from transforms.domain.reconciliation import store_reconciliation_update
-from transforms.infrastructure import Backoff
+from transforms.infrastructure import Backoff, ConfigurationError, InfrastructureError
 from transforms.sinks.common import invalid_row, rejected_record
 from transforms.sinks.contract import Flag, Sink, SinkConfig
 
@@ -109,7 +109,7 @@ _MASK = "********"
 _DDL_LOCK_KEY = 0x636F6E7472696275  # "contribu"
 
 
-class ContributionsStoreError(RuntimeError):
+class ContributionsStoreError(InfrastructureError):
     """Writing to the contributions store failed; the message never holds the password."""
 
 
@@ -546,6 +546,43 @@ def _write(config: SinkConfig, pcolls: Mapping[type, PCollection]) -> PCollectio
     return store.dead_letters
 
 
+#: The DSN schemes libpq reads as a URL; a DSN without `scheme://` is libpq's key=value form.
+DSN_SCHEMES = ("postgresql", "postgres")
+#: How long the pre-launch check waits for the store to answer.
+CHECK_CONNECT_TIMEOUT_SECONDS = 5
+
+
+def check_dsn(dsn: str) -> None:
+    """ValueError, the password masked, unless `dsn` is a Postgres URL or key=value DSN."""
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", dsn)
+    flag = CONTRIBUTIONS_STORE.option
+    if scheme and scheme.group(1).lower() not in DSN_SCHEMES:
+        raise ValueError(
+            f"{flag} takes a Postgres DSN (postgresql://... or host=... dbname=...), "
+            f"not a {scheme.group(1)}:// one"
+        )
+    try:
+        conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error as error:
+        mask = DsnMask(dsn)
+        raise ValueError(f"{flag} is not a valid Postgres DSN: {mask(str(error))}") from None
+
+
+def check_store(dsn: str) -> None:
+    """`ConfigurationError` (password masked) unless the store accepts a connection now."""
+    mask = DsnMask(dsn)
+    params: dict[str, Any] = {"autocommit": True}
+    if "connect_timeout" not in conninfo.conninfo_to_dict(dsn):
+        params["connect_timeout"] = CHECK_CONNECT_TIMEOUT_SECONDS
+    try:
+        psycopg.connect(dsn, **params).close()
+    except psycopg.Error as error:
+        raise ConfigurationError(
+            f"{CONTRIBUTIONS_STORE.option}: cannot connect to the contributions store at "
+            f"{mask.server}: {mask(f'{type(error).__name__}: {error}')}"
+        ) from None
+
+
 #: The contributions store takes the store records and reads the adjustments, which
 #: fold into the payment's status (they still go to the warehouse too).
 SINK = Sink(
@@ -554,6 +591,8 @@ SINK = Sink(
     write=_write,
     takes=(ContributionStoreRecord,),
     reads=(PaymentAdjustment,),
+    check_flags=lambda config: check_dsn(str(config[CONTRIBUTIONS_STORE.name])),
+    check=lambda config: check_store(str(config[CONTRIBUTIONS_STORE.name])),
 )
 
 
