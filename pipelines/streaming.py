@@ -71,7 +71,14 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
+from pipelines.launch import (
+    build_checked,
+    finish,
+    parse_options,
+    quiet_beam_logs,
+    runner_for,
+    start,
+)
 from pipelines.options import (
     AwsOptions,
     CoreOptions,
@@ -83,7 +90,7 @@ from schemas.records import DeadLetter
 from transforms.infrastructure import check_table_key
 from transforms.sinks.router import TriggerLoads, WriteOutputs
 from transforms.sources.decode import DecodeEvents
-from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis
+from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis, check_stream
 from transforms.sources.kinesis.reader import (
     clear_stop,
     records_read_in_process,
@@ -119,6 +126,18 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
         kinesis.load_interval(), early_panes=not isinstance(pipeline.runner, FnApiRunner)
     )
     _ = tables | "WriteOutputs" >> WriteOutputs(sinks, loads)
+
+
+def check_source(options: PipelineOptions) -> None:
+    """Before launch: the stream (and the coordination table, when given) exist.
+
+    A missing `--kinesis_stream` is left to `build`, which names the flag.
+    """
+    kinesis = options.view_as(KinesisOptions)
+    if kinesis.kinesis_stream:
+        check_stream(kinesis.kinesis_stream)
+    if kinesis.kinesis_coordination_table:
+        check_table_key(kinesis.kinesis_coordination_table, COORDINATION_KEY_SCHEMA)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -193,7 +212,8 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     is waited for; then the summary is printed and the result is 0 when every
     record read is accounted for, 1 otherwise. An
     unbounded read on a remote runner (Dataflow) returns 0 once submitted.
-    A bad flag combination exits 2 with a message, like argparse. `wait=False`
+    A bad flag combination exits 2 with a message, like argparse; a missing
+    or failing stream, table or queue exits 3 with one line. `wait=False`
     (the Flex Template launcher) returns 0 once any job is submitted.
     """
     options = parse_options(argv, OPTION_CLASSES, prog=PROG, description=__doc__ or "")
@@ -203,28 +223,21 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         options.view_as(StandardOptions).streaming = True
     quiet_beam_logs()
     pipeline = beam.Pipeline(runner=local, options=options)
-    coordination = options.view_as(KinesisOptions).kinesis_coordination_table
-    sinks = build_checked(
-        PROG,
-        pipeline,
-        options,
-        build,
-        extra_check=(lambda: check_table_key(coordination, COORDINATION_KEY_SCHEMA))
-        if coordination
-        else None,
-    )
-    if sinks is None:
-        return 2
+    sinks = build_checked(PROG, pipeline, options, build, extra_check=lambda: check_source(options))
+    if isinstance(sinks, int):
+        return sinks
     if local is None:
-        result = pipeline.run()
+        result = start(PROG, pipeline)
     else:
         with stop_reading_on_signals():
             # The FnApiRunner runs the whole job inside run().
-            result = pipeline.run()
+            result = start(PROG, pipeline)
+    if isinstance(result, int):
+        return result
     if not wait or (local is None and not options.view_as(KinesisOptions).read_is_bounded()):
         print(f"submitted: {result}; it runs until drained or cancelled")
         return 0
-    return finish(result, sinks)
+    return finish(result, sinks, PROG)
 
 
 if __name__ == "__main__":

@@ -87,10 +87,14 @@ def test_switch_parameters_become_flags(argv: list[str], expected: list[str]) ->
     assert normalise(argv, frozenset({"--a_switch"})) == expected
 
 
-@pytest.mark.parametrize("job", sorted(JOBS))
-def test_the_jobs_only_switch_is_no_messages(job: str) -> None:
-    # --stripe_mode replaced the --exclude_test_mode switch; --no_messages is one.
-    assert switch_flags(JOBS[job][0]) == frozenset({"--no_messages"})
+@pytest.mark.parametrize(
+    ("job", "switches"),
+    [("backfill", {"--allow_empty", "--no_messages"}), ("streaming", {"--no_messages"})],
+)
+def test_the_jobs_switches_are_the_ones_the_launcher_normalises(
+    job: str, switches: set[str]
+) -> None:
+    assert switch_flags(JOBS[job][0]) == frozenset(switches)
 
 
 def test_a_switch_with_another_value_is_refused() -> None:
