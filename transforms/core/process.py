@@ -333,7 +333,7 @@ class JoinPaymentsFn(beam.DoFn):
             # The fact is left out of the state, and the payment waits for the rest.
             metrics.inc(metrics.PAYMENTS_PREFIX + "dead_lettered_" + UNEXPECTED_ERROR)
             event_id = _fact_event_id(fact)
-            letter = _record_failure("join_payment", key, error, [event_id])
+            letter = _record_failure("join_payment", PAYMENT_KEY + key, error, [event_id])
             yield TaggedOutput(DEAD_LETTERS, letter)
             return
         if joined.after_completion:
@@ -377,7 +377,7 @@ def _state_failure(state: PaymentState, error: Exception) -> TaggedOutput:
     """The catch-all's dead letter of a payment whose stored state a timer failed on."""
     metrics.inc(metrics.PAYMENTS_PREFIX + "dead_lettered_" + UNEXPECTED_ERROR)
     facts: list[SessionFact | ChargeFact] = [*state.sessions, *state.charges]
-    key = facts[0].payment_intent_id if facts else "(empty state)"
+    key = PAYMENT_KEY + (facts[0].payment_intent_id if facts else "(empty state)")
     event_ids = [f.meta.event_id for f in facts]
     return TaggedOutput(DEAD_LETTERS, _record_failure("join_payment", key, error, event_ids))
 

@@ -109,11 +109,16 @@ def exception_text(error: BaseException) -> str:
     return f"{type(error).__name__}{where}: {message}"
 
 
+_ROOTS = ("/transforms/", "/schemas/", "/pipelines/", "/tests/", "/apache_beam/")
+
+
 def _short_path(filename: str) -> str:
-    for root in ("/transforms/", "/schemas/", "/apache_beam/"):
-        if root in filename:
-            return root[1:] + filename.rsplit(root, 1)[1]
-    return filename.rsplit("/", 1)[-1]
+    """The file from its package down (`transforms/core/process.py`), never a home folder."""
+    found = [(filename.find(root), root) for root in _ROOTS if root in filename]
+    if not found:
+        return filename.rsplit("/", 1)[-1]
+    start = min(found)[0]
+    return filename[start + 1 :]
 
 
 def unexpected_dead_letter(

@@ -9,6 +9,7 @@ from typing import Any
 
 import apache_beam as beam
 import pytest
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -16,6 +17,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from tests.builders import eventbridge_envelope, stripe_event_document
 from transforms.domain.events import SourceRecord, StripeEvent, make_dead_letter
+from transforms.sources import decode
 from transforms.sources.decode import (
     INVALID_EVENT,
     INVALID_JSON,
@@ -345,3 +347,27 @@ def test_decode_events_splits_events_and_dead_letters_and_stamps_created() -> No
             ),
             label="CheckDeadLetters",
         )
+
+
+def test_an_unexpected_failure_is_a_dead_letter_not_a_stopped_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def failing(record: SourceRecord) -> StripeEvent:
+        raise KeyError("reader@example.com")
+
+    monkeypatch.setattr(decode, "decode_record", failing)
+    data = json.dumps(snapshot("evt_1")).encode()
+
+    (output,) = decode._DecodeRecordFn().process(SourceRecord(data=data, source="f.gz@120"))
+
+    assert isinstance(output, TaggedOutput)
+    assert output.tag == decode.DEAD_LETTERS_TAG
+    letter = output.value
+    line = failing.__code__.co_firstlineno + 1
+    assert (letter.step, letter.reason, letter.error, letter.raw, letter.source) == (
+        "decode",
+        "unexpected_error",
+        f"KeyError at tests/transforms/sources/test_decode.py:{line} in failing: '[redacted]'",
+        data.decode(),
+        "f.gz@120",
+    )
