@@ -31,6 +31,14 @@ Steps, with the delivery guarantee each gives:
    outside the core, in `transforms.services.identity`).
 5. BuildRecords: one settled payment -> at most one record of each kind.
 
+No input stops a run: every DoFn has a catch-all that turns an exception no
+rule expects into a dead letter (reason `unexpected_error`; step `classify`,
+`deduplicate`, `route`, `join_payment`, `fold_payment` or `build_records`),
+counted so the accounting identity still holds. BuildRecords is all or
+nothing per payment: its records are emitted only once every one of them
+fits its table (`schemas.rows.validate`); otherwise the payment is one dead
+letter (`invalid_record`) and none of its effects goes out.
+
 Outputs (all in `CoreOutputs`): contributions, acquisitions, acquisition_events,
 payment_adjustments, contributions_store, supporter_product_data,
 thank_you_emails, soft_opt_ins, dead_letters. Every element is emitted once
