@@ -241,8 +241,22 @@ def test_a_payment_with_one_invalid_record_emits_none_of_them() -> None:
     assert json.loads(letter.value.raw)["amount_minor"] == 10**40
 
 
-def paid_payment(**session: Any) -> Payment:
-    fact = b.session_fact()
+def test_an_identity_that_no_table_can_store_stops_every_record_of_the_payment() -> None:
+    """An identity id from the Identity API holding half a UTF-16 pair fails at Parquet
+    staging; it is refused before anything of the payment goes out."""
+    guest = dataclasses.replace(paid_payment(metadata={}), identity_id="1001\ud800")
+
+    (letter,) = run_build(guest)
+
+    assert letter.tag == DEAD_LETTERS
+    assert (letter.value.reason, letter.value.error) == (
+        "invalid_record",
+        "contributions.identity_id: not Unicode text (a lone surrogate)",
+    )
+
+
+def paid_payment(metadata: dict[str, str] | None = None, **session: Any) -> Payment:
+    fact = b.session_fact(metadata=metadata)
     return Payment(
         session=dataclasses.replace(fact, **session),
         status="Paid",
