@@ -33,7 +33,8 @@ Steps, with the delivery guarantee each gives:
 
 No input stops a run: every DoFn has a catch-all that turns an exception no
 rule expects into a dead letter (reason `unexpected_error`; step `classify`,
-`deduplicate`, `route`, `join_payment`, `fold_payment` or `build_records`),
+`route`, `join_payment`, `fold_payment` or `build_records`; KeepFirstCopy
+only touches a flag, whatever the fact holds),
 counted so the accounting identity still holds. BuildRecords is all or
 nothing per payment: its records are emitted only once every one of them
 fits its table (`schemas.rows.validate`); otherwise the payment is one dead
@@ -245,21 +246,16 @@ class KeepFirstCopyFn(beam.DoFn):
         timestamp: Any = beam.DoFn.TimestampParam,
         seen: Any = beam.DoFn.StateParam(SEEN),
         forget: Any = beam.DoFn.TimerParam(FORGET),
-    ) -> Iterator[object]:
-        try:
-            first = not seen.read()
-            if first:
-                seen.write(True)
-                forget.set(timestamp + self._horizon)
-        except Exception as error:
-            metrics.inc(metrics.DEAD_LETTERED_PREFIX + UNEXPECTED_ERROR)
-            yield TaggedOutput(
-                DEAD_LETTERS, _record_failure("deduplicate", element[0], error, [element[0]])
-            )
-            return
-        if not first:
+    ) -> Iterator[Fact]:
+        # No catch-all here: this reads and writes one flag, whatever the fact holds,
+        # so only the runner can fail it, and such a failure is retried. (A second
+        # output would also move the stateful step under a new name, losing its
+        # state on an in-place update.)
+        if seen.read():
             metrics.inc(metrics.SKIPPED_PREFIX + "duplicate")
             return
+        seen.write(True)
+        forget.set(timestamp + self._horizon)
         yield element[1]
 
     @on_timer(FORGET)
@@ -268,8 +264,7 @@ class KeepFirstCopyFn(beam.DoFn):
 
 
 class DeduplicateEvents(beam.PTransform):
-    """PCollection[(event id, Fact)] (unbounded) -> tagged `facts` (one Fact per event id)
-    and `DEAD_LETTERS` (the catch-all's)."""
+    """PCollection[(event id, Fact)] (unbounded) -> PCollection[Fact], one per event id."""
 
     def __init__(self, horizon: timedelta) -> None:
         super().__init__()
@@ -278,7 +273,7 @@ class DeduplicateEvents(beam.PTransform):
     def expand(self, keyed: PCollection) -> PCollection:
         return keyed | "KeepFirstCopy" >> beam.ParDo(
             KeepFirstCopyFn(self._horizon)
-        ).with_input_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main="facts")
+        ).with_input_types(KV[str, Any])
 
 
 class RouteFactsFn(beam.DoFn):
@@ -624,13 +619,15 @@ class ProcessStripeEvents(beam.PTransform):
             adjustments = joined[ADJUSTMENTS]
             stream_letters = []
         else:
-            deduplicated = classified[PAYMENT_FACTS] | "DeduplicateEvents" >> DeduplicateEvents(
-                self._dedupe_horizon
+            routed = (
+                classified[PAYMENT_FACTS]
+                | "DeduplicateEvents" >> DeduplicateEvents(self._dedupe_horizon)
+                | "RouteFacts"
+                >> beam.ParDo(RouteFactsFn())
+                .with_output_types(KV[str, Any])
+                .with_outputs(DEAD_LETTERS, ADJUSTMENTS, main="keyed")
             )
-            routed = deduplicated["facts"] | "RouteFacts" >> beam.ParDo(
-                RouteFactsFn()
-            ).with_output_types(KV[str, Any]).with_outputs(DEAD_LETTERS, ADJUSTMENTS, main="keyed")
-            stream_letters = [deduplicated[DEAD_LETTERS], routed[DEAD_LETTERS]]
+            stream_letters = [routed[DEAD_LETTERS]]
             joined = routed["keyed"] | "JoinPayments" >> beam.ParDo(
                 JoinPaymentsFn(self._charge_wait, self._settlement_timeout)
             ).with_input_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main="payments")
