@@ -554,6 +554,9 @@ CHECK_CONNECT_TIMEOUT_SECONDS = 5
 
 def check_dsn(dsn: str) -> None:
     """ValueError, the password masked, unless `dsn` is a Postgres URL or key=value DSN."""
+    import psycopg
+    from psycopg import conninfo
+
     scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", dsn)
     flag = CONTRIBUTIONS_STORE.option
     if scheme and scheme.group(1).lower() not in DSN_SCHEMES:
@@ -570,6 +573,9 @@ def check_dsn(dsn: str) -> None:
 
 def check_store(dsn: str) -> None:
     """`ConfigurationError` (password masked) unless the store accepts a connection now."""
+    import psycopg
+    from psycopg import conninfo
+
     mask = DsnMask(dsn)
     params: dict[str, Any] = {"autocommit": True}
     if "connect_timeout" not in conninfo.conninfo_to_dict(dsn):
