@@ -40,6 +40,7 @@ import apache_beam as beam
 import orjson
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes, FileMetadata
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
@@ -410,6 +411,34 @@ class _ReadFileFn(beam.DoFn):
                     source=f"{path}@{position}",
                 ),
             )
+
+
+def parse_archive_source(source: str) -> tuple[str, int] | None:
+    """`<file>@<offset>` (a `SourceRecord.source` of the archive) -> (file, offset), else None."""
+    path, at, offset = source.rpartition("@")
+    if not at or not path or not offset.isdigit() or path.startswith("kinesis:"):
+        return None
+    return path, int(offset)
+
+
+def read_record_at(path: str, offset: int) -> bytes | None:
+    """The bytes of the one record that starts at `offset` of the decompressed file.
+
+    Reads the file again the way `ReadArchive` split it (`split_records`), up
+    to the record, so the offset means what it meant in the dead letter.
+    None when no record starts there or the file cannot be read to it (gone,
+    corrupt); errors that say nothing about the file (network, permissions)
+    propagate, as in `ReadArchive`.
+    """
+    reader = _ChunkReader(
+        lambda: FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    )
+    for span in split_records(reader):
+        if span.offset == offset:
+            return span.data
+        if span.offset > offset:
+            return None
+    return None
 
 
 class _KeepCreatedInRangeFn(beam.DoFn):
