@@ -26,6 +26,8 @@ from tests.builders import (
     session_object,
     stripe_event_document,
 )
+from tests.fixtures.moto_server import MotoServer
+from tests.fixtures.sinks import LEDGER_KEY, create_queue, create_table, drain, ledger_items, unique
 from transforms.core import process
 from transforms.domain.facts import ClassifyError
 
@@ -70,9 +72,10 @@ def archive(tmp_path: Path) -> Path:
     return tmp_path / "archive"
 
 
-@pytest.fixture
-def warehouse(archive: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The warehouse of the buggy backfill: one classify letter, one charge_missing letter."""
+def _buggy_backfill(
+    archive: Path, path: str, monkeypatch: pytest.MonkeyPatch, flags: list[str] = []
+) -> None:
+    """The backfill of a release whose classify rejects one session, cut at END."""
     real = process.classify
 
     def buggy(event: Any, **kwargs: Any) -> Any:
@@ -80,19 +83,22 @@ def warehouse(archive: Path, monkeypatch: pytest.MonkeyPatch) -> str:
             raise ClassifyError("invalid_event", "simulated bug: session not understood")
         return real(event, **kwargs)
 
-    path = str(archive.parent / "warehouse.duckdb")
     with monkeypatch.context() as patched:
         patched.setattr(process, "classify", buggy)
-        backfill.run(["--source", str(archive), "--end", END, "--warehouse", path])
+        code = backfill.run(["--source", str(archive), "--end", END, "--warehouse", path, *flags])
+    assert code == 0
+    source = f"{next(archive.rglob('*.gz'))}@{_offset_of(archive, BUGGY_SESSION)}"
     assert _query(path, "SELECT step, reason, source FROM dead_letters ORDER BY step") == [
-        (
-            "classify",
-            "invalid_event",
-            f"{archive}/2024/12/05/23/stripe-1-2024-12-05-23-00-00-x.gz@"
-            + str(_offset_of(archive, BUGGY_SESSION)),
-        ),
+        ("classify", "invalid_event", source),
         ("join_payment", "charge_missing", "payment_intent:pi_1"),
     ]
+
+
+@pytest.fixture
+def warehouse(archive: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The warehouse of the buggy backfill: one classify letter, one charge_missing letter."""
+    path = str(archive.parent / "warehouse.duckdb")
+    _buggy_backfill(archive, path, monkeypatch)
     return path
 
 
@@ -216,3 +222,28 @@ def test_usage_errors_exit_2(warehouse: str, argv: list[str], code: int) -> None
 
 def test_a_missing_warehouse_is_infrastructure_and_exits_3(tmp_path: Path) -> None:
     assert redrive.run(["--warehouse", str(tmp_path / "none" / "w.duckdb")]) == 3
+
+
+def test_redriving_twice_into_sqs_sends_exactly_one_email_per_payment(
+    archive: Path, moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
+    path = str(archive.parent / "warehouse.duckdb")
+    sinks = ["--stripe_mode", "live", "--emails_queue_url", queue, "--sent_messages_table", ledger]
+    _buggy_backfill(archive, path, monkeypatch, sinks)
+    assert drain(queue) == []  # neither payment was complete
+
+    redrive_flags = ["--warehouse", path, "--source", str(archive), *sinks]
+    assert redrive.run(redrive_flags) == 0
+    first = drain(queue)
+    # Forced: the resolved letters again, so the ledger alone must stop a second email.
+    assert redrive.run([*redrive_flags, "--include_redriven"]) == 0
+    second = drain(queue)
+
+    assert [json.loads(body)["IdentityUserId"] for _, body in first] == ["1001", "1001"]
+    assert sorted(group for group, _ in first) == ["ch_1", "ch_2"]
+    assert second == []
+    assert ledger_items(ledger) == {
+        "thank_you_email#ch_1": "sent",
+        "thank_you_email#ch_2": "sent",
+    }
