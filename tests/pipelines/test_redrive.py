@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def archive(tmp_path: Path) -> Path:
 
 
 def _buggy_backfill(
-    archive: Path, path: str, monkeypatch: pytest.MonkeyPatch, flags: list[str] = []
+    archive: Path, path: str, monkeypatch: pytest.MonkeyPatch, flags: Sequence[str] = ()
 ) -> None:
     """The backfill of a release whose classify rejects one session, cut at END."""
     real = process.classify
