@@ -73,9 +73,7 @@ def archive(tmp_path: Path) -> Path:
     return tmp_path / "archive"
 
 
-def _buggy_backfill(
-    archive: Path, path: str, monkeypatch: pytest.MonkeyPatch, flags: Sequence[str] = ()
-) -> None:
+def buggy_backfill(archive: Path, flags: Sequence[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The backfill of a release whose classify rejects one session, cut at END."""
     real = process.classify
 
@@ -86,8 +84,15 @@ def _buggy_backfill(
 
     with monkeypatch.context() as patched:
         patched.setattr(process, "classify", buggy)
-        code = backfill.run(["--source", str(archive), "--end", END, "--warehouse", path, *flags])
+        code = backfill.run(["--source", str(archive), "--end", END, *flags])
     assert code == 0
+
+
+def _buggy_backfill(
+    archive: Path, path: str, monkeypatch: pytest.MonkeyPatch, flags: Sequence[str] = ()
+) -> None:
+    """`buggy_backfill` into a DuckDB warehouse, and the two letters it leaves."""
+    buggy_backfill(archive, ["--warehouse", path, *flags], monkeypatch)
     source = f"{next(archive.rglob('*.gz'))}@{_offset_of(archive, BUGGY_SESSION)}"
     assert _query(path, "SELECT step, reason, source FROM dead_letters ORDER BY step") == [
         ("classify", "invalid_event", source),
