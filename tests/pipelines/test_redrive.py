@@ -240,6 +240,8 @@ def test_redriving_twice_into_sqs_sends_exactly_one_email_per_payment(
     assert drain(queue) == []  # neither payment was complete
 
     redrive_flags = ["--warehouse", path, "--source", str(archive), *sinks]
+    assert redrive.run([*redrive_flags, "--dry_run"]) == 0
+    assert (drain(queue), ledger_items(ledger)) == ([], {})  # a dry run sends nothing
     assert redrive.run(redrive_flags) == 0
     first = drain(queue)
     # Forced: the resolved letters again, so the ledger alone must stop a second email.
