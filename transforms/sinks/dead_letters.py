@@ -61,7 +61,7 @@ class Selection:
     until: datetime | None = None
     include_redriven: bool = False
 
-    def where(self, placeholder: Callable_) -> tuple[str, dict[str, Any]]:
+    def where(self, placeholder: Placeholder) -> tuple[str, dict[str, Any]]:
         """A WHERE clause and its parameters; `placeholder(name)` spells a parameter."""
         conditions = ["TRUE"]
         parameters: dict[str, Any] = {}
@@ -83,12 +83,14 @@ class Selection:
         return " AND ".join(conditions), parameters
 
 
-class Callable_(Protocol):
+class Placeholder(Protocol):
+    """How a query dialect spells the parameter `name` (`$name`, `@name`)."""
+
     def __call__(self, name: str) -> str: ...
 
 
 def _list(
-    placeholder: Callable_, prefix: str, values: Sequence[str], parameters: dict[str, Any]
+    placeholder: Placeholder, prefix: str, values: Sequence[str], parameters: dict[str, Any]
 ) -> str:
     names = [f"{prefix}{index}" for index in range(len(values))]
     parameters.update(zip(names, values, strict=True))
