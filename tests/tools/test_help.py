@@ -28,6 +28,7 @@ COMMANDS = {
     "pipelines.backfill": "run",
     "pipelines.streaming": "run",
     "pipelines.flex_template": "main",
+    "pipelines.redrive": "run",
     "tools.dataflow_steps": "main",
     "tools.export_events": "main",
     "tools.flex_metadata": "main",
