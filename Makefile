@@ -34,7 +34,7 @@ test: lint
 sample: $(STAMP)
 	rm -rf sample/archive sample/truth.json
 	$(BIN)/python -m tools.generate_archive --out sample/archive --payments 320 --seed 20250301 \
-		--start 2025-03-01T00:00:00Z --hours 6 --buffer-seconds 900
+		--start 2025-03-01T00:00:00Z --hours 6 --buffer_seconds 900
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.backfill $(ARGS)

@@ -67,13 +67,22 @@ def normalise(argv: Sequence[str], switches: frozenset[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     job = os.environ.get(JOB_VARIABLE, "")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if job not in JOBS and ("--help" in args or "-h" in args):
+        # The job's own --help lists its flags once the variable names it.
+        print(
+            f"usage: {JOB_VARIABLE}={{{','.join(sorted(JOBS))}}} python -m pipelines.flex_template "
+            "[the job's flags]\n\nThe Flex Template launcher: submits the job the variable names "
+            "without waiting; switches may be given as --switch=true|false. Set the variable and "
+            "pass --help for the job's flags."
+        )
+        return 0
     if job not in JOBS:
         print(
             f"{JOB_VARIABLE} must be one of {', '.join(sorted(JOBS))}, got {job!r}", file=sys.stderr
         )
         return 2
     option_classes, run = JOBS[job]
-    args = list(sys.argv[1:] if argv is None else argv)
     return run(normalise(args, switch_flags(option_classes)), wait=False)
 
 

@@ -28,7 +28,7 @@ from transforms.infrastructure import (
     metadata_token_source,
 )
 from transforms.services.identity import ResolveIdentities, check_api_url
-from transforms.sinks.contract import SinkConfig, flags_of
+from transforms.sinks.contract import MessageWindow, SinkConfig, flags_of
 from transforms.sinks.postgres import CONTRIBUTIONS_STORE_ENV as CONTRIBUTIONS_STORE_ENV
 from transforms.sinks.registry import SINKS
 
@@ -278,14 +278,62 @@ class SinkOptions(PipelineOptions):
 
     Anything without a sink of its own goes to the warehouse. A flag with an
     environment variable (a secret) takes the variable's value when the flag
-    is not given.
+    is not given. The message flags say which messages the queues and the
+    bus get (`MessageWindow`); every other output is written whatever its age.
     """
+
+    run_started_at: str | None
 
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("outputs")
         for flag in flags_of(SINKS).values():
             group.add_argument(flag.option, default=flag.default, help=flag.help)
+        messages = parser.add_argument_group("messages")
+        messages.add_argument(
+            "--messages_max_age_hours",
+            type=positive_number,
+            default=72.0,
+            help="Messages (thank-you emails, soft opt-ins, acquisitions bus events, "
+            "contributions store queue messages) are only sent for payments (and refunds) "
+            "younger than this at --run_started_at; older ones are counted "
+            "(outputs skipped: message_too_old) and every table is written as usual. The "
+            "default is the window in which Stripe itself retries a delivery, so a backfill "
+            "does not re-send what went out when the payments were made. Default: %(default)s.",
+        )
+        messages.add_argument(
+            "--no_messages",
+            action="store_true",
+            default=False,
+            help="Send no message at all (counted as outputs skipped: no_messages); every "
+            "table is written as usual.",
+        )
+        messages.add_argument(
+            "--run_started_at",
+            type=iso_time_text,
+            default=None,
+            help="The time messages' age is measured from (ISO 8601, UTC unless an offset is "
+            "given). Default: when the job is launched, fixed then and passed to every worker.",
+        )
+
+    def run_start(self) -> datetime:
+        """`--run_started_at`; unless given, now, fixed in the options by the first call.
+
+        The launcher builds the graph, and so calls this first; the value then
+        travels with the options, so every later call, here or on a worker,
+        measures from the same instant.
+        """
+        if self.run_started_at is None:
+            self.run_started_at = datetime.now(UTC).isoformat()
+        return utc_datetime(self.run_started_at)
+
+    def message_window(self) -> MessageWindow:
+        """Which messages this run sends: none, or those younger than the maximum age."""
+        if self.no_messages:
+            return MessageWindow(send=False)
+        return MessageWindow.measured_from(
+            self.run_start(), timedelta(hours=self.messages_max_age_hours)
+        )
 
     def sink_config(self) -> SinkConfig:
         """The sinks, checked for consistency (ValueError with the flag names)."""
@@ -296,7 +344,10 @@ class SinkOptions(PipelineOptions):
                 value = os.environ.get(flag.env) or None
             values[flag.name] = value
         return SinkConfig(
-            values, sinks=SINKS, temp_location=self.view_as(GoogleCloudOptions).temp_location
+            values,
+            sinks=SINKS,
+            temp_location=self.view_as(GoogleCloudOptions).temp_location,
+            messages=self.message_window(),
         )
 
 

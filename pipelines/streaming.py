@@ -39,6 +39,14 @@ ends and prints the same summary as the backfill:
     python -m pipelines.streaming --kinesis_stream stripe-events \\
         --idle_timeout_s 5 --warehouse out/streaming.duckdb
 
+A local run, bounded or not, stops on Ctrl-C (SIGINT) or SIGTERM: the read
+ends (`transforms.sources.kinesis.reader.request_stop`), what was read is
+processed and loaded as at the end of a bounded read, the summary is printed
+and the exit code is as usual. A second signal aborts at once (exit 128 +
+the signal's number), loading nothing more. While it reads, a local run says
+on stderr how many records it has read, when that changed (at most every
+`PROGRESS_INTERVAL_S`, the first at once).
+
 On Dataflow (runs until drained or cancelled; the warehouse path must be
 reachable by the workers):
 
@@ -50,8 +58,14 @@ reachable by the workers):
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -77,6 +91,12 @@ from transforms.infrastructure import check_table_key
 from transforms.sinks.router import TriggerLoads, WriteOutputs
 from transforms.sources.decode import DecodeEvents
 from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis, check_stream
+from transforms.sources.kinesis.reader import (
+    clear_stop,
+    records_read_in_process,
+    request_stop,
+    stop_requested,
+)
 
 OPTION_CLASSES = (KinesisOptions, CoreOptions, IdentityOptions, SinkOptions, AwsOptions)
 PROG = "python -m pipelines.streaming"
@@ -120,12 +140,77 @@ def check_source(options: PipelineOptions) -> None:
         check_table_key(kinesis.kinesis_coordination_table, COORDINATION_KEY_SCHEMA)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PROGRESS_INTERVAL_S = 10.0
+#: How often the progress thread looks at the count.
+_PROGRESS_POLL_S = 0.5
+
+
+def _report_reading(done: threading.Event) -> None:
+    """Until `done`: a line on stderr when the records read changed, at most every interval."""
+    base = reported = records_read_in_process()
+    last_line = float("-inf")
+    while not done.wait(_PROGRESS_POLL_S):
+        count = records_read_in_process()
+        if count != reported and time.monotonic() - last_line >= PROGRESS_INTERVAL_S:
+            print(
+                f"{PROG}: {count - base} records read so far "
+                "(Ctrl-C or SIGTERM stops the read and loads them)",
+                file=sys.stderr,
+                flush=True,
+            )
+            reported, last_line = count, time.monotonic()
+
+
+@contextlib.contextmanager
+def stop_reading_on_signals() -> Iterator[None]:
+    """While inside: SIGINT or SIGTERM ends the local read; a second one exits at once.
+
+    Progress lines on stderr say how many records were read (`_report_reading`).
+
+    The handler runs in the main thread; the FnApiRunner's readers run in a
+    thread of this process and poll the flag it sets. The previous handlers
+    are restored on the way out.
+    """
+
+    def handle(signum: int, _: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if stop_requested():
+            print(f"{PROG}: {name} again: aborting, nothing more is loaded", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        request_stop()
+        print(
+            f"{PROG}: {name}: stopping the read; what was read is being processed and "
+            "loaded (send it again to abort)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    clear_stop()
+    # Only the main thread may set handlers (a job run from another thread reads on).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS if in_main}
+    done = threading.Event()
+    reporter = threading.Thread(target=_report_reading, args=(done,), daemon=True)
+    reporter.start()
+    try:
+        yield
+    finally:
+        done.set()
+        reporter.join()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        clear_stop()
+
+
 def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     """Runs the streaming job.
 
     A bounded read (`--idle_timeout_s` or `--max_records`), or any read on the
-    local FnApiRunner, is waited for; then the summary is printed and the
-    result is 0 when every record read is accounted for, 1 otherwise. An
+    local FnApiRunner (which SIGINT or SIGTERM ends: `stop_reading_on_signals`),
+    is waited for; then the summary is printed and the result is 0 when every
+    record read is accounted for, 1 otherwise. An
     unbounded read on a remote runner (Dataflow) returns 0 once submitted.
     A bad flag combination exits 2 with a message, like argparse; a missing
     or failing stream, table or queue exits 3 with one line. `wait=False`
@@ -141,7 +226,12 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     sinks = build_checked(PROG, pipeline, options, build, extra_check=lambda: check_source(options))
     if isinstance(sinks, int):
         return sinks
-    result = start(PROG, pipeline)
+    if local is None:
+        result = start(PROG, pipeline)
+    else:
+        with stop_reading_on_signals():
+            # The FnApiRunner runs the whole job inside run().
+            result = start(PROG, pipeline)
     if isinstance(result, int):
         return result
     if not wait or (local is None and not options.view_as(KinesisOptions).read_is_bounded()):

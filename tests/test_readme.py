@@ -61,3 +61,25 @@ def test_query_answers_alike_in_duckdb_and_bigquery(
     in_duckdb = both_warehouses.duckdb(query)
     assert in_duckdb, "a query with no rows on the sample shows nothing"
     assert both_warehouses.bigquery(query) == in_duckdb
+
+
+_HEADING = re.compile(r"^(##|###) (.+)$", re.MULTILINE)
+_FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+_CONTENTS = re.compile(r"^\*\*Contents\*\*\n\n(.*?)\n\n", re.MULTILINE | re.DOTALL)
+
+
+def _slug(title: str) -> str:
+    """GitHub's anchor of a heading."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def test_the_contents_list_every_section_with_its_anchor() -> None:
+    text = README.read_text()
+    contents = _CONTENTS.search(text)
+    assert contents is not None, "no **Contents** list"
+    headings = _HEADING.findall(_FENCE.sub("", text))
+    expected = [
+        ("  " if level == "###" else "") + f"- [{title}](#{_slug(title)})"
+        for level, title in headings
+    ]
+    assert contents[1].splitlines() == expected

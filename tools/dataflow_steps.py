@@ -8,7 +8,7 @@ Runner v2 portable proto, the `--setup_file` sdist) and stops before any
 network call: no credentials, no staging, no job created.
 
     .venv/bin/python -m tools.dataflow_steps --job backfill                 # print the steps
-    .venv/bin/python -m tools.dataflow_steps --job backfill --write-golden  # deliberate rename
+    .venv/bin/python -m tools.dataflow_steps --job backfill --write_golden  # deliberate rename
     git diff tests/pipelines/golden/
 
 `tests/pipelines/test_dataflow.py` compares the steps with the golden file.
@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--job", required=True, choices=sorted(JOBS), help="The job to translate.")
     parser.add_argument(
-        "--write-golden",
+        "--write_golden",
         action="store_true",
         help="Rewrite the job's golden step list instead of printing it. Only after a "
         "deliberate rename: it breaks in-place updates of the running streaming job.",

@@ -18,7 +18,7 @@ from pipelines.options import AwsOptions
 from tools.dataflow_steps import JOBS, dry_run_options, golden_path, golden_text, translate
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/stripe-pipeline-PROD"
-REGENERATE = ".venv/bin/python -m tools.dataflow_steps --job {job} --write-golden"
+REGENERATE = ".venv/bin/python -m tools.dataflow_steps --job {job} --write_golden"
 
 
 @pytest.mark.parametrize("job", sorted(JOBS))

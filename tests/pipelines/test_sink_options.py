@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -34,7 +35,7 @@ from tests.pipelines.expected import (
     live_only,
 )
 from tools.generate_archive import generate, write_archive
-from transforms.sinks.contract import SinkConfig, flags_of
+from transforms.sinks.contract import MessageWindow, SinkConfig, flags_of
 from transforms.sinks.registry import SINKS
 
 Job = Callable[[list[str]], int]
@@ -327,3 +328,45 @@ def test_help_shows_every_registered_sinks_flags_with_their_help(
     for flag in flags_of(SINKS).values():
         text = " ".join(flag.help.replace("%(default)s", str(flag.default)).split())
         assert f"{flag.option} {flag.name.upper()} {text}" in shown
+
+
+def test_the_message_window_is_measured_from_one_launch_time() -> None:
+    options = SinkOptions(["--messages_max_age_hours", "24"])
+    first = options.sink_config().messages
+    # The first reader fixed the time in the options, which travel to the workers.
+    assert options.run_started_at is not None
+    assert options.sink_config().messages == first
+    started = datetime.fromisoformat(options.run_started_at)
+    assert first == MessageWindow(send=True, not_before=started - timedelta(hours=24))
+
+
+@pytest.mark.parametrize(
+    ("flags", "window"),
+    [
+        pytest.param(
+            ["--run_started_at", "2025-03-04T12:00:00Z"],
+            MessageWindow(send=True, not_before=datetime(2025, 3, 1, 12, tzinfo=UTC)),
+            id="default-72-hours",
+        ),
+        pytest.param(
+            ["--run_started_at", "2025-03-04T12:00:00+01:00", "--messages_max_age_hours", "0.5"],
+            MessageWindow(send=True, not_before=datetime(2025, 3, 4, 10, 30, tzinfo=UTC)),
+            id="offset-and-half-an-hour",
+        ),
+        pytest.param(["--no_messages"], MessageWindow(send=False), id="no-messages"),
+    ],
+)
+def test_message_flags_make_the_window(flags: list[str], window: MessageWindow) -> None:
+    assert SinkOptions(flags).sink_config().messages == window
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--messages_max_age_hours", "0"], ["--run_started_at", "yesterday"]],
+    ids=["zero-age", "bad-time"],
+)
+def test_bad_message_flags_exit_2(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        backfill.run(flags)
+    assert exited.value.code == 2
+    assert flags[0] in capsys.readouterr().err

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Must match the command in the module docstring that made sample/.
 SAMPLE_ARGS = [
     "--payments", "320", "--seed", "20250301", "--start", "2025-03-01T00:00:00Z",
-    "--hours", "6", "--buffer-seconds", "900",
+    "--hours", "6", "--buffer_seconds", "900",
 ]  # fmt: skip
 KEY = re.compile(
     r"^(\d{4})/(\d{2})/(\d{2})/(\d{2})/stripe-events-archive-1-"
@@ -421,9 +421,43 @@ def test_cli_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
         "--hours",
         "--truth",
         "--stream",
-        "--buffer-seconds",
+        "--buffer_seconds",
+        "--force",
     ):
         assert flag in text
+
+
+SMALL_ARGS = ["--payments", "5", "--seed", "7", "--hours", "1"]
+
+
+def test_a_non_empty_out_is_refused_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "archive"
+    out.mkdir()
+    (out / "earlier.gz").write_bytes(b"from another run")
+
+    assert ga.main(["--out", str(out), *SMALL_ARGS]) == 2
+
+    error = capsys.readouterr().err
+    assert error == (
+        f"python -m tools.generate_archive: error: --out {out} is not empty: the archive would "
+        "mix with what is there and its truth would not match; give an empty folder, or "
+        "--force to delete its contents\n"
+    )
+    assert [p.name for p in out.iterdir()] == ["earlier.gz"]
+    assert not (tmp_path / "truth.json").exists()
+
+
+def test_force_replaces_what_out_held(tmp_path: Path) -> None:
+    fresh, reused = tmp_path / "fresh" / "archive", tmp_path / "reused" / "archive"
+    assert ga.main(["--out", str(fresh), *SMALL_ARGS]) == 0
+    assert ga.main(["--out", str(reused), "--payments", "9", "--seed", "8"]) == 0
+    (reused / "stray.txt").write_text("left by hand")
+
+    assert ga.main(["--out", str(reused), "--force", *SMALL_ARGS]) == 0
+
+    assert _tree(reused.parent) == _tree(fresh.parent)
 
 
 def test_generate_rejects_naive_start() -> None:

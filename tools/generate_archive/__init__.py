@@ -46,7 +46,7 @@ kind, malformed records by kind, distinct events by type, exports) and ``archive
 The committed sample was made with::
 
     .venv/bin/python -m tools.generate_archive --out sample/archive --payments 320 \
-        --seed 20250301 --start 2025-03-01T00:00:00Z --hours 6 --buffer-seconds 900
+        --seed 20250301 --start 2025-03-01T00:00:00Z --hours 6 --buffer_seconds 900
 
 Realism notes: charges of Bacs and SEPA debits get ``py_`` ids, as Stripe issues them;
 subscription sessions are emitted without their invoice's charge/payment intent

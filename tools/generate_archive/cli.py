@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -19,16 +20,26 @@ def _parse_start(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+PROG = "python -m tools.generate_archive"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.generate_archive",
+        prog=PROG,
         description="Write a deterministic Stripe->EventBridge->Firehose archive and its truth.",
     )
     parser.add_argument(
         "--out",
         type=Path,
         required=True,
-        help="Firehose prefix to write into (objects under YYYY/MM/dd/HH/).",
+        help="Firehose prefix to write into (objects under YYYY/MM/dd/HH/): a new or empty "
+        "folder, unless --force.",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="Delete everything in --out first, so the folder holds exactly this archive and "
+        "the truth matches it. Without it a non-empty --out is refused.",
     )
     parser.add_argument(
         "--payments",
@@ -61,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         help="Where to write truth.json (default: <parent of --out>/truth.json).",
     )
     parser.add_argument(
-        "--buffer-seconds",
+        "--buffer_seconds",
         type=int,
         default=300,
         help="Firehose buffering interval: an object spans at most this many "
@@ -75,8 +86,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ready_out(out: Path, force: bool) -> str | None:
+    """Empties `out` when forced; the error when it cannot be written into, else None."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a folder"
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    if not force:
+        return (
+            f"--out {out} is not empty: the archive would mix with what is there and its "
+            "truth would not match; give an empty folder, or --force to delete its contents"
+        )
+    shutil.rmtree(out)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    error = _ready_out(args.out, args.force)
+    if error is not None:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
     began = time.perf_counter()
     archive = generate(args.payments, args.seed, args.start, args.hours)
     summary = write_archive(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from apache_beam.pvalue import PCollection
@@ -36,6 +37,49 @@ class Flag:
         """The flag as written on the command line: `--<name>`."""
         return f"--{self.name}"
 
+
+#: Why a message was not sent, as counted (`output_skipped_<reason>`).
+MESSAGE_TOO_OLD = "message_too_old"
+NO_MESSAGES = "no_messages"
+
+
+@dataclass(frozen=True)
+class MessageWindow:
+    """Which messages a run sends (emails, soft opt-ins, bus events, store messages).
+
+    `send=False` sends none (`--no_messages`). Otherwise a message is sent
+    when the payment it is about was created at or after `not_before` (None:
+    every one): a backfill replays payments whose messages went out when
+    they were paid, and the ledger only knows what this pipeline sent. A
+    message with no time of its own (a refund found due once its payment's
+    message went out in this run) follows its payment, which was recent.
+    The default sends everything: the jobs always pass the window of their
+    flags (`measured_from`).
+    """
+
+    send: bool = True
+    not_before: datetime | None = None
+
+    @classmethod
+    def measured_from(cls, run_started_at: datetime, max_age: timedelta) -> MessageWindow:
+        """Messages of payments younger than `max_age` at `run_started_at`."""
+        return cls(send=True, not_before=run_started_at - max_age)
+
+    @property
+    def sends_all(self) -> bool:
+        return self.send and self.not_before is None
+
+    def skip_reason(self, created: datetime | None) -> str | None:
+        """None when a message of a payment created then is sent, else why not."""
+        if not self.send:
+            return NO_MESSAGES
+        if self.not_before is not None and created is not None and created < self.not_before:
+            return MESSAGE_TOO_OLD
+        return None
+
+
+#: Every message is sent: the default of the senders (the jobs pass their flags' window).
+SEND_ALL = MessageWindow()
 
 #: A sink's check: raises with a one-line message naming the flags or the resource.
 Check = Callable[["SinkConfig"], None]
@@ -114,14 +158,17 @@ class SinkConfig:
 
     `values` maps flag names to values (a flag left out takes its default).
     `temp_location` is Beam's `--temp_location`, for sinks that stage files
-    (BigQuery file loads). Building it checks the flags: exactly one
-    warehouse, no record type taken by two sinks, and each selected sink's
-    `check_flags`; a bad combination raises ValueError naming the flags.
+    (BigQuery file loads). `messages`: which messages the sinks that send
+    them (queues, the bus) send; the other sinks write everything. Building
+    it checks the flags: exactly one warehouse, no record type taken by two
+    sinks, and each selected sink's `check_flags`; a bad combination raises
+    ValueError naming the flags.
     """
 
     values: Mapping[str, str | None]
     sinks: tuple[Sink, ...]
     temp_location: str | None = None
+    messages: MessageWindow = SEND_ALL
 
     def __post_init__(self) -> None:
         flags = flags_of(self.sinks)
@@ -174,4 +221,6 @@ class SinkConfig:
             f"{name}={'<set>' if flags[name].secret and value else repr(value)}"
             for name, value in self.values.items()
         )
-        return f"SinkConfig({shown}, temp_location={self.temp_location!r})"
+        return (
+            f"SinkConfig({shown}, temp_location={self.temp_location!r}, messages={self.messages!r})"
+        )

@@ -44,7 +44,7 @@ from transforms.infrastructure import (
     ConfigurationError,
     error_code,
 )
-from transforms.sinks.contract import Flag, Sink, SinkConfig
+from transforms.sinks.contract import SEND_ALL, Flag, MessageWindow, Sink, SinkConfig
 from transforms.sinks.ledger import (
     SENT_MESSAGES_TABLE,
     BatchOutcome,
@@ -140,7 +140,11 @@ class _EventBridgeTransport:
 
 
 class PublishAcquisitions(beam.PTransform[beam.PCollection[AcquisitionEvent], SendResult]):
-    """`PCollection[AcquisitionEvent]` -> `SendResult`; see the module docstring."""
+    """`PCollection[AcquisitionEvent]` -> `SendResult`; see the module docstring.
+
+    `window`: which events are published (by their `created`); the others are
+    counted (`transforms.sinks.ledger`). The default publishes all.
+    """
 
     def __init__(
         self,
@@ -149,6 +153,7 @@ class PublishAcquisitions(beam.PTransform[beam.PCollection[AcquisitionEvent], Se
         *,
         source: str = DEFAULT_SOURCE,
         backoff: Backoff = DEFAULT_BACKOFF,
+        window: MessageWindow = SEND_ALL,
     ) -> None:
         super().__init__()
         if not bus:
@@ -161,6 +166,7 @@ class PublishAcquisitions(beam.PTransform[beam.PCollection[AcquisitionEvent], Se
         self._source = source
         self._ledger_table = ledger_table
         self._backoff = backoff
+        self._window = window
 
     def expand(self, events: beam.PCollection[AcquisitionEvent]) -> SendResult:
         fn = SendExactlyOnceFn(
@@ -168,6 +174,7 @@ class PublishAcquisitions(beam.PTransform[beam.PCollection[AcquisitionEvent], Se
             ACQUISITION_EVENT,
             self._ledger_table,
             self._backoff,
+            window=self._window,
         )
         return send_exactly_once(events, "PutEvents", fn)
 
@@ -195,6 +202,7 @@ def _write(config: SinkConfig, pcolls: Mapping[type, beam.PCollection]) -> beam.
         str(config[ACQUISITIONS_BUS.name]),
         config[SENT_MESSAGES_TABLE.name],
         source=str(config[ACQUISITIONS_SOURCE.name] or DEFAULT_SOURCE),
+        window=config.messages,
     )
     return published.dead_letters
 

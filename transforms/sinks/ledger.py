@@ -29,6 +29,13 @@ So each effect happens at most once, and an effect that did not provably
 happen is a dead letter, never silence: exactly once whenever the service
 answers. FIFO's deduplication id only narrows the crash window.
 
+Before any of that, a message outside the run's `MessageWindow`
+(`--messages_max_age_hours`, `--no_messages`) is not sent and leaves no
+claim, so a later run with a wider window may still send it: it is counted
+as `output_skipped_message_too_old` (or `output_skipped_no_messages`), an
+output skipped, not a record (the summary's accounting identity counts
+records), and `<kind>_not_sent` per kind.
+
 The ledger also holds plain facts (`record_fact`, `has_fact`): the
 contributions-store sink records there that a charge is fully refunded, so
 the refund message can follow the payment's message whichever comes first.
@@ -46,7 +53,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 import apache_beam as beam
@@ -57,6 +64,7 @@ from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import DeadLetter
+from transforms.core import metrics
 from transforms.core.metrics import NAMESPACE
 from transforms.domain.events import make_dead_letter
 from transforms.infrastructure import (
@@ -69,7 +77,7 @@ from transforms.infrastructure import (
     is_retryable,
 )
 from transforms.sinks.common import Buffered
-from transforms.sinks.contract import Flag, SinkConfig
+from transforms.sinks.contract import SEND_ALL, Flag, MessageWindow, SinkConfig
 
 _LOG = logging.getLogger(__name__)
 
@@ -305,8 +313,11 @@ class SendExactlyOnceFn(beam.DoFn):
     Main output: none. Tags: `SENT_TAG` and `ALREADY_SENT_TAG` (payment ids),
     `DEAD_LETTERS_TAG` (`DeadLetter`, step `send_<kind>`, `raw` the body).
     Counters `<kind>_sent`, `<kind>_already_sent`, `<kind>_dead_lettered`,
-    `<kind>_ledger_mark_failed`. `ledger_table=None` (tests only) sends
-    without claims.
+    `<kind>_ledger_mark_failed`, `<kind>_not_sent`. `ledger_table=None`
+    (tests only) sends without claims.
+
+    `window`: a record outside it (by its `created`, when it has one) goes to
+    no output and is counted (`output_skipped_<reason>`); the default sends all.
     """
 
     def __init__(
@@ -317,9 +328,11 @@ class SendExactlyOnceFn(beam.DoFn):
         backoff: Backoff,
         resend_window: timedelta = DEFAULT_RESEND_WINDOW,
         buffer_size: int = 10,
+        window: MessageWindow = SEND_ALL,
     ) -> None:
         if not timedelta(0) < resend_window < FIFO_DEDUPLICATION_WINDOW:
             raise ValueError("resend_window must be positive and below FIFO's 5-minute window")
+        self._window = window
         self._transport = transport
         self._kind = check_kind(kind)
         self._step = f"send_{kind}"
@@ -335,6 +348,7 @@ class SendExactlyOnceFn(beam.DoFn):
         self._already_sent = Metrics.counter(NAMESPACE, f"{kind}_already_sent")
         self._dead_lettered = Metrics.counter(NAMESPACE, f"{kind}_dead_lettered")
         self._mark_failed = Metrics.counter(NAMESPACE, f"{kind}_ledger_mark_failed")
+        self._not_sent = Metrics.counter(NAMESPACE, f"{kind}_not_sent")
 
     def setup(self) -> None:
         self._transport.setup()
@@ -358,6 +372,13 @@ class SendExactlyOnceFn(beam.DoFn):
         timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
         window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
     ) -> Iterator[TaggedOutput]:
+        if not self._window.sends_all:
+            created: datetime | None = getattr(record, "created", None)
+            reason = self._window.skip_reason(created)
+            if reason is not None:
+                metrics.inc(metrics.OUTPUT_SKIPPED_PREFIX + reason)
+                self._not_sent.inc()
+                return
         self._buffer.append(Entry(record, timestamp, window))
         if len(self._buffer) >= self._buffer_size:
             yield from self._flush()

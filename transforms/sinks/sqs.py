@@ -11,7 +11,9 @@ unbounded, and returns `SendResult`:
   so it can be re-driven) for every message not sent: `rejected` by SQS or
   DynamoDB, `retries_exhausted`, `ledger_error`, or `outcome_unknown`.
 
-Every input element ends on exactly one output. Counters (namespace
+Every input element ends on exactly one output, but for those outside the
+run's `window` (`transforms.sinks.contract.MessageWindow`: too old, or
+`--no_messages`), which are counted and not sent. Counters (namespace
 `stripe_events`): `<kind>_sent`, `<kind>_already_sent`, `<kind>_dead_lettered`,
 `<kind>_ledger_mark_failed`.
 
@@ -64,7 +66,7 @@ from transforms.infrastructure import (
     ConfigurationError,
     error_code,
 )
-from transforms.sinks.contract import Flag, Sink, SinkConfig
+from transforms.sinks.contract import SEND_ALL, Flag, MessageWindow, Sink, SinkConfig
 from transforms.sinks.ledger import (
     ALREADY_SENT_TAG,
     DEAD_LETTERS_TAG,
@@ -215,7 +217,8 @@ class SendMessages(beam.PTransform[beam.PCollection[Any], SendResult]):
     prefixes ledger keys and deduplication ids and names the dead-letter step
     `send_<kind>`. See the module docstring for the contract. `backoff` tunes
     retries and `stale_after` (below FIFO's 5 minutes) bounds how long a
-    claim may be resent to a FIFO queue.
+    claim may be resent to a FIFO queue. `window`: which messages are sent
+    (by their `created`); the default sends all.
     """
 
     def __init__(
@@ -227,6 +230,7 @@ class SendMessages(beam.PTransform[beam.PCollection[Any], SendResult]):
         message_attributes: Mapping[str, str] | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         stale_after: timedelta = DEFAULT_STALE_AFTER,
+        window: MessageWindow = SEND_ALL,
     ) -> None:
         super().__init__()
         if not queue_url:
@@ -242,6 +246,7 @@ class SendMessages(beam.PTransform[beam.PCollection[Any], SendResult]):
         self._attributes = dict(message_attributes or {})
         self._backoff = backoff
         self._stale_after = stale_after
+        self._window = window
 
     def expand(self, messages: beam.PCollection[Any]) -> SendResult:
         fn = SendExactlyOnceFn(
@@ -250,6 +255,7 @@ class SendMessages(beam.PTransform[beam.PCollection[Any], SendResult]):
             self._ledger_table,
             self._backoff,
             self._stale_after,
+            window=self._window,
         )
         return send_exactly_once(messages, "SendBatches", fn)
 
@@ -272,7 +278,10 @@ def check_queue(queue_url: str) -> None:
 def _message_sink(record_type: type, kind: str, queue: Flag, label: str) -> Sink:
     def write(config: SinkConfig, pcolls: Mapping[type, beam.PCollection]) -> beam.PCollection:
         sent = pcolls[record_type] | label >> SendMessages(
-            str(config[queue.name]), kind, config[SENT_MESSAGES_TABLE.name]
+            str(config[queue.name]),
+            kind,
+            config[SENT_MESSAGES_TABLE.name],
+            window=config.messages,
         )
         return sent.dead_letters
 

@@ -36,6 +36,12 @@ counted as `contribution_refund_undecided_refund_object`: a count above 0
 with no `contribution_refund` sent names that case; subscribe the
 destination to `charge.refunded` (the README says so).
 
+Only messages inside the run's `window` (`transforms.sinks.contract.MessageWindow`)
+are sent: a payment's by its `created`, a refund's by the refund event's
+(`charge.refunded`), so a backfill does not replay what the store got long
+ago; a refund found due once its payment's message went out follows that
+recent payment. A refund outside the window is still recorded as due.
+
 Dead letters: those of both senders (`send_contribution_store`,
 `send_contribution_refund`) and `ledger_error`s of the refund decision
 (step `decide_contribution_refund`).
@@ -46,6 +52,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -58,7 +65,7 @@ from transforms.core.metrics import NAMESPACE
 from transforms.domain.events import make_dead_letter
 from transforms.domain.store_messages import new_contribution_message, refunded_payment_message
 from transforms.infrastructure import DEFAULT_BACKOFF, Backoff, describe_error, dynamodb_client
-from transforms.sinks.contract import Flag, Sink, SinkConfig
+from transforms.sinks.contract import SEND_ALL, Flag, MessageWindow, Sink, SinkConfig
 from transforms.sinks.ledger import (
     LEDGER_ERROR,
     SENT_MESSAGES_TABLE,
@@ -78,10 +85,11 @@ _DECIDE_STEP = "decide_contribution_refund"
 
 @dataclass(frozen=True)
 class StoreMessage:
-    """One message for the store's queue."""
+    """One message for the store's queue; `created`: what the window measures, if known."""
 
     payment_id: str
     message: str
+    created: datetime | None = None
 
 
 class StoreQueueResult(NamedTuple):
@@ -142,7 +150,7 @@ class _RecordFullRefundsFn(_LedgerFn):
             yield self._letter(payment_id, error)
             return
         if sent:
-            yield StoreMessage(payment_id, refunded_payment_message(payment_id))
+            yield StoreMessage(payment_id, refunded_payment_message(payment_id), adjustment.created)
         else:
             self._awaiting.inc()
 
@@ -171,6 +179,7 @@ class SendToContributionsStore(beam.PTransform):
         ledger_table: str,
         *,
         backoff: Backoff = DEFAULT_BACKOFF,
+        window: MessageWindow = SEND_ALL,
     ) -> None:
         super().__init__()
         if not queue_url or not key_id or not ledger_table:
@@ -179,6 +188,7 @@ class SendToContributionsStore(beam.PTransform):
         self._attributes = {KEY_ID_ATTRIBUTE: key_id}
         self._ledger_table = ledger_table
         self._backoff = backoff
+        self._window = window
 
     def _sender(self, kind: str) -> SendMessages:
         return SendMessages(
@@ -187,13 +197,16 @@ class SendToContributionsStore(beam.PTransform):
             self._ledger_table,
             message_attributes=self._attributes,
             backoff=self._backoff,
+            window=self._window,
         )
 
     def expand(self, inputs: dict[type, PCollection]) -> StoreQueueResult:
         new = (
             inputs[ContributionStoreRecord]
             | "ToNewContributionData"
-            >> beam.Map(lambda r: StoreMessage(r.payment_id, new_contribution_message(r)))
+            >> beam.Map(
+                lambda r: StoreMessage(r.payment_id, new_contribution_message(r), r.created)
+            )
             | "SendNewContributions" >> self._sender(NEW_CONTRIBUTION)
         )
         decided = inputs[PaymentAdjustment] | "RecordFullRefunds" >> beam.ParDo(
@@ -249,6 +262,7 @@ def _write(config: SinkConfig, pcolls: Mapping[type, PCollection]) -> PCollectio
         str(config[CONTRIBUTIONS_STORE_QUEUE_URL.name]),
         str(config[CONTRIBUTIONS_STORE_KEY_ID.name]),
         str(config[SENT_MESSAGES_TABLE.name]),
+        window=config.messages,
     )
     return sent.dead_letters
 

@@ -9,6 +9,7 @@ warehouse and keeps what it takes out of the warehouse.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,16 @@ from schemas.records import Acquisition, Contribution, ContributionStoreRecord, 
 from tests.builders import acquisition_record, contribution_record, refund_adjustment
 from transforms.domain.events import make_dead_letter
 from transforms.infrastructure import ConfigurationError
-from transforms.sinks.contract import Flag, Sink, SinkConfig, flags_of
+from transforms.sinks.contract import (
+    MESSAGE_TOO_OLD,
+    NO_MESSAGES,
+    SEND_ALL,
+    Flag,
+    MessageWindow,
+    Sink,
+    SinkConfig,
+    flags_of,
+)
 from transforms.sinks.registry import SINKS
 from transforms.sinks.router import WriteOutputs
 
@@ -199,3 +209,33 @@ def test_a_flag_left_out_takes_its_default() -> None:
 
     assert config["warehouse"] == "out/warehouse.duckdb"
     assert [sink.name for sink in config.selected] == ["duckdb"]
+
+
+NOT_BEFORE = datetime(2025, 3, 1, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("window", "created", "reason"),
+    [
+        pytest.param(SEND_ALL, NOT_BEFORE - timedelta(days=900), None, id="send-all"),
+        pytest.param(MessageWindow(not_before=NOT_BEFORE), NOT_BEFORE, None, id="at-the-cutoff"),
+        pytest.param(
+            MessageWindow(not_before=NOT_BEFORE),
+            NOT_BEFORE - timedelta(seconds=1),
+            MESSAGE_TOO_OLD,
+            id="just-before",
+        ),
+        pytest.param(MessageWindow(not_before=NOT_BEFORE), None, None, id="no-time-follows"),
+        pytest.param(MessageWindow(send=False), NOT_BEFORE, NO_MESSAGES, id="no-messages"),
+        pytest.param(MessageWindow(send=False), None, NO_MESSAGES, id="no-messages-no-time"),
+    ],
+)
+def test_the_message_window_skips_old_messages_or_all(
+    window: MessageWindow, created: datetime | None, reason: str | None
+) -> None:
+    assert window.skip_reason(created) == reason
+
+
+def test_a_window_is_measured_back_from_the_run_start() -> None:
+    window = MessageWindow.measured_from(NOT_BEFORE, timedelta(hours=72))
+    assert window == MessageWindow(send=True, not_before=datetime(2025, 2, 26, 12, tzinfo=UTC))

@@ -8,12 +8,23 @@ then, after a round that returned nothing, decide whether to end, poll again
 or checkpoint (`_when_idle`). Limits and the per-shard bookkeeping
 (iterators, call spacing, throttling backoff, watermarks) are those of the
 package docstring.
+
+Stopping a local run: `request_stop()` (the streaming job's SIGINT/SIGTERM
+handler) sets a process-wide flag that every reader in this process polls
+between rounds and while it waits: the restriction then ends as a bound
+ends it, claiming nothing more, so what was read flows on, windows and timers
+fire as at the end of any bounded read, and the run finishes. It reaches
+only readers in the launching process, which the local FnApiRunner's are
+(its SDK harness is a thread of that process); on Dataflow, drain the job.
+`records_read_in_process()` counts the records the readers of this process
+emitted, for the local job's progress lines.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field, replace
@@ -62,6 +73,46 @@ MAX_READ_PER_CALL = timedelta(seconds=10)
 #: How often a busy reader lists the shards to find new ones (it also lists
 #: them whenever it starts or resumes and right after a shard drains).
 DISCOVERY_INTERVAL = timedelta(seconds=10)
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Makes every reader of this process end its restriction at its next step."""
+    _STOP.set()
+
+
+def stop_requested() -> bool:
+    return _STOP.is_set()
+
+
+def clear_stop() -> None:
+    """Forgets a stop request (a job that starts again in the same process)."""
+    _STOP.clear()
+
+
+class _ProcessCount:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = 0
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self._value += count
+
+    @property
+    def value(self) -> int:
+        with self._lock:
+            return self._value
+
+
+_READ_IN_PROCESS = _ProcessCount()
+
+
+def records_read_in_process() -> int:
+    """Records the readers of this process have emitted since it started."""
+    return _READ_IN_PROCESS.value
+
 
 _PROVIDER = StreamRestrictionProvider()
 # Beam reads DoFn parameters from defaults; module-level so they are built once.
@@ -179,6 +230,9 @@ class ReadStreamFn(beam.DoFn):
         now = time.monotonic()
         call = _Call(element.stream, state, tracker, watermark_estimator, now, next_listing=now)
         while True:
+            if _STOP.is_set():
+                call.finish()
+                return
             # With a coordination table a restriction lists the shards only
             # when it starts unsplit and when it drains a shard (in the round).
             listing_due = time.monotonic() >= call.next_listing
@@ -291,6 +345,7 @@ class ReadStreamFn(beam.DoFn):
                 return None
             arrival = record["ApproximateArrivalTimestamp"].astimezone(UTC)
             self._records_read.inc()
+            _READ_IN_PROCESS.add(1)
             yield TimestampedValue(
                 KinesisRecord(
                     data=record["Data"],
@@ -363,7 +418,7 @@ class ReadStreamFn(beam.DoFn):
             # watermark for a delayed residual, so downstream event-time
             # timers would fire to the end of time before the records
             # still to come are read.
-            time.sleep(wait)
+            _STOP.wait(wait)
             return _Next.POLL_AGAIN
         call.tracker.defer_remainder(Duration.of(wait))
         return _Next.STOP
