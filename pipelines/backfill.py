@@ -34,20 +34,39 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
+from pipelines.history import start_run
+from pipelines.launch import (
+    INFRASTRUCTURE_FAILED,
+    build_checked,
+    finish,
+    parse_options,
+    quiet_beam_logs,
+    record_run,
+    runner_for,
+)
 from pipelines.options import (
     AwsOptions,
     BackfillOptions,
     CoreOptions,
     IdentityOptions,
+    ReportOptions,
     SinkOptions,
 )
+from pipelines.progress import printing_progress
 from schemas.records import DeadLetter
 from transforms.core.disk_group import GroupByKeyOnDisk
 from transforms.sinks.router import WriteOutputs
 from transforms.sources.archive import ReadArchive
+from transforms.sources.progress import PROGRESS
 
-OPTION_CLASSES = (BackfillOptions, CoreOptions, IdentityOptions, SinkOptions, AwsOptions)
+OPTION_CLASSES = (
+    BackfillOptions,
+    CoreOptions,
+    IdentityOptions,
+    SinkOptions,
+    AwsOptions,
+    ReportOptions,
+)
 PROG = "python -m pipelines.backfill"
 
 
@@ -85,15 +104,34 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         description=__doc__ or "",
     )
     quiet_beam_logs()
-    pipeline = beam.Pipeline(runner=runner_for(options), options=options)
+    archive = options.view_as(BackfillOptions)
+    started = start_run(
+        "backfill",
+        sys.argv[1:] if argv is None else argv,
+        runner=options.view_as(StandardOptions).runner,
+        source=archive.source,
+        range_start=archive.start,
+        range_end=archive.end,
+    )
+    local = runner_for(options)
+    pipeline = beam.Pipeline(runner=local, options=options)
     sinks = build_checked(PROG, pipeline, options, build)
     if sinks is None:
         return 2
-    result = pipeline.run()
-    if not wait:
-        print(f"submitted: {result}")
-        return 0
-    return finish(result, sinks)
+    # Only a local run's workers update this process's progress.
+    interval = archive.progress_interval_s if local is not None and wait else 0.0
+    PROGRESS.reset()
+    try:
+        with printing_progress(PROGRESS, sys.stderr, interval):
+            result = pipeline.run()
+            if not wait:
+                print(f"submitted: {result}")
+                return 0
+            result.wait_until_finish()
+    except Exception:
+        record_run(started, sinks, None, INFRASTRUCTURE_FAILED)
+        raise
+    return finish(result, sinks, started, options.view_as(ReportOptions).summary_json)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import difflib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,13 +18,16 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
 from pipelines.aws_role import start_role
+from pipelines.history import RunStart, code_version, run_record, write_summary_json
 from pipelines.options import CoreOptions, SinkOptions
-from pipelines.summary import RunSummary, counters_of, render
+from pipelines.summary import RunSummary, counters_of, render, writer_counts_of
 from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
 from transforms.infrastructure import ConfigurationError
+from transforms.sinks.common import WAREHOUSE
 from transforms.sinks.contract import SinkConfig
 from transforms.sinks.duckdb import duckdb_path
+from transforms.sinks.run_history import append_run
 
 BEAM_OPTIONS_EPILOG = (
     "Any other Beam pipeline option is passed to Beam, e.g. --runner DataflowRunner "
@@ -134,6 +138,7 @@ def report(result: PipelineResult, warehouse: str | None) -> RunSummary:
     summary = RunSummary(
         counters=counters_of(result),
         table_rows=table_rows(warehouse) if warehouse else {},
+        written=writer_counts_of(result),
     )
     print(render(summary))
     return summary
@@ -183,11 +188,54 @@ def build_checked(
     return sinks
 
 
-def finish(result: PipelineResult, sinks: SinkConfig) -> int:
-    """Waits for the run, prints its summary; 0 when it succeeded, else 1."""
+def finish(
+    result: PipelineResult,
+    sinks: SinkConfig,
+    run: RunStart | None = None,
+    summary_path: str | None = None,
+) -> int:
+    """Waits for the run, prints its summary; 0 when it succeeded, else 1.
+
+    With `run`, also records it (`record_run`) and writes `summary_path`.
+    """
     result.wait_until_finish()
     summary = report(result, duckdb_path(sinks))
-    return 0 if summary.succeeded else 1
+    code = 0 if summary.succeeded else 1
+    if run is not None:
+        record_run(run, sinks, summary, code, summary_path)
+    return code
+
+
+#: Exit code of a run that failed on infrastructure (the run's row says so too).
+INFRASTRUCTURE_FAILED = 3
+
+
+def record_run(
+    run: RunStart,
+    sinks: SinkConfig,
+    summary: RunSummary | None,
+    exit_code: int,
+    summary_path: str | None = None,
+) -> None:
+    """Appends the run's `pipeline_runs` row to the warehouse and writes `--summary_json`.
+
+    A run whose row cannot be written has still written its data: the error
+    is one line on stderr, and the exit code stays the run's.
+    """
+    record = run_record(run, summary, exit_code, datetime.now(UTC), code_version())
+    if summary_path is not None and summary is not None:
+        write_summary_json(summary_path, record, summary)
+    warehouse = str(sinks[WAREHOUSE.name])
+    try:
+        append_run(warehouse, record)
+    except Exception as error:  # the row is a report; the run's outcome stands
+        print(
+            f"warning: run {record.run_id} not recorded in pipeline_runs of {warehouse}:"
+            f" {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
+        return
+    print(f"run {record.run_id} recorded in pipeline_runs of {warehouse}", file=sys.stderr)
 
 
 def quiet_beam_logs() -> None:

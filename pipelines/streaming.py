@@ -57,12 +57,22 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from pipelines.launch import build_checked, finish, parse_options, quiet_beam_logs, runner_for
+from pipelines.history import start_run
+from pipelines.launch import (
+    INFRASTRUCTURE_FAILED,
+    build_checked,
+    finish,
+    parse_options,
+    quiet_beam_logs,
+    record_run,
+    runner_for,
+)
 from pipelines.options import (
     AwsOptions,
     CoreOptions,
     IdentityOptions,
     KinesisOptions,
+    ReportOptions,
     SinkOptions,
 )
 from schemas.records import DeadLetter
@@ -71,7 +81,14 @@ from transforms.sinks.router import TriggerLoads, WriteOutputs
 from transforms.sources.decode import DecodeEvents
 from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis
 
-OPTION_CLASSES = (KinesisOptions, CoreOptions, IdentityOptions, SinkOptions, AwsOptions)
+OPTION_CLASSES = (
+    KinesisOptions,
+    CoreOptions,
+    IdentityOptions,
+    SinkOptions,
+    AwsOptions,
+    ReportOptions,
+)
 PROG = "python -m pipelines.streaming"
 
 
@@ -117,6 +134,12 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         # The FnApiRunner runs the splittable Kinesis read only in streaming mode.
         options.view_as(StandardOptions).streaming = True
     quiet_beam_logs()
+    started = start_run(
+        "streaming",
+        sys.argv[1:] if argv is None else argv,
+        runner=options.view_as(StandardOptions).runner,
+        source=options.view_as(KinesisOptions).kinesis_stream or "",
+    )
     pipeline = beam.Pipeline(runner=local, options=options)
     coordination = options.view_as(KinesisOptions).kinesis_coordination_table
     sinks = build_checked(
@@ -130,11 +153,16 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     )
     if sinks is None:
         return 2
-    result = pipeline.run()
-    if not wait or (local is None and not options.view_as(KinesisOptions).read_is_bounded()):
-        print(f"submitted: {result}; it runs until drained or cancelled")
-        return 0
-    return finish(result, sinks)
+    try:
+        result = pipeline.run()
+        if not wait or (local is None and not options.view_as(KinesisOptions).read_is_bounded()):
+            print(f"submitted: {result}; it runs until drained or cancelled")
+            return 0
+        result.wait_until_finish()
+    except Exception:
+        record_run(started, sinks, None, INFRASTRUCTURE_FAILED)
+        raise
+    return finish(result, sinks, started, options.view_as(ReportOptions).summary_json)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from schemas.records import DeadLetter
 from transforms.core import metrics
 from transforms.domain.events import SourceRecord, StripeEvent, make_dead_letter
 from transforms.sources.decode import METRICS_NAMESPACE, DecodeEvents, DecodeResult
+from transforms.sources.progress import PROGRESS, RECORDS_PER_UPDATE
 
 #: Main output tag of the file reader: the `SourceRecord`s split out of each file.
 RECORDS_TAG = "records"
@@ -369,6 +370,7 @@ class _PruneHoursFn(beam.DoFn):
         ):
             self._pruned.inc()
             return
+        PROGRESS.file_matched(metadata.size_in_bytes)
         yield metadata
 
 
@@ -389,6 +391,7 @@ class _ReadFileFn(beam.DoFn):
         reader = _ChunkReader(lambda: file.open(compression_type=CompressionTypes.UNCOMPRESSED))
         position = 0
         tail = b""
+        uncounted = 0
         for span in split_records(reader):
             position = span.offset + len(span.data)
             if reader.error is not None and not span.decodable and span.reaches_end:
@@ -398,6 +401,11 @@ class _ReadFileFn(beam.DoFn):
             # Undecodable spans go on as records too: DecodeEvents dead-letters
             # them as invalid_json with their text, file and offset.
             yield SourceRecord(data=span.data, source=f"{path}@{span.offset}")
+            uncounted += 1
+            if uncounted == RECORDS_PER_UPDATE:
+                PROGRESS.records(uncounted)
+                uncounted = 0
+        PROGRESS.file_read(file.metadata.size_in_bytes, uncounted)
         if reader.error is not None:
             self._unreadable.inc()
             yield TaggedOutput(
@@ -490,6 +498,10 @@ class ReadArchive(beam.PTransform[beam.pvalue.PBegin, DecodeResult]):
     (see the module docstring). Files are read one at a time per worker
     thread, each with bounded memory; a Reshuffle after listing spreads the
     files across workers.
+
+    Progress: each file listed and each file read (with its records, in steps
+    of `RECORDS_PER_UPDATE`) is added to `transforms.sources.progress.PROGRESS`,
+    which the local launcher prints while the job runs.
 
     Counters (namespace `stripe_events`): `files_read`,
     `files_skipped_outside_time_range`, `files_unreadable` (files, not records: outside
