@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from pipelines import backfill
 from pipelines.progress import ProgressPrinter, printing_progress, progress_line
+from tools.generate_archive import generate, write_archive
 from transforms.sources.progress import ProgressSnapshot, ReadProgress
 
 
@@ -122,3 +126,47 @@ def test_the_printing_thread_ends_with_the_last_line() -> None:
     [line] = stream.getvalue().splitlines()
     assert line.startswith("progress: 1/1 files, 0.0/0.0 MB (100%), 1 records, ")
     assert line.endswith(", ETA 0:00:00")
+
+
+def test_a_local_backfill_ends_its_progress_with_every_file_and_record(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    write_archive(
+        generate(payments=4, seed=3, start=datetime(2025, 5, 1, tzinfo=UTC)), tmp_path / "archive"
+    )
+    files = [path for path in (tmp_path / "archive").rglob("*") if path.is_file()]
+    megabytes = sum(path.stat().st_size for path in files) / 1e6
+
+    code = backfill.run(
+        ["--source", str(tmp_path / "archive"), "--warehouse", str(tmp_path / "w.duckdb")]
+    )
+
+    out, err = capfd.readouterr()
+    read = int(out.splitlines()[0].removeprefix("records read: "))
+    [line] = [line for line in err.splitlines() if line.startswith("progress: ")]
+    assert code == 0
+    assert line.startswith(
+        f"progress: {len(files)}/{len(files)} files, {megabytes:.1f}/{megabytes:.1f} MB (100%), "
+        f"{read} records, "
+    )
+    assert line.endswith(", ETA 0:00:00")
+
+
+def test_progress_interval_0_prints_no_progress(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    write_archive(
+        generate(payments=1, seed=3, start=datetime(2025, 5, 1, tzinfo=UTC)), tmp_path / "archive"
+    )
+    code = backfill.run(
+        [
+            "--source",
+            str(tmp_path / "archive"),
+            "--warehouse",
+            str(tmp_path / "w.duckdb"),
+            "--progress_interval_s",
+            "0",
+        ]
+    )
+    assert code == 0
+    assert "progress: " not in capfd.readouterr().err
