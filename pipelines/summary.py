@@ -90,9 +90,22 @@ class RunSummary:
         return self.counters.get(metrics.FILES_UNREADABLE, 0)
 
     @property
+    def files_too_large(self) -> int:
+        return self.counters.get(metrics.FILES_TOO_LARGE, 0)
+
+    @property
+    def files_refused(self) -> dict[str, int]:
+        return self._with_prefix(metrics.FILES_REFUSED_PREFIX)
+
+    @property
     def succeeded(self) -> bool:
         """Every record accounted for, and every file read to its end."""
-        return self.balanced and not self.files_unreadable
+        return (
+            self.balanced
+            and not self.files_unreadable
+            and not self.files_too_large
+            and not self.files_refused
+        )
 
 
 def counters_of(result: PipelineResult) -> dict[str, int]:
@@ -186,6 +199,13 @@ def render(summary: RunSummary) -> str:
             f"unreadable files: {summary.files_unreadable} (see dead_letters, step read):"
             " their records after the failure were not read"
         )
+    if summary.files_too_large:
+        lines.append(
+            f"files over the size limit: {summary.files_too_large} (see dead_letters, step read):"
+            " their records after the limit were not read"
+        )
+    if summary.files_refused:
+        section("files refused, not read (see dead_letters, step read)", summary.files_refused)
     verdict = "holds" if summary.balanced else "DOES NOT HOLD"
     lines.append(
         f"read {summary.records_read} = processed {summary.processed}"

@@ -64,7 +64,8 @@ def archive_records(folder: Path) -> Iterator[bytes]:
 
     Objects are gzip or plain, newline-delimited or concatenated; an
     undecodable stretch (a malformed record) is put as it is, like any other
-    record. `exports/` is not read.
+    record; a record over 1 MiB raises `ValueError` (Kinesis would refuse it).
+    `exports/` is not read.
     """
     paths = sorted(
         path
@@ -76,6 +77,12 @@ def archive_records(folder: Path) -> Iterator[bytes]:
         if body.startswith(_GZIP_MAGIC):
             body = gzip.decompress(body)
         for span in split_records([body]):
+            if span.too_large:
+                # Only its head was kept, and Kinesis takes no record this long.
+                raise ValueError(
+                    f"{path}@{span.offset}: a record of {span.length} bytes, over the 1 MiB"
+                    " a Kinesis record may hold"
+                )
             yield span.data
 
 

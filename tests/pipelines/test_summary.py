@@ -88,6 +88,27 @@ def test_an_unreadable_file_fails_the_run_and_is_reported() -> None:
     )
 
 
+def test_files_over_the_limit_or_refused_fail_the_run_and_are_reported() -> None:
+    summary = RunSummary(
+        counters={
+            **COUNTERS,
+            "files_too_large": 1,
+            "files_refused_symlink_outside_source": 2,
+            "files_refused_not_a_regular_file": 1,
+        },
+        table_rows={},
+    )
+    assert (summary.balanced, summary.succeeded) == (True, False)
+    assert render(summary).splitlines()[-5:] == [
+        "files over the size limit: 1 (see dead_letters, step read): their records after the"
+        " limit were not read",
+        "files refused, not read (see dead_letters, step read): 3",
+        "  not_a_regular_file: 1",
+        "  symlink_outside_source: 2",
+        "read 10 = processed 5 + skipped 3 + dead-lettered 2: holds",
+    ]
+
+
 def test_render_says_when_rows_were_not_counted() -> None:
     lines = render(RunSummary(counters=COUNTERS, table_rows={})).splitlines()
     assert "table totals: not counted (the warehouse is not a DuckDB file)" in lines

@@ -11,7 +11,7 @@ How it works (an external merge sort):
 
 1. WriteSortedRuns, fused with the step before it: each bundle pickles the
    values it receives and, every `run_bytes` of them, sorts its pairs by key
-   and writes them to a run file `<directory>/group-<id>/<uuid>.run`. Only the
+   and writes them to a run file `<directory>/group-<tag>/<uuid>.run`. Only the
    file's path leaves the bundle.
 2. GatherRuns: the paths of every bundle meet in one list.
 3. MergeRuns: merges the runs by key (in passes of at most `fan_in` files, so
@@ -29,6 +29,11 @@ do not sort); values must be picklable. Output: `(key, list of values)` once
 per distinct key, the values in no particular order, in the global window.
 Delivery: as GroupByKey within one run. A retried bundle's first runs are never
 read (their paths were never emitted) and go with the folder.
+
+Leftovers: `<tag>` names the launching process (`transforms.core.leftovers`);
+a killed run never deletes its folder, so each new `GroupByKeyOnDisk` removes,
+when the pipeline is built, the `group-<tag>` folders in `directory` whose
+process is gone, and never a live run's.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ from apache_beam.pvalue import PCollection
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.core.leftovers import remove_stale, run_tag
+
 #: Pickled value bytes a bundle buffers before it writes a sorted run.
 DEFAULT_RUN_BYTES = 32 * 1024 * 1024
 #: Run files merged at once; more runs are merged in several passes.
@@ -57,6 +64,7 @@ DEFAULT_FAN_IN = 64
 # merge holds one chunk per open run, so not too many.
 _CHUNK_PAIRS = 200
 _RUN_SUFFIX = ".run"
+_FOLDER_PREFIX = "group-"
 
 _Pair = tuple[str, bytes]
 _first = itemgetter(0)
@@ -181,8 +189,10 @@ class _MergeRunsFn(beam.DoFn):
 class GroupByKeyOnDisk(beam.PTransform):
     """PCollection[(str, V)] (bounded, global window) -> PCollection[(str, list[V])].
 
-    `directory`: where a `group-<id>` folder of run files is made and, once
-    merged, removed; every worker must see the same filesystem.
+    `directory`: where a `group-<tag>` folder of run files is made and, once
+    merged, removed; every worker must see the same filesystem. Folders of
+    killed runs there are removed when the pipeline is built (see the module
+    doc).
     `run_bytes`, `fan_in`: memory and open-file bounds (see the module doc).
     """
 
@@ -207,7 +217,8 @@ class GroupByKeyOnDisk(beam.PTransform):
             raise ValueError("GroupByKeyOnDisk needs a bounded input; use GroupByKey")
         if not isinstance(pairs.windowing.windowfn, GlobalWindows):
             raise ValueError("GroupByKeyOnDisk needs the global window; use GroupByKey")
-        folder = os.path.join(self._directory, f"group-{uuid.uuid4().hex}")
+        remove_stale(self._directory, _FOLDER_PREFIX)
+        folder = os.path.join(self._directory, _FOLDER_PREFIX + run_tag())
         return (
             pairs
             | "WriteSortedRuns" >> beam.ParDo(_WriteSortedRunsFn(folder, self._run_bytes))

@@ -33,6 +33,12 @@ IDENTITY_API_REQUESTS = "requests_to_identity_api"
 # Files, not records: a file that could not be read to its end (its records
 # before the failure are read; the rest are unknown), so the run failed.
 FILES_UNREADABLE = "files_unreadable"
+# Files, not records: a file that decompresses past the object size limit
+# (its records before the limit are read; the rest are not), so the run failed.
+FILES_TOO_LARGE = "files_too_large"
+# Files, not records: files the listing would not open (a link out of the
+# source, a FIFO...), by reason; never read, so the run failed.
+FILES_REFUSED_PREFIX = "files_refused_"
 
 
 @cache

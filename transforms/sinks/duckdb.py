@@ -10,7 +10,7 @@ How a load works:
    bound for `dead_letters`, so nothing is dropped and nothing blocks a
    streaming job. Valid rows are
    written, per bundle and per window, to a Parquet file
-   `<path>.staging/<table>/<uuid>.parquet` (schema `arrow_schema`), flushed
+   `<path>.staging/run-<tag>/<table>/<uuid>.parquet` (schema `arrow_schema`), flushed
    every `_BATCH_ROWS` rows, so memory stays flat whatever the row count.
    Workers never open the DuckDB file: DuckDB allows one writing process.
 2. Gather. The staged file names are keyed by one constant and grouped, so
@@ -38,9 +38,16 @@ memory, where it would grow with the table.
 
 Delivery guarantee: effectively once per natural key. A retried load finds
 some files already deleted (they were committed) and skips them; a retried
-staging bundle leaves its first attempt's file orphaned in the staging folder,
-never loaded (its name was never emitted) and safe to delete when no job runs.
+staging bundle leaves its first attempt's file orphaned in the run's staging
+folder, never loaded (its name was never emitted), removed with the folder.
 Accumulating panes re-send file names already loaded; they are skipped too.
+
+Leftovers: `<tag>` names the launching process (`transforms.core.leftovers`).
+A killed run's staged files are never loaded by anyone (their names died with
+it), so each new `WriteToWarehouse` removes, when the pipeline is built, the
+`run-<tag>` folders of `<path>.staging` whose process is gone, and never a
+live run's. A finished run's folder (emptied by its loads) goes the same way
+at the next start.
 
 Every table of `ALL_RECORD_TYPES` (plus any other record type given) exists
 after the run, even with no rows: a `CreateTables` step runs once, and the
@@ -78,6 +85,7 @@ from schemas.records import (
 from schemas.rows import to_row
 from schemas.table import step_name
 from schemas.views import duckdb_view_statements
+from transforms.core.leftovers import remove_stale, run_tag
 from transforms.domain.reconciliation import store_reconciliation_update
 from transforms.sinks.common import BIGQUERY_PREFIX, WAREHOUSE, RecordCheck
 from transforms.sinks.contract import Sink, SinkConfig
@@ -88,6 +96,7 @@ REJECTED_STEP = "write_warehouse"
 _STAGED = "staged"
 _REJECTED = "rejected"
 _METRICS_NAMESPACE = "WriteToWarehouse"
+_RUN_FOLDER_PREFIX = "run-"
 # Rows buffered before a Parquet row group is written: bounds staging memory.
 _BATCH_ROWS = 5_000
 # One key so that every staged file of a window/pane meets in one load.
@@ -370,7 +379,9 @@ class WriteToWarehouse(beam.PTransform):
         record_types = tuple(dict.fromkeys((*ALL_RECORD_TYPES, *pcolls)))
         for record_type in record_types:
             table_of(record_type)  # fail at graph construction, not on a worker
-        staging_dir = self._path + ".staging"
+        staging_root = self._path + ".staging"
+        remove_stale(staging_root, _RUN_FOLDER_PREFIX)
+        staging_dir = os.path.join(staging_root, _RUN_FOLDER_PREFIX + run_tag())
         pipeline = next(iter(pcolls.values())).pipeline
 
         staged: list[PCollection] = []

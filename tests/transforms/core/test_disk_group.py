@@ -17,7 +17,9 @@ from apache_beam.testing.test_stream import TestStream as EventStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import FixedWindows
 
+from tests.transforms.core.test_leftovers import dead_pid
 from transforms.core.disk_group import GroupByKeyOnDisk, grouped, merge_runs, read_run, write_run
+from transforms.core.leftovers import run_tag
 
 
 def pairs_of(run: Path) -> list[tuple[str, Any]]:
@@ -142,3 +144,19 @@ def test_unbounded_input_is_refused_at_construction(tmp_path: Path) -> None:
 def test_bad_bounds_are_refused(tmp_path: Path, arguments: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         GroupByKeyOnDisk(str(tmp_path), **arguments)
+
+
+def test_a_killed_runs_folder_is_removed_at_the_next_start_and_a_live_runs_kept(
+    tmp_path: Path,
+) -> None:
+    killed = tmp_path / f"group-{run_tag(dead_pid())}"
+    live = tmp_path / f"group-{run_tag(os.getppid())}"
+    for folder in (killed, live):
+        folder.mkdir()
+        write_pairs(folder / "0123.run", [("k", 1)])
+
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        groups = p | beam.Create([("k", 2)]) | GroupByKeyOnDisk(str(tmp_path))
+        assert_that(groups, equal_to([("k", [2])]))
+
+    assert sorted(tmp_path.rglob("*")) == [live, live / "0123.run"]

@@ -36,6 +36,8 @@ from tests.builders import dispute_adjustment as dispute
 from tests.builders import refund_adjustment as refund
 from tests.builders import refund_object_adjustment as refund_object
 from tests.builders import store_record, supporter_item
+from tests.transforms.core.test_leftovers import dead_pid
+from transforms.core.leftovers import run_tag
 from transforms.domain.events import make_dead_letter
 from transforms.sinks.duckdb import REJECTED_STEP, WriteToWarehouse
 
@@ -112,7 +114,9 @@ def test_writes_exact_rows_of_every_type(path: str) -> None:
     assert read(path, ContributionStoreRecord) == rows(store_record("ch_1"))
     assert read(path, DeadLetter) == rows(letter)
     assert read(path, SoftOptIn) == []
-    assert os.listdir(path + ".staging/contributions") == []  # staged files deleted
+    (run_folder,) = os.listdir(path + ".staging")
+    # Staged files deleted; the emptied folder goes at the next start.
+    assert os.listdir(os.path.join(path + ".staging", run_folder, "contributions")) == []
 
 
 def test_running_twice_leaves_identical_rows(path: str) -> None:
@@ -350,3 +354,23 @@ def test_each_window_is_loaded_on_its_own(path: str) -> None:
         per_load = [(table_of(t).name, 1 if t is Contribution else 0) for t in ALL_RECORD_TYPES]
         assert_that(written, equal_to(per_load * 2))
     assert read(path, Contribution) == rows(contribution("ch_1"), late)
+
+
+def test_a_killed_runs_staged_files_are_removed_at_the_next_start_and_a_live_runs_kept(
+    path: str,
+) -> None:
+    staging = Path(path + ".staging")
+    killed = staging / f"run-{run_tag(dead_pid())}" / "contributions"
+    live = staging / f"run-{run_tag(os.getppid())}" / "contributions"
+    untagged = staging / "contributions"  # staged before runs had tags: not provably stale
+    for folder in (killed, live, untagged):
+        folder.mkdir(parents=True)
+        (folder / "0123.parquet").write_bytes(b"PAR1")
+
+    write(path, {Contribution: [contribution("ch_1")]}, {Contribution: 1})
+
+    assert read(path, Contribution) == rows(contribution("ch_1"))
+    assert not killed.parent.exists()
+    assert sorted(staging.rglob("*.parquet")) == sorted(
+        [live / "0123.parquet", untagged / "0123.parquet"]
+    )

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import os
+import socket
+import tracemalloc
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -22,7 +26,7 @@ from schemas.records import DeadLetter
 from tests.builders import envelope_time, eventbridge_envelope, stripe_event_document
 from tests.fixtures.moto_server import MotoServer
 from transforms.domain.events import StripeEvent, make_dead_letter
-from transforms.sources.archive import ReadArchive, split_records
+from transforms.sources.archive import ReadArchive, _ChunkReader, split_records
 from transforms.sources.progress import PROGRESS, ProgressSnapshot
 
 ACCOUNT = "ed_test_61RkUK"
@@ -110,7 +114,12 @@ def run(
 
 def counters(outcome: PipelineResult) -> dict[str, int]:
     results = outcome.metrics().query(MetricsFilter().with_namespace("stripe_events"))
-    return {counter.key.metric.name: counter.committed for counter in results["counters"]}
+    # Summed by name, as the run summary does: `records_read` counts in two steps.
+    values: dict[str, int] = {}
+    for counter in results["counters"]:
+        name = counter.key.metric.name
+        values[name] = values.get(name, 0) + counter.committed
+    return values
 
 
 def test_reads_gzip_and_plain_delimited_and_undelimited_files(tmp_path: Path) -> None:
@@ -410,3 +419,282 @@ def test_reads_an_s3_prefix_through_the_configured_endpoint(moto_server: MotoSer
         ],
         [],
     )
+
+
+def spans_of(data: bytes, **limits: int) -> list[tuple[int, int, bytes, bool, bool]]:
+    return [
+        (s.offset, s.length, s.data, s.decodable, s.too_large)
+        for s in split_records([data], **limits)
+    ]
+
+
+def test_an_envelope_missing_its_last_brace_is_one_stretch_and_its_detail_is_not_read_bare() -> (
+    None
+):
+    first, broken, last = (encode(envelope(f"evt_{i}", at(1, i))) for i in range(3))
+    broken = broken[:-1]
+    # `detail` comes last and is whole: only the envelope is open.
+    assert broken.endswith(b'"type": "charge.succeeded"}')
+
+    for delimiter in (b"", b"\n"):
+        data = delimiter.join([first, broken, last])
+        step = len(delimiter)
+        assert spans_of(data) == [
+            (0, len(first), first, True, False),
+            (len(first) + step, len(broken), broken, False, False),
+            (len(first) + len(broken) + 2 * step, len(last), last, True, False),
+        ]
+
+
+def test_a_stray_quote_before_an_envelope_is_one_byte_and_the_envelope_is_whole() -> None:
+    first, second = encode(envelope("evt_1", at(1))), encode(envelope("evt_2", at(2)))
+
+    assert spans_of(first + b'"' + second + b'\n"x" 7') == [
+        (0, len(first), first, True, False),
+        (len(first), 1, b'"', False, False),
+        (len(first) + 1, len(second), second, True, False),
+        # Values that are not objects still stand when whitespace ends them.
+        (len(first) + len(second) + 2, 3, b'"x"', True, False),
+        (len(first) + len(second) + 6, 1, b"7", True, False),
+    ]
+
+
+@pytest.mark.parametrize(
+    "description_bytes", [1_500_000, 5 << 20], ids=["1.5-MB-record", "5-MB-record"]
+)
+def test_a_record_over_the_limit_is_one_too_large_span(description_bytes: int) -> None:
+    first, last = encode(envelope("evt_1", at(1))), encode(envelope("evt_3", at(3)))
+    document = envelope("evt_2", at(2))
+    # Brackets and an escaped quote inside the long string must not end it.
+    document["detail"]["data"]["object"]["description"] = '}]"\\' + "x" * description_bytes
+    large = encode(document)
+
+    assert spans_of(first + large + b"\n" + last) == [
+        (0, len(first), first, True, False),
+        (len(first), len(large), large[:4096], False, True),
+        (len(first) + len(large) + 1, len(last), last, True, False),
+    ]
+
+
+def test_the_record_limit_is_inclusive_and_an_unclosed_large_value_runs_to_the_end() -> None:
+    record = b'{"object": "event", "id": "evt_1", "pad": "' + b"x" * 50 + b'"}'
+    limit = len(record)
+
+    assert spans_of(record + record, max_record_bytes=limit) == [
+        (0, limit, record, True, False),
+        (limit, limit, record, True, False),
+    ]
+    assert spans_of(record + record, max_record_bytes=limit - 1) == [
+        (0, limit, record[:4096], False, True),
+        (limit, limit, record[:4096], False, True),
+    ]
+    unclosed = record[:-2] + b"x" * 100
+    assert spans_of(unclosed, max_record_bytes=limit) == [(0, len(unclosed), unclosed, False, True)]
+
+
+def test_a_file_with_broken_records_keeps_every_good_record_and_letters_each_broken_once(
+    tmp_path: Path,
+) -> None:
+    records = [encode(envelope(f"evt_{i}", at(23, i))) for i in range(5)]
+    missing_brace = records[1][:-1]
+    document = envelope("evt_large", at(23, 30))
+    document["detail"]["data"]["object"]["description"] = "x" * (5 << 20)
+    large = encode(document)
+    path = tmp_path / "2024/12/05/23/broken.gz"
+    content = [records[0], missing_brace, records[2], b'"', records[3], large, records[4]]
+    positions = write(path, content)
+
+    outcome = run(
+        str(tmp_path),
+        [
+            expected_event(f"evt_{i}", at(23, i), f"{path}@{positions[at_]}")
+            for i, at_ in ((0, 0), (2, 2), (3, 4), (4, 6))
+        ],
+        [
+            make_dead_letter(
+                step="decode",
+                reason="invalid_json",
+                error=f"not JSON: {json_error(missing_brace)}",
+                raw=missing_brace.decode(),
+                source=f"{path}@{positions[1]}",
+            ),
+            make_dead_letter(
+                step="decode",
+                reason="invalid_json",
+                error="not JSON: Unterminated string starting at: line 1 column 1 (char 0)",
+                raw='"',
+                source=f"{path}@{positions[3]}",
+            ),
+            make_dead_letter(
+                step="read",
+                reason="record_too_large",
+                error=f"{len(large)} bytes, over the 1048576 byte limit (raw: the first 4096)",
+                raw=large[:4096].decode(),
+                source=f"{path}@{positions[5]}",
+                event_id="evt_large",
+            ),
+        ],
+    )
+
+    assert counters(outcome) == {
+        "files_read": 1,
+        "records_read": 7,
+        "dead_lettered_invalid_json": 2,
+        "dead_lettered_record_too_large": 1,
+    }
+
+
+def whitespace_bomb(decompressed_mib: int) -> bytes:
+    """A gzip file of nothing but spaces: about 1,000 times smaller than it inflates."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b" " * (1 << 20)
+    return b"".join(packer.compress(block) for _ in range(decompressed_mib)) + packer.flush()
+
+
+def test_a_gzip_bomb_is_read_in_bounded_memory() -> None:
+    bomb = whitespace_bomb(64)
+    assert len(bomb) < 80 << 10
+    tracemalloc.start()
+    try:
+        reader = _ChunkReader(lambda: io.BytesIO(bomb))
+        spans = list(split_records(reader))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert (spans, reader.error) == ([], None)
+    # About two read chunks of text (1 MiB each) and one of inflated bytes.
+    assert peak < 8 << 20
+
+
+def test_a_file_past_the_object_limit_is_read_up_to_it_then_dead_lettered(tmp_path: Path) -> None:
+    good = tmp_path / "2024/12/05/23/good.gz"
+    write(good, [encode(envelope("evt_good", at(23)))])
+    first = encode(envelope("evt_first", at(23, 1)))
+    bomb = tmp_path / "2024/12/05/23/bomb.gz"
+    bomb.write_bytes(gzip.compress(first) + whitespace_bomb(24))
+    limit = 16 << 20
+
+    outcome = run(
+        str(tmp_path),
+        [
+            expected_event("evt_good", at(23), f"{good}@0"),
+            expected_event("evt_first", at(23, 1), f"{bomb}@0"),
+        ],
+        [
+            make_dead_letter(
+                step="read",
+                reason="object_too_large",
+                error=f"ObjectTooLarge: decompresses to more than {limit} bytes",
+                raw="",
+                # Where the records read end, as for an unreadable file.
+                source=f"{bomb}@{len(first)}",
+            )
+        ],
+        max_object_bytes=limit,
+    )
+
+    assert counters(outcome) == {"files_read": 2, "records_read": 2, "files_too_large": 1}
+
+
+def test_links_are_followed_inside_the_source_only_and_special_files_are_refused(
+    tmp_path: Path,
+) -> None:
+    # Glob characters, spaces and non-ASCII in folder names are only names.
+    source = tmp_path / "arch[1] * ? é"
+    hour = source / "2024/12/05/23"
+    real = hour / "a.gz"
+    write(real, [encode(envelope("evt_a", at(23)))])
+    odd = source / "sub [x]/b?.json"
+    write(odd, [encode(envelope("evt_b", at(23, 1)))])
+    outside = tmp_path / "outside"
+    write(outside / "secret.json", [b'{"secret": "S3cret-outside"}'])
+    write(outside / "folder/c.json", [encode(envelope("evt_c", at(23, 2)))])
+    (source / "latest").symlink_to(hour)  # inside: read, and only once
+    (source / "linked.json").symlink_to(real)  # the same file: read once
+    (source / "secret.json").symlink_to(outside / "secret.json")
+    (source / "elsewhere").symlink_to(outside / "folder")
+    (source / "dangling.gz").symlink_to(source / "missing.gz")
+    os.mkfifo(source / "fifo.gz")
+    listener = socket.socket(socket.AF_UNIX)
+    try:
+        os.chdir(source)  # a socket's path is limited to about 100 bytes
+        listener.bind("socket.gz")
+    finally:
+        os.chdir(tmp_path)
+
+    def refused(name: str, reason: str, error: str) -> DeadLetter:
+        return make_dead_letter(
+            step="read",
+            reason=reason,
+            error=f"not read: {error}",
+            raw="",
+            source=str(source / name),
+        )
+
+    outcome = run(
+        str(source),
+        [
+            expected_event("evt_a", at(23), f"{real}@0"),
+            expected_event("evt_b", at(23, 1), f"{odd}@0"),
+        ],
+        [
+            refused("dangling.gz", "not_a_regular_file", "a symbolic link to nothing"),
+            refused("elsewhere", "symlink_outside_source", "a symbolic link out of the source"),
+            refused("fifo.gz", "not_a_regular_file", "a FIFO, not a regular file"),
+            refused("secret.json", "symlink_outside_source", "a symbolic link out of the source"),
+            refused("socket.gz", "not_a_regular_file", "a socket, not a regular file"),
+        ],
+    )
+    listener.close()
+
+    assert counters(outcome) == {
+        "files_read": 2,
+        "records_read": 2,
+        "files_refused_not_a_regular_file": 3,
+        "files_refused_symlink_outside_source": 2,
+    }
+
+
+def test_a_glob_reports_only_the_refused_files_it_would_take(tmp_path: Path) -> None:
+    hour = tmp_path / "2024/12/05/23"
+    hour.mkdir(parents=True)
+    os.mkfifo(hour / "taken.gz")
+    os.mkfifo(hour / "other.json")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "2024/12/06").symlink_to(tmp_path / "outside")
+    (tmp_path / "2024/elsewhere").symlink_to(tmp_path / "outside")  # `*` takes it: 2024/*/*/*/
+    (tmp_path / "2024/12/05/23/deeper").symlink_to(tmp_path / "outside")  # too deep
+
+    outcome = run(
+        str(tmp_path / "2024/*/*/*/*.gz"),
+        [],
+        [
+            make_dead_letter(
+                step="read",
+                reason="symlink_outside_source",
+                error="not read: a symbolic link out of the source",
+                raw="",
+                source=str(tmp_path / "2024/12/06"),
+            ),
+            make_dead_letter(
+                step="read",
+                reason="symlink_outside_source",
+                error="not read: a symbolic link out of the source",
+                raw="",
+                source=str(tmp_path / "2024/elsewhere"),
+            ),
+            make_dead_letter(
+                step="read",
+                reason="not_a_regular_file",
+                error="not read: a FIFO, not a regular file",
+                raw="",
+                source=str(hour / "taken.gz"),
+            ),
+        ],
+    )
+
+    assert counters(outcome) == {
+        "files_refused_not_a_regular_file": 1,
+        "files_refused_symlink_outside_source": 2,
+    }
