@@ -2,7 +2,7 @@
 
     python -m bench.plain --archive ARCHIVE_FOLDER --warehouse OUT.duckdb
 
-Same archive in, the same eight DuckDB tables out as `python -m
+Same archive in, the same nine DuckDB tables out as `python -m
 pipelines.backfill --source ARCHIVE_FOLDER --warehouse OUT.duckdb` (no time
 range, test mode included, the default one-hour charge wait), written
 independently of the project's code: no Beam, and none of `transforms/`.
@@ -14,12 +14,16 @@ types) and follows the rules of README.md and DOMAIN.md:
    concatenated), parse each once with orjson; an undecodable stretch ends at
    the next newline or at the next `{` that starts a whole record;
 2. decode envelopes, bare snapshot events and thin events, classify each
-   event (session, charge or PaymentIntent outcome, refund, dispute, skip),
-   dead-letter what cannot be read;
+   event (session, charge or PaymentIntent outcome, charge.refunded, refund
+   object, dispute, skip), dead-letter what cannot be read;
 3. keep one copy per event id (one that names its account wins), join a
-   PaymentIntent's facts once the input has ended (every deadline passed),
-   build every record, fold refunds and disputes into the payments;
-4. write each table with one Arrow insert.
+   PaymentIntent's facts once the input has ended (every deadline passed; a
+   failed payment is its latest failed attempt), build every record (the
+   acquisitions bus event's JSON too), fold refunds into the store's status
+   (`contributions` keeps each payment as paid, as the warehouse does);
+4. keep one row per natural key (the greatest, as the warehouse's upsert
+   does: refund.created and refund.updated of one refund are one row) and
+   write each table with one Arrow insert.
 
 It holds every fact in memory, so its memory grows with the archive: it is
 the speed to aim at, not a design. Prints `records read: N` and the rows
@@ -47,9 +51,11 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from schemas.generate import arrow_schema, columns, duckdb_ddl
+from schemas.generate import arrow_schema, columns, duckdb_ddl, table_of
 from schemas.records import (
+    ALL_RECORD_TYPES,
     Acquisition,
+    AcquisitionEvent,
     Contribution,
     ContributionStoreRecord,
     DeadLetter,
@@ -83,12 +89,69 @@ ZERO_DECIMAL = frozenset(
 )
 THREE_DECIMAL = frozenset(["BHD", "JOD", "KWD", "OMR", "TND"])
 EDITIONS = {"GBP": "uk", "USD": "us", "AUD": "au"}
-SYMBOLS = {"GBP": "£", "USD": "$", "AUD": "$", "CAD": "$", "NZD": "$", "EUR": "€"}
+# The email's `payment method`: cards and wallets, bank debits, Stripe's own names, else words.
+CARDS = frozenset(
+    [
+        "card",
+        "card_present",
+        "kr_card",
+        "link",
+        "apple_pay",
+        "google_pay",
+        "samsung_pay",
+        "amazon_pay",
+        "revolut_pay",
+        "cashapp",
+        "mobilepay",
+    ]
+)
+DEBITS = frozenset(
+    [
+        "bacs_debit",
+        "sepa_debit",
+        "au_becs_debit",
+        "nz_bank_account",
+        "us_bank_account",
+        "acss_debit",
+    ]
+)
 METHOD_NAMES = {
-    "card": "credit / debit card",
-    "bacs_debit": "direct debit",
-    "sepa_debit": "direct debit",
+    "affirm": "Affirm",
+    "afterpay_clearpay": "Afterpay / Clearpay",
+    "alipay": "Alipay",
+    "alma": "Alma",
+    "bancontact": "Bancontact",
+    "blik": "BLIK",
+    "boleto": "Boleto",
+    "customer_balance": "bank transfer",
+    "eps": "EPS",
+    "fpx": "FPX",
+    "giropay": "giropay",
+    "grabpay": "GrabPay",
+    "ideal": "iDEAL",
+    "kakao_pay": "Kakao Pay",
+    "klarna": "Klarna",
+    "konbini": "Konbini",
+    "multibanco": "Multibanco",
+    "naver_pay": "Naver Pay",
+    "oxxo": "OXXO",
+    "p24": "Przelewy24",
+    "pay_by_bank": "Pay by Bank",
+    "payco": "PAYCO",
+    "paynow": "PayNow",
+    "paypal": "PayPal",
+    "pix": "Pix",
+    "promptpay": "PromptPay",
+    "satispay": "Satispay",
+    "sofort": "Sofort",
+    "swish": "Swish",
+    "twint": "TWINT",
+    "wechat_pay": "WeChat Pay",
+    "zip": "Zip",
 }
+PLATFORMS = {"iosnativeapp": "IOS_NATIVE_APP", "androidnativeapp": "ANDROID_NATIVE_APP"}
+#: The backfill's default --acquisition_payment_provider.
+PAYMENT_PROVIDER = "STRIPE"
 SESSION_TYPES = {
     "checkout.session.completed": None,
     "checkout.session.async_payment_succeeded": "async_succeeded",
@@ -315,8 +378,15 @@ def method_and_country(charge: dict) -> tuple[str | None, str | None]:
     return text(details.get("type")), upper((details.get("card") or {}).get("country"))
 
 
+def int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 # A fact is a tuple; its first item says which kind.
 SESSION, CHARGE, ADJUSTMENT, SKIP = range(4)
+# Indexes into a session fact and a charge fact (after kind, pi, event id, created, account).
+S_OUTCOME, S_ID, S_AMOUNT, S_CURRENCY, S_METADATA, S_CLIENT_REF = 6, 7, 8, 9, 10, 11
+C_SUCCEEDED, C_ID, C_HAS_OBJECT, C_COUNTRY, C_METHOD, C_CREATED = 5, 6, 7, 8, 9, 10
 
 
 def classify(event: dict, account: str | None, thin: bool) -> tuple:
@@ -373,19 +443,10 @@ def classify(event: dict, account: str | None, thin: bool) -> tuple:
         if not isinstance(obj.get("id"), str):
             raise Reject("classify", "invalid_charge", "charge has no id")
         method, country = method_and_country(obj)
-        succeeded = kind == "charge.succeeded"
         return (
-            CHARGE,
-            pi,
-            event["id"],
-            created,
-            account,
-            succeeded,
-            obj["id"],
-            True,
-            country,
-            method,
-        )
+            CHARGE, pi, event["id"], created, account, kind == "charge.succeeded", obj["id"],
+            True, country, method, int_or_none(obj.get("created")),
+        )  # fmt: skip
     if kind in ("payment_intent.succeeded", "payment_intent.payment_failed"):
         pi = obj.get("id")
         if not isinstance(pi, str):
@@ -394,29 +455,26 @@ def classify(event: dict, account: str | None, thin: bool) -> tuple:
         latest = obj.get("latest_charge")
         charge = latest if isinstance(latest, dict) else None
         embedded = (obj.get("charges") or {}).get("data") or []
+        error = obj.get("last_payment_error") or {}
         if charge is None and embedded:
-            wanted = "succeeded" if succeeded else "failed"
-            charge = next((c for c in embedded if c.get("status") == wanted), embedded[0])
+            # A failure names its failing charge; else the first attempt of the event's outcome.
+            failing = None if succeeded else some_id(error.get("charge"))
+            charge = next((c for c in embedded if failing and c.get("id") == failing), None)
+            if charge is None:
+                wanted = "succeeded" if succeeded else "failed"
+                charge = next((c for c in embedded if c.get("status") == wanted), embedded[0])
         if charge is None and not succeeded:
-            charge_id = some_id((obj.get("last_payment_error") or {}).get("charge")) or some_id(
-                latest
-            )
+            charge_id = some_id(error.get("charge")) or some_id(latest)
         else:
             charge_id = some_id(charge.get("id") if charge else latest)
-        method, country = method_and_country(charge) if charge else (None, None)
+        if charge is None:
+            return (CHARGE, pi, event["id"], created, account, succeeded, charge_id, False,
+                    None, None, None)  # fmt: skip
+        method, country = method_and_country(charge)
         return (
-            CHARGE,
-            pi,
-            event["id"],
-            created,
-            account,
-            succeeded,
-            charge_id,
-            charge is not None,
-            country,
-            method,
-        )
-    when = datetime.fromtimestamp(created, UTC)
+            CHARGE, pi, event["id"], created, account, succeeded, charge_id, True, country,
+            method, int_or_none(charge.get("created")),
+        )  # fmt: skip
     if kind == "charge.refunded":
         charge_id, refunded, currency = (
             obj.get("id"),
@@ -434,9 +492,15 @@ def classify(event: dict, account: str | None, thin: bool) -> tuple:
         before = (event["data"].get("previous_attributes") or {}).get("amount_refunded")
         delta = refunded - before if isinstance(before, int) else refunded
         amount = major(delta, currency)
+        flag = obj.get("refunded")
+        if isinstance(flag, bool):
+            fully = flag
+        else:
+            charged = obj.get("amount")
+            fully = isinstance(charged, int) and refunded >= charged
         row: tuple[Any, ...] = (
-            event["id"], charge_id, "refund", kind, amount, major(refunded, currency),
-            currency.upper(), None, None, livemode, account, when,
+            event["id"], charge_id, "refund", kind, amount, major(refunded, currency), fully,
+            currency.upper(), None, None, livemode, account, datetime.fromtimestamp(created, UTC),
         )  # fmt: skip
         return (ADJUSTMENT, row)
     if kind in DISPUTES:
@@ -448,12 +512,34 @@ def classify(event: dict, account: str | None, thin: bool) -> tuple:
         if not charge_id or not isinstance(amount, int) or not isinstance(currency, str):
             raise Reject("classify", "invalid_dispute", "dispute lacks charge, amount or currency")
         row = (
-            event["id"], charge_id, "dispute", kind, major(amount, currency), None,
-            currency.upper(), text(obj.get("id")), text(obj.get("status")), livemode, account, when,
+            event["id"], charge_id, "dispute", kind, major(amount, currency), None, None,
+            currency.upper(), text(obj.get("id")), text(obj.get("status")), livemode, account,
+            datetime.fromtimestamp(created, UTC),
         )  # fmt: skip
         return (ADJUSTMENT, row)
     if kind in REFUND_OBJECTS:
-        return (SKIP, "refund_read_from_charge_refunded")
+        # One refund, keyed by its own id; only a succeeded one has moved money.
+        refund_id, charge_id = obj.get("id"), some_id(obj.get("charge"))
+        amount, currency = obj.get("amount"), obj.get("currency")
+        if not (
+            isinstance(refund_id, str)
+            and charge_id
+            and isinstance(amount, int)
+            and isinstance(currency, str)
+        ):
+            raise Reject(
+                "classify", "invalid_refund", "refund lacks id, charge, amount or currency"
+            )
+        status = obj.get("status")
+        if status != "succeeded":
+            return (SKIP, f"refund_{status or 'without_status'}")
+        at = obj.get("created")
+        row = (
+            refund_id, charge_id, "refund", kind, major(amount, currency), None, None,
+            currency.upper(), None, None, livemode, account,
+            datetime.fromtimestamp(at if isinstance(at, int) else created, UTC),
+        )  # fmt: skip
+        return (ADJUSTMENT, row)
     return (SKIP, "not_a_payment_event")
 
 
@@ -477,15 +563,13 @@ def split_list(value: str | None) -> list[str]:
     return [p.strip() for p in value.split(",") if p.strip()] if value else []
 
 
-def ab_tests(value: str | None) -> tuple[list[dict], bool]:
+def ab_tests(value: str | None) -> list[dict]:
     if not value:
-        return [], False
+        return []
     try:
-        return [
-            {"name": str(t["name"]), "variant": str(t["variant"])} for t in json.loads(value)
-        ], False
+        return [{"name": str(t["name"]), "variant": str(t["variant"])} for t in json.loads(value)]
     except (ValueError, TypeError, KeyError):
-        return [], True
+        return []
 
 
 def query_parameters(value: str | None) -> list[dict]:
@@ -520,30 +604,46 @@ def term_end(start: date) -> date:
     return later + timedelta(weeks=1)
 
 
+def method_label(method: str | None) -> str:
+    if method is None or method in CARDS:
+        return "credit / debit card"
+    if method in DEBITS:
+        return "direct debit"
+    return METHOD_NAMES.get(method, method.replace("_", " "))
+
+
+def subdivision(value: str | None) -> str | None:
+    """Letters, digits and spaces only, trimmed."""
+    if not value:
+        return None
+    kept = "".join(
+        c for c in value if c not in "\r\n" and (c.isalpha() or c.isdecimal() or c.isspace())
+    )
+    return kept.strip() or None
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON, non-ASCII kept; the standard library for what orjson refuses (surrogates)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", "surrogatepass"
+        )
+
+
 class Tables:
     """Rows per table, as tuples in column order."""
 
     def __init__(self) -> None:
-        self.rows: dict[type, list[tuple]] = {
-            t: []
-            for t in (
-                Contribution,
-                Acquisition,
-                PaymentAdjustment,
-                ContributionStoreRecord,
-                SupporterProductData,
-                ThankYouEmail,
-                SoftOptIn,
-                DeadLetter,
-            )
-        }
+        self.rows: dict[type, list[tuple]] = {t: [] for t in ALL_RECORD_TYPES}
 
     def payment(self, settled: tuple, charge: tuple, accounts: list[str | None]) -> None:
         (_, pi, _, created, _, livemode, outcome, session_id, amount_minor, currency, metadata,
-         client_reference, promotions, method_types, email, name, address_country, postal,
+         client_reference, promotions, method_types, email, _name, address_country, postal,
          state) = settled  # fmt: skip
-        charge_id, card_country, method = charge[6], charge[8], charge[9]
-        if method is None and len(method_types) == 1:
+        charge_id, card_country, method = charge[C_ID], charge[C_COUNTRY], charge[C_METHOD]
+        if not method and len(method_types) == 1:
             method = method_types[0]
         account = next((a for a in accounts if a), None)
         status = "Failed" if outcome == "async_failed" else "Paid"
@@ -564,24 +664,52 @@ class Tables:
         )  # fmt: skip
         if status != "Paid":
             return
-        tests, _ = ab_tests(metadata.get("abTests"))
         get = metadata.get
+        tests = ab_tests(get("abTests"))
+        campaign = get("campaignCode")
+        platform = get("platform")
         self.rows[Acquisition].append(
             (when, "CONTRIBUTION", amount, country, currency, get("componentId"),
-             get("componentType"), split_list(get("campaignCode")), get("source"),
-             get("referrerUrl"), tests, "ONE_OFF", "STRIPE_HOSTED_CHECKOUT", None,
+             get("componentType"), [campaign] if campaign else [], get("source"),
+             get("referrerUrl"), tests, "ONE_OFF", PAYMENT_PROVIDER, None,
              get("browserId"), identity, get("pageviewId"), get("referrerPageviewId"),
              split_list(get("labels")), None, False, "Direct", "Purchase", None, cid, charge_id,
-             query_parameters(get("queryParameters")), get("platform") or "SUPPORT", livemode,
+             (parameters := query_parameters(get("queryParameters"))),
+             PLATFORMS.get(platform.lower(), platform) if platform else "SUPPORT", livemode,
              account)
         )  # fmt: skip
+        opted = consent(metadata, promotions)
+        # The bus event's Detail, field for field; the amount as an exact JSON number.
+        head = dumps({"eventTimeStamp": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                      "product": "CONTRIBUTION"})  # fmt: skip
+        tail = dumps(
+            {"country": country, "currency": currency, "componentId": get("componentId"),
+             "componentType": get("componentType"), "campaignCode": campaign or None,
+             "source": get("source"), "referrerUrl": get("referrerUrl"), "abTests": tests,
+             "paymentFrequency": "ONE_OFF", "paymentProvider": PAYMENT_PROVIDER,
+             "printOptions": None, "browserId": get("browserId"), "identityId": identity,
+             "pageViewId": get("pageviewId"), "referrerPageViewId": get("referrerPageviewId"),
+             "labels": split_list(get("labels")), "promoCode": None,
+             "reusedExistingPaymentMethod": False, "readerType": "Direct",
+             "acquisitionType": "Purchase", "zuoraSubscriptionNumber": None,
+             "contributionId": cid, "paymentId": charge_id,
+             "queryParameters": [{"name": p["key"], "value": p["value"]} for p in parameters],
+             "platform": platform or None, "postalCode": postal, "state": state, "email": email,
+             "similarProductsConsent": opted, "paypalTransactionId": None}
+        )  # fmt: skip
+        detail = b"".join((head[:-1], b',"amount":', f"{amount:f}".encode(), b",", tail[1:]))
+        self.rows[AcquisitionEvent].append(
+            (charge_id, detail.decode("utf-8", "surrogatepass"), livemode, account, when)
+        )
+        # The store and the supporter item date a payment by its charge.
+        charged = datetime.fromtimestamp(charge[C_CREATED] or created, UTC)
         self.rows[ContributionStoreRecord].append(
-            ("Stripe", status, charge_id, identity, email, when, currency, amount, country, state,
-             postal, cid, livemode, account)
+            ("Stripe", status, charge_id, identity, email, charged, currency, amount, country,
+             subdivision(state), postal, cid, livemode, account)
         )  # fmt: skip
         if identity is None:
             return
-        start = when.date()
+        start = charged.date()
         end = term_end(start)
         expiry = int(datetime.combine(end + timedelta(days=1), time(), tzinfo=UTC).timestamp())
         self.rows[SupporterProductData].append(
@@ -595,15 +723,12 @@ class Tables:
             "productName": "CONTRIBUTION",
             "printProduct": None,
             "previousProductName": None,
-            "userConsentsOverrides": {"similarGuardianProducts": consent(metadata, promotions)},
+            "userConsentsOverrides": {"similarGuardianProducts": opted},
         }
-        self.rows[SoftOptIn].append(
-            (charge_id, orjson.dumps(opt_in).decode(), livemode, account, when)
-        )
+        self.rows[SoftOptIn].append((charge_id, dumps(opt_in).decode(), livemode, account, when))
         if email is None:
             return
-        method = method or "card"
-        first = name.split()[0] if name and name.split() else None
+        paid = when.date()
         body = {
             "To": {
                 "Address": email,
@@ -612,11 +737,11 @@ class Tables:
                     "SubscriberAttributes": {
                         "EmailAddress": email,
                         "edition": EDITIONS.get(currency, "international"),
-                        "payment method": METHOD_NAMES.get(method, method),
-                        "currency": SYMBOLS.get(currency, currency),
-                        "amount": f"{amount:.{exp}f}",
-                        "first_name": first,
-                        "date_of_payment": f"{start.day} {start:%B %Y}",
+                        "payment method": method_label(method),
+                        "currency": currency,
+                        "amount": f"{amount:.2f}",
+                        "first_name": None,
+                        "date_of_payment": f"{paid.day} {paid:%B %Y}",
                     }
                 },
             },
@@ -624,36 +749,33 @@ class Tables:
             "IdentityUserId": identity,
         }
         self.rows[ThankYouEmail].append(
-            (charge_id, orjson.dumps(body).decode(), livemode, account, when)
+            (charge_id, dumps(body).decode("utf-8", "surrogatepass"), livemode, account, when)
         )
 
     def reconcile(self) -> None:
-        """Refunds and disputes into the payments' current state."""
-        refunded: dict[str, Decimal] = {}
-        disputed: set[str] = set()
+        """Refunds into the store's payment status (contributions stay as paid).
+
+        Refunded = the greater of the greatest cumulative total of its
+        charge.refunded rows and the sum of its refund objects' amounts.
+        """
+        totals: dict[str, Decimal] = {}
+        objects: dict[str, Decimal] = {}
         for row in self.rows[PaymentAdjustment]:
-            if row[2] == "refund":
-                refunded[row[1]] = max(refunded.get(row[1], row[5]), row[5])
-            else:
-                disputed.add(row[1])
-        if not refunded and not disputed:
-            return
-        contributions = self.rows[Contribution]
-        for index, row in enumerate(contributions):
-            charge_id = row[0]
-            if charge_id not in refunded and charge_id not in disputed:
+            if row[2] != "refund":
                 continue
-            status, amount, amount_refunded = row[4], row[5], row[6]
-            total = max(amount_refunded, refunded.get(charge_id, amount_refunded))
-            if status == "Paid" and total > 0 and total >= amount:
-                status = "Refunded"
-            contributions[index] = (
-                row[:4] + (status, amount, total) + row[7:12] + (row[12] or charge_id in disputed,)
-            ) + row[13:]
+            if row[5] is None:
+                objects[row[1]] = objects.get(row[1], 0) + row[4]
+            else:
+                totals[row[1]] = max(totals.get(row[1], row[5]), row[5])
+        if not totals and not objects:
+            return
         store = self.rows[ContributionStoreRecord]
         for index, row in enumerate(store):
-            total = refunded.get(row[2])
-            if row[1] == "Paid" and total is not None and total > 0 and total >= row[7]:
+            charge_id = row[2]
+            if charge_id not in totals and charge_id not in objects:
+                continue
+            refunded = max(totals.get(charge_id, 0), objects.get(charge_id, 0))
+            if row[1] == "Paid" and refunded > 0 and refunded >= row[7]:
                 store[index] = row[:1] + ("Refunded",) + row[2:]
 
     def write(self, path: Path) -> dict[str, int]:
@@ -664,6 +786,7 @@ class Tables:
             for record_type, rows in self.rows.items():
                 schema = arrow_schema(record_type)
                 names = [c.name for c in columns(record_type)]
+                rows = one_per_key(rows, [names.index(k) for k in table_of(record_type).key])
                 batch = pa.Table.from_arrays(
                     [
                         pa.array([row[i] for row in rows], type=schema.field(i).type)
@@ -672,13 +795,28 @@ class Tables:
                     schema=schema,
                 )
                 connection.execute(duckdb_ddl(record_type))
-                table = record_type.TABLE.name  # type: ignore[attr-defined]
+                table = table_of(record_type).name
                 quoted = ", ".join(f'"{n}"' for n in names)
                 connection.register("batch", batch)
                 connection.execute(f'INSERT INTO "{table}" ({quoted}) SELECT {quoted} FROM batch')
                 connection.unregister("batch")
                 written[table] = len(rows)
         return written
+
+
+def one_per_key(rows: list[tuple], key: list[int]) -> list[tuple]:
+    """One row per natural key, as the warehouse upserts: the greatest, nulls lowest."""
+    kept: dict[tuple, tuple] = {}
+    for row in rows:
+        k = tuple(row[i] for i in key)
+        other = kept.get(k)
+        if other is None or ranked(row) > ranked(other):
+            kept[k] = row
+    return list(kept.values()) if len(kept) < len(rows) else rows
+
+
+def ranked(row: tuple) -> tuple:
+    return tuple((v is not None, v) for v in row)
 
 
 # ----------------------------------------------------------------------- job
@@ -729,15 +867,15 @@ def run(archive: Path, warehouse: Path) -> tuple[int, dict[str, int]]:
                 continue
             kind = fact[0]
             if kind == ADJUSTMENT:
+                # One copy per event id: one that names its account wins.
                 row = fact[1]
-                rank = (row[10] is None, repr(row))
-                kept = adjustments.get(row[0])
+                rank = (row[11] is None, repr(row))
+                kept = adjustments.get(event["id"])
                 if kept is None or rank < kept[:2]:
-                    adjustments[row[0]] = (*rank, row)
+                    adjustments[event["id"]] = (*rank, row)
             elif kind != SKIP:
                 copies = payment_facts.setdefault(fact[1], {})
                 kept = copies.get(fact[2])
-                # One copy per event id: one that names its account wins.
                 if kept is None or (kept[4] is None and fact[4] is not None):
                     copies[fact[2]] = fact
     tables.rows[PaymentAdjustment] = [kept[2] for kept in adjustments.values()]
@@ -752,20 +890,24 @@ def join(tables: Tables, pi: str, facts: list[tuple]) -> None:
     sessions = [f for f in facts if f[0] == SESSION]
     charges = [f for f in facts if f[0] == CHARGE]
     settled = min(
-        (s for s in sessions if s[6] in ("async_succeeded", "async_failed")),
+        (s for s in sessions if s[S_OUTCOME] in ("async_succeeded", "async_failed")),
         key=lambda s: (s[3], s[2]),
         default=None,
-    ) or min((s for s in sessions if s[6] == "paid"), key=lambda s: (s[3], s[2]), default=None)
+    ) or min(
+        (s for s in sessions if s[S_OUTCOME] == "paid"), key=lambda s: (s[3], s[2]), default=None
+    )
     accounts = [f[4] for f in sessions] + [f[4] for f in charges]
     if settled is not None:
-        succeeded = settled[6] != "async_failed"
+        succeeded = settled[S_OUTCOME] != "async_failed"
         deadline = settled[3] + CHARGE_WAIT_SECONDS
         relevant = sorted(
-            (c for c in charges if c[5] == succeeded and c[3] <= deadline),
+            (c for c in charges if c[C_SUCCEEDED] == succeeded and c[3] <= deadline),
             key=lambda c: (c[3], c[2]),
         )
-        charge = next((c for c in relevant if c[7] and c[6]), None) or next(
-            (c for c in relevant if c[6]), None
+        if not succeeded:
+            relevant = latest_attempt(sessions, relevant)
+        charge = next((c for c in relevant if c[C_HAS_OBJECT] and c[C_ID]), None) or next(
+            (c for c in relevant if c[C_ID]), None
         )
         if charge is not None:
             tables.payment(settled, charge, [settled[4], charge[4], *accounts])
@@ -779,9 +921,9 @@ def join(tables: Tables, pi: str, facts: list[tuple]) -> None:
     raw = json.dumps(
         {
             "payment_intent": pi,
-            "checkout_session": settled[7],
-            "amount_minor": settled[8],
-            "currency": settled[9],
+            "checkout_session": settled[S_ID],
+            "amount_minor": settled[S_AMOUNT],
+            "currency": settled[S_CURRENCY],
             "events": sorted(f[2] for f in facts),
         },
         sort_keys=True,
@@ -789,6 +931,24 @@ def join(tables: Tables, pi: str, facts: list[tuple]) -> None:
     tables.rows[DeadLetter].append(
         letter_row("join_payment", reason, error, raw, f"payment_intent:{pi}", settled[2], None)
     )
+
+
+def latest_attempt(sessions: list[tuple], failed: list[tuple]) -> list[tuple]:
+    """The failed charge facts of the attempt that failed the payment (sorted by time).
+
+    Attempts before the session completed, and card attempts (confirmed on the
+    page), were declines on the page; the latest remaining charge id is the attempt.
+    """
+    completions = [s[3] for s in sessions if s[S_OUTCOME] == "pending"]
+    if completions:
+        completed = min(completions)
+        failed = [c for c in failed if c[3] >= completed]
+    failed = [c for c in failed if c[C_METHOD] != "card"]
+    named = [c for c in failed if c[C_ID]]
+    if not named:
+        return failed
+    attempt = named[-1][C_ID]
+    return [c for c in failed if c[C_ID] == attempt]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,17 +32,17 @@ import sys
 from collections.abc import Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
 
 from pipelines.history import start_run
 from pipelines.launch import (
-    INFRASTRUCTURE_FAILED,
     build_checked,
     finish,
     parse_options,
     quiet_beam_logs,
     record_run,
     runner_for,
+    start,
 )
 from pipelines.options import (
     AwsOptions,
@@ -55,8 +55,9 @@ from pipelines.options import (
 from pipelines.progress import printing_progress
 from schemas.records import DeadLetter
 from transforms.core.disk_group import GroupByKeyOnDisk
+from transforms.core.fact_codec import decode_fact, encode_fact
 from transforms.sinks.router import WriteOutputs
-from transforms.sources.archive import ReadArchive
+from transforms.sources.archive import ReadArchive, archive_s3_client, check_archive
 from transforms.sources.progress import PROGRESS
 
 OPTION_CLASSES = (
@@ -76,7 +77,9 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     runner = options.view_as(StandardOptions).runner
     shuffle_dir = options.view_as(BackfillOptions).disk_shuffle_dir(runner)
     core = options.view_as(CoreOptions).process_stripe_events(
-        group_by_key=GroupByKeyOnDisk(shuffle_dir) if shuffle_dir is not None else None,
+        group_by_key=GroupByKeyOnDisk(shuffle_dir, encode=encode_fact, decode=decode_fact)
+        if shuffle_dir is not None
+        else None,
         resolve_identities=options.view_as(IdentityOptions).identity_resolver(),
     )
     sinks = options.view_as(SinkOptions).sink_config()
@@ -91,8 +94,31 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     _ = tables | "WriteOutputs" >> WriteOutputs(sinks)
 
 
+def check_source(options: PipelineOptions) -> None:
+    """Before launch: `--source` exists and holds an object in the range (or `--allow_empty`)."""
+    backfill = options.view_as(BackfillOptions)
+    archive = backfill.archive_arguments()
+    s3_client = None
+    if archive["source"].startswith("s3://"):
+        # The client Beam's S3 filesystem would make, with bounded timeouts and retries.
+        s3 = options.view_as(S3Options)
+        s3_client = archive_s3_client(
+            endpoint_url=s3.s3_endpoint_url,
+            region_name=s3.s3_region_name,
+            aws_access_key_id=s3.s3_access_key_id,
+            aws_secret_access_key=s3.s3_secret_access_key,
+            aws_session_token=s3.s3_session_token,
+            use_ssl=not s3.s3_disable_ssl,
+            verify=s3.s3_verify,
+        )
+    check_archive(**archive, allow_empty=backfill.allow_empty, s3_client=s3_client)
+
+
 def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
-    """Runs the backfill to completion, prints the summary; 1 if records went unaccounted.
+    """Runs the backfill to completion, prints the summary; the exit code.
+
+    0 done, 1 records unaccounted for, 2 a bad flag, 3 a source or sink
+    missing or failing (`pipelines.launch`), each failure one line on stderr.
 
     `wait=False` (the Flex Template launcher, `pipelines.flex_template`) returns 0
     once the job is submitted: its summary is then the Dataflow job's counters.
@@ -115,23 +141,22 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     )
     local = runner_for(options)
     pipeline = beam.Pipeline(runner=local, options=options)
-    sinks = build_checked(PROG, pipeline, options, build)
-    if sinks is None:
-        return 2
-    # Only a local run's workers update this process's progress.
+    sinks = build_checked(PROG, pipeline, options, build, extra_check=lambda: check_source(options))
+    if isinstance(sinks, int):
+        return sinks
+    # Only a local run's workers update this process's progress; the FnApiRunner
+    # runs the whole pipeline inside `start`.
     interval = archive.progress_interval_s if local is not None and wait else 0.0
     PROGRESS.reset()
-    try:
-        with printing_progress(PROGRESS, sys.stderr, interval):
-            result = pipeline.run()
-            if not wait:
-                print(f"submitted: {result}")
-                return 0
-            result.wait_until_finish()
-    except Exception:
-        record_run(started, sinks, None, INFRASTRUCTURE_FAILED)
-        raise
-    return finish(result, sinks, started, options.view_as(ReportOptions).summary_json)
+    with printing_progress(PROGRESS, sys.stderr, interval):
+        result = start(PROG, pipeline)
+    if isinstance(result, int):
+        record_run(started, sinks, None, result)
+        return result
+    if not wait:
+        print(f"submitted: {result}")
+        return 0
+    return finish(result, sinks, PROG, started, options.view_as(ReportOptions).summary_json)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ runs this file with every parameter as `--name=value`. It submits the job and
 returns, as a launcher must: the streaming job runs until drained, the
 backfill's summary is the Dataflow job's counters.
 
-Flag parameters (`store_true`; the jobs have none today) would arrive as
+Flag parameters (`store_true`, e.g. the backfill's `--allow_empty`) arrive as
 `--name=true` or `=false`, which argparse refuses; they are turned into the
 bare flag, or left out, first.
 """

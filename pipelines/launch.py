@@ -1,10 +1,18 @@
-"""Argument parsing, runner choice and the end-of-run report, shared by the jobs."""
+"""Argument parsing, runner choice, pre-launch checks and the end-of-run report, shared by the jobs.
+
+Exit codes, the same for both jobs and every tool: 0 done, 1 records
+unaccounted for, 2 usage (a bad flag or combination), 3 infrastructure (a
+source, sink or service missing, unreachable or failing, before or during the
+run). An expected failure is one line on stderr, `<prog>: error: <what>`,
+never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import difflib
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -12,6 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import apache_beam as beam
+import botocore.exceptions
 import duckdb
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -19,15 +28,24 @@ from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
 from pipelines.aws_role import start_role
 from pipelines.history import RunStart, code_version, run_record, write_summary_json
-from pipelines.options import CoreOptions, SinkOptions
+from pipelines.options import LOCAL_RUNNERS, CoreOptions, SinkOptions
 from pipelines.summary import RunSummary, counters_of, render, writer_counts_of
 from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
-from transforms.infrastructure import ConfigurationError
+from transforms.infrastructure import InfrastructureError, describe_error
 from transforms.sinks.common import WAREHOUSE
 from transforms.sinks.contract import SinkConfig
 from transforms.sinks.duckdb import duckdb_path
 from transforms.sinks.run_history import append_run
+
+#: Every record read is accounted for.
+EXIT_DONE = 0
+#: The run ended but records are unaccounted for (read != processed + skipped + dead-lettered).
+EXIT_UNACCOUNTED = 1
+#: A bad flag, value or combination: nothing was started.
+EXIT_USAGE = 2
+#: A source, sink or service is missing, unreachable or failed (before or during the run).
+EXIT_INFRASTRUCTURE = 3
 
 BEAM_OPTIONS_EPILOG = (
     "Any other Beam pipeline option is passed to Beam, e.g. --runner DataflowRunner "
@@ -162,52 +180,150 @@ def build_checked(
     options: PipelineOptions,
     build: Callable[[beam.Pipeline, PipelineOptions], None],
     extra_check: Callable[[], None] | None = None,
-) -> SinkConfig | None:
-    """Checks the sinks (and `extra_check`), builds the graph and readies the warehouse folder.
+) -> SinkConfig | int:
+    """Checks the flags, the sinks (and `extra_check`), builds the graph, readies the warehouse.
 
-    Returns the sinks, or None after printing the error the way argparse does
-    (the caller exits 2): a bad flag combination, or a queue or table that is
-    missing or of the wrong kind.
+    Returns the sinks, or the exit code after printing one line the way
+    argparse does: `EXIT_USAGE` for a bad flag combination (ValueError),
+    `EXIT_INFRASTRUCTURE` for a source or sink that is missing, unreachable
+    or of the wrong kind (`InfrastructureError`, or an AWS error of a check).
     """
     try:
         sinks = options.view_as(SinkOptions).sink_config()
         # A flag combination is reported before any infrastructure is looked at.
         options.view_as(CoreOptions).checked_stripe_mode()
+        check_runner(options, sinks)
+        # Every flag is checked (usage, exit 2) before any infrastructure is (exit 3).
+        build(pipeline, options)
         # Before the checks, which are AWS calls too; workers start it themselves.
         start_role(options)
         check_sinks(sinks)
         if extra_check is not None:
             extra_check()
-        build(pipeline, options)
-    except (ValueError, ConfigurationError) as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return None
+    except ValueError as error:
+        return fail(prog, str(error), EXIT_USAGE)
+    except InfrastructureError as error:
+        return fail(prog, str(error), EXIT_INFRASTRUCTURE)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        return fail(prog, f"an AWS check failed: {describe_error(error)}", EXIT_INFRASTRUCTURE)
     warehouse = duckdb_path(sinks)
     if warehouse:
         Path(warehouse).parent.mkdir(parents=True, exist_ok=True)
     return sinks
 
 
-def finish(
-    result: PipelineResult,
-    sinks: SinkConfig,
-    run: RunStart | None = None,
-    summary_path: str | None = None,
-) -> int:
-    """Waits for the run, prints its summary; 0 when it succeeded, else 1.
+def check_runner(options: PipelineOptions, sinks: SinkConfig) -> None:
+    """ValueError when a DuckDB warehouse is given to a remote runner.
 
-    With `run`, also records it (`record_run`) and writes `summary_path`.
+    Its workers would each write their own file on their own disk, which is
+    deleted with the worker: every row would be lost.
     """
-    result.wait_until_finish()
-    summary = report(result, duckdb_path(sinks))
-    code = 0 if summary.succeeded else 1
-    if run is not None:
-        record_run(run, sinks, summary, code, summary_path)
+    runner = options.view_as(StandardOptions).runner
+    warehouse = duckdb_path(sinks)
+    if warehouse is None or runner is None or runner in LOCAL_RUNNERS:
+        return
+    raise ValueError(
+        f"--warehouse {warehouse} is a DuckDB file, which {runner} workers would write on "
+        "their own disks and lose: give --warehouse bigquery:PROJECT.DATASET and the "
+        "production sinks"
+    )
+
+
+def fail(prog: str, message: str, code: int) -> int:
+    """Prints `<prog>: error: <message>` as one line on stderr and returns `code`."""
+    print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
     return code
 
 
-#: Exit code of a run that failed on infrastructure (the run's row says so too).
-INFRASTRUCTURE_FAILED = 3
+def one_line(message: str) -> str:
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
+def expected_failure(error: BaseException) -> str | None:
+    """What failed, in one line, when `error` is (or wraps) an expected infrastructure failure.
+
+    Expected: `InfrastructureError` (ours: a store, queue or warehouse failed
+    after its retries) and botocore's errors. Looks along `__cause__` and
+    `__context__`, then in the error's text: the FnApiRunner re-raises a
+    worker's exception as a RuntimeError that holds only the worker's
+    traceback as text. None for anything else, which is a bug and keeps its
+    traceback.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, InfrastructureError):
+            return str(current)
+        if isinstance(current, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError):
+            return f"an AWS call failed: {describe_error(current)}"
+        current = current.__cause__ or current.__context__
+    return _failure_in_text(str(error))
+
+
+def _names(*kinds: type) -> frozenset[str]:
+    """The class names of `kinds` and of all their subclasses."""
+    names: set[str] = set()
+    pending = list(kinds)
+    while pending:
+        kind = pending.pop()
+        names.add(kind.__name__)
+        pending.extend(kind.__subclasses__())
+    return frozenset(names)
+
+
+def _failure_in_text(text: str) -> str | None:
+    """The last `module.SomeExpectedError: message` line of a traceback held as text."""
+    aws = _names(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+    ours = _names(InfrastructureError)
+    pattern = "|".join(re.escape(name) for name in sorted(aws | ours, key=len, reverse=True))
+    found = re.findall(rf"^(?:[\w.]+\.)?({pattern}): (.+)$", text, flags=re.MULTILINE)
+    if not found:
+        return None
+    name, message = found[-1]
+    return f"an AWS call failed: {name}: {message}" if name in aws else str(message)
+
+
+def start(prog: str, pipeline: beam.Pipeline) -> PipelineResult | int:
+    """`pipeline.run()`; an expected failure during the run is one line and EXIT_INFRASTRUCTURE.
+
+    The local FnApiRunner runs the whole pipeline inside `run()`.
+    """
+    try:
+        return pipeline.run()
+    except Exception as error:
+        message = expected_failure(error)
+        if message is None:
+            raise
+        return fail(prog, message, EXIT_INFRASTRUCTURE)
+
+
+def finish(
+    result: PipelineResult,
+    sinks: SinkConfig,
+    prog: str = "",
+    run: RunStart | None = None,
+    summary_path: str | None = None,
+) -> int:
+    """Waits for the run, prints its summary; EXIT_DONE when it succeeded, else EXIT_UNACCOUNTED.
+
+    An expected failure while waiting is one line and EXIT_INFRASTRUCTURE.
+    With `run`, the run is also recorded (`record_run`) and `summary_path` written.
+    """
+    try:
+        result.wait_until_finish()
+    except Exception as error:
+        message = expected_failure(error)
+        if message is None:
+            raise
+        if run is not None:
+            record_run(run, sinks, None, EXIT_INFRASTRUCTURE)
+        return fail(prog, message, EXIT_INFRASTRUCTURE)
+    summary = report(result, duckdb_path(sinks))
+    code = EXIT_DONE if summary.succeeded else EXIT_UNACCOUNTED
+    if run is not None:
+        record_run(run, sinks, summary, code, summary_path)
+    return code
 
 
 def record_run(
@@ -231,7 +347,7 @@ def record_run(
     except Exception as error:  # the row is a report; the run's outcome stands
         print(
             f"warning: run {record.run_id} not recorded in pipeline_runs of {warehouse}:"
-            f" {type(error).__name__}: {error}",
+            f" {one_line(f'{type(error).__name__}: {error}')}",
             file=sys.stderr,
         )
         return

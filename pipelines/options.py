@@ -344,6 +344,14 @@ class BackfillOptions(PipelineOptions):
             "--arrival_margin_after_hours after it are not read.",
         )
         group.add_argument(
+            "--allow_empty",
+            action="store_true",
+            default=False,
+            help="Run even when --source holds no file in the --start/--end range (with the "
+            "arrival margins), which is otherwise refused before launch (exit 3) as a likely "
+            "wrong folder, prefix or range.",
+        )
+        group.add_argument(
             "--arrival_margin_before_hours",
             type=float,
             default=1.0,
@@ -403,6 +411,10 @@ class BackfillOptions(PipelineOptions):
 
     def archive_arguments(self) -> dict[str, Any]:
         """Keyword arguments for `ReadArchive`."""
+        if not self.source or not self.source.strip():
+            raise ValueError(
+                "--source must not be empty: give a folder, a glob or s3://bucket/prefix"
+            )
         if self.start is not None and self.end is not None and self.start >= self.end:
             raise ValueError(f"--start ({self.start}) must be before --end ({self.end})")
         if self.arrival_margin_before_hours < 0 or self.arrival_margin_after_hours < 0:

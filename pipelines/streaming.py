@@ -59,13 +59,13 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.history import start_run
 from pipelines.launch import (
-    INFRASTRUCTURE_FAILED,
     build_checked,
     finish,
     parse_options,
     quiet_beam_logs,
     record_run,
     runner_for,
+    start,
 )
 from pipelines.options import (
     AwsOptions,
@@ -79,7 +79,7 @@ from schemas.records import DeadLetter
 from transforms.infrastructure import check_table_key
 from transforms.sinks.router import TriggerLoads, WriteOutputs
 from transforms.sources.decode import DecodeEvents
-from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis
+from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis, check_stream
 
 OPTION_CLASSES = (
     KinesisOptions,
@@ -118,6 +118,18 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     _ = tables | "WriteOutputs" >> WriteOutputs(sinks, loads)
 
 
+def check_source(options: PipelineOptions) -> None:
+    """Before launch: the stream (and the coordination table, when given) exist.
+
+    A missing `--kinesis_stream` is left to `build`, which names the flag.
+    """
+    kinesis = options.view_as(KinesisOptions)
+    if kinesis.kinesis_stream:
+        check_stream(kinesis.kinesis_stream)
+    if kinesis.kinesis_coordination_table:
+        check_table_key(kinesis.kinesis_coordination_table, COORDINATION_KEY_SCHEMA)
+
+
 def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     """Runs the streaming job.
 
@@ -125,7 +137,8 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     local FnApiRunner, is waited for; then the summary is printed and the
     result is 0 when every record read is accounted for, 1 otherwise. An
     unbounded read on a remote runner (Dataflow) returns 0 once submitted.
-    A bad flag combination exits 2 with a message, like argparse. `wait=False`
+    A bad flag combination exits 2 with a message, like argparse; a missing
+    or failing stream, table or queue exits 3 with one line. `wait=False`
     (the Flex Template launcher) returns 0 once any job is submitted.
     """
     options = parse_options(argv, OPTION_CLASSES, prog=PROG, description=__doc__ or "")
@@ -141,28 +154,17 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         source=options.view_as(KinesisOptions).kinesis_stream or "",
     )
     pipeline = beam.Pipeline(runner=local, options=options)
-    coordination = options.view_as(KinesisOptions).kinesis_coordination_table
-    sinks = build_checked(
-        PROG,
-        pipeline,
-        options,
-        build,
-        extra_check=(lambda: check_table_key(coordination, COORDINATION_KEY_SCHEMA))
-        if coordination
-        else None,
-    )
-    if sinks is None:
-        return 2
-    try:
-        result = pipeline.run()
-        if not wait or (local is None and not options.view_as(KinesisOptions).read_is_bounded()):
-            print(f"submitted: {result}; it runs until drained or cancelled")
-            return 0
-        result.wait_until_finish()
-    except Exception:
-        record_run(started, sinks, None, INFRASTRUCTURE_FAILED)
-        raise
-    return finish(result, sinks, started, options.view_as(ReportOptions).summary_json)
+    sinks = build_checked(PROG, pipeline, options, build, extra_check=lambda: check_source(options))
+    if isinstance(sinks, int):
+        return sinks
+    result = start(PROG, pipeline)
+    if isinstance(result, int):
+        record_run(started, sinks, None, result)
+        return result
+    if not wait or (local is None and not options.view_as(KinesisOptions).read_is_bounded()):
+        print(f"submitted: {result}; it runs until drained or cancelled")
+        return 0
+    return finish(result, sinks, PROG, started, options.view_as(ReportOptions).summary_json)
 
 
 if __name__ == "__main__":

@@ -236,10 +236,21 @@ def _numeric_error(value: Decimal) -> str | None:
     return None
 
 
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _scalar_error(kind: Kind, value: Any) -> str | None:
     """Why `value` is not a valid `kind`, or None."""
     if kind is Kind.STRING:
-        return None if isinstance(value, str) else f"expected str, got {type(value).__name__}"
+        if not isinstance(value, str):
+            return f"expected str, got {type(value).__name__}"
+        # Parquet, BigQuery and Postgres all refuse a lone surrogate (half a UTF-16 pair).
+        return None if _is_text(value) else "not Unicode text (a lone surrogate)"
     if kind is Kind.NUMERIC:
         if not isinstance(value, Decimal):
             return f"expected Decimal, got {type(value).__name__}"
@@ -315,7 +326,7 @@ def _check(column: Column) -> Callable[[Any, str], None]:
 
 
 # Exact types only: a subclass (bool for int, datetime for date) is left to the full check.
-_EXACT_TYPES: dict[Kind, type] = {Kind.STRING: str, Kind.BOOL: bool, Kind.DATE: date}
+_EXACT_TYPES: dict[Kind, type] = {Kind.BOOL: bool, Kind.DATE: date}
 
 
 def _fast_check(column: Column) -> Callable[[Any], bool]:
@@ -337,6 +348,8 @@ def _fast_item(column: Column) -> Callable[[Any], bool]:
     if kind is Kind.RECORD:
         record_type = column.record
         return lambda value: type(value) is record_type and _surely_valid(value)
+    if kind is Kind.STRING:
+        return lambda value: type(value) is str and (value.isascii() or _is_text(value))
     exact = _EXACT_TYPES.get(kind)
     if exact is not None:
         return lambda value: type(value) is exact

@@ -34,10 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.exceptions
 
+from pipelines.launch import EXIT_INFRASTRUCTURE
 from pipelines.options import utc_datetime
 from tools.generate_archive import DEFAULT_START, generate
+from transforms.infrastructure import RETRYING_CLIENT_CONFIG, ConfigurationError, describe_error
 from transforms.sources.archive import split_records
+from transforms.sources.kinesis import check_stream
 
 #: PutRecords takes at most 500 records and 5 MiB (data and partition keys) per call.
 MAX_BATCH_RECORDS = 500
@@ -145,12 +149,15 @@ def create_stream(client: Any, stream: str, shards: int) -> None:
 def kinesis_client() -> Any:
     # The default session reads endpoint, region and credentials from the standard
     # AWS configuration; nothing is passed explicitly on purpose.
-    return boto3.session.Session().client("kinesis")
+    return boto3.session.Session().client("kinesis", config=RETRYING_CLIENT_CONFIG)
+
+
+PROG = "python -m tools.put_on_kinesis"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.put_on_kinesis",
+        prog=PROG,
         description="Put EventBridge envelopes (generated, or from a Firehose archive folder) "
         "on a Kinesis data stream with PutRecords. AWS endpoint and credentials come from the "
         "standard AWS configuration (e.g. AWS_ENDPOINT_URL).",
@@ -201,8 +208,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.shards < 1:
         _parser().error("--shards must be at least 1")
     client = kinesis_client()
-    if args.create:
-        create_stream(client, args.stream, args.shards)
     if args.archive is not None:
         if not args.archive.is_dir():
             _parser().error(f"--archive {args.archive} is not a folder")
@@ -210,13 +215,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         archive = generate(args.generate, args.seed, args.start, args.hours)
         records = archive.envelopes(include_malformed=True)
-    began = time.perf_counter()
-    count = put_records(client, args.stream, records)
+    try:
+        if args.create:
+            create_stream(client, args.stream, args.shards)
+        else:
+            check_stream(args.stream, client)
+        began = time.perf_counter()
+        count = put_records(client, args.stream, records)
+    except ConfigurationError as error:
+        return _fail(str(error).replace("--kinesis_stream", "--stream"))
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        return _fail(f"Kinesis {args.stream}: {describe_error(error)}")
     print(
         f"put {count} records on {args.stream} in {time.perf_counter() - began:.1f}s",
         file=sys.stderr,
     )
     return 0
+
+
+def _fail(message: str) -> int:
+    """One line on stderr, exit 3: the stream or the endpoint is the problem, not the flags."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return EXIT_INFRASTRUCTURE
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 python -m tools.query "SELECT currency, sum(amount) FROM contributions GROUP BY ALL"
 python -m tools.query --warehouse out/other.duckdb "SELECT * FROM daily_totals ORDER BY day"
+
+Exit 0 done, 2 a statement DuckDB refuses (syntax, unknown table or column),
+3 a warehouse that cannot be opened (missing, or locked by a running job).
 """
 
 from __future__ import annotations
@@ -26,14 +29,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        with duckdb.connect(args.warehouse, read_only=True) as connection:
+        connection = duckdb.connect(args.warehouse, read_only=True)
+    except duckdb.Error as error:
+        return _fail(f"cannot open --warehouse {args.warehouse}: {error}", 3)
+    with connection:
+        try:
             # As in BigQuery: TIMESTAMP literals and printed times are UTC.
             connection.execute("SET TimeZone = 'UTC'")
             connection.sql(args.sql).show(max_rows=args.max_rows)
-    except duckdb.Error as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        except duckdb.Error as error:
+            return _fail(str(error), 2)
     return 0
+
+
+def _fail(message: str, code: int) -> int:
+    """One line on stderr (DuckDB's messages span several), and the exit code."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    print(f"python -m tools.query: error: {line}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

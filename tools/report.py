@@ -18,7 +18,7 @@ to DIR, replacing files of the same names:
     index.html              the four charts, each with the table of its numbers
 
 `--start`/`--end` are UTC days, `start <= day < end`. DuckDB is queried in
-UTC, as BigQuery is, so both give the same answers. Exit 0 on success, 1 when
+UTC, as BigQuery is, so both give the same answers. Exit 0 on success, 3 when
 the warehouse cannot be read, 2 on bad arguments.
 """
 
@@ -447,8 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         written = write_report(open_warehouse(args.warehouse), args.warehouse, period, args.out)
     except WarehouseError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        # The warehouse is missing or cannot be read: infrastructure, not usage.
+        print(f"python -m tools.report: error: {error}", file=sys.stderr)
+        return 3
     for path in written:
         print(path)
     return 0

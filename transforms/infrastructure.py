@@ -3,12 +3,17 @@
 Sources and sinks both import this module and never each other. Nothing
 here knows a record type.
 
-- `ConfigurationError`: a stream, table or queue the job needs is missing or
-  not as expected (raised by the pre-launch checks and in `DoFn.setup()`).
-- `Backoff` and `call_with_retries`: the one retry policy (full-jitter
-  exponential backoff) for AWS calls; botocore's own retries are off
-  (`CLIENT_CONFIG`) so that the policy is applied once.
-- `error_code`, `is_retryable`, `describe_error`: what an AWS failure is.
+- `InfrastructureError`: a service failed after its retries (the job exits 3
+  with its one-line message); `ConfigurationError`, one of them: a stream,
+  table or queue the job needs is missing or not as expected (raised by the
+  pre-launch checks and in `DoFn.setup()`).
+- `Backoff` and `call_with_retries`: the writers' retry policy (full-jitter
+  exponential backoff) for AWS calls; their clients (`CLIENT_CONFIG`) make
+  one attempt per call so that the policy is applied once. Every other client
+  (`RETRYING_CLIENT_CONFIG`) uses botocore's standard retry mode. Both have
+  bounded connect and read timeouts.
+- `error_code`, `is_retryable` (botocore's standard-mode rules), `describe_error`:
+  what an AWS failure is.
 - `dynamodb_client`, `check_table_key`: DynamoDB clients and key checks.
 - `use_aws_role`, `WebIdentityRole`, `metadata_token_source`: AWS credentials
   for workers outside AWS (Dataflow): every boto3 session of the process
@@ -27,16 +32,22 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.retries.standard
 
 
-class ConfigurationError(RuntimeError):
+class InfrastructureError(RuntimeError):
+    """A service the job needs (a store, a queue, a table, the warehouse) failed or refused,
+    after any retries: the job ends with this one-line message and exit code 3."""
+
+
+class ConfigurationError(InfrastructureError):
     """A source's or sink's infrastructure (stream, table, queue) is missing or not as the job
     expects; the job stops before launch with this message."""
 
@@ -64,28 +75,48 @@ class Backoff:
         return rng.uniform(0.0, min(self.max_delay, self.initial_delay * 2 ** (attempt - 1)))
 
 
-#: Error codes worth retrying: throttling and server-side transient failures.
-RETRYABLE_ERROR_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "RequestThrottled",
-        "RequestLimitExceeded",
-        "TransactionConflictException",
-        "InternalServerError",
-        "InternalFailure",
-        "InternalError",
-        "ServiceUnavailable",
-        "RequestTimeout",
-    }
-)
+#: Every AWS call is bounded: a closed port or a silent endpoint fails in seconds.
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 30.0
+#: Attempts of a call botocore retries by itself (`RETRYING_CLIENT_CONFIG`).
+AWS_ATTEMPTS = 3
 
-#: botocore retries nothing: `Backoff` is the one retry policy.
-CLIENT_CONFIG = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"})
+
+def aws_client_config(max_attempts: int) -> botocore.config.Config:
+    """botocore's standard retry mode (its list of throttling and transient errors, its
+    backoff) with `max_attempts` attempts per call, and bounded connect and read timeouts."""
+    return botocore.config.Config(
+        # `total_max_attempts` counts the first attempt; botocore's `max_attempts` does not.
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+    )
+
+
+#: For the writers, whose own loops retry per `Backoff` (and the ledger decides whether a
+#: send whose answer was lost may be repeated): botocore tries each call once.
+CLIENT_CONFIG = aws_client_config(max_attempts=1)
+#: For calls nothing else retries (pre-launch checks, the Kinesis source, the tools).
+RETRYING_CLIENT_CONFIG = aws_client_config(max_attempts=AWS_ATTEMPTS)
 
 
 DEFAULT_BACKOFF = Backoff()
+
+# What botocore's standard retry mode retries: transient errors (its codes, HTTP 500, 502,
+# 503, 504, connection errors and timeouts) and throttling (its codes, HTTP 429).
+_STANDARD_MODE_CHECKS = (
+    botocore.retries.standard.TransientRetryableChecker(),
+    botocore.retries.standard.ThrottledRetryableChecker(),
+    botocore.retries.standard.ThrottlingStatusCodeChecker(),
+)
+
+
+@dataclass(frozen=True)
+class _Status:
+    """The part of an HTTP response botocore's retry checks read."""
+
+    status_code: int
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def error_code(error: Exception) -> str:
@@ -96,18 +127,18 @@ def error_code(error: Exception) -> str:
 
 
 def is_retryable(error: Exception) -> bool:
-    """True for throttling, server-side and connection failures, which may pass on retry."""
+    """True when botocore's standard retry mode would retry `error`: throttling,
+    server-side transient failures, connection errors and timeouts."""
     if isinstance(error, botocore.exceptions.ClientError):
-        if error_code(error) in RETRYABLE_ERROR_CODES:
-            return True
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return isinstance(status, int) and status >= 500
-    return isinstance(
-        error,
-        botocore.exceptions.ConnectionError
-        | botocore.exceptions.HTTPClientError
-        | botocore.exceptions.ReadTimeoutError,
-    )
+        context = botocore.retries.standard.RetryContext(
+            attempt_number=1,
+            parsed_response=error.response,
+            http_response=_Status(status) if isinstance(status, int) else None,
+        )
+    else:
+        context = botocore.retries.standard.RetryContext(attempt_number=1, caught_exception=error)
+    return any(check.is_retryable(context) for check in _STANDARD_MODE_CHECKS)
 
 
 def call_with_retries(call: Callable[[], Any], backoff: Backoff, rng: random.Random) -> Any:
@@ -135,7 +166,7 @@ def check_table_key(
 
     `key_schema` is ((attribute, "HASH"), (attribute, "RANGE")?) in order.
     """
-    client = client or dynamodb_client()
+    client = client or boto3.session.Session().client("dynamodb", config=RETRYING_CLIENT_CONFIG)
     expected = ", ".join(f"{name} {kind}" for name, kind in key_schema)
     try:
         table = client.describe_table(TableName=table_name)["Table"]

@@ -5,7 +5,8 @@ Servers: bqemulator and gcp-storage-emulator (`bigquery_emulator`), moto
 warehouse every operational output must have its own sink. The events are
 the generator's (start a day from now: see test_streaming.py for why the
 streaming job needs live events) plus one crafted payment whose amount
-(10**35 pence) does not fit NUMERIC(38, 9).
+(10**35 pence, beyond Stripe's limit and NUMERIC(38, 9)) is refused at the
+boundary, its session and its charge each one dead letter.
 
 `runs` (module scope) writes three times into one BigQuery dataset:
 
@@ -95,6 +96,8 @@ PREFIX = "eventbridge/"
 IDLE_TIMEOUT_S = "3"
 ACCOUNT = "ed_61RkUK0000000000000000"
 HUGE = "crafted_huge"
+#: The crafted payment's records: its session and its charge.
+HUGE_RECORDS = ("checkout.session.completed", "charge.succeeded")
 PERSONAL_COLUMNS = {"email", "name", "postal_code", "state"}
 #: Tables whose records go to a production sink, never to BigQuery.
 SENT_ELSEWHERE = (
@@ -120,7 +123,7 @@ JOBS_PAGE = 10_000
 DEAD_LETTER_RAW = 4  # the `raw` column's position in `dead_letters`
 #: The tables that receive rows, in `ALL_RECORD_TYPES` order.
 LOADED = ("contributions", "acquisitions", "payment_adjustments", "dead_letters")
-OVERFLOW = "amount: NUMERIC allows at most 29 digits before the point, got 34"
+TOO_MUCH = "expected `int` <= 99999999"
 
 Row = tuple[Any, ...]
 
@@ -480,7 +483,7 @@ def test_no_personal_data_anywhere_in_bigquery(runs: Runs) -> None:
     """No personal column in the analytics tables; no email or name in any cell of any view.
 
     Dead letters included: their raw input is redacted on the way to BigQuery
-    (the store record the Postgres writer refused keeps its id and amount, not
+    (the crafted session refused at the boundary keeps its ids and amount, not
     its email), while `source` still says where the full record is.
     """
     with bigquery.Client(project=runs.project) as client:
@@ -501,20 +504,20 @@ def test_no_personal_data_anywhere_in_bigquery(runs: Runs) -> None:
         assert {table: snapshot.views[table] for table in SENT_ELSEWHERE} == {
             table: [] for table in SENT_ELSEWHERE
         }
-    # The refused store record is there, without its personal fields.
-    refused = [
-        json.loads(row[DEAD_LETTER_RAW])
-        for row in runs.first.views["dead_letters"]
-        if row[DEAD_LETTER_RAW].startswith("{")
-        and "ContributionStoreRecord" in row[DEAD_LETTER_RAW]
-    ]
-    assert [sorted(letter["fields"]) for letter in refused] == [
-        [
-            "account", "amount", "contribution_id", "country_code", "created", "currency",
-            "identity_id", "livemode", "payment_id", "payment_provider", "payment_status",
-        ]
-    ]  # fmt: skip
-    assert refused[0]["fields"]["payment_id"] == refused[0]["stripe_ids"][0]
+    # The refused session is there, without its personal fields.
+    refused = {
+        letter["data"]["object"]["id"]: letter["data"]["object"]
+        for letter in (
+            json.loads(row[DEAD_LETTER_RAW])
+            for row in runs.first.views["dead_letters"]
+            if f"_{HUGE}" in row[DEAD_LETTER_RAW]
+        )
+    }
+    assert sorted(refused) == [f"ch_{HUGE}", f"cs_{HUGE}"]
+    session = refused[f"cs_{HUGE}"]
+    assert (session["payment_intent"], session["amount_total"]) == (f"pi_{HUGE}", 10**35)
+    assert session["customer_details"]["email"] == session["customer_details"]["name"]
+    assert session["customer_details"]["email"] == "[redacted]"
 
 
 def test_the_huge_amount_is_dead_lettered_with_its_step_and_the_rest_is_complete(
@@ -526,32 +529,34 @@ def test_the_huge_amount_is_dead_lettered_with_its_step_and_the_rest_is_complete
         for _, step, reason, error, raw, source, _, _ in runs.first.views["dead_letters"]
     ]
     huge = sorted(
-        (step, reason, error, source)
+        (step, reason, error, source.startswith(f"{runs.events.archive}/"))
         for step, reason, error, source, raw in letters
-        # Raw text as the writers left it, or redacted to JSON on the way to BigQuery.
-        if f"'ch_{HUGE}'" in raw or f'"ch_{HUGE}"' in raw
+        if f"_{HUGE}" in raw
     )
+    # Refused at the boundary, so nothing of the payment reached any writer.
     assert huge == [
-        ("write_bigquery", "invalid_row", f"acquisitions.{OVERFLOW}", "bigquery:acquisitions"),
-        ("write_bigquery", "invalid_row", f"contributions.{OVERFLOW}", "bigquery:contributions"),
-        (
-            "write_contributions_store",
-            "invalid_row",
-            f"contributions_store.{OVERFLOW}",
-            f"contributions_store:contributions_store/ch_{HUGE}",
-        ),
+        ("classify", "invalid_charge", f"data.object.amount: {TOO_MUCH}", True),
+        ("classify", "invalid_session", f"data.object.amount_total: {TOO_MUCH}", True),
     ]
     reasons = Counter(reason for _, reason, _, _, _ in letters)
-    assert reasons == expected_dead_letter_reasons(runs.events.truth) + Counter(invalid_row=3)
+    assert reasons == expected_dead_letter_reasons(runs.events.truth) + Counter(
+        invalid_session=1, invalid_charge=1
+    )
     assert runs.first.summary.splitlines()[-1].endswith(": holds")
     ids = {r[0] for r in runs.first.views["contributions"]}
     assert f"ch_{HUGE}" not in ids
     assert len(ids) == len(expected_contributions(runs.events.truth))
 
 
+#: The steps whose dead letters are keyed by the record's source.
+RECORD_STEPS = ("decode", "classify")
+
+
 def _decoded(letters: list[Row], source_prefix: str) -> list[Row]:
-    """(step, reason, error, raw) of the decode dead letters read from sources so named."""
-    return sorted(r[1:5] for r in letters if r[1] == "decode" and r[5].startswith(source_prefix))
+    """(step, reason, error, raw) of the record dead letters read from sources so named."""
+    return sorted(
+        r[1:5] for r in letters if r[1] in RECORD_STEPS and r[5].startswith(source_prefix)
+    )
 
 
 def test_rerun_and_streaming_leave_every_view_as_after_the_first_run(runs: Runs) -> None:
@@ -565,7 +570,7 @@ def test_rerun_and_streaming_leave_every_view_as_after_the_first_run(runs: Runs)
     # source (folder, S3, stream) adds its own rows; every other dead letter
     # is the same row after every run.
     archived = _decoded(first.views["dead_letters"], str(runs.events.archive))
-    assert len(archived) == runs.events.malformed
+    assert len(archived) == runs.events.malformed + len(HUGE_RECORDS)
     new_sources = (
         (second, f"s3://{BUCKET}/{PREFIX}", first),
         (third, "kinesis:", second),

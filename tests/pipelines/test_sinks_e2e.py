@@ -3,8 +3,9 @@
 Servers: moto (Kinesis, S3, DynamoDB, SQS) and the embedded Postgres. The
 events are the generator's (start a day from now: see test_streaming.py for
 why the streaming job needs live events) plus two crafted payments: one with
-exact, hand-written expected messages, and one whose amount (10**35 pence)
-does not fit NUMERIC(38, 9), which must become dead letters.
+exact, hand-written expected messages, and one whose amount (10**35 pence,
+beyond Stripe's limit and NUMERIC(38, 9)) is refused at the boundary: its two
+records are dead letters and nothing of it reaches any sink.
 
 `replayed` (module scope) runs three jobs on one set of sinks:
 
@@ -136,8 +137,10 @@ class Outputs:
     warehouse: dict[str, list[tuple[Any, ...]]]  # every table but dead_letters
     contributions: list[tuple[Any, ...]]  # `contributions_current`, as `CONTRIBUTIONS_SQL` selects
     acquisitions: list[tuple[Any, ...]]
-    dead_letters: list[tuple[Any, ...]]  # all but step `decode`; (step, reason, error, raw, ...)
-    decode_dead_letters: list[tuple[str, str, str]]  # (source, reason, raw)
+    # All but the record-level ones (steps `decode`, `classify`); (step, reason, error, raw, ...)
+    dead_letters: list[tuple[Any, ...]]
+    # The record-level ones, one per copy read: (source, reason, raw)
+    decode_dead_letters: list[tuple[str, str, str]]
     summary: str
 
 
@@ -258,6 +261,12 @@ def _selected(sql: str) -> list[str]:
     return [name.strip() for name in sql.split("SELECT ", 1)[1].split(" FROM ", 1)[0].split(",")]
 
 
+#: The steps whose dead letters are keyed by the record's source (one per copy read).
+RECORD_STEPS = ("decode", "classify")
+#: The crafted huge payment's records (session, charge), both refused at classify.
+HUGE_RECORDS = 2
+
+
 def _observe(sinks: Sinks, summary: str) -> Outputs:
     warehouse = sinks.warehouse
     tables = [table_of(t).name for t in ALL_RECORD_TYPES if table_of(t).name != "dead_letters"]
@@ -280,10 +289,12 @@ def _observe(sinks: Sinks, summary: str) -> Outputs:
             *_selected(CONTRIBUTIONS_SQL)
         ),
         acquisitions=warehouse.table("acquisitions").select(*_selected(ACQUISITIONS_SQL)),
-        dead_letters=[r for r in dead_letters.select(*columns) if r[0] != "decode"],
-        decode_dead_letters=dead_letters.select(
-            "source", "reason", "raw", where={"step": "decode"}
-        ),
+        dead_letters=[r for r in dead_letters.select(*columns) if r[0] not in RECORD_STEPS],
+        decode_dead_letters=[
+            r[1:]
+            for r in dead_letters.select("step", "source", "reason", "raw")
+            if r[0] in RECORD_STEPS
+        ],
         summary=summary,
     )
 
@@ -379,8 +390,6 @@ def test_one_thank_you_email_and_one_opt_in_per_paid_payment_with_identity(
     assert sorted(first.ledger) == sorted(
         [f"{kind}#{pid}" for pid, _ in expected for kind in ("soft_opt_in", "thank_you_email")]
         + [f"acquisition_event#{p['charge_id']}" for p in paid_payments(events.truth)]
-        # Too big for the warehouse's NUMERIC, not for the bus's JSON number.
-        + ["acquisition_event#ch_crafted_huge"]
     )
 
     day = events.crafted_created.date()
@@ -419,7 +428,7 @@ def test_one_bus_event_per_paid_payment_as_the_publisher_accepts_it(
 ) -> None:
     details = [json.loads(detail) for detail in replayed.first.bus]
     assert sorted(d["paymentId"] for d in details) == sorted(
-        [p["charge_id"] for p in paid_payments(events.truth)] + ["ch_crafted_huge"]
+        p["charge_id"] for p in paid_payments(events.truth)
     )
     for detail in details:
         assert publisher_errors({"detail": detail}) == [], detail["paymentId"]
@@ -446,16 +455,21 @@ def test_the_huge_amount_and_the_malformed_records_are_dead_letters(
     events: Events, replayed: Replayed
 ) -> None:
     first = replayed.first
-    huge = [r for r in first.dead_letters if "'ch_crafted_huge'" in r[3]]
-    overflow = "amount: NUMERIC allows at most 29 digits before the point, got 34"
-    assert [r[:3] for r in huge] == [
-        ("write_contributions_store", "invalid_row", f"contributions_store.{overflow}"),
-        ("write_warehouse", "invalid_row", f"acquisitions.{overflow}"),
-        ("write_warehouse", "invalid_row", f"contributions.{overflow}"),
-    ]
-    reasons = Counter(r[1] for r in first.dead_letters + first.decode_dead_letters)
-    assert reasons == expected_dead_letter_reasons(events.truth) + Counter(invalid_row=3)
-    assert len(first.decode_dead_letters) == events.malformed
+    huge = sorted(
+        (reason, json.loads(raw)["data"]["object"]["id"])
+        for _, reason, raw in first.decode_dead_letters
+        if "crafted_huge" in raw
+    )
+    # Refused at the boundary: nothing of the payment reached a sink (see the ledger).
+    assert huge == [("invalid_charge", "ch_crafted_huge"), ("invalid_session", "cs_crafted_huge")]
+    assert [r for r in first.dead_letters if "crafted_huge" in r[3]] == []
+    reasons = Counter(r[1] for r in first.dead_letters) + Counter(
+        reason for _, reason, _ in first.decode_dead_letters
+    )
+    assert reasons == expected_dead_letter_reasons(events.truth) + Counter(
+        invalid_session=1, invalid_charge=1
+    )
+    assert len(first.decode_dead_letters) == events.malformed + HUGE_RECORDS
     assert first.summary.splitlines()[-1].endswith(": holds")
 
 
@@ -542,4 +556,4 @@ def test_faults_and_a_postgres_restart_still_end_with_exactly_the_clean_outputs(
     assert outputs.bus == clean.bus
     assert outputs.warehouse == clean.warehouse
     assert outputs.dead_letters == clean.dead_letters
-    assert len(outputs.decode_dead_letters) == events.malformed
+    assert len(outputs.decode_dead_letters) == events.malformed + HUGE_RECORDS

@@ -285,6 +285,13 @@ def test_natural_key() -> None:
         pytest.param(_contribution(amount=Decimal("NaN")), "amount", "finite", id="numeric-nan"),
         pytest.param(_contribution(amount=5.0), "amount", "expected Decimal", id="float-amount"),
         pytest.param(_contribution(status=1), "status", "expected str", id="int-in-string"),
+        pytest.param(
+            _contribution(identity_id="10\ud800"),
+            "identity_id",
+            "not Unicode text",
+            id="lone-surrogate",
+        ),
+        pytest.param(_contribution(identity_id="Zoë 1001"), None, None, id="non-ascii-text"),
         pytest.param(_contribution(disputed=0), "disputed", "expected bool", id="int-in-bool"),
         pytest.param(
             _contribution(created=datetime(2025, 1, 1)), "created", "timezone-aware", id="naive"

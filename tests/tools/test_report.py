@@ -189,8 +189,9 @@ def test_the_period_keeps_only_its_days(tmp_path: Path, both_warehouses: Warehou
     [
         pytest.param(
             ["--warehouse", "/nonexistent/warehouse.duckdb"],
-            1,
-            "error: no DuckDB warehouse at /nonexistent/warehouse.duckdb: run the backfill first",
+            3,
+            "python -m tools.report: error: no DuckDB warehouse at "
+            "/nonexistent/warehouse.duckdb: run the backfill first",
             id="no-such-file",
         ),
         pytest.param(

@@ -31,6 +31,15 @@ Steps, with the delivery guarantee each gives:
    outside the core, in `transforms.services.identity`).
 5. BuildRecords: one settled payment -> at most one record of each kind.
 
+No input stops a run: every DoFn has a catch-all that turns an exception no
+rule expects into a dead letter (reason `unexpected_error`; step `classify`,
+`route`, `join_payment`, `fold_payment` or `build_records`; KeepFirstCopy
+only touches a flag, whatever the fact holds),
+counted so the accounting identity still holds. BuildRecords is all or
+nothing per payment: its records are emitted only once every one of them
+fits its table (`schemas.rows.validate`); otherwise the payment is one dead
+letter (`invalid_record`) and none of its effects goes out.
+
 Outputs (all in `CoreOutputs`): contributions, acquisitions, acquisition_events,
 payment_adjustments, contributions_store, supporter_product_data,
 thank_you_emails, soft_opt_ins, dead_letters. Every element is emitted once
@@ -69,9 +78,15 @@ from schemas.records import (
     SupporterProductData,
     ThankYouEmail,
 )
+from schemas.rows import RowValidationError, validate
 from transforms.core import metrics
 from transforms.core.state_coder import PaymentStateCoder
-from transforms.domain.events import StripeEvent, make_dead_letter
+from transforms.domain.events import (
+    UNEXPECTED_ERROR,
+    StripeEvent,
+    make_dead_letter,
+    unexpected_dead_letter,
+)
 from transforms.domain.facts import (
     ALL_MODES,
     STRIPE_MODES,
@@ -95,10 +110,13 @@ from transforms.domain.fold import (
     settle_late,
     unsettled_dead_letter,
 )
-from transforms.domain.mapping import DEFAULT_PAYMENT_PROVIDER, build_records
+from transforms.domain.mapping import DEFAULT_PAYMENT_PROVIDER, PaymentRecords, build_records
 from transforms.domain.payment import Payment, PaymentState
 
 DEAD_LETTERS = "dead_letters"
+#: A payment whose records do not all fit their tables (`schemas.rows.validate`):
+#: none of them is emitted.
+INVALID_RECORD = "invalid_record"
 ADJUSTMENTS = "payment_adjustments"
 PAYMENT_FACTS = "payment_facts"
 ACQUISITIONS = "acquisitions"
@@ -155,24 +173,62 @@ class ClassifyEventsFn(beam.DoFn):
         try:
             fact = classify(event, stripe_mode=self._stripe_mode)
         except ClassifyError as error:
-            metrics.inc(metrics.DEAD_LETTERED_PREFIX + error.reason)
-            yield TaggedOutput(
-                DEAD_LETTERS,
-                make_dead_letter(
-                    step="classify",
-                    reason=error.reason,
-                    error=str(error),
-                    raw=json.dumps(
-                        {"id": event.id, "type": event.type, "data": {"object": event.data_object}},
-                        sort_keys=True,
-                    ),
-                    source=event.source,
-                    event_id=event.id,
-                    time=event.arrival,
-                ),
+            letter = make_dead_letter(
+                step="classify",
+                reason=error.reason,
+                error=str(error),
+                raw=_event_text(event),
+                source=event.source,
+                event_id=event.id,
+                time=event.arrival,
             )
+        except Exception as error:
+            letter = unexpected_dead_letter(
+                step="classify",
+                error=error,
+                raw=_event_text(event),
+                source=event.source,
+                event_id=event.id,
+                time=event.arrival,
+            )
+        else:
+            yield event.id, fact
             return
-        yield event.id, fact
+        metrics.inc(metrics.DEAD_LETTERED_PREFIX + letter.reason)
+        yield TaggedOutput(DEAD_LETTERS, letter)
+
+
+def _event_text(event: StripeEvent) -> str:
+    """The event as a dead letter's `raw`: what classify read of it."""
+    data: dict[str, object] = {"object": event.data_object}
+    if event.previous_attributes is not None:
+        data["previous_attributes"] = event.previous_attributes
+    document = {"id": event.id, "type": event.type, "data": data}
+    return json.dumps(document, sort_keys=True, default=repr)
+
+
+def _events_text(key: str, event_ids: Iterable[str]) -> str:
+    """A dead letter's `raw` for a group of facts: their key and event ids, no payload
+    (the events themselves are in the archive or the stream)."""
+    return json.dumps({"key": key, "events": sorted(set(event_ids))}, sort_keys=True)
+
+
+def _fact_event_id(fact: Fact | str) -> str:
+    if isinstance(fact, PaymentAdjustment):
+        return fact.adjustment_id
+    if isinstance(fact, str):
+        return "(skipped)"
+    return fact.meta.event_id
+
+
+def _record_failure(step: str, key: str, error: Exception, event_ids: list[str]) -> DeadLetter:
+    return unexpected_dead_letter(
+        step=step,
+        error=error,
+        raw=_events_text(key, event_ids),
+        source=key,
+        event_id=min(event_ids) if event_ids else None,
+    )
 
 
 class KeepFirstCopyFn(beam.DoFn):
@@ -191,6 +247,10 @@ class KeepFirstCopyFn(beam.DoFn):
         seen: Any = beam.DoFn.StateParam(SEEN),
         forget: Any = beam.DoFn.TimerParam(FORGET),
     ) -> Iterator[Fact]:
+        # No catch-all here: this reads and writes one flag, whatever the fact holds,
+        # so only the runner can fail it, and such a failure is retried. (A second
+        # output would also move the stateful step under a new name, losing its
+        # state on an in-place update.)
         if seen.read():
             metrics.inc(metrics.SKIPPED_PREFIX + "duplicate")
             return
@@ -217,17 +277,31 @@ class DeduplicateEvents(beam.PTransform):
 
 
 class RouteFactsFn(beam.DoFn):
-    """Fact -> (PaymentIntent id, fact); ADJUSTMENTS: PaymentAdjustment; skips counted."""
+    """Fact -> (PaymentIntent id, fact); ADJUSTMENTS: PaymentAdjustment; skips counted;
+    DEAD_LETTERS: the catch-all's."""
 
     def process(self, fact: Fact) -> Iterator[object]:
-        if isinstance(fact, Skip):
-            metrics.inc(metrics.SKIPPED_PREFIX + fact.reason)
+        try:
+            routed = _route(fact)
+        except Exception as error:
+            metrics.inc(metrics.DEAD_LETTERED_PREFIX + UNEXPECTED_ERROR)
+            event_id = _fact_event_id(fact)
+            yield TaggedOutput(DEAD_LETTERS, _record_failure("route", event_id, error, [event_id]))
+            return
+        if isinstance(routed, str):
+            metrics.inc(metrics.SKIPPED_PREFIX + routed)
             return
         metrics.inc(metrics.PROCESSED)
-        if isinstance(fact, PaymentAdjustment):
-            yield TaggedOutput(ADJUSTMENTS, fact)
-            return
-        yield fact.payment_intent_id, fact
+        yield routed
+
+
+def _route(fact: Fact) -> str | TaggedOutput | tuple[str, Fact]:
+    """A skip's reason, an adjustment's tagged output, or (PaymentIntent id, fact)."""
+    if isinstance(fact, Skip):
+        return fact.reason
+    if isinstance(fact, PaymentAdjustment):
+        return TaggedOutput(ADJUSTMENTS, fact)
+    return fact.payment_intent_id, fact
 
 
 class JoinPaymentsFn(beam.DoFn):
@@ -255,7 +329,16 @@ class JoinPaymentsFn(beam.DoFn):
         charge_deadline: Any = beam.DoFn.TimerParam(CHARGE_DEADLINE),
         expiry: Any = beam.DoFn.TimerParam(EXPIRY),
     ) -> Iterator[object]:
-        joined = join_fact(stored.read() or PaymentState(), element[1], self._charge_wait)
+        key, fact = element
+        try:
+            joined = join_fact(stored.read() or PaymentState(), fact, self._charge_wait)
+        except Exception as error:
+            # The fact is left out of the state, and the payment waits for the rest.
+            metrics.inc(metrics.PAYMENTS_PREFIX + "dead_lettered_" + UNEXPECTED_ERROR)
+            event_id = _fact_event_id(fact)
+            letter = _record_failure("join_payment", PAYMENT_KEY + key, error, [event_id])
+            yield TaggedOutput(DEAD_LETTERS, letter)
+            return
         if joined.after_completion:
             metrics.inc(metrics.FACTS_AFTER_COMPLETION)
         if joined.payment is not None:
@@ -270,7 +353,12 @@ class JoinPaymentsFn(beam.DoFn):
         state: PaymentState | None = stored.read()
         if state is None:
             return
-        state, outcome = settle_late(state, self._charge_wait)
+        try:
+            state, outcome = settle_late(state, self._charge_wait)
+        except Exception as error:
+            stored.clear()
+            yield _state_failure(state, error)
+            return
         stored.write(state)
         yield from outputs_of(outcome)
 
@@ -278,8 +366,23 @@ class JoinPaymentsFn(beam.DoFn):
     def expired(self, stored: Any = beam.DoFn.StateParam(STATE)) -> Iterator[object]:
         state: PaymentState | None = stored.read()
         stored.clear()
-        if state is not None:
-            yield from outputs_of(close_payment(state, self._charge_wait))
+        if state is None:
+            return
+        try:
+            outcome = close_payment(state, self._charge_wait)
+        except Exception as error:
+            yield _state_failure(state, error)
+            return
+        yield from outputs_of(outcome)
+
+
+def _state_failure(state: PaymentState, error: Exception) -> TaggedOutput:
+    """The catch-all's dead letter of a payment whose stored state a timer failed on."""
+    metrics.inc(metrics.PAYMENTS_PREFIX + "dead_lettered_" + UNEXPECTED_ERROR)
+    facts: list[SessionFact | ChargeFact] = [*state.sessions, *state.charges]
+    key = PAYMENT_KEY + (facts[0].payment_intent_id if facts else "(empty state)")
+    event_ids = [f.meta.event_id for f in facts]
+    return TaggedOutput(DEAD_LETTERS, _record_failure("join_payment", key, error, event_ids))
 
 
 def _join_key(element: tuple[str, Fact]) -> tuple[str, Fact | str]:
@@ -301,10 +404,17 @@ class FoldPaymentsFn(beam.DoFn):
     def process(self, element: tuple[str, Iterable[Fact | str]]) -> Iterator[object]:
         key, grouped = element
         values = list(grouped)
-        if key.startswith(PAYMENT_KEY):
-            folded = fold_payment(values, self._charge_wait)  # type: ignore[arg-type]
-        else:
-            folded = fold_event(values)
+        try:
+            if key.startswith(PAYMENT_KEY):
+                folded = fold_payment(values, self._charge_wait)  # type: ignore[arg-type]
+            else:
+                folded = fold_event(values)
+        except Exception as error:
+            # Every copy in the group is a record read: each is dead-lettered here.
+            metrics.inc(metrics.DEAD_LETTERED_PREFIX + UNEXPECTED_ERROR, len(values))
+            event_ids = [_fact_event_id(value) for value in values]
+            yield TaggedOutput(DEAD_LETTERS, _record_failure("fold_payment", key, error, event_ids))
+            return
         if folded.duplicates:
             metrics.inc(metrics.SKIPPED_PREFIX + "duplicate", folded.duplicates)
         if folded.skip_reason is not None:
@@ -335,34 +445,112 @@ def outputs_of(outcome: Outcome | None) -> Iterator[object]:
 
 
 class BuildRecordsFn(beam.DoFn):
-    """Payment -> Contribution (main) and one tagged output per other record kind."""
+    """Payment -> Contribution (main) and one tagged output per other record kind;
+    DEAD_LETTERS: the payment, when any of its records is invalid or building failed.
+
+    All or nothing: every record of the payment is built and checked against its
+    table (`schemas.rows.validate`, what every writer checks) before any is
+    emitted, so a payment never goes out half-written (an email and a soft
+    opt-in sent for a contribution no table took).
+    """
 
     def __init__(self, payment_provider: str, first_name_field: str | None = None) -> None:
         self._payment_provider = payment_provider
         self._first_name_field = first_name_field
 
     def process(self, payment: Payment) -> Iterator[object]:
-        records = build_records(
-            payment,
-            payment_provider=self._payment_provider,
-            first_name_field=self._first_name_field,
-        )
-        for name in records.skipped:
-            metrics.inc(metrics.OUTPUT_SKIPPED_PREFIX + name)
-        for name in records.warnings:
-            metrics.inc(metrics.WARNING_PREFIX + name)
-        yield records.contribution
-        tagged = (
-            (ACQUISITIONS, records.acquisition),
-            (ACQUISITION_EVENTS, records.acquisition_event),
-            (CONTRIBUTIONS_STORE, records.contribution_store),
-            (SUPPORTER_ITEMS, records.supporter),
-            (THANK_YOU_EMAILS, records.thank_you_email),
-            (SOFT_OPT_INS, records.soft_opt_in),
-        )
-        for tag, record in tagged:
-            if record is not None:
-                yield TaggedOutput(tag, record)
+        try:
+            records = build_records(
+                payment,
+                payment_provider=self._payment_provider,
+                first_name_field=self._first_name_field,
+            )
+            outputs = checked_outputs(records)
+        except RecordRejected as error:
+            letter = payment_dead_letter(payment, INVALID_RECORD, str(error))
+        except Exception as error:
+            letter = unexpected_dead_letter(
+                step=BUILD_STEP,
+                error=error,
+                raw=payment_text(payment),
+                source=f"payment_intent:{payment.session.payment_intent_id}",
+                event_id=payment.session.meta.event_id,
+            )
+        else:
+            for name in records.skipped:
+                metrics.inc(metrics.OUTPUT_SKIPPED_PREFIX + name)
+            for name in records.warnings:
+                metrics.inc(metrics.WARNING_PREFIX + name)
+            yield from outputs
+            return
+        # The payment was counted by its status when it settled; it is a dead letter instead.
+        metrics.counter(metrics.PAYMENTS_PREFIX + payment.status.lower()).dec()
+        metrics.inc(metrics.PAYMENTS_PREFIX + "dead_lettered_" + letter.reason)
+        yield TaggedOutput(DEAD_LETTERS, letter)
+
+
+#: `DeadLetter.step` of payments whose records could not be built.
+BUILD_STEP = "build_records"
+
+
+class RecordRejected(ValueError):
+    """A record of a payment does not fit its table: `<table>.<column>: <rule>`."""
+
+
+def checked_outputs(records: PaymentRecords) -> list[object]:
+    """The payment's records as BuildRecords' outputs, each checked against its table.
+
+    Raises `RecordRejected` naming the table and column of the first invalid one.
+    """
+    tagged = (
+        ("contributions", records.contribution),
+        (ACQUISITIONS, records.acquisition),
+        (ACQUISITION_EVENTS, records.acquisition_event),
+        (CONTRIBUTIONS_STORE, records.contribution_store),
+        (SUPPORTER_ITEMS, records.supporter),
+        (THANK_YOU_EMAILS, records.thank_you_email),
+        (SOFT_OPT_INS, records.soft_opt_in),
+    )
+    outputs: list[object] = []
+    for tag, record in tagged:
+        if record is None:
+            continue
+        try:
+            validate(record)
+        except RowValidationError as error:
+            raise RecordRejected(f"{type(record).TABLE.name}.{error}") from None
+        outputs.append(record if tag == "contributions" else TaggedOutput(tag, record))
+    return outputs
+
+
+def payment_text(payment: Payment) -> str:
+    """A payment as a dead letter's `raw`, without personal data (the events are in the
+    archive or the stream)."""
+    session = payment.session
+    return json.dumps(
+        {
+            "payment_intent": session.payment_intent_id,
+            "checkout_session": session.session_id,
+            "charge": payment.charge_id,
+            "status": payment.status,
+            "amount_minor": session.amount_minor,
+            "currency": session.currency,
+            "event": session.meta.event_id,
+        },
+        sort_keys=True,
+        default=repr,
+    )
+
+
+def payment_dead_letter(payment: Payment, reason: str, error: str) -> DeadLetter:
+    return make_dead_letter(
+        step=BUILD_STEP,
+        reason=reason,
+        error=error,
+        raw=payment_text(payment),
+        source=f"payment_intent:{payment.session.payment_intent_id}",
+        event_id=payment.session.meta.event_id,
+    )
 
 
 class ProcessStripeEvents(beam.PTransform):
@@ -429,6 +617,7 @@ class ProcessStripeEvents(beam.PTransform):
                 )
             )
             adjustments = joined[ADJUSTMENTS]
+            stream_letters = []
         else:
             routed = (
                 classified[PAYMENT_FACTS]
@@ -436,8 +625,9 @@ class ProcessStripeEvents(beam.PTransform):
                 | "RouteFacts"
                 >> beam.ParDo(RouteFactsFn())
                 .with_output_types(KV[str, Any])
-                .with_outputs(ADJUSTMENTS, main="keyed")
+                .with_outputs(DEAD_LETTERS, ADJUSTMENTS, main="keyed")
             )
+            stream_letters = [routed[DEAD_LETTERS]]
             joined = routed["keyed"] | "JoinPayments" >> beam.ParDo(
                 JoinPaymentsFn(self._charge_wait, self._settlement_timeout)
             ).with_input_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main="payments")
@@ -454,11 +644,14 @@ class ProcessStripeEvents(beam.PTransform):
             SUPPORTER_ITEMS,
             THANK_YOU_EMAILS,
             SOFT_OPT_INS,
+            DEAD_LETTERS,
             main="contributions",
         )
         dead_letters = (
             classified[DEAD_LETTERS],
+            *stream_letters,
             joined[DEAD_LETTERS],
+            records[DEAD_LETTERS],
         ) | "CollectDeadLetters" >> beam.Flatten()
         return CoreOutputs(
             contributions=records["contributions"],

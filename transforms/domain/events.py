@@ -8,6 +8,8 @@ one record and where they came from. `transforms.sources.decode` turns each into
 from __future__ import annotations
 
 import hashlib
+import re
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,6 +76,65 @@ def make_dead_letter(
         step=step,
         reason=reason,
         error=error,
+        raw=raw,
+        source=source,
+        event_id=event_id,
+        time=time,
+    )
+
+
+#: The reason of every dead letter made by a DoFn's catch-all.
+UNEXPECTED_ERROR = "unexpected_error"
+# Quoted text in an exception's message is usually a value from the input.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_EMAIL = re.compile(r"\S+@\S+")
+_MAX_MESSAGE = 300
+
+
+def exception_text(error: BaseException) -> str:
+    """`Type at file:line in function: message`, safe to store and log.
+
+    Quoted values and anything like an email address in the message become
+    `[redacted]`: an exception's message often quotes the input, and the
+    input may hold personal data (the dead letter's `raw` keeps the input).
+    """
+    message = _EMAIL.sub("[redacted]", _QUOTED.sub("'[redacted]'", str(error)))
+    if len(message) > _MAX_MESSAGE:
+        message = message[:_MAX_MESSAGE] + "..."
+    frames = traceback.extract_tb(error.__traceback__)
+    where = ""
+    if frames:
+        last = frames[-1]
+        where = f" at {_short_path(last.filename)}:{last.lineno} in {last.name}"
+    return f"{type(error).__name__}{where}: {message}"
+
+
+_ROOTS = ("/transforms/", "/schemas/", "/pipelines/", "/tests/", "/apache_beam/")
+
+
+def _short_path(filename: str) -> str:
+    """The file from its package down (`transforms/core/process.py`), never a home folder."""
+    found = [(filename.find(root), root) for root in _ROOTS if root in filename]
+    if not found:
+        return filename.rsplit("/", 1)[-1]
+    start = min(found)[0]
+    return filename[start + 1 :]
+
+
+def unexpected_dead_letter(
+    *,
+    step: str,
+    error: BaseException,
+    raw: str,
+    source: str,
+    event_id: str | None = None,
+    time: datetime | None = None,
+) -> DeadLetter:
+    """The dead letter of an element a step failed on unexpectedly (a DoFn's catch-all)."""
+    return make_dead_letter(
+        step=step,
+        reason=UNEXPECTED_ERROR,
+        error=exception_text(error),
         raw=raw,
         source=source,
         event_id=event_id,

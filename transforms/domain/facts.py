@@ -14,14 +14,15 @@ need, so the shuffles that follow move small values, not whole payloads.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas import stripe as payload
 from schemas.records import PaymentAdjustment
 from transforms.domain.events import StripeEvent
-from transforms.domain.money import MoneyError, to_major_units
+from transforms.domain.money import to_major_units
 
 SESSION_COMPLETED = "checkout.session.completed"
 SESSION_ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
@@ -55,6 +56,22 @@ PAID = "paid"
 PENDING = "pending"
 ASYNC_SUCCEEDED = "async_succeeded"
 ASYNC_FAILED = "async_failed"
+
+
+#: Dead-letter reasons of `classify`: the object of the event's type breaks its
+#: schema (`schemas.stripe`) or a rule; the error names the field.
+INVALID_SESSION = "invalid_session"
+INVALID_CHARGE = "invalid_charge"
+INVALID_PAYMENT_INTENT = "invalid_payment_intent"
+INVALID_REFUND = "invalid_refund"
+INVALID_DISPUTE = "invalid_dispute"
+CLASSIFY_REASONS = (
+    INVALID_SESSION,
+    INVALID_CHARGE,
+    INVALID_PAYMENT_INTENT,
+    INVALID_REFUND,
+    INVALID_DISPUTE,
+)
 
 
 class ClassifyError(ValueError):
@@ -180,154 +197,171 @@ def classify(event: StripeEvent, *, stripe_mode: str = ALL_MODES) -> Fact:
     return Skip(meta, "not_a_payment_event")
 
 
+def _checked(
+    value: Any, schema: type[payload.S], reason: str, path: str = "data.object"
+) -> payload.S:
+    """`value` as its payload schema, or the ClassifyError (`reason`) naming the field."""
+    try:
+        return payload.check(value, schema, path)
+    except payload.PayloadError as error:
+        raise ClassifyError(reason, str(error)) from None
+
+
+def _missing(reason: str, field: str) -> ClassifyError:
+    return ClassifyError(reason, f"data.object.{field}: missing")
+
+
 def _session_fact(meta: EventMeta, obj: Mapping[str, Any]) -> Fact:
-    if obj.get("mode") != "payment":
-        return Skip(meta, f"session_mode_{obj.get('mode') or 'unknown'}")
-    payment_status = obj.get("payment_status")
-    if payment_status == "no_payment_required":
+    session = _checked(obj, payload.Session, INVALID_SESSION)
+    if session.mode != "payment":
+        return Skip(meta, f"session_mode_{session.mode or 'unknown'}")
+    if session.payment_status == "no_payment_required":
         return Skip(meta, "no_payment_required")
     if meta.event_type == SESSION_ASYNC_SUCCEEDED:
         outcome = ASYNC_SUCCEEDED
     elif meta.event_type == SESSION_ASYNC_FAILED:
         outcome = ASYNC_FAILED
     else:
-        outcome = PAID if payment_status == "paid" else PENDING
-    payment_intent_id = _id_of(obj.get("payment_intent"))
-    session_id = obj.get("id")
-    if not payment_intent_id or not isinstance(session_id, str):
-        raise ClassifyError("invalid_session", "session has no id or payment_intent")
-    amount = obj.get("amount_total")
-    currency = obj.get("currency")
-    if not isinstance(amount, int) or not isinstance(currency, str):
-        raise ClassifyError("invalid_session", "session has no amount_total or currency")
-    try:
-        to_major_units(amount, currency)
-    except MoneyError as error:
-        raise ClassifyError("invalid_amount", str(error)) from error
-    details = obj.get("customer_details") or {}
-    address = details.get("address") or {}
-    metadata = obj.get("metadata") or {}
-    consent = obj.get("consent") or {}
+        outcome = PAID if session.payment_status == "paid" else PENDING
+    payment_intent_id = _ref_id(session.payment_intent)
+    if payment_intent_id is None:
+        raise _missing(INVALID_SESSION, "payment_intent")
+    if session.amount_total is None:
+        raise _missing(INVALID_SESSION, "amount_total")
+    if session.currency is None:
+        raise _missing(INVALID_SESSION, "currency")
+    details = session.customer_details or payload.Customer()
+    address = details.address or payload.Address()
+    consent = session.consent or payload.Consent()
     return SessionFact(
         meta=meta,
         payment_intent_id=payment_intent_id,
-        session_id=session_id,
+        session_id=session.id,
         outcome=outcome,
-        amount_minor=amount,
-        currency=currency.upper(),
+        amount_minor=session.amount_total,
+        currency=session.currency.upper(),
         customer=CustomerDetails(
-            email=_str_or_none(details.get("email")),
-            name=_str_or_none(details.get("name")),
-            country=_upper_or_none(address.get("country")),
-            postal_code=_str_or_none(address.get("postal_code")),
-            state=_str_or_none(address.get("state")),
+            email=_str_or_none(details.email),
+            name=_str_or_none(details.name),
+            country=_upper_or_none(address.country),
+            postal_code=_str_or_none(address.postal_code),
+            state=_str_or_none(address.state),
         ),
-        metadata={str(k): str(v) for k, v in metadata.items() if v is not None},
-        client_reference_id=_str_or_none(obj.get("client_reference_id")),
-        consent_promotions=_str_or_none(consent.get("promotions")),
-        payment_method_types=tuple(str(t) for t in obj.get("payment_method_types") or ()),
-        custom_text_fields=_custom_text_fields(obj.get("custom_fields")),
+        metadata={k: v for k, v in (session.metadata or {}).items() if v is not None},
+        client_reference_id=_str_or_none(session.client_reference_id),
+        consent_promotions=_str_or_none(consent.promotions),
+        payment_method_types=tuple(session.payment_method_types or ()),
+        custom_text_fields=_custom_text_fields(session.custom_fields or ()),
     )
 
 
-def _custom_text_fields(fields: Any) -> tuple[tuple[str, str], ...]:
+def _custom_text_fields(fields: Iterable[payload.CustomField]) -> tuple[tuple[str, str], ...]:
     """Checkout's `custom_fields` of type text that the reader filled in."""
     out: list[tuple[str, str]] = []
-    for custom in fields if isinstance(fields, list) else ():
-        if not isinstance(custom, Mapping) or custom.get("type") != "text":
+    for custom in fields:
+        if custom.type != "text" or custom.key is None or custom.text is None:
             continue
-        key = custom.get("key")
-        value = (custom.get("text") or {}).get("value")
-        if isinstance(key, str) and isinstance(value, str) and value.strip():
-            out.append((key, value.strip()))
+        value = custom.text.value
+        if value is not None and value.strip():
+            out.append((custom.key, value.strip()))
     return tuple(out)
 
 
-def _charge_fact(meta: EventMeta, charge: Mapping[str, Any], *, succeeded: bool) -> Fact:
-    payment_intent_id = _id_of(charge.get("payment_intent"))
+def _charge(obj: Mapping[str, Any], reason: str) -> payload.Charge:
+    """The charge object, whose refunds never exceed its amount."""
+    charge = _checked(obj, payload.Charge, reason)
+    _check_refunded(charge, reason, "data.object")
+    return charge
+
+
+def _check_refunded(charge: payload.Charge, reason: str, path: str) -> None:
+    refunded, amount = charge.amount_refunded, charge.amount
+    if refunded is not None and amount is not None and refunded > amount:
+        raise ClassifyError(reason, f"{path}.amount_refunded: exceeds the charge's amount")
+
+
+def _charge_fact(meta: EventMeta, obj: Mapping[str, Any], *, succeeded: bool) -> Fact:
+    charge = _charge(obj, INVALID_CHARGE)
+    payment_intent_id = _ref_id(charge.payment_intent)
     if not payment_intent_id:
         return Skip(meta, "charge_without_payment_intent")
-    charge_id = charge.get("id")
-    if not isinstance(charge_id, str):
-        raise ClassifyError("invalid_charge", "charge has no id")
     return ChargeFact(
         meta=meta,
         payment_intent_id=payment_intent_id,
-        charge_id=charge_id,
+        charge_id=charge.id,
         succeeded=succeeded,
         has_charge_object=True,
         card_country=_card_country(charge),
         payment_method=_payment_method_type(charge),
-        charge_created=_int_or_none(charge.get("created")),
+        charge_created=charge.created,
     )
 
 
-def _payment_intent_fact(meta: EventMeta, intent: Mapping[str, Any], *, succeeded: bool) -> Fact:
-    payment_intent_id = intent.get("id")
-    if not isinstance(payment_intent_id, str):
-        raise ClassifyError("invalid_payment_intent", "payment intent has no id")
+def _payment_intent_fact(meta: EventMeta, obj: Mapping[str, Any], *, succeeded: bool) -> Fact:
+    intent = _checked(obj, payload.PaymentIntent, INVALID_PAYMENT_INTENT)
     # Before API version 2022-11-15 the charges came embedded as a list;
     # since then only the id of the latest one (expandable) is given.
-    charge: Mapping[str, Any] | None = None
-    latest = intent.get("latest_charge")
-    if isinstance(latest, Mapping):
-        charge = latest
-    embedded = (intent.get("charges") or {}).get("data") or []
-    error = intent.get("last_payment_error") or {}
+    latest = intent.latest_charge
+    charge = latest if isinstance(latest, payload.Charge) else None
+    embedded = intent.charges.data if intent.charges is not None else []
+    for index, each in enumerate(embedded if charge is None else [charge]):
+        where = "data.object." + (f"charges.data[{index}]" if charge is None else "latest_charge")
+        _check_refunded(each, INVALID_PAYMENT_INTENT, where)
+    error = intent.last_payment_error
+    error_charge = _ref_id(error.charge) if error is not None else None
     if charge is None and embedded:
         # The failed attempt is the one the error names; otherwise Stripe lists
         # newest first, so take the first attempt that matches the event.
         wanted = "succeeded" if succeeded else "failed"
-        failing = None if succeeded else _id_of(error.get("charge"))
+        failing = None if succeeded else error_charge
         charge = next(
-            (c for c in embedded if failing and c.get("id") == failing),
-            next((c for c in embedded if c.get("status") == wanted), embedded[0]),
+            (c for c in embedded if failing and c.id == failing),
+            next((c for c in embedded if c.status == wanted), embedded[0]),
         )
-    if charge is None and not succeeded:
-        charge_id = _id_of(error.get("charge")) or _id_of(latest)
+    if charge is not None:
+        charge_id: str | None = charge.id
+    elif not succeeded:
+        charge_id = error_charge or _ref_id(latest)
     else:
-        charge_id = _id_of(charge.get("id") if charge else latest)
+        charge_id = _ref_id(latest)
     return ChargeFact(
         meta=meta,
-        payment_intent_id=payment_intent_id,
+        payment_intent_id=intent.id,
         charge_id=charge_id,
         succeeded=succeeded,
         has_charge_object=charge is not None,
         card_country=_card_country(charge) if charge else None,
         payment_method=_payment_method_type(charge) if charge else None,
-        charge_created=_int_or_none(charge.get("created")) if charge else None,
+        charge_created=charge.created if charge else None,
     )
 
 
 def _refund(
-    meta: EventMeta, charge: Mapping[str, Any], previous: Mapping[str, Any] | None
+    meta: EventMeta, obj: Mapping[str, Any], previous: Mapping[str, Any] | None
 ) -> PaymentAdjustment:
-    charge_id = charge.get("id")
-    refunded = charge.get("amount_refunded")
-    currency = charge.get("currency")
-    if (
-        not isinstance(charge_id, str)
-        or not isinstance(refunded, int)
-        or not isinstance(currency, str)
-    ):
+    charge = _charge(obj, INVALID_REFUND)
+    refunded, currency = charge.amount_refunded, charge.currency
+    if refunded is None:
+        raise _missing(INVALID_REFUND, "amount_refunded")
+    if currency is None:
+        raise _missing(INVALID_REFUND, "currency")
+    before = _checked(
+        previous or {}, payload.PreviousCharge, INVALID_REFUND, "data.previous_attributes"
+    ).amount_refunded
+    if before is not None and before > refunded:
         raise ClassifyError(
-            "invalid_refund", "charge.refunded lacks id, amount_refunded or currency"
+            INVALID_REFUND,
+            "data.previous_attributes.amount_refunded: exceeds data.object.amount_refunded",
         )
-    before = (previous or {}).get("amount_refunded")
     # Without previous_attributes this is the charge's first refund.
-    delta = refunded - before if isinstance(before, int) else refunded
-    try:
-        amount = to_major_units(delta, currency)
-        total = to_major_units(refunded, currency)
-    except MoneyError as error:
-        raise ClassifyError("invalid_amount", str(error)) from error
+    delta = refunded - before if before is not None else refunded
     return PaymentAdjustment(
         adjustment_id=meta.event_id,
-        payment_id=charge_id,
+        payment_id=charge.id,
         kind="refund",
         event_type=meta.event_type,
-        amount=amount,
-        amount_refunded_total=total,
+        amount=to_major_units(delta, currency),
+        amount_refunded_total=to_major_units(refunded, currency),
         fully_refunded=_fully_refunded(charge, refunded),
         currency=currency.upper(),
         dispute_id=None,
@@ -338,7 +372,7 @@ def _refund(
     )
 
 
-def _refund_object(meta: EventMeta, refund: Mapping[str, Any]) -> Fact:
+def _refund_object(meta: EventMeta, obj: Mapping[str, Any]) -> Fact:
     """A refund object's event: one refund of `amount`, keyed by the refund's id.
 
     The adjustment's id is the refund id, not the event id, so that
@@ -348,74 +382,60 @@ def _refund_object(meta: EventMeta, refund: Mapping[str, Any]) -> Fact:
     cumulative total nor whether the charge is now fully refunded (only
     charge.refunded decides that; see `transforms.sinks.store_queue`).
     """
-    refund_id = refund.get("id")
-    charge_id = _id_of(refund.get("charge"))
-    amount = refund.get("amount")
-    currency = refund.get("currency")
-    if (
-        not isinstance(refund_id, str)
-        or not charge_id
-        or not isinstance(amount, int)
-        or not isinstance(currency, str)
-    ):
-        raise ClassifyError("invalid_refund", "refund lacks id, charge, amount or currency")
-    if refund.get("status") != REFUND_SUCCEEDED:
-        return Skip(meta, f"refund_{refund.get('status') or 'without_status'}")
-    try:
-        major = to_major_units(amount, currency)
-    except MoneyError as error:
-        raise ClassifyError("invalid_amount", str(error)) from error
+    refund = _checked(obj, payload.Refund, INVALID_REFUND)
+    charge_id = _ref_id(refund.charge)
+    if charge_id is None:
+        raise _missing(INVALID_REFUND, "charge")
+    if refund.amount is None:
+        raise _missing(INVALID_REFUND, "amount")
+    if refund.currency is None:
+        raise _missing(INVALID_REFUND, "currency")
+    if refund.status != REFUND_SUCCEEDED:
+        return Skip(meta, f"refund_{refund.status or 'without_status'}")
     return PaymentAdjustment(
-        adjustment_id=refund_id,
+        adjustment_id=refund.id,
         payment_id=charge_id,
         kind="refund",
         event_type=meta.event_type,
-        amount=major,
+        amount=to_major_units(refund.amount, refund.currency),
         amount_refunded_total=None,
         fully_refunded=None,
-        currency=currency.upper(),
+        currency=refund.currency.upper(),
         dispute_id=None,
         dispute_status=None,
         livemode=meta.livemode,
         account=meta.account,
-        created=epoch_to_datetime(_int_or(refund.get("created"), meta.created)),
+        created=epoch_to_datetime(refund.created or meta.created),
     )
 
 
-def _int_or(value: Any, default: int) -> int:
-    return value if isinstance(value, int) else default
-
-
-def _fully_refunded(charge: Mapping[str, Any], refunded: int) -> bool:
+def _fully_refunded(charge: payload.Charge, refunded: int) -> bool:
     """Whether the whole charge is refunded: Stripe's `refunded` flag, else the amounts."""
-    flag = charge.get("refunded")
-    if isinstance(flag, bool):
-        return flag
-    amount = charge.get("amount")
-    return isinstance(amount, int) and refunded >= amount
+    if charge.refunded is not None:
+        return charge.refunded
+    return charge.amount is not None and refunded >= charge.amount
 
 
-def _dispute(meta: EventMeta, dispute: Mapping[str, Any]) -> PaymentAdjustment:
-    charge_id = _id_of(dispute.get("charge"))
-    amount = dispute.get("amount")
-    currency = dispute.get("currency")
-    if not charge_id or not isinstance(amount, int) or not isinstance(currency, str):
-        raise ClassifyError("invalid_dispute", "dispute lacks charge, amount or currency")
-    try:
-        major = to_major_units(amount, currency)
-    except MoneyError as error:
-        raise ClassifyError("invalid_amount", str(error)) from error
+def _dispute(meta: EventMeta, obj: Mapping[str, Any]) -> PaymentAdjustment:
+    dispute = _checked(obj, payload.Dispute, INVALID_DISPUTE)
+    charge_id = _ref_id(dispute.charge)
+    if charge_id is None:
+        raise _missing(INVALID_DISPUTE, "charge")
+    if dispute.amount is None:
+        raise _missing(INVALID_DISPUTE, "amount")
+    if dispute.currency is None:
+        raise _missing(INVALID_DISPUTE, "currency")
     return PaymentAdjustment(
         adjustment_id=meta.event_id,
         payment_id=charge_id,
         kind="dispute",
         event_type=meta.event_type,
-        amount=major,
+        amount=to_major_units(dispute.amount, dispute.currency),
         amount_refunded_total=None,
         fully_refunded=None,
-        currency=currency.upper(),
-        dispute_id=_str_or_none(dispute.get("id")),
-        dispute_status=_str_or_none(dispute.get("status")),
+        currency=dispute.currency.upper(),
+        dispute_id=dispute.id,
+        dispute_status=_str_or_none(dispute.status),
         livemode=meta.livemode,
         account=meta.account,
         created=epoch_to_datetime(meta.created),
@@ -426,31 +446,29 @@ def epoch_to_datetime(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-def _id_of(value: Any) -> str | None:
-    """An id from a field that is either the id or the expanded object."""
-    if isinstance(value, str) and value:
+def _ref_id(
+    value: str | payload.PaymentIntentRef | payload.ChargeRef | payload.Charge | None,
+) -> str | None:
+    """An id from a field that is either the id or the expanded object (schema-checked)."""
+    if value is None or isinstance(value, str):
         return value
-    if isinstance(value, Mapping) and isinstance(value.get("id"), str):
-        return str(value["id"])
-    return None
+    return value.id
 
 
-def _card_country(charge: Mapping[str, Any]) -> str | None:
-    card = (charge.get("payment_method_details") or {}).get("card") or {}
-    return _upper_or_none(card.get("country"))
+def _card_country(charge: payload.Charge) -> str | None:
+    details = charge.payment_method_details
+    card = details.card if details is not None else None
+    return _upper_or_none(card.country) if card is not None else None
 
 
-def _payment_method_type(charge: Mapping[str, Any]) -> str | None:
-    return _str_or_none((charge.get("payment_method_details") or {}).get("type"))
+def _payment_method_type(charge: payload.Charge) -> str | None:
+    details = charge.payment_method_details
+    return _str_or_none(details.type) if details is not None else None
 
 
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _str_or_none(value: str | None) -> str | None:
+    return value or None
 
 
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _upper_or_none(value: Any) -> str | None:
-    return value.upper() if isinstance(value, str) and value else None
+def _upper_or_none(value: str | None) -> str | None:
+    return value.upper() if value else None

@@ -402,52 +402,50 @@ def acquisition_detail(
     """
     session = payment.session
     meta = session.metadata
-    fields: list[tuple[str, Any]] = [
-        ("eventTimeStamp", _iso_millis(acquisition.event_timestamp)),
-        ("product", acquisition.product),
-        ("amount", acquisition.amount),
-        ("country", acquisition.country_code),
-        ("currency", acquisition.currency),
-        ("componentId", acquisition.component_id),
-        ("componentType", acquisition.component_type),
-        ("campaignCode", meta.get("campaignCode") or None),
-        ("source", acquisition.source),
-        ("referrerUrl", acquisition.referrer_url),
-        ("abTests", [{"name": t.name, "variant": t.variant} for t in acquisition.ab_tests]),
-        ("paymentFrequency", acquisition.payment_frequency),
-        ("paymentProvider", acquisition.payment_provider),
-        ("printOptions", None),
-        ("browserId", acquisition.browser_id),
-        ("identityId", acquisition.identity_id),
-        ("pageViewId", acquisition.page_view_id),
-        ("referrerPageViewId", acquisition.referrer_page_view_id),
-        ("labels", list(acquisition.labels)),
-        ("promoCode", acquisition.promo_code),
-        ("reusedExistingPaymentMethod", acquisition.reused_existing_payment_method),
-        ("readerType", acquisition.reader_type),
-        ("acquisitionType", acquisition.acquisition_type),
-        ("zuoraSubscriptionNumber", acquisition.zuora_subscription_number),
-        ("contributionId", acquisition.contribution_id),
-        ("paymentId", acquisition.payment_id),
-        (
-            "queryParameters",
-            [{"name": q.key, "value": q.value} for q in acquisition.query_parameters],
-        ),
-        ("platform", meta.get("platform") or None),
-        ("postalCode", session.customer.postal_code),
-        ("state", session.customer.state),
-        ("email", session.customer.email),
-        ("similarProductsConsent", similar_products_consent),
-        ("paypalTransactionId", None),
-    ]
-    return "{" + ",".join(f"{_json_value(k)}:{_json_value(v)}" for k, v in fields) + "}"
-
-
-def _json_value(value: Any) -> str:
-    if isinstance(value, Decimal):
-        # JSON's number grammar takes a plain decimal: exact, no float on the way.
-        return format(value, "f")
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # One encoder call for the fields before the amount and one for those after
+    # it: the same text as encoding field by field, without an encoder per value.
+    head = _ENCODER.encode(
+        {"eventTimeStamp": _iso_millis(acquisition.event_timestamp), "product": acquisition.product}
+    )
+    tail = _ENCODER.encode(
+        {
+            "country": acquisition.country_code,
+            "currency": acquisition.currency,
+            "componentId": acquisition.component_id,
+            "componentType": acquisition.component_type,
+            "campaignCode": meta.get("campaignCode") or None,
+            "source": acquisition.source,
+            "referrerUrl": acquisition.referrer_url,
+            "abTests": [{"name": t.name, "variant": t.variant} for t in acquisition.ab_tests],
+            "paymentFrequency": acquisition.payment_frequency,
+            "paymentProvider": acquisition.payment_provider,
+            "printOptions": None,
+            "browserId": acquisition.browser_id,
+            "identityId": acquisition.identity_id,
+            "pageViewId": acquisition.page_view_id,
+            "referrerPageViewId": acquisition.referrer_page_view_id,
+            "labels": list(acquisition.labels),
+            "promoCode": acquisition.promo_code,
+            "reusedExistingPaymentMethod": acquisition.reused_existing_payment_method,
+            "readerType": acquisition.reader_type,
+            "acquisitionType": acquisition.acquisition_type,
+            "zuoraSubscriptionNumber": acquisition.zuora_subscription_number,
+            "contributionId": acquisition.contribution_id,
+            "paymentId": acquisition.payment_id,
+            "queryParameters": [
+                {"name": q.key, "value": q.value} for q in acquisition.query_parameters
+            ],
+            "platform": meta.get("platform") or None,
+            "postalCode": session.customer.postal_code,
+            "state": session.customer.state,
+            "email": session.customer.email,
+            "similarProductsConsent": similar_products_consent,
+            "paypalTransactionId": None,
+        }
+    )
+    # JSON's number grammar takes a plain decimal: exact, no float on the way.
+    amount = format(acquisition.amount, "f")
+    return f'{head[:-1]},"amount":{amount},{tail[1:]}'
 
 
 def _iso_millis(moment: datetime) -> str:
@@ -516,8 +514,12 @@ def _thank_you_email(
     )
 
 
+#: Compact JSON with non-ASCII kept, built once (json.dumps builds an encoder per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _json(body: dict[str, Any]) -> str:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(body)
 
 
 def _text(value: Any) -> str:

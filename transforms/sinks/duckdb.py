@@ -60,7 +60,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -87,8 +89,9 @@ from schemas.table import step_name
 from schemas.views import duckdb_view_statements
 from transforms.core.leftovers import remove_stale, run_tag
 from transforms.domain.reconciliation import store_reconciliation_update
+from transforms.infrastructure import InfrastructureError
 from transforms.sinks.common import BIGQUERY_PREFIX, WAREHOUSE, RecordCheck
-from transforms.sinks.contract import Sink, SinkConfig
+from transforms.sinks.contract import Flag, Sink, SinkConfig
 
 #: The `step` of dead letters for records that fail `validate` here.
 REJECTED_STEP = "write_warehouse"
@@ -118,6 +121,52 @@ _CONNECTION_CONFIG: dict[str, str | bool | int | float | list[str]] = {
 # DuckDB allows one writer per file; loads of concurrent panes in one process
 # would otherwise conflict on the same rows.
 _LOAD_LOCK = threading.Lock()
+
+DEFAULT_LOCK_TIMEOUT_S = 60.0
+WAREHOUSE_LOCK_TIMEOUT = Flag(
+    "warehouse_lock_timeout_s",
+    "How long the DuckDB warehouse's table creation and each load wait for the file while "
+    "another process (another run, a query) holds DuckDB's lock on it; then the run stops "
+    "with exit 3 and that load writes nothing. Default: %(default)s.",
+    default=f"{DEFAULT_LOCK_TIMEOUT_S:g}",
+)
+
+
+class WarehouseLockedError(InfrastructureError):
+    """Another process held the DuckDB warehouse longer than the lock timeout."""
+
+
+def connect_waiting(
+    path: str,
+    timeout_s: float,
+    *,
+    sleep: Any = time.sleep,
+    clock: Any = time.monotonic,
+) -> duckdb.DuckDBPyConnection:
+    """Opens the warehouse for writing, waiting up to `timeout_s` while another process holds it.
+
+    Raises `WarehouseLockedError` (one line, naming the holder's PID as DuckDB
+    reports it) once the time is up. `sleep` and `clock` are for tests.
+    """
+    deadline = clock() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(path, config=_CONNECTION_CONFIG)
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower():
+                raise
+            remaining = deadline - clock()
+            if remaining <= 0:
+                holder = re.search(r"PID (\d+)", str(error))
+                held_by = f"process {holder.group(1)}" if holder else "another process"
+                raise WarehouseLockedError(
+                    f"--warehouse {path} is locked by {held_by} (another run or a query) for "
+                    f"more than {timeout_s:g}s (--warehouse_lock_timeout_s): this load wrote "
+                    "nothing to it; run again once that process ends"
+                ) from None
+            sleep(min(delay, remaining))
+            delay = min(delay * 2, 1.0)
 
 
 #: The store half of the reconciliation (`transforms.domain.reconciliation`), run
@@ -271,13 +320,14 @@ def _create_tables(connection: duckdb.DuckDBPyConnection, record_types: Iterable
 class _CreateTables(beam.DoFn):
     """Creates every table once, so that tables without rows exist too. Emits nothing."""
 
-    def __init__(self, path: str, record_types: tuple[type, ...]) -> None:
+    def __init__(self, path: str, record_types: tuple[type, ...], lock_timeout_s: float) -> None:
         self._path = path
         self._record_types = record_types
+        self._lock_timeout_s = lock_timeout_s
 
     def process(self, unused: Any) -> Iterator[Any]:
         with _LOAD_LOCK:
-            connection = duckdb.connect(self._path, config=_CONNECTION_CONFIG)
+            connection = connect_waiting(self._path, self._lock_timeout_s)
             try:
                 connection.begin()
                 _create_tables(connection, self._record_types)
@@ -294,9 +344,10 @@ class _LoadStagedFiles(beam.DoFn):
     reconcile, commit; then delete the files. Increments `rows_written_<table>`.
     """
 
-    def __init__(self, path: str, record_types: tuple[type, ...]) -> None:
+    def __init__(self, path: str, record_types: tuple[type, ...], lock_timeout_s: float) -> None:
         self._path = path
         self._record_types = record_types
+        self._lock_timeout_s = lock_timeout_s
 
     def setup(self) -> None:
         self._written = {
@@ -319,7 +370,7 @@ class _LoadStagedFiles(beam.DoFn):
                 files_by_table[table].append(path)
         written: dict[str, int] = {}
         with _LOAD_LOCK:
-            connection = duckdb.connect(self._path, config=_CONNECTION_CONFIG)
+            connection = connect_waiting(self._path, self._lock_timeout_s)
             try:
                 connection.begin()
                 _create_tables(connection, self._record_types)
@@ -369,9 +420,10 @@ class WriteToWarehouse(beam.PTransform):
     `rows_rejected_<table>`.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
         super().__init__()
         self._path = path
+        self._lock_timeout_s = lock_timeout_s
 
     def expand(self, pcolls: Mapping[type, PCollection]) -> PCollection:
         if not isinstance(pcolls, Mapping) or not pcolls:
@@ -402,7 +454,8 @@ class WriteToWarehouse(beam.PTransform):
         tables_created = (
             pipeline
             | "StartCreateTables" >> beam.Impulse()
-            | "CreateTables" >> beam.ParDo(_CreateTables(self._path, record_types))
+            | "CreateTables"
+            >> beam.ParDo(_CreateTables(self._path, record_types, self._lock_timeout_s))
         )
         return (
             staged
@@ -411,21 +464,59 @@ class WriteToWarehouse(beam.PTransform):
             | "GatherStagedFiles" >> beam.GroupByKey()
             | "LoadStagedFiles"
             >> beam.ParDo(
-                _LoadStagedFiles(self._path, record_types),
+                _LoadStagedFiles(self._path, record_types, self._lock_timeout_s),
                 tables_created=beam.pvalue.AsList(tables_created),
             )
         )
 
 
 def _write(config: SinkConfig, pcolls: Mapping[type, PCollection]) -> None:
-    _ = pcolls | "WriteToWarehouse" >> WriteToWarehouse(str(config[WAREHOUSE.name]))
+    _ = pcolls | "WriteToWarehouse" >> WriteToWarehouse(
+        str(config[WAREHOUSE.name]), _lock_timeout_s(config)
+    )
+
+
+def _lock_timeout_s(config: SinkConfig) -> float:
+    text = config[WAREHOUSE_LOCK_TIMEOUT.name] or f"{DEFAULT_LOCK_TIMEOUT_S:g}"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"--{WAREHOUSE_LOCK_TIMEOUT.name} takes seconds (0 or more), got {text!r}")
+    return value
+
+
+def _check_flags(config: SinkConfig) -> None:
+    """A path DuckDB would keep in memory loses every row when the run ends: refused."""
+    path = str(config[WAREHOUSE.name] or "")
+    if not path.strip():
+        raise ValueError(
+            "--warehouse must not be empty: give a DuckDB file (e.g. out/warehouse.duckdb) "
+            "or bigquery:PROJECT.DATASET"
+        )
+    if path.startswith(":memory:"):
+        raise ValueError(
+            f"--warehouse {path} is an in-memory DuckDB database, discarded with every row when "
+            "the run ends: give a file (e.g. out/warehouse.duckdb)"
+        )
+    _lock_timeout_s(config)
+
+
+def _check(config: SinkConfig) -> None:
+    """An existing warehouse that another process holds: wait (bounded), else stop before launch."""
+    path = str(config[WAREHOUSE.name])
+    if os.path.exists(path):
+        connect_waiting(path, _lock_timeout_s(config)).close()
 
 
 #: The default warehouse: `--warehouse` is a file path (anything but `bigquery:...`).
 SINK = Sink(
     name="duckdb",
-    flags=(WAREHOUSE,),
+    flags=(WAREHOUSE, WAREHOUSE_LOCK_TIMEOUT),
     write=_write,
+    check_flags=_check_flags,
+    check=_check,
     selected_when=lambda config: not str(config[WAREHOUSE.name]).startswith(BIGQUERY_PREFIX),
     warehouse=True,
     loads_in_panes=True,

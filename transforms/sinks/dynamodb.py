@@ -19,11 +19,12 @@ replayed or retried item rewrites the same values and a repeat is harmless.
 Attributes other systems may add to the item are left alone.
 
 Items are buffered per bundle and written in batches of `batch_size`; the
-items of a batch that fail with a throttling or transient error
-(`RETRYABLE_ERROR_CODES`, HTTP 5xx, connection errors and timeouts) are
-retried together, up to `max_attempts` attempts, after an exponential backoff
-with full jitter (`Backoff`). botocore's own retries are turned off so that
-this is the only retry policy. Other errors are not retried.
+items of a batch that fail with an error botocore's standard retry mode
+would retry (`is_retryable`: throttling, HTTP 429/500/502/503/504, connection
+errors and timeouts) are retried together, up to `max_attempts` attempts,
+after an exponential backoff with full jitter (`Backoff`). The client makes
+one attempt per call (`CLIENT_CONFIG`, with bounded timeouts) so that this is
+the only retry policy. Other errors are not retried.
 
 The table is infrastructure: the job never creates it. `check_supporter_table`
 runs in `DoFn.setup()` and stops the job with `ConfigurationError` when

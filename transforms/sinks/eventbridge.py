@@ -39,6 +39,7 @@ from schemas.records import AcquisitionEvent
 from transforms.infrastructure import (
     CLIENT_CONFIG,
     DEFAULT_BACKOFF,
+    RETRYING_CLIENT_CONFIG,
     Backoff,
     ConfigurationError,
     error_code,
@@ -67,7 +68,7 @@ _TIME_BYTES = 14
 
 def check_event_bus(bus: str, client: Any | None = None) -> None:
     """Raise `ConfigurationError` unless the event bus (name or ARN) exists."""
-    client = client or boto3.session.Session().client("events", config=CLIENT_CONFIG)
+    client = client or boto3.session.Session().client("events", config=RETRYING_CLIENT_CONFIG)
     try:
         client.describe_event_bus(Name=bus)
     except botocore.exceptions.ClientError as error:

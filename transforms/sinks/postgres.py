@@ -67,13 +67,11 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import apache_beam as beam
-import psycopg
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PCollection, TaggedOutput
-from psycopg import conninfo
 
 from schemas.generate import columns, postgres_ddl, table_of
 from schemas.records import (
@@ -83,9 +81,13 @@ from schemas.records import (
 )
 from schemas.rows import natural_key, to_row
 from transforms.domain.reconciliation import store_reconciliation_update
-from transforms.infrastructure import Backoff
+from transforms.infrastructure import Backoff, ConfigurationError, InfrastructureError
 from transforms.sinks.common import invalid_row, rejected_record
 from transforms.sinks.contract import Flag, Sink, SinkConfig
+
+if TYPE_CHECKING:
+    # Imported where used at run time: a job without this sink does not load psycopg.
+    import psycopg
 
 _LOG = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ _MASK = "********"
 _DDL_LOCK_KEY = 0x636F6E7472696275  # "contribu"
 
 
-class ContributionsStoreError(RuntimeError):
+class ContributionsStoreError(InfrastructureError):
     """Writing to the contributions store failed; the message never holds the password."""
 
 
@@ -127,10 +129,12 @@ class DsnMask:
     """
 
     def __init__(self, dsn: str) -> None:
+        import psycopg
+
         self._secrets: tuple[str, ...]
         self._unparsable = False
         try:
-            params = conninfo.conninfo_to_dict(dsn)
+            params = psycopg.conninfo.conninfo_to_dict(dsn)
         except psycopg.Error:
             self._unparsable = True
             secrets = {dsn, *_written_passwords(dsn)}
@@ -314,6 +318,8 @@ class _WriteBatchesFn(beam.DoFn):
 
     def _write(self, connection: psycopg.Connection[Any], rows: list[_Row]) -> list[_Rejected]:
         """Write `rows` in one transaction; returns the rows Postgres rejected as data."""
+        import psycopg
+
         try:
             with connection.transaction(), connection.cursor() as cursor:
                 self._lock_payments(cursor, rows)
@@ -331,6 +337,8 @@ class _WriteBatchesFn(beam.DoFn):
         self, connection: psycopg.Connection[Any], rows: list[_Row]
     ) -> list[_Rejected]:
         """Write `rows` in one transaction, each under a savepoint; returns the rejected ones."""
+        import psycopg
+
         rejected: list[_Rejected] = []
         with connection.transaction(), connection.cursor() as cursor:
             self._lock_payments(cursor, rows)
@@ -367,6 +375,8 @@ class _WriteBatchesFn(beam.DoFn):
         with the password masked (and without the original as its cause,
         whose text is not masked).
         """
+        import psycopg
+
         attempt = 1
         while True:
             try:
@@ -404,16 +414,20 @@ class _WriteBatchesFn(beam.DoFn):
         return self._mask(f"{type(error).__name__}{sqlstate}: {error}".strip())
 
     def _connect(self) -> psycopg.Connection[Any]:
+        import psycopg
+
         connection = self._connection
         if connection is None or connection.closed or connection.broken:
             self._close()
             params: dict[str, Any] = {"autocommit": True}
-            if "connect_timeout" not in conninfo.conninfo_to_dict(self._dsn):
+            if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(self._dsn):
                 params["connect_timeout"] = _CONNECT_TIMEOUT_SECONDS
             connection = self._connection = psycopg.connect(self._dsn, **params)
         return connection
 
     def _close(self) -> None:
+        import psycopg
+
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(psycopg.Error):
@@ -532,6 +546,49 @@ def _write(config: SinkConfig, pcolls: Mapping[type, PCollection]) -> PCollectio
     return store.dead_letters
 
 
+#: The DSN schemes libpq reads as a URL; a DSN without `scheme://` is libpq's key=value form.
+DSN_SCHEMES = ("postgresql", "postgres")
+#: How long the pre-launch check waits for the store to answer.
+CHECK_CONNECT_TIMEOUT_SECONDS = 5
+
+
+def check_dsn(dsn: str) -> None:
+    """ValueError, the password masked, unless `dsn` is a Postgres URL or key=value DSN."""
+    import psycopg
+    from psycopg import conninfo
+
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", dsn)
+    flag = CONTRIBUTIONS_STORE.option
+    if scheme and scheme.group(1).lower() not in DSN_SCHEMES:
+        raise ValueError(
+            f"{flag} takes a Postgres DSN (postgresql://... or host=... dbname=...), "
+            f"not a {scheme.group(1)}:// one"
+        )
+    try:
+        conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error as error:
+        mask = DsnMask(dsn)
+        raise ValueError(f"{flag} is not a valid Postgres DSN: {mask(str(error))}") from None
+
+
+def check_store(dsn: str) -> None:
+    """`ConfigurationError` (password masked) unless the store accepts a connection now."""
+    import psycopg
+    from psycopg import conninfo
+
+    mask = DsnMask(dsn)
+    params: dict[str, Any] = {"autocommit": True}
+    if "connect_timeout" not in conninfo.conninfo_to_dict(dsn):
+        params["connect_timeout"] = CHECK_CONNECT_TIMEOUT_SECONDS
+    try:
+        psycopg.connect(dsn, **params).close()
+    except psycopg.Error as error:
+        raise ConfigurationError(
+            f"{CONTRIBUTIONS_STORE.option}: cannot connect to the contributions store at "
+            f"{mask.server}: {mask(f'{type(error).__name__}: {error}')}"
+        ) from None
+
+
 #: The contributions store takes the store records and reads the adjustments, which
 #: fold into the payment's status (they still go to the warehouse too).
 SINK = Sink(
@@ -540,6 +597,8 @@ SINK = Sink(
     write=_write,
     takes=(ContributionStoreRecord,),
     reads=(PaymentAdjustment,),
+    check_flags=lambda config: check_dsn(str(config[CONTRIBUTIONS_STORE.name])),
+    check=lambda config: check_store(str(config[CONTRIBUTIONS_STORE.name])),
 )
 
 

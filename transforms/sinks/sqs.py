@@ -59,6 +59,7 @@ from schemas.records import SoftOptIn, ThankYouEmail
 from transforms.infrastructure import (
     CLIENT_CONFIG,
     DEFAULT_BACKOFF,
+    RETRYING_CLIENT_CONFIG,
     Backoff,
     ConfigurationError,
     error_code,
@@ -142,7 +143,7 @@ def deduplication_id(kind: str, payment_id: str) -> str:
 
 def check_message_queue(queue_url: str, client: Any | None = None) -> str:
     """`FIFO` or `STANDARD`: the kind of the existing queue; `ConfigurationError` if missing."""
-    client = client or boto3.session.Session().client("sqs", config=CLIENT_CONFIG)
+    client = client or boto3.session.Session().client("sqs", config=RETRYING_CLIENT_CONFIG)
     try:
         attributes = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["FifoQueue"])
     except botocore.exceptions.ClientError as error:

@@ -41,9 +41,11 @@ import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import apache_beam as beam
+import boto3
+import botocore.exceptions
 import orjson
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes, FileMetadata, FileSystem
@@ -54,6 +56,12 @@ from apache_beam.pvalue import TaggedOutput
 from schemas.records import DeadLetter
 from transforms.core import metrics
 from transforms.domain.events import SourceRecord, StripeEvent, make_dead_letter
+from transforms.infrastructure import (
+    RETRYING_CLIENT_CONFIG,
+    ConfigurationError,
+    describe_error,
+    error_code,
+)
 from transforms.sources.decode import METRICS_NAMESPACE, DecodeEvents, DecodeResult
 from transforms.sources.progress import PROGRESS, RECORDS_PER_UPDATE
 
@@ -552,6 +560,15 @@ def _pattern(source: str) -> str:
     return source.rstrip("/") + "/**"
 
 
+def _may_hold_range(path: str, earliest: datetime | None, latest: datetime | None) -> bool:
+    """Whether a file's Firehose hour meets the arrival window (a file without one always may)."""
+    hour = _hour_of(path)
+    return hour is None or not (
+        (latest is not None and hour > latest)
+        or (earliest is not None and hour + timedelta(hours=1) <= earliest)
+    )
+
+
 class _Refused(NamedTuple):
     path: str
     reason: str
@@ -697,11 +714,7 @@ class _PruneHoursFn(beam.DoFn):
         self._pruned = Metrics.counter(METRICS_NAMESPACE, "files_skipped_outside_time_range")
 
     def process(self, metadata: FileMetadata) -> Iterator[FileMetadata]:
-        hour = _hour_of(metadata.path)
-        if hour is not None and (
-            (self._latest is not None and hour > self._latest)
-            or (self._earliest is not None and hour + timedelta(hours=1) <= self._earliest)
-        ):
+        if not _may_hold_range(metadata.path, self._earliest, self._latest):
             self._pruned.inc()
             return
         PROGRESS.file_matched(metadata.size_in_bytes)
@@ -939,3 +952,98 @@ class ReadArchive(beam.PTransform[beam.pvalue.PBegin, DecodeResult]):
             decoded.dead_letters,
         ) | "MergeDeadLetters" >> beam.Flatten()
         return DecodeResult(events=events, dead_letters=dead_letters)
+
+
+_ALLOW_EMPTY_HINT = "check --source and the range, or pass --allow_empty to run on nothing"
+
+
+def check_archive(
+    source: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    arrival_margin_before: timedelta = timedelta(hours=1),
+    arrival_margin_after: timedelta = timedelta(days=3),
+    *,
+    allow_empty: bool = False,
+    s3_client: Any | None = None,
+) -> None:
+    """Before launch: `source` exists and holds at least one file `ReadArchive` would read.
+
+    Raises ValueError for an empty `source` (it would mean the whole
+    filesystem), `ConfigurationError` for a folder, bucket or prefix that does
+    not exist or cannot be listed, and, unless `allow_empty`, for one whose
+    files all lie outside the range (by their Firehose hour folder, with the
+    arrival margins, as `ReadArchive` prunes them). An S3 prefix is listed with
+    `s3_client` (boto3; the backfill gives one with Beam's S3 options and
+    bounded timeouts), stopping at the first file in range; a glob is matched
+    by Beam's `FileSystems`, as the job will.
+    """
+    if not source.strip():
+        raise ValueError("--source must not be empty: give a folder, a glob or s3://bucket/prefix")
+    earliest = None if start is None else start - arrival_margin_before
+    latest = None if end is None else end + arrival_margin_after
+    glob = any(char in source for char in "*?[")
+    if source.startswith("s3://") and not glob:
+        found, in_range = _s3_files(source, earliest, latest, s3_client)
+    else:
+        local = FileSystems.get_scheme(source) is None
+        if local and not os.path.lexists(source) and not glob:
+            raise ConfigurationError(
+                f"--source {source} does not exist: give the archive's folder, a glob or "
+                "s3://bucket/prefix"
+            )
+        # Listed exactly as `ReadArchive` will list it (refused files do not count).
+        listed = (
+            _local_files(source)
+            if local
+            else iter(FileSystems.match([_pattern(source)])[0].metadata_list)
+        )
+        paths = [item.path for item in listed if isinstance(item, FileMetadata)]
+        found = len(paths)
+        in_range = sum(1 for path in paths if _may_hold_range(path, earliest, latest))
+    if in_range or allow_empty:
+        return
+    if not found:
+        raise ConfigurationError(f"--source {source} holds no files: {_ALLOW_EMPTY_HINT}")
+    window = f"{earliest:%Y-%m-%dT%H}h" if earliest else "the start"
+    window += f" to {latest:%Y-%m-%dT%H}h" if latest else " to the end"
+    raise ConfigurationError(
+        f"--source {source} holds {found} files but none filed from {window} "
+        f"(--start/--end with the arrival margins): {_ALLOW_EMPTY_HINT}"
+    )
+
+
+def _s3_files(
+    source: str, earliest: datetime | None, latest: datetime | None, client: Any | None
+) -> tuple[int, int]:
+    """(objects listed, objects in range) under an S3 prefix, stopping at the first in range."""
+    bucket, _, prefix = source[len("s3://") :].partition("/")
+    # As `_pattern`: a prefix is a folder, so `stripe` does not take in `stripe-old/`.
+    prefix = prefix.rstrip("/") + "/" if prefix.rstrip("/") else ""
+    client = client or archive_s3_client()
+    found = 0
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", ()):
+                found += 1
+                if _may_hold_range(f"s3://{bucket}/{item['Key']}", earliest, latest):
+                    return found, 1
+    except botocore.exceptions.ClientError as error:
+        if error_code(error) == "NoSuchBucket":
+            raise ConfigurationError(
+                f"--source {source}: the S3 bucket {bucket!r} does not exist"
+            ) from None
+        raise ConfigurationError(
+            f"--source {source} cannot be listed: {describe_error(error)}"
+        ) from None
+    except botocore.exceptions.BotoCoreError as error:
+        raise ConfigurationError(
+            f"--source {source} cannot be listed: {describe_error(error)} (check "
+            "--s3_endpoint_url or AWS_ENDPOINT_URL, the region and the credentials)"
+        ) from None
+    return found, 0
+
+
+def archive_s3_client(**arguments: Any) -> Any:
+    """A boto3 S3 client with bounded timeouts and retries; `arguments` as `Session.client`'s."""
+    return boto3.session.Session().client("s3", config=RETRYING_CLIENT_CONFIG, **arguments)

@@ -21,7 +21,10 @@ API version pinned on each event destination:
 
 Dead-letter reasons: `invalid_json` (not UTF-8 or not JSON), `not_an_event`
 (JSON, but none of the three shapes), `invalid_event` (one of the shapes with a
-required field missing or malformed).
+field the pipeline reads missing or breaking its schema in `schemas.stripe`,
+or a string that is not Unicode text; the error names the field, e.g.
+`created: expected `int` >= 1262304000`), and `unexpected_error` (any other
+exception, from the DoFn's catch-all).
 """
 
 from __future__ import annotations
@@ -39,9 +42,16 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import TimestampedValue
 
+from schemas import stripe as payload
 from schemas.records import DeadLetter
 from transforms.core import metrics
-from transforms.domain.events import SourceRecord, StripeEvent, make_dead_letter
+from transforms.domain.events import (
+    UNEXPECTED_ERROR,
+    SourceRecord,
+    StripeEvent,
+    make_dead_letter,
+    unexpected_dead_letter,
+)
 
 #: Beam metrics namespace shared by every stage that reads Stripe events.
 METRICS_NAMESPACE = metrics.NAMESPACE
@@ -103,9 +113,17 @@ def decode_record(record: SourceRecord) -> StripeEvent:
     Raises `DecodeError` (reason `invalid_json`, `not_an_event` or
     `invalid_event`) when the record is not a usable Stripe event.
     """
-    document = _parse(record.data)
+    document, checked_text = _parse(record.data)
     if not isinstance(document, dict):
         raise DecodeError(NOT_AN_EVENT, f"JSON {type(document).__name__}, not an object")
+    if not checked_text:
+        where = _lone_surrogate(document, "")
+        if where is not None:
+            detail = document.get("detail")
+            event_id = _event_id(detail if isinstance(detail, dict) else document)
+            raise DecodeError(
+                INVALID_EVENT, f"{where}: a lone surrogate, not Unicode text", event_id=event_id
+            )
 
     if "detail-type" in document or ("detail" in document and "source" in document):
         return _from_envelope(document, record)
@@ -117,16 +135,18 @@ def decode_record(record: SourceRecord) -> StripeEvent:
     raise DecodeError(NOT_AN_EVENT, "neither an EventBridge envelope nor a Stripe event")
 
 
-def _parse(data: bytes) -> Any:
-    """The JSON document in `data`, as `json.loads` of its UTF-8 text gives it.
+def _parse(data: bytes) -> tuple[Any, bool]:
+    """The JSON document in `data`, as `json.loads` of its UTF-8 text gives it,
+    and whether its strings are known to be Unicode text.
 
     orjson first, several times faster; what it refuses (not UTF-8, not JSON,
     NaN, lone surrogates, ...) goes through the standard library, whose
-    verdict and error message stand.
+    verdict and error message stand. Only orjson rejects lone surrogates
+    (`"\\ud800"`), which no writer (Parquet, BigQuery, Postgres) can store.
     """
     if _LONG_DIGITS not in data.translate(_DIGITS_TO_ZERO):
         try:
-            return orjson.loads(data)
+            return orjson.loads(data), True
         except orjson.JSONDecodeError:
             pass
     try:
@@ -134,10 +154,40 @@ def _parse(data: bytes) -> Any:
     except UnicodeDecodeError as error:
         raise DecodeError(INVALID_JSON, f"not UTF-8 at byte {error.start}") from None
     try:
-        return json.loads(text)
+        document = json.loads(text)
     except (ValueError, RecursionError) as error:
         # JSONDecodeError's message holds only a position, never the payload.
         raise DecodeError(INVALID_JSON, f"not JSON: {error}") from None
+    # A lone surrogate can only come from a \\u escape (the text is UTF-8).
+    return document, "\\ud" not in text.lower()
+
+
+def _lone_surrogate(value: Any, path: str) -> str | None:
+    """The path of the first key or string in `value` holding a lone surrogate."""
+    if isinstance(value, str):
+        return None if _is_text(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if not _is_text(key):
+                return path or "(top level)"
+            found = _lone_surrogate(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _lone_surrogate(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _from_envelope(envelope: Mapping[str, Any], record: SourceRecord) -> StripeEvent:
@@ -163,26 +213,25 @@ def _from_envelope(envelope: Mapping[str, Any], record: SourceRecord) -> StripeE
 def _from_snapshot(
     event: Mapping[str, Any], *, account: str | None, source: str, arrival: datetime | None
 ) -> StripeEvent:
-    event_id = _require_event_id(event)
-    event_type = _require_type(event, event_id)
-    created = event.get("created")
-    # bool is an int subclass; `true` is never a timestamp.
-    if not isinstance(created, int) or isinstance(created, bool):
-        raise DecodeError(INVALID_EVENT, "`created` is not an integer", event_id=event_id)
+    head = _head(event, payload.EventHead)
     data = event.get("data")
     data_object = data.get("object") if isinstance(data, dict) else None
     if not isinstance(data_object, dict):
-        raise DecodeError(INVALID_EVENT, "`data.object` is not an object", event_id=event_id)
+        raise DecodeError(INVALID_EVENT, "data.object: not an object", event_id=head.id)
     previous = data.get("previous_attributes") if isinstance(data, dict) else None
+    if previous is not None and not isinstance(previous, dict):
+        raise DecodeError(
+            INVALID_EVENT, "data.previous_attributes: not an object", event_id=head.id
+        )
     return StripeEvent(
-        id=event_id,
-        type=event_type,
-        created=created,
-        livemode=event.get("livemode") is True,
-        api_version=_optional_str(event.get("api_version")),
+        id=head.id,
+        type=head.type,
+        created=head.created,
+        livemode=head.livemode,
+        api_version=head.api_version,
         account=account,
         data_object=data_object,
-        previous_attributes=previous if isinstance(previous, dict) else None,
+        previous_attributes=previous,
         source=source,
         arrival=arrival,
     )
@@ -191,17 +240,19 @@ def _from_snapshot(
 def _from_thin(
     event: Mapping[str, Any], *, account: str | None, source: str, arrival: datetime | None
 ) -> StripeEvent:
-    event_id = _require_event_id(event)
-    event_type = _require_type(event, event_id)
-    created_at = _parse_time(event.get("created"))
+    head = _head(event, payload.ThinEventHead)
+    created_at = _parse_time(head.created)
     if created_at is None:
-        raise DecodeError(INVALID_EVENT, "`created` is not an ISO timestamp", event_id=event_id)
+        raise DecodeError(INVALID_EVENT, "created: not an ISO timestamp", event_id=head.id)
+    created = math.floor(created_at.timestamp())
+    if not payload.EARLIEST <= created < payload.LATEST:
+        raise DecodeError(INVALID_EVENT, "created: not within 2010-2100", event_id=head.id)
     return StripeEvent(
-        id=event_id,
-        type=event_type,
-        created=math.floor(created_at.timestamp()),
-        livemode=event.get("livemode") is True,
-        api_version=_optional_str(event.get("api_version")),
+        id=head.id,
+        type=head.type,
+        created=created,
+        livemode=head.livemode,
+        api_version=head.api_version,
         account=account,
         data_object={},
         previous_attributes=None,
@@ -216,22 +267,12 @@ def _event_id(event: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) and value.startswith("evt_") else None
 
 
-def _require_event_id(event: Mapping[str, Any]) -> str:
-    event_id = _event_id(event)
-    if event_id is None:
-        raise DecodeError(INVALID_EVENT, "`id` missing or not an evt_ id")
-    return event_id
-
-
-def _require_type(event: Mapping[str, Any], event_id: str) -> str:
-    value = event.get("type")
-    if not isinstance(value, str) or not value:
-        raise DecodeError(INVALID_EVENT, "`type` missing", event_id=event_id)
-    return value
-
-
-def _optional_str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+def _head(event: Mapping[str, Any], schema: type[payload.S]) -> payload.S:
+    """The event's own fields, checked against their schema (`schemas.stripe`)."""
+    try:
+        return payload.check(event, schema, "")
+    except payload.PayloadError as error:
+        raise DecodeError(INVALID_EVENT, str(error), event_id=_event_id(event)) from None
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -254,11 +295,12 @@ class _DecodeRecordFn(beam.DoFn):
         self._records_read = Metrics.counter(METRICS_NAMESPACE, "records_read")
         self._dead_lettered = {
             reason: Metrics.counter(METRICS_NAMESPACE, f"dead_lettered_{reason}")
-            for reason in DECODE_REASONS
+            for reason in (*DECODE_REASONS, UNEXPECTED_ERROR)
         }
 
     def process(self, record: SourceRecord) -> Iterator[TimestampedValue | TaggedOutput]:
         self._records_read.inc()
+        raw = record.data
         try:
             event = decode_record(record)
         except DecodeError as error:
@@ -269,9 +311,23 @@ class _DecodeRecordFn(beam.DoFn):
                     step=DECODE_STEP,
                     reason=error.reason,
                     error=error.message,
-                    raw=record.data.decode("utf-8", errors="replace"),
+                    raw=raw.decode("utf-8", errors="replace"),
                     source=record.source,
                     event_id=error.event_id,
+                    time=record.arrival,
+                ),
+            )
+            return
+        except Exception as error:
+            # The catch-all: no record may stop a run (or stall a stream).
+            self._dead_lettered[UNEXPECTED_ERROR].inc()
+            yield TaggedOutput(
+                DEAD_LETTERS_TAG,
+                unexpected_dead_letter(
+                    step=DECODE_STEP,
+                    error=error,
+                    raw=raw.decode("utf-8", errors="replace"),
+                    source=record.source,
                     time=record.arrival,
                 ),
             )

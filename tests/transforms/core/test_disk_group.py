@@ -17,8 +17,10 @@ from apache_beam.testing.test_stream import TestStream as EventStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import FixedWindows
 
+from tests.builders import T0, charge_fact, session_fact
 from tests.transforms.core.test_leftovers import dead_pid
 from transforms.core.disk_group import GroupByKeyOnDisk, grouped, merge_runs, read_run, write_run
+from transforms.core.fact_codec import decode_fact, encode_fact
 from transforms.core.leftovers import run_tag
 
 
@@ -103,6 +105,39 @@ def test_groups_equal_group_by_key_and_leave_no_file(tmp_path: Path, fan_in: int
     assert list(tmp_path.iterdir()) == []
 
 
+def test_values_go_through_the_given_encoding(tmp_path: Path) -> None:
+    facts: list[Any] = [session_fact(f"evt_s{n}", created=T0 + n) for n in range(40)]
+    facts += [charge_fact(f"evt_c{n}", created=T0 + n) for n in range(40)]
+    elements = [(f"payment_intent:pi_{n % 7}", fact) for n, fact in enumerate(facts)]
+    expected: dict[str, list[Any]] = {}
+    for key, value in elements:
+        expected.setdefault(key, []).append(value)
+
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        groups = (
+            p
+            | beam.Create(elements)
+            # A marker byte: neither pickle alone nor the codec alone reads these bytes.
+            | GroupByKeyOnDisk(
+                str(tmp_path),
+                run_bytes=2_000,
+                encode=lambda value: b"X" + encode_fact(value),
+                decode=lambda data: decode_fact(data[1:]) if data[:1] == b"X" else None,
+            )
+            | beam.MapTuple(
+                lambda key, values: (key, sorted(values, key=lambda f: f.meta.event_id))
+            )
+        )
+        assert_that(
+            groups,
+            equal_to(
+                [(k, sorted(v, key=lambda f: f.meta.event_id)) for k, v in sorted(expected.items())]
+            ),
+        )
+
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_empty_input_yields_nothing_and_leaves_no_file(tmp_path: Path) -> None:
     with beam.Pipeline(runner=FnApiRunner()) as p:
         groups = p | beam.Create([("k", 1)]) | beam.Filter(lambda _: False)
@@ -141,7 +176,7 @@ def test_unbounded_input_is_refused_at_construction(tmp_path: Path) -> None:
     ],
     ids=["run-bytes", "fan-in"],
 )
-def test_bad_bounds_are_refused(tmp_path: Path, arguments: dict[str, int], message: str) -> None:
+def test_bad_bounds_are_refused(tmp_path: Path, arguments: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         GroupByKeyOnDisk(str(tmp_path), **arguments)
 

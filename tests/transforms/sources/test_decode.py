@@ -9,6 +9,7 @@ from typing import Any
 
 import apache_beam as beam
 import pytest
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -16,6 +17,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from tests.builders import eventbridge_envelope, stripe_event_document
 from transforms.domain.events import SourceRecord, StripeEvent, make_dead_letter
+from transforms.sources import decode
 from transforms.sources.decode import (
     INVALID_EVENT,
     INVALID_JSON,
@@ -205,56 +207,56 @@ def test_decode_record_decodes_every_event_shape(
         pytest.param(
             json.dumps({k: v for k, v in snapshot().items() if k != "id"}).encode(),
             INVALID_EVENT,
-            "`id` missing or not an evt_ id",
+            "id: missing",
             None,
             id="no-id",
         ),
         pytest.param(
             json.dumps(snapshot(event_id="ch_1")).encode(),
             INVALID_EVENT,
-            "`id` missing or not an evt_ id",
+            "id: expected `str` matching regex '^evt_[A-Za-z0-9_]+$'",
             None,
             id="id-not-evt",
         ),
         pytest.param(
             json.dumps(snapshot(type=None)).encode(),
             INVALID_EVENT,
-            "`type` missing",
+            "type: expected `str`, got `null`",
             "evt_1",
             id="no-type",
         ),
         pytest.param(
             json.dumps(snapshot(created="1733440007")).encode(),
             INVALID_EVENT,
-            "`created` is not an integer",
+            "created: expected `int`, got `str`",
             "evt_1",
             id="created-not-int",
         ),
         pytest.param(
             json.dumps(snapshot(created=True)).encode(),
             INVALID_EVENT,
-            "`created` is not an integer",
+            "created: expected `int`, got `bool`",
             "evt_1",
             id="created-bool",
         ),
         pytest.param(
             json.dumps(snapshot(data={"object": "ch_1"})).encode(),
             INVALID_EVENT,
-            "`data.object` is not an object",
+            "data.object: not an object",
             "evt_1",
             id="data-object-not-object",
         ),
         pytest.param(
             json.dumps(envelope(snapshot(data=None))).encode(),
             INVALID_EVENT,
-            "`data.object` is not an object",
+            "data.object: not an object",
             "evt_1",
             id="envelope-without-data",
         ),
         pytest.param(
             json.dumps(thin(created="yesterday")).encode(),
             INVALID_EVENT,
-            "`created` is not an ISO timestamp",
+            "created: not an ISO timestamp",
             "evt_thin_1",
             id="thin-created-not-iso",
         ),
@@ -345,3 +347,27 @@ def test_decode_events_splits_events_and_dead_letters_and_stamps_created() -> No
             ),
             label="CheckDeadLetters",
         )
+
+
+def test_an_unexpected_failure_is_a_dead_letter_not_a_stopped_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def failing(record: SourceRecord) -> StripeEvent:
+        raise KeyError("reader@example.com")
+
+    monkeypatch.setattr(decode, "decode_record", failing)
+    data = json.dumps(snapshot("evt_1")).encode()
+
+    (output,) = decode._DecodeRecordFn().process(SourceRecord(data=data, source="f.gz@120"))
+
+    assert isinstance(output, TaggedOutput)
+    assert output.tag == decode.DEAD_LETTERS_TAG
+    letter = output.value
+    line = failing.__code__.co_firstlineno + 1
+    assert (letter.step, letter.reason, letter.error, letter.raw, letter.source) == (
+        "decode",
+        "unexpected_error",
+        f"KeyError at tests/transforms/sources/test_decode.py:{line} in failing: '[redacted]'",
+        data.decode(),
+        "f.gz@120",
+    )

@@ -152,7 +152,7 @@ Run the tests with `.venv/bin/pytest tests/transforms/sources/kinesis/`.
 
 from __future__ import annotations
 
-from transforms.sources.kinesis.client import KinesisRecord, list_shards
+from transforms.sources.kinesis.client import KinesisRecord, check_stream, list_shards
 from transforms.sources.kinesis.coordination import (
     COORDINATION_KEY_SCHEMA,
     ShardCoordinator,
@@ -187,6 +187,7 @@ __all__ = [
     "ShardPosition",
     "StartingPosition",
     "StreamRestriction",
+    "check_stream",
     "claimed_key",
     "drained_key",
     "list_shards",

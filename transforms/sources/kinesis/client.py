@@ -15,8 +15,10 @@ from datetime import datetime
 from typing import Any
 
 import boto3
+import botocore.exceptions
 
 from transforms.domain.events import SourceRecord
+from transforms.infrastructure import RETRYING_CLIENT_CONFIG, ConfigurationError, error_code
 from transforms.sources.kinesis.shards import AT_TIMESTAMP, ShardInfo, ShardPosition
 
 #: GetRecords returns at most this many records per call.
@@ -53,10 +55,24 @@ def stream_argument(stream: str) -> dict[str, str]:
 
 
 def kinesis_client() -> Any:
-    """A Kinesis client from boto3's default session."""
+    """A Kinesis client from boto3's default session, with bounded timeouts and retries."""
     # The default session reads credentials, region and endpoint from the
     # standard AWS configuration; nothing is passed explicitly on purpose.
-    return boto3.session.Session().client("kinesis")
+    return boto3.session.Session().client("kinesis", config=RETRYING_CLIENT_CONFIG)
+
+
+def check_stream(stream: str, client: Any | None = None) -> None:
+    """Raise `ConfigurationError` unless the Kinesis stream `stream` (name or ARN) exists."""
+    client = client or kinesis_client()
+    try:
+        client.describe_stream_summary(**stream_argument(stream))
+    except botocore.exceptions.ClientError as error:
+        if error_code(error) == "ResourceNotFoundException":
+            raise ConfigurationError(
+                f"--kinesis_stream: the Kinesis stream {stream!r} does not exist; the job does "
+                "not create it: check the name, region and endpoint, or create the stream"
+            ) from None
+        raise
 
 
 def list_shards(client: Any, stream: str) -> list[ShardInfo]:
