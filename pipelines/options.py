@@ -567,3 +567,71 @@ class KinesisOptions(PipelineOptions):
     def load_interval(self) -> timedelta:
         """How often the streaming job loads the warehouse (processing time)."""
         return timedelta(seconds=self.load_interval_s)
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """`a,b , c` -> ("a", "b", "c"); empty parts are refused."""
+    parts = tuple(part.strip() for part in text.split(","))
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}")
+    return parts
+
+
+class RedriveOptions(PipelineOptions):
+    """Which dead letters `pipelines.redrive` re-drives (the archive flags say where to re-read)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("selection")
+        group.add_argument(
+            "--step",
+            type=comma_list,
+            default=(),
+            help="Only letters of these steps (comma-separated: decode, classify, "
+            "join_payment, ...).",
+        )
+        group.add_argument(
+            "--reason",
+            type=comma_list,
+            default=(),
+            help="Only letters of these reasons (comma-separated: invalid_event, "
+            "charge_missing, ...).",
+        )
+        group.add_argument(
+            "--ids",
+            type=comma_list,
+            default=(),
+            help="Only these letters (comma-separated dead_letter_id values).",
+        )
+        group.add_argument(
+            "--since",
+            type=utc_datetime,
+            default=None,
+            help="Only letters whose time is at or after this (ISO 8601, UTC unless an offset "
+            "is given); payment letters have no time, so a range leaves them out.",
+        )
+        group.add_argument(
+            "--until",
+            type=utc_datetime,
+            default=None,
+            help="Only letters whose time is before this (exclusive).",
+        )
+        group.add_argument(
+            "--include_redriven",
+            action="store_true",
+            help="Select letters already resolved by an earlier re-drive too (their rows "
+            "and messages are upserted and de-duplicated again, so nothing is sent twice).",
+        )
+
+    def selection_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for `transforms.sinks.dead_letters.Selection`."""
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError(f"--since ({self.since}) must be before --until ({self.until})")
+        return {
+            "steps": tuple(self.step),
+            "reasons": tuple(self.reason),
+            "ids": tuple(self.ids),
+            "since": self.since,
+            "until": self.until,
+            "include_redriven": bool(self.include_redriven),
+        }

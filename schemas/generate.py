@@ -289,9 +289,10 @@ def _postgres_type(column: Column) -> str:
     return base  # a repeated RECORD is one JSONB array
 
 
-def _duckdb_type(column: Column) -> str:
+def duckdb_type(column: Column) -> str:
+    """The column's DuckDB type (STRUCT for a record, `[]` for a repeated column)."""
     if column.kind is Kind.RECORD:
-        inner = ", ".join(f"{_quote(f.name)} {_duckdb_type(f)}" for f in column.fields)
+        inner = ", ".join(f"{_quote(f.name)} {duckdb_type(f)}" for f in column.fields)
         base = f"STRUCT({inner})"
     else:
         base = _DUCKDB_TYPES[column.kind]
@@ -334,7 +335,7 @@ def duckdb_ddl(cls: type) -> str:
     writer keeps `TABLE.key` unique itself (delete, then insert, per load).
     Nested records are STRUCTs, repeated columns LISTs. Safe to run repeatedly.
     """
-    return _create_table(cls, _duckdb_type, primary_key=False)
+    return _create_table(cls, duckdb_type, primary_key=False)
 
 
 # --- Arrow ------------------------------------------------------------------

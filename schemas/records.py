@@ -283,6 +283,15 @@ class DeadLetter:
     source: str = column("Where it came from: file@byte_offset, or stream/shard/sequence.")
     event_id: str | None = column("Stripe event id, when known.")
     time: datetime | None = column("Arrival time of the record, when known (UTC).")
+    # Set only by `pipelines.redrive`; the writers always write None, so a
+    # letter that fails again is pending again.
+    redriven_at: datetime | None = column(
+        "When pipelines.redrive resolved the letter (UTC); null while pending.", default=None
+    )
+    redrive_run_id: str | None = column(
+        "Run id of the re-drive that claimed (then resolved) the letter; null if none.",
+        default=None,
+    )
 
 
 #: Every table the pipeline writes, in the order the summary prints them.

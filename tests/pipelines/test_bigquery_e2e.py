@@ -526,7 +526,7 @@ def test_the_huge_amount_is_dead_lettered_with_its_step_and_the_rest_is_complete
     # After the backfill alone; the streaming run adds rows for malformed records only.
     letters = [
         (step, reason, error, source, raw)
-        for _, step, reason, error, raw, source, _, _ in runs.first.views["dead_letters"]
+        for _, step, reason, error, raw, source, *_ in runs.first.views["dead_letters"]
     ]
     huge = sorted(
         (step, reason, error, source.startswith(f"{runs.events.archive}/"))

@@ -77,7 +77,7 @@ from apache_beam.pvalue import PCollection
 from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from schemas.generate import arrow_schema, columns, duckdb_ddl, table_of
+from schemas.generate import Mode, arrow_schema, columns, duckdb_ddl, duckdb_type, table_of
 from schemas.records import (
     ALL_RECORD_TYPES,
     ContributionStoreRecord,
@@ -313,8 +313,27 @@ def _create_tables(connection: duckdb.DuckDBPyConnection, record_types: Iterable
     """Creates missing tables, then (re)creates the analysts' views, which read them."""
     for record_type in record_types:
         connection.execute(duckdb_ddl(record_type))
+        _add_missing_columns(connection, record_type)
     for statement in duckdb_view_statements():
         connection.execute(statement)
+
+
+def _add_missing_columns(connection: duckdb.DuckDBPyConnection, record_type: type) -> None:
+    """Adds the nullable columns a table made by an older release lacks (e.g. `redriven_at`).
+
+    Only nullable columns are ever added to a record type, so old rows read as null.
+    """
+    table = table_of(record_type).name
+    found = connection.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+    ).fetchall()
+    existing = {name for (name,) in found}
+    for column in columns(record_type):
+        if column.name not in existing and column.mode is Mode.NULLABLE:
+            connection.execute(
+                f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(column.name)} "
+                f"{duckdb_type(column)}"
+            )
 
 
 class _CreateTables(beam.DoFn):

@@ -803,6 +803,34 @@ def _first_event_id(head: bytes) -> str | None:
     return found.group(1).decode() if found else None
 
 
+def parse_archive_source(source: str) -> tuple[str, int] | None:
+    """`<file>@<offset>` (a `SourceRecord.source` of the archive) -> (file, offset), else None."""
+    path, at, offset = source.rpartition("@")
+    if not at or not path or not offset.isdigit() or path.startswith("kinesis:"):
+        return None
+    return path, int(offset)
+
+
+def read_record_at(path: str, offset: int) -> bytes | None:
+    """The bytes of the one record that starts at `offset` of the decompressed file.
+
+    Reads the file again the way `ReadArchive` split it (`split_records`), up
+    to the record, so the offset means what it meant in the dead letter.
+    None when no record starts there or the file cannot be read to it (gone,
+    corrupt); errors that say nothing about the file (network, permissions)
+    propagate, as in `ReadArchive`.
+    """
+    reader = _ChunkReader(
+        lambda: FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    )
+    for span in split_records(reader):
+        if span.offset == offset:
+            return span.data
+        if span.offset > offset:
+            return None
+    return None
+
+
 class _KeepCreatedInRangeFn(beam.DoFn):
     def __init__(self, start: datetime | None, end: datetime | None) -> None:
         self._start = None if start is None else start.timestamp()

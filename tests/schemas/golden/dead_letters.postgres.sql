@@ -7,6 +7,8 @@ CREATE TABLE IF NOT EXISTS "dead_letters" (
     "source" TEXT NOT NULL,
     "event_id" TEXT,
     "time" TIMESTAMPTZ,
+    "redriven_at" TIMESTAMPTZ,
+    "redrive_run_id" TEXT,
     PRIMARY KEY ("dead_letter_id")
 );
 COMMENT ON TABLE "dead_letters" IS 'Records and payments that could not be processed, with the reason.';
@@ -18,3 +20,5 @@ COMMENT ON COLUMN "dead_letters"."raw" IS 'The raw input (record text or payment
 COMMENT ON COLUMN "dead_letters"."source" IS 'Where it came from: file@byte_offset, or stream/shard/sequence.';
 COMMENT ON COLUMN "dead_letters"."event_id" IS 'Stripe event id, when known.';
 COMMENT ON COLUMN "dead_letters"."time" IS 'Arrival time of the record, when known (UTC).';
+COMMENT ON COLUMN "dead_letters"."redriven_at" IS 'When pipelines.redrive resolved the letter (UTC); null while pending.';
+COMMENT ON COLUMN "dead_letters"."redrive_run_id" IS 'Run id of the re-drive that claimed (then resolved) the letter; null if none.';

@@ -156,3 +156,46 @@ def get_records(
     iterators[shard_id] = next_iterator
     caught_up = not records and response.get("MillisBehindLatest", 0) == 0
     return Poll(records=records, caught_up=caught_up)
+
+
+def parse_kinesis_source(source: str) -> tuple[str, str, str] | None:
+    """`kinesis:<stream>/<shard id>/<sequence>` -> (stream, shard id, sequence), else None.
+
+    A stream given by ARN contains a `/` itself, so the last two parts are split off.
+    """
+    if not source.startswith("kinesis:"):
+        return None
+    stream, _, rest = source[len("kinesis:") :].rpartition("/")
+    stream, _, shard_id = stream.rpartition("/")
+    if not stream or not shard_id or not rest:
+        return None
+    return stream, shard_id, rest
+
+
+def record_at(client: Any, stream: str, shard_id: str, sequence_number: str) -> SourceRecord | None:
+    """The one record at `sequence_number` of the shard, None once it is past retention.
+
+    GetShardIterator AT_SEQUENCE_NUMBER, then GetRecords with a limit of 1.
+    """
+    arn_argument = {"StreamARN": stream} if stream.startswith("arn:") else {}
+    try:
+        iterator = client.get_shard_iterator(
+            **stream_argument(stream),
+            ShardId=shard_id,
+            ShardIteratorType="AT_SEQUENCE_NUMBER",
+            StartingSequenceNumber=sequence_number,
+        )["ShardIterator"]
+        response = client.get_records(ShardIterator=iterator, Limit=1, **arn_argument)
+    except client.exceptions.ResourceNotFoundException:
+        return None
+    for record in response.get("Records", []):
+        if record["SequenceNumber"] == sequence_number:
+            return KinesisRecord(
+                data=record["Data"],
+                stream=stream,
+                shard_id=shard_id,
+                sequence_number=sequence_number,
+                partition_key=record["PartitionKey"],
+                arrival=record["ApproximateArrivalTimestamp"],
+            ).to_source_record()
+    return None

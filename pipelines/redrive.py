@@ -1,0 +1,290 @@
+"""Re-drive dead letters: read their input again and run it through decode, core and writers.
+
+Selects letters from the warehouse's `dead_letters` table (`--step`,
+`--reason`, `--ids`, `--since/--until`; resolved letters are left out),
+gets each letter's input again (`transforms.domain.redrive` says how, per
+kind of letter), and runs it on the FnApiRunner through the backfill's
+`DecodeEvents`, `ProcessStripeEvents` and `WriteOutputs`, with the same sink
+flags. Every writer upserts by natural key and every message goes through
+the ledger, so a re-drive never duplicates a row or a message.
+
+- Record letters (decode, classify, read): the kept `raw` text (DuckDB), or,
+  for BigQuery's redacted letters, the record read again from its source
+  (`<file>@<offset>` in the archive, local or S3; `kinesis:<stream>/<shard>/<seq>`
+  while within the stream's retention). The archive (`--source`, `--start`,
+  `--end` as for the backfill) is also read for every other event of the
+  payment such a record belongs to, so a payment is never decided on one event.
+- Payment letters (join_payment: charge_missing, payment_not_settled): every
+  event of the letter's PaymentIntent in `--source` (within `--start/--end`).
+- Writers' and senders' letters are listed, not re-driven: re-run the
+  backfill over the payment's days.
+
+Marks (`transforms.sinks.dead_letters`): selected letters are claimed with the
+run id before the run; a letter that fails again is rewritten by the run and
+pending again; after the run the letters still claimed get `redriven_at`. A
+payment letter whose payment the re-read did not find stays pending.
+`--dry_run` lists the letters and what they would become, and writes nothing.
+
+    python -m pipelines.redrive --warehouse out/warehouse.duckdb --reason invalid_event
+    python -m pipelines.redrive --warehouse out/warehouse.duckdb --reason charge_missing \\
+        --source s3://archive/stripe/ --start 2024-12-01 --end 2024-12-09 --dry_run
+    python -m pipelines.redrive --warehouse bigquery:P.D --step classify \\
+        --since 2024-12-01 --source s3://archive/stripe/ --stripe_mode live \\
+        --contributions_store postgresql://... --emails_queue_url https://...fifo ...
+
+Exit codes: 0 every selected letter resolved (or none selected), 1 some still
+fail or could not be re-driven, 2 usage, 3 infrastructure (warehouse, source
+or a sink unreachable; the claims are released).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from pipelines.launch import build_checked, parse_options, quiet_beam_logs
+from pipelines.options import (
+    AwsOptions,
+    BackfillOptions,
+    CoreOptions,
+    IdentityOptions,
+    RedriveOptions,
+    SinkOptions,
+)
+from schemas.records import DeadLetter
+from transforms.domain.events import SourceRecord
+from transforms.domain.redrive import (
+    Kind,
+    describe,
+    kind_of,
+    payment_intent_of,
+    payment_intent_of_letter,
+)
+from transforms.sinks.common import BIGQUERY_PREFIX
+from transforms.sinks.dead_letters import DescribeOutputs, Selection, letter_store
+from transforms.sinks.router import WriteOutputs
+from transforms.sources.archive import ReadArchive
+from transforms.sources.decode import DecodeEvents
+from transforms.sources.redrive import payment_intents_of, reread_records
+
+PROG = "python -m pipelines.redrive"
+DRY_RUN = "--dry_run"
+OPTION_CLASSES = (
+    RedriveOptions,
+    BackfillOptions,
+    CoreOptions,
+    IdentityOptions,
+    SinkOptions,
+    AwsOptions,
+)
+
+EXIT_DONE, EXIT_STILL_FAILING, EXIT_USAGE, EXIT_INFRASTRUCTURE = 0, 1, 2, 3
+
+
+class _DryRunFlag:
+    """`--dry_run` for `--help` only: Beam's TestOptions owns a `--dry_run` that takes a value,
+    so the flag is taken out of the arguments before Beam sees them."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            DRY_RUN,
+            action="store_true",
+            help="List the selected letters and what they would become (rows, messages, "
+            "new letters); write, mark and send nothing, and call no Identity API.",
+        )
+
+
+def build(
+    pipeline: beam.Pipeline,
+    options: PipelineOptions,
+    *,
+    records: Sequence[SourceRecord],
+    payment_intents: frozenset[str],
+    describe_to: str | None,
+) -> None:
+    """Re-read records and payments' events -> decode -> core -> writers (or a description)."""
+    core = options.view_as(CoreOptions).process_stripe_events(
+        resolve_identities=None
+        if describe_to is not None
+        else options.view_as(IdentityOptions).identity_resolver()
+    )
+    decoded = (
+        pipeline | "CreateRecords" >> beam.Create(list(records)) | "DecodeEvents" >> DecodeEvents()
+    )
+    streams = [decoded.events]
+    if payment_intents:
+        archive = options.view_as(BackfillOptions).archive_arguments()
+        read = pipeline | "ReadArchive" >> ReadArchive(**archive)
+        # The range's own dead letters are the letters of the backfill that read it, not ours.
+        streams.append(
+            read.events | "KeepPaymentsToRedrive" >> beam.Filter(_of_payments, payment_intents)
+        )
+    events = tuple(streams) | "MergeEvents" >> beam.Flatten()
+    outputs = events | "ProcessStripeEvents" >> core
+    tables = outputs.by_record_type()
+    tables[DeadLetter] = (
+        outputs.dead_letters,
+        decoded.dead_letters,
+    ) | "CollectDeadLetters" >> beam.Flatten()
+    if describe_to is not None:
+        _ = tables | "DescribeOutputs" >> DescribeOutputs(describe_to)
+    else:
+        _ = tables | "WriteOutputs" >> WriteOutputs(options.view_as(SinkOptions).sink_config())
+
+
+def _of_payments(event: Any, payment_intents: frozenset[str]) -> bool:
+    return payment_intent_of(event) in payment_intents
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Selects, re-drives and marks; prints what it did. Exit codes as in the module docstring."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    dry_run = DRY_RUN in args
+    args = [arg for arg in args if arg != DRY_RUN]
+    options = parse_options(
+        args,
+        (*OPTION_CLASSES, cast(Any, _DryRunFlag)),
+        prog=PROG,
+        description=__doc__ or "",
+    )
+    quiet_beam_logs()
+    runner = options.view_as(StandardOptions).runner
+    if runner not in (None, "FnApiRunner"):
+        return _usage(f"re-drives run locally on the FnApiRunner, not {runner}")
+    warehouse = options.view_as(SinkOptions).warehouse
+    try:
+        selection = Selection(**options.view_as(RedriveOptions).selection_arguments())
+        store = letter_store(warehouse)
+        letters = store.select(selection)
+    except ValueError as error:
+        return _usage(str(error))
+    except Exception as error:  # noqa: BLE001 - any client's failure is infrastructure
+        return _infrastructure(f"cannot read dead letters from --warehouse {warehouse}: {error}")
+    if not letters:
+        print("no dead letters match the selection: nothing to re-drive")
+        return EXIT_DONE
+
+    by_kind: dict[Kind, list[DeadLetter]] = {kind: [] for kind in Kind}
+    for letter in letters:
+        by_kind[kind_of(letter)].append(letter)
+    try:
+        reread = reread_records(
+            by_kind[Kind.RECORD], from_raw=not warehouse.startswith(BIGQUERY_PREFIX)
+        )
+    except Exception as error:  # noqa: BLE001
+        return _infrastructure(f"cannot read the letters' records again: {error}")
+    payment_letters = {
+        letter.dead_letter_id: intent
+        for letter in by_kind[Kind.PAYMENT]
+        if (intent := payment_intent_of_letter(letter)) is not None
+    }
+    records = [record for _, record in reread.records]
+    wanted = frozenset(payment_letters.values()) | payment_intents_of(records)
+    redriven = [letter for letter, _ in reread.records] + [
+        letter for letter in by_kind[Kind.PAYMENT] if letter.dead_letter_id in payment_letters
+    ]
+    print(f"selected {len(letters)} dead letters:")
+    for letter in redriven:
+        print(f"  re-drive  {describe(letter)}")
+    for letter in reread.unreadable:
+        print(f"  unreadable (its record is gone from its source)  {describe(letter)}")
+    for letter in by_kind[Kind.NOT_REDRIVABLE]:
+        print(f"  not re-driven here (re-run the backfill over its days)  {describe(letter)}")
+    if wanted:
+        source = options.view_as(BackfillOptions).source
+        print(f"re-reading {len(wanted)} payments' events from {source}")
+    not_redriven = len(reread.unreadable) + len(by_kind[Kind.NOT_REDRIVABLE])
+
+    if dry_run:
+        return _dry_run(options, records, wanted, not_redriven)
+
+    run_id = f"redrive-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)
+    sinks = build_checked(
+        PROG,
+        pipeline,
+        options,
+        lambda p, o: build(p, o, records=records, payment_intents=wanted, describe_to=None),
+    )
+    if sinks is None:
+        return EXIT_USAGE
+    ids = [letter.dead_letter_id for letter in redriven]
+    try:
+        pending_before = store.pending_ids()
+        store.claim(redriven, run_id)
+        pipeline.run().wait_until_finish()
+        claimed = store.claimed(ids, run_id)
+        # A payment letter not rewritten by the run, yet without a contribution: its
+        # events were not in the re-read range. It stays pending.
+        found = store.paid_or_failed(payment_letters.values())
+        missing = [
+            i for i, intent in payment_letters.items() if i in claimed and intent not in found
+        ]
+        store.release(missing, run_id)
+        resolved = store.resolve(sorted(claimed - set(missing)), run_id, datetime.now(UTC))
+        new_letters = store.pending_ids() - pending_before - set(ids)
+    except Exception as error:  # noqa: BLE001
+        # The claims stay pending either way: release them if the warehouse still answers.
+        with contextlib.suppress(Exception):
+            store.release(ids, run_id)
+        return _infrastructure(f"re-drive {run_id} failed, letters left pending: {error}")
+    failing = len(ids) - len(resolved) - len(missing)
+    print(f"re-drive {run_id}: {len(resolved)} marked redriven (redriven_at set)")
+    print(f"  failed again the same way (pending, rewritten by this run): {failing}")
+    print(
+        f"  new dead letters this run wrote (pending; a marked letter may live on in one): "
+        f"{len(new_letters)}"
+    )
+    for letter_id in sorted(new_letters):
+        print(f"    {letter_id}")
+    print(f"  payment not found in --source (pending): {len(missing)}")
+    print(f"  not re-driven (pending): {not_redriven}")
+    done = len(resolved) == len(letters) and not new_letters
+    return EXIT_DONE if done else EXIT_STILL_FAILING
+
+
+def _dry_run(
+    options: PipelineOptions, records: list[SourceRecord], wanted: frozenset[str], not_redriven: int
+) -> int:
+    with tempfile.TemporaryDirectory(prefix="redrive-dry-run-") as folder:
+        prefix = str(Path(folder) / "outputs")
+        pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)
+        try:
+            options.view_as(CoreOptions).checked_stripe_mode()
+            build(pipeline, options, records=records, payment_intents=wanted, describe_to=prefix)
+        except ValueError as error:
+            return _usage(str(error))
+        pipeline.run().wait_until_finish()
+        lines = sorted(
+            line for path in Path(folder).glob("outputs*") for line in path.read_text().splitlines()
+        )
+    print("dry run: they would become (nothing was written, marked or sent):")
+    for line in lines:
+        print(f"  {line}")
+    return EXIT_DONE if not not_redriven else EXIT_STILL_FAILING
+
+
+def _usage(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _infrastructure(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return EXIT_INFRASTRUCTURE
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,257 @@
+"""`pipelines.redrive` end to end: letters made by a real backfill, re-driven into DuckDB.
+
+The letters come from a backfill over a small archive: a `--end` that cuts
+one payment before its charge (`charge_missing`), and a release with a bug
+(simulated by a `classify` that rejects one session) that dead-letters a
+session (`classify`). The re-drive runs after the "fix", as an operator would.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from pipelines import backfill, redrive
+from tests.builders import (
+    ACCOUNT_UK,
+    T0,
+    charge_object,
+    envelope_time,
+    eventbridge_envelope,
+    session_object,
+    stripe_event_document,
+)
+from tests.fixtures.moto_server import MotoServer
+from tests.fixtures.sinks import LEDGER_KEY, create_queue, create_table, drain, ledger_items, unique
+from transforms.core import process
+from transforms.domain.facts import ClassifyError
+
+BUGGY_SESSION = "evt_session_2"
+END = "2024-12-05T23:10:00Z"
+
+
+def _record(event_id: str, event_type: str, obj: dict[str, Any], created: int) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    return eventbridge_envelope(
+        stripe_event_document(event_id, event_type, obj, created=created),
+        envelope_id=f"env-{event_id}",
+        account=ACCOUNT_UK,
+        time=envelope_time(datetime.fromtimestamp(created, UTC)),
+    )
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    """Two payments: pi_1's charge comes after END; pi_2 is whole within it."""
+    records = [
+        _record("evt_session_1", "checkout.session.completed", session_object(), T0),
+        _record(
+            BUGGY_SESSION,
+            "checkout.session.completed",
+            session_object(session_id="cs_2", payment_intent="pi_2", email="reader2@example.com"),
+            T0 + 60,
+        ),
+        _record(
+            "evt_charge_2",
+            "charge.succeeded",
+            charge_object(charge_id="ch_2", payment_intent="pi_2"),
+            T0 + 120,
+        ),
+        _record("evt_charge_1", "charge.succeeded", charge_object(), T0 + 1800),
+    ]
+    folder = tmp_path / "archive" / "2024" / "12" / "05" / "23"
+    folder.mkdir(parents=True)
+    data = b"".join(json.dumps(r).encode() for r in records)  # Firehose: no delimiter
+    (folder / "stripe-1-2024-12-05-23-00-00-x.gz").write_bytes(gzip.compress(data))
+    return tmp_path / "archive"
+
+
+def buggy_backfill(archive: Path, flags: Sequence[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backfill of a release whose classify rejects one session, cut at END."""
+    real = process.classify
+
+    def buggy(event: Any, **kwargs: Any) -> Any:
+        if event.id == BUGGY_SESSION:
+            raise ClassifyError("invalid_event", "simulated bug: session not understood")
+        return real(event, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(process, "classify", buggy)
+        code = backfill.run(["--source", str(archive), "--end", END, *flags])
+    assert code == 0
+
+
+def _buggy_backfill(
+    archive: Path, path: str, monkeypatch: pytest.MonkeyPatch, flags: Sequence[str] = ()
+) -> None:
+    """`buggy_backfill` into a DuckDB warehouse, and the two letters it leaves."""
+    buggy_backfill(archive, ["--warehouse", path, *flags], monkeypatch)
+    source = f"{next(archive.rglob('*.gz'))}@{_offset_of(archive, BUGGY_SESSION)}"
+    assert _query(path, "SELECT step, reason, source FROM dead_letters ORDER BY step") == [
+        ("classify", "invalid_event", source),
+        ("join_payment", "charge_missing", "payment_intent:pi_1"),
+    ]
+
+
+@pytest.fixture
+def warehouse(archive: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The warehouse of the buggy backfill: one classify letter, one charge_missing letter."""
+    path = str(archive.parent / "warehouse.duckdb")
+    _buggy_backfill(archive, path, monkeypatch)
+    return path
+
+
+def _offset_of(archive: Path, event_id: str) -> int:
+    data = gzip.decompress(next(archive.rglob("*.gz")).read_bytes())
+    return data.index(b'{"version"', data.index(event_id.encode()) - 400)
+
+
+def _query(path: str, sql: str) -> list[tuple[Any, ...]]:
+    with duckdb.connect(path, read_only=True) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def _tables(path: str) -> dict[str, list[str]]:
+    names = [row[0] for row in _query(path, "SELECT table_name FROM duckdb_tables() ORDER BY 1")]
+    return {
+        name: sorted(repr(row) for row in _query(path, f'SELECT * FROM "{name}"')) for name in names
+    }
+
+
+def test_redrive_resolves_both_letters_marks_them_and_a_second_run_does_nothing(
+    archive: Path, warehouse: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _query(warehouse, "SELECT payment_intent_id FROM contributions") == []
+
+    code = redrive.run(["--warehouse", warehouse, "--source", str(archive)])
+
+    assert code == 0
+    assert _query(
+        warehouse, "SELECT payment_intent_id, status, country_code FROM contributions ORDER BY 1"
+    ) == [("pi_1", "Paid", "US"), ("pi_2", "Paid", "US")]
+    marks = _query(
+        warehouse,
+        "SELECT reason, redriven_at IS NOT NULL, redrive_run_id FROM dead_letters ORDER BY 1",
+    )
+    assert [(reason, marked) for reason, marked, _ in marks] == [
+        ("charge_missing", True),
+        ("invalid_event", True),
+    ]
+    assert marks[0][2] == marks[1][2] and marks[0][2].startswith("redrive-")
+    assert "2 marked redriven" in capsys.readouterr().out
+    before = _tables(warehouse)
+
+    assert redrive.run(["--warehouse", warehouse, "--source", str(archive)]) == 0
+
+    assert "nothing to re-drive" in capsys.readouterr().out
+    assert _tables(warehouse) == before
+
+
+def test_a_letter_that_fails_again_stays_pending_and_exits_1(
+    archive: Path, warehouse: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Still cut at END: the charge of pi_1 is not re-read, so it fails the same way.
+    code = redrive.run(
+        [
+            "--warehouse",
+            warehouse,
+            "--reason",
+            "charge_missing",
+            "--source",
+            str(archive),
+            "--end",
+            END,
+        ]
+    )
+
+    assert code == 1
+    assert _query(
+        warehouse, "SELECT reason, redriven_at, redrive_run_id FROM dead_letters ORDER BY 1"
+    ) == [("charge_missing", None, None), ("invalid_event", None, None)]
+    assert "failed again the same way (pending, rewritten by this run): 1" in (
+        capsys.readouterr().out
+    )
+
+
+def test_dry_run_shows_what_the_letters_would_become_and_changes_nothing(
+    archive: Path, warehouse: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _tables(warehouse)
+    file_before = Path(warehouse).read_bytes()
+
+    code = redrive.run(["--warehouse", warehouse, "--source", str(archive), "--dry_run"])
+
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "\n  contributions\tch_1\n" in out and "\n  contributions\tch_2\n" in out
+    assert "thank_you_emails\tch_1" in out and "thank_you_emails\tch_2" in out
+    assert _tables(warehouse) == before
+    assert Path(warehouse).read_bytes() == file_before
+
+
+def test_selection_by_reason_redrives_only_that_letter(archive: Path, warehouse: str) -> None:
+    assert (
+        redrive.run(
+            ["--warehouse", warehouse, "--reason", "invalid_event", "--source", str(archive)]
+        )
+        == 0
+    )
+
+    assert _query(
+        warehouse, "SELECT reason, redriven_at IS NOT NULL FROM dead_letters ORDER BY 1"
+    ) == [("charge_missing", False), ("invalid_event", True)]
+    assert _query(warehouse, "SELECT payment_intent_id FROM contributions") == [("pi_2",)]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        pytest.param(["--since", "2025-01-02", "--until", "2025-01-01"], 2, id="empty-range"),
+        pytest.param(["--runner", "DataflowRunner"], 2, id="remote-runner"),
+        pytest.param(["--reasn", "x"], 2, id="misspelt-flag"),
+    ],
+)
+def test_usage_errors_exit_2(warehouse: str, argv: list[str], code: int) -> None:
+    try:
+        result = redrive.run(["--warehouse", warehouse, *argv])
+    except SystemExit as exit_:
+        result = int(exit_.code or 0)
+    assert result == code
+
+
+def test_a_missing_warehouse_is_infrastructure_and_exits_3(tmp_path: Path) -> None:
+    assert redrive.run(["--warehouse", str(tmp_path / "none" / "w.duckdb")]) == 3
+
+
+def test_redriving_twice_into_sqs_sends_exactly_one_email_per_payment(
+    archive: Path, moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
+    path = str(archive.parent / "warehouse.duckdb")
+    sinks = ["--stripe_mode", "live", "--emails_queue_url", queue, "--sent_messages_table", ledger]
+    _buggy_backfill(archive, path, monkeypatch, sinks)
+    assert drain(queue) == []  # neither payment was complete
+
+    redrive_flags = ["--warehouse", path, "--source", str(archive), *sinks]
+    assert redrive.run([*redrive_flags, "--dry_run"]) == 0
+    assert (drain(queue), ledger_items(ledger)) == ([], {})  # a dry run sends nothing
+    assert redrive.run(redrive_flags) == 0
+    first = drain(queue)
+    # Forced: the resolved letters again, so the ledger alone must stop a second email.
+    assert redrive.run([*redrive_flags, "--include_redriven"]) == 0
+    second = drain(queue)
+
+    assert [json.loads(body)["IdentityUserId"] for _, body in first] == ["1001", "1001"]
+    assert sorted(group for group, _ in first) == ["ch_1", "ch_2"]
+    assert second == []
+    assert ledger_items(ledger) == {
+        "thank_you_email#ch_1": "sent",
+        "thank_you_email#ch_2": "sent",
+    }

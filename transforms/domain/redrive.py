@@ -1,0 +1,90 @@
+"""How a dead letter is re-driven: which input it needs, and which payment it belongs to.
+
+Three kinds of letter, told apart by `source` and `step`:
+
+- a *record* letter (steps `read`, `decode`, `classify`): one archive record
+  (`<file>@<offset>`) or one Kinesis record (`kinesis:<stream>/<shard>/<sequence>`).
+  Its input is its `raw` text when that is the record's text and the warehouse
+  kept it whole (DuckDB, steps read and decode), else the record read again
+  from its source (BigQuery letters are redacted; a classify letter keeps a
+  summary of the decoded event, not the record);
+- a *payment* letter (step `join_payment`, source `payment_intent:<pi>`,
+  e.g. `charge_missing`, `payment_not_settled`): a summary of several events,
+  not an input. It is re-driven by reading the archive again (`--source`) and
+  keeping every event of that PaymentIntent, so the payment is decided with
+  all its events, as a backfill over its days would;
+- any other letter (a writer's or a sender's: `write_*`, `send_*`): its raw is
+  a record or a message the core already built, not a Stripe event; these
+  are not re-driven here (re-run the backfill over the payment's days: every
+  writer upserts and every message goes through the ledger).
+
+Pure functions, no IO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+from schemas.records import DeadLetter
+from transforms.domain.events import StripeEvent
+
+#: `DeadLetter.source` prefix of payment letters (`transforms.domain.fold.unsettled_dead_letter`).
+PAYMENT_SOURCE_PREFIX = "payment_intent:"
+#: Steps whose letters stand for one source record.
+RECORD_STEPS = frozenset({"read", "decode", "classify"})
+#: Steps whose letters keep the record's own text as `raw` (classify keeps a summary of the
+#: decoded event, which is no longer a record: it is always read again from its source).
+RAW_IS_RECORD_STEPS = frozenset({"read", "decode"})
+
+
+class Kind(Enum):
+    RECORD = "record"
+    PAYMENT = "payment"
+    NOT_REDRIVABLE = "not_redrivable"
+
+
+def kind_of(letter: DeadLetter) -> Kind:
+    """Which kind of letter this is (see the module docstring)."""
+    if letter.source.startswith(PAYMENT_SOURCE_PREFIX):
+        return Kind.PAYMENT
+    if letter.step in RECORD_STEPS:
+        return Kind.RECORD
+    return Kind.NOT_REDRIVABLE
+
+
+def raw_is_record(letter: DeadLetter) -> bool:
+    """Whether the letter's `raw` is the record's text as read (before any redaction)."""
+    return letter.step in RAW_IS_RECORD_STEPS
+
+
+def payment_intent_of_letter(letter: DeadLetter) -> str | None:
+    """The PaymentIntent a payment letter names, None for other letters."""
+    if not letter.source.startswith(PAYMENT_SOURCE_PREFIX):
+        return None
+    return letter.source[len(PAYMENT_SOURCE_PREFIX) :] or None
+
+
+def payment_intent_of(event: StripeEvent) -> str | None:
+    """The PaymentIntent an event is about: a session's, a charge's, a refund's, its own.
+
+    None when the event names none (a setup-mode session, an unrelated type).
+    """
+    obj = event.data_object
+    if obj.get("object") == "payment_intent":
+        return _id(obj.get("id"))
+    return _id(obj.get("payment_intent"))
+
+
+def _id(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, Mapping):
+        return _id(value.get("id"))
+    return None
+
+
+def describe(letter: DeadLetter) -> str:
+    """One line naming the letter for an operator: id, step, reason, source; no raw text."""
+    return f"{letter.dead_letter_id} {letter.step}/{letter.reason} {letter.source}"
