@@ -34,11 +34,13 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
 
+from pipelines.history import start_run
 from pipelines.launch import (
     build_checked,
     finish,
     parse_options,
     quiet_beam_logs,
+    record_run,
     runner_for,
     start,
 )
@@ -47,15 +49,25 @@ from pipelines.options import (
     BackfillOptions,
     CoreOptions,
     IdentityOptions,
+    ReportOptions,
     SinkOptions,
 )
+from pipelines.progress import printing_progress
 from schemas.records import DeadLetter
 from transforms.core.disk_group import GroupByKeyOnDisk
 from transforms.core.fact_codec import decode_fact, encode_fact
 from transforms.sinks.router import WriteOutputs
 from transforms.sources.archive import ReadArchive, archive_s3_client, check_archive
+from transforms.sources.progress import PROGRESS
 
-OPTION_CLASSES = (BackfillOptions, CoreOptions, IdentityOptions, SinkOptions, AwsOptions)
+OPTION_CLASSES = (
+    BackfillOptions,
+    CoreOptions,
+    IdentityOptions,
+    SinkOptions,
+    AwsOptions,
+    ReportOptions,
+)
 PROG = "python -m pipelines.backfill"
 
 
@@ -118,17 +130,33 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         description=__doc__ or "",
     )
     quiet_beam_logs()
-    pipeline = beam.Pipeline(runner=runner_for(options), options=options)
+    archive = options.view_as(BackfillOptions)
+    started = start_run(
+        "backfill",
+        sys.argv[1:] if argv is None else argv,
+        runner=options.view_as(StandardOptions).runner,
+        source=archive.source,
+        range_start=archive.start,
+        range_end=archive.end,
+    )
+    local = runner_for(options)
+    pipeline = beam.Pipeline(runner=local, options=options)
     sinks = build_checked(PROG, pipeline, options, build, extra_check=lambda: check_source(options))
     if isinstance(sinks, int):
         return sinks
-    result = start(PROG, pipeline)
+    # Only a local run's workers update this process's progress; the FnApiRunner
+    # runs the whole pipeline inside `start`.
+    interval = archive.progress_interval_s if local is not None and wait else 0.0
+    PROGRESS.reset()
+    with printing_progress(PROGRESS, sys.stderr, interval):
+        result = start(PROG, pipeline)
     if isinstance(result, int):
+        record_run(started, sinks, None, result)
         return result
     if not wait:
         print(f"submitted: {result}")
         return 0
-    return finish(result, sinks, PROG)
+    return finish(result, sinks, PROG, started, options.view_as(ReportOptions).summary_json)
 
 
 if __name__ == "__main__":

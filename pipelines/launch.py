@@ -15,6 +15,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,13 +27,16 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
 from pipelines.aws_role import start_role
+from pipelines.history import RunStart, code_version, run_record, write_summary_json
 from pipelines.options import LOCAL_RUNNERS, CoreOptions, SinkOptions
-from pipelines.summary import RunSummary, counters_of, render
+from pipelines.summary import RunSummary, counters_of, render, writer_counts_of
 from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES
 from transforms.infrastructure import InfrastructureError, describe_error
+from transforms.sinks.common import WAREHOUSE
 from transforms.sinks.contract import SinkConfig
 from transforms.sinks.duckdb import duckdb_path
+from transforms.sinks.run_history import append_run
 
 #: Every record read is accounted for.
 EXIT_DONE = 0
@@ -152,6 +156,7 @@ def report(result: PipelineResult, warehouse: str | None) -> RunSummary:
     summary = RunSummary(
         counters=counters_of(result),
         table_rows=table_rows(warehouse) if warehouse else {},
+        written=writer_counts_of(result),
     )
     print(render(summary))
     return summary
@@ -293,10 +298,17 @@ def start(prog: str, pipeline: beam.Pipeline) -> PipelineResult | int:
         return fail(prog, message, EXIT_INFRASTRUCTURE)
 
 
-def finish(result: PipelineResult, sinks: SinkConfig, prog: str = "") -> int:
+def finish(
+    result: PipelineResult,
+    sinks: SinkConfig,
+    prog: str = "",
+    run: RunStart | None = None,
+    summary_path: str | None = None,
+) -> int:
     """Waits for the run, prints its summary; EXIT_DONE when it succeeded, else EXIT_UNACCOUNTED.
 
     An expected failure while waiting is one line and EXIT_INFRASTRUCTURE.
+    With `run`, the run is also recorded (`record_run`) and `summary_path` written.
     """
     try:
         result.wait_until_finish()
@@ -304,9 +316,42 @@ def finish(result: PipelineResult, sinks: SinkConfig, prog: str = "") -> int:
         message = expected_failure(error)
         if message is None:
             raise
+        if run is not None:
+            record_run(run, sinks, None, EXIT_INFRASTRUCTURE)
         return fail(prog, message, EXIT_INFRASTRUCTURE)
     summary = report(result, duckdb_path(sinks))
-    return EXIT_DONE if summary.succeeded else EXIT_UNACCOUNTED
+    code = EXIT_DONE if summary.succeeded else EXIT_UNACCOUNTED
+    if run is not None:
+        record_run(run, sinks, summary, code, summary_path)
+    return code
+
+
+def record_run(
+    run: RunStart,
+    sinks: SinkConfig,
+    summary: RunSummary | None,
+    exit_code: int,
+    summary_path: str | None = None,
+) -> None:
+    """Appends the run's `pipeline_runs` row to the warehouse and writes `--summary_json`.
+
+    A run whose row cannot be written has still written its data: the error
+    is one line on stderr, and the exit code stays the run's.
+    """
+    record = run_record(run, summary, exit_code, datetime.now(UTC), code_version())
+    if summary_path is not None and summary is not None:
+        write_summary_json(summary_path, record, summary)
+    warehouse = str(sinks[WAREHOUSE.name])
+    try:
+        append_run(warehouse, record)
+    except Exception as error:  # the row is a report; the run's outcome stands
+        print(
+            f"warning: run {record.run_id} not recorded in pipeline_runs of {warehouse}:"
+            f" {one_line(f'{type(error).__name__}: {error}')}",
+            file=sys.stderr,
+        )
+        return
+    print(f"run {record.run_id} recorded in pipeline_runs of {warehouse}", file=sys.stderr)
 
 
 def quiet_beam_logs() -> None:

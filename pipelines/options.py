@@ -433,6 +433,14 @@ class BackfillOptions(PipelineOptions):
             help="Folder for --shuffle disk's temporary run files (about 400 bytes per event, "
             "removed after the merge). Default: the system's temporary folder.",
         )
+        group.add_argument(
+            "--progress_interval_s",
+            type=float,
+            default=30.0,
+            help="Progress of the archive read on stderr (local runners): on a terminal one "
+            "line rewritten every second; otherwise a line every this many seconds. "
+            "0 turns it off. Default: %(default)s.",
+        )
 
     def disk_shuffle_dir(self, runner: str | None) -> str | None:
         """The folder for `GroupByKeyOnDisk`, or None to use the runner's GroupByKey."""
@@ -469,6 +477,21 @@ class BackfillOptions(PipelineOptions):
             "arrival_margin_before": timedelta(hours=self.arrival_margin_before_hours),
             "arrival_margin_after": timedelta(hours=self.arrival_margin_after_hours),
         }
+
+
+class ReportOptions(PipelineOptions):
+    """What a run reports besides its printed summary."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("run report")
+        group.add_argument(
+            "--summary_json",
+            default=None,
+            help="Also write the end-of-run summary to this file as JSON (schema in the "
+            "README, Operations). Every run waited for also appends a row to the "
+            "warehouse's pipeline_runs table.",
+        )
 
 
 def positive_integer(text: str) -> int:

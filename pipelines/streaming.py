@@ -71,11 +71,13 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+from pipelines.history import start_run
 from pipelines.launch import (
     build_checked,
     finish,
     parse_options,
     quiet_beam_logs,
+    record_run,
     runner_for,
     start,
 )
@@ -84,6 +86,7 @@ from pipelines.options import (
     CoreOptions,
     IdentityOptions,
     KinesisOptions,
+    ReportOptions,
     SinkOptions,
 )
 from schemas.records import DeadLetter
@@ -98,7 +101,14 @@ from transforms.sources.kinesis.reader import (
     stop_requested,
 )
 
-OPTION_CLASSES = (KinesisOptions, CoreOptions, IdentityOptions, SinkOptions, AwsOptions)
+OPTION_CLASSES = (
+    KinesisOptions,
+    CoreOptions,
+    IdentityOptions,
+    SinkOptions,
+    AwsOptions,
+    ReportOptions,
+)
 PROG = "python -m pipelines.streaming"
 
 
@@ -222,6 +232,12 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         # The FnApiRunner runs the splittable Kinesis read only in streaming mode.
         options.view_as(StandardOptions).streaming = True
     quiet_beam_logs()
+    started = start_run(
+        "streaming",
+        sys.argv[1:] if argv is None else argv,
+        runner=options.view_as(StandardOptions).runner,
+        source=options.view_as(KinesisOptions).kinesis_stream or "",
+    )
     pipeline = beam.Pipeline(runner=local, options=options)
     sinks = build_checked(PROG, pipeline, options, build, extra_check=lambda: check_source(options))
     if isinstance(sinks, int):
@@ -233,11 +249,12 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
             # The FnApiRunner runs the whole job inside run().
             result = start(PROG, pipeline)
     if isinstance(result, int):
+        record_run(started, sinks, None, result)
         return result
     if not wait or (local is None and not options.view_as(KinesisOptions).read_is_bounded()):
         print(f"submitted: {result}; it runs until drained or cancelled")
         return 0
-    return finish(result, sinks, PROG)
+    return finish(result, sinks, PROG, started, options.view_as(ReportOptions).summary_json)
 
 
 if __name__ == "__main__":

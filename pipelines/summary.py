@@ -8,12 +8,17 @@ a `RunSummary` out. The accounting identity it checks is
 where every term counts records, one each; payments that could not be
 completed are reported apart (they are made of records already counted as
 processed).
+
+Two kinds of row counts, never mixed: `written` is what this run wrote, from
+the writers' own counters (`writer_counts_of`), and `table_rows` is what the
+warehouse's tables hold now, every earlier run included.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
@@ -25,6 +30,8 @@ from transforms.core import metrics
 class RunSummary:
     counters: Mapping[str, int]
     table_rows: Mapping[str, int]
+    #: What this run wrote, by destination (`writer_counts_of`); sorted by name.
+    written: Mapping[str, int] = field(default_factory=dict)
 
     def _with_prefix(self, prefix: str) -> dict[str, int]:
         return {
@@ -111,6 +118,55 @@ def counters_of(result: PipelineResult) -> dict[str, int]:
     return values
 
 
+#: (Beam counter namespace, counter name prefix, destination prefix) of every
+#: writer counter that counts what a run wrote; the rest of the name is the table.
+_WRITTEN_ROWS = (
+    ("WriteToWarehouse", "rows_written_", "warehouse:"),
+    ("WriteToWarehouseBigQuery", "rows_written_", "bigquery:"),
+    ("WriteToContributionsStore", "rows_written_", "postgres:"),
+)
+#: The DynamoDB writer's counter of items written (namespace `stripe_events`).
+_SUPPORTER_ITEMS_WRITTEN = "supporter_items_written"
+#: The message ledger's `<kind>_sent` (namespace `stripe_events`), not `<kind>_already_sent`.
+_SENT_SUFFIX = "_sent"
+_ALREADY_SENT_SUFFIX = "_already_sent"
+
+
+def written_by_destination(counters: Mapping[tuple[str, str], int]) -> dict[str, int]:
+    """`{(namespace, counter): value}` -> what the run wrote, `{destination: count}`.
+
+    Destinations: `warehouse:<table>` (rows upserted into the DuckDB file),
+    `bigquery:<table>` (rows handed to BigQuery's load or insert),
+    `postgres:<table>` (rows upserted into the contributions store),
+    `dynamodb:supporter_product_data` (items written) and `sent:<kind>`
+    (messages the ledger sent: emails, opt-ins, bus events, store messages).
+    """
+    written: dict[str, int] = {}
+    for (namespace, name), value in counters.items():
+        destination = None
+        for writer_namespace, prefix, where in _WRITTEN_ROWS:
+            if namespace == writer_namespace and name.startswith(prefix):
+                destination = where + name[len(prefix) :]
+        if namespace == metrics.NAMESPACE:
+            if name == _SUPPORTER_ITEMS_WRITTEN:
+                destination = "dynamodb:supporter_product_data"
+            elif name.endswith(_SENT_SUFFIX) and not name.endswith(_ALREADY_SENT_SUFFIX):
+                destination = "sent:" + name[: -len(_SENT_SUFFIX)]
+        if destination is not None:
+            written[destination] = written.get(destination, 0) + value
+    return dict(sorted(written.items()))
+
+
+def writer_counts_of(result: PipelineResult) -> dict[str, int]:
+    """What the run wrote, by destination (see `written_by_destination`)."""
+    values: dict[tuple[str, str], int] = {}
+    for counter in result.metrics().query(MetricsFilter())["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        key = (counter.key.metric.namespace, counter.key.metric.name)
+        values[key] = values.get(key, 0) + int(value or 0)
+    return written_by_destination(values)
+
+
 def render(summary: RunSummary) -> str:
     """A plain-text report for operators; no personal data, only counts."""
     lines = [f"records read: {summary.records_read}"]
@@ -133,10 +189,11 @@ def render(summary: RunSummary) -> str:
         lines.append(f"requests to the identity api: {requests}")
     section("outputs skipped", summary.outputs_skipped)
     section("warnings", summary.warnings)
+    section("written by this run", summary.written)
     if summary.table_rows:
-        section("rows per table", summary.table_rows)
+        section("table totals (the whole warehouse, earlier runs included)", summary.table_rows)
     else:
-        lines.append("rows per table: not counted (the warehouse is not a DuckDB file)")
+        lines.append("table totals: not counted (the warehouse is not a DuckDB file)")
     if summary.files_unreadable:
         lines.append(
             f"unreadable files: {summary.files_unreadable} (see dead_letters, step read):"
@@ -156,3 +213,29 @@ def render(summary: RunSummary) -> str:
         f" + dead-lettered {sum(summary.dead_lettered.values())}: {verdict}"
     )
     return "\n".join(lines)
+
+
+def summary_json(summary: RunSummary, **run: Any) -> dict[str, Any]:
+    """The summary as a JSON-ready dict (`--summary_json`); `run` adds the run's fields.
+
+    The schema is documented in the README (Operations: the summary as JSON).
+    """
+    return {
+        **run,
+        "records_read": summary.records_read,
+        "processed": summary.processed,
+        "skipped": summary.skipped,
+        "dead_lettered": summary.dead_lettered,
+        "accounted": summary.accounted,
+        "balanced": summary.balanced,
+        "files_unreadable": summary.files_unreadable,
+        "succeeded": summary.succeeded,
+        "event_types": summary.event_types,
+        "payments": summary.payments,
+        "identities": summary.identities,
+        "outputs_skipped": summary.outputs_skipped,
+        "warnings": summary.warnings,
+        "written_by_this_run": dict(summary.written),
+        "table_totals": dict(summary.table_rows) if summary.table_rows else None,
+        "counters": dict(sorted(summary.counters.items())),
+    }

@@ -306,3 +306,63 @@ ALL_RECORD_TYPES: tuple[type, ...] = (
     SoftOptIn,
     DeadLetter,
 )
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """Rows (or items, or messages) one run wrote to one destination."""
+
+    destination: str = column(
+        "Where: warehouse:<table>, bigquery:<table>, postgres:<table>, dynamodb:<table> or "
+        "sent:<message kind>."
+    )
+    rows: int = column("Rows upserted, items written or messages sent by the run.")
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """One run of a job, appended by the launcher once the run has ended.
+
+    Not a pipeline output, so not in `ALL_RECORD_TYPES`: the writers create,
+    stage, upsert and count every type there (its steps would join the pinned
+    Dataflow graph, and the summary's table totals would count runs as data),
+    whereas this row only exists after the graph has finished (its end time,
+    exit code and counts come from the finished run) and is written once by the
+    launcher (`transforms.sinks.run_history`).
+    """
+
+    TABLE: ClassVar[Table] = Table(
+        name="pipeline_runs",
+        description="One row per run of the backfill or the streaming job.",
+        key=("run_id",),
+        partition_by="started_at",
+        cluster_by=("job",),
+    )
+
+    run_id: str = column("Random id of the run (UUID4), printed at the end of the summary.")
+    job: str = column("backfill or streaming.")
+    arguments: tuple[str, ...] = column(
+        "Command-line arguments as given, with any DSN password masked (secrets come from "
+        "the environment and are never arguments)."
+    )
+    runner: str = column("Beam runner: FnApiRunner when none was given.")
+    source: str = column("What was read: the archive folder or s3:// prefix, or the stream.")
+    range_start: datetime | None = column("--start of a backfill (UTC), when given.")
+    range_end: datetime | None = column("--end of a backfill (UTC, exclusive), when given.")
+    started_at: datetime = column("When the job was launched (UTC).")
+    ended_at: datetime = column("When the run ended and its summary was made (UTC).")
+    exit_code: int = column("The job's exit code: 0 done, 1 records unaccounted for, 3 failed.")
+    records_read: int = column("Records read (the summary's first line).")
+    processed: int = column("Records processed.")
+    skipped: int = column("Records skipped, duplicates included.")
+    dead_lettered: int = column("Records dead-lettered.")
+    rows_written: tuple[TableRows, ...] = column(
+        "What the run itself wrote, per destination (from the writers' counters; not "
+        "the tables' totals)."
+    )
+    code_version: str = column("Version of the installed stripe-contributions-pipeline package.")
+    git_commit: str | None = column("Commit of the checkout the job ran from, when known.")
+
+
+#: Every table with a generated schema: the pipeline's outputs and the run history.
+SCHEMA_RECORD_TYPES: tuple[type, ...] = (*ALL_RECORD_TYPES, PipelineRun)

@@ -20,7 +20,7 @@ from schemas.generate import (
     postgres_ddl,
     table_of,
 )
-from schemas.records import ALL_RECORD_TYPES
+from schemas.records import SCHEMA_RECORD_TYPES
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "tests" / "schemas" / "golden"
 
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).parse_args(argv)
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-    for cls in ALL_RECORD_TYPES:
+    for cls in SCHEMA_RECORD_TYPES:
         for suffix, render in TARGETS.items():
             path = golden_path(cls, suffix)
             text = render(cls)

@@ -38,6 +38,7 @@ from tests.pipelines.expected import (
     snapshot,
 )
 from tools.generate_archive import generate, write_archive
+from transforms.sinks.run_history import recent_runs
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample"
 
@@ -75,9 +76,20 @@ def runs(
     warehouse = tmp_path_factory.mktemp("warehouse") / "warehouse.duckdb"
     shuffle_dir = tmp_path_factory.mktemp("shuffle")
     outputs, snapshots = [], []
-    for _ in range(2):
+    for index in range(2):
         capture = tmp_path_factory.mktemp("stdout") / "summary.txt"
-        outputs.append(run_backfill(archive, warehouse, capture, "--shuffle_dir", str(shuffle_dir)))
+        summary_json = warehouse.parent / f"summary-{index}.json"
+        outputs.append(
+            run_backfill(
+                archive,
+                warehouse,
+                capture,
+                "--shuffle_dir",
+                str(shuffle_dir),
+                "--summary_json",
+                str(summary_json),
+            )
+        )
         assert list(shuffle_dir.iterdir()) == []
         snapshots.append(snapshot(warehouse))
     truth = json.loads((archive / "truth.json").read_text())
@@ -131,6 +143,33 @@ def test_summary_accounts_for_every_record(runs: Any) -> None:
         assert f"duplicates: {duplicates}" in lines
         assert lines[-1].startswith(f"read {read} = processed ")
         assert lines[-1].endswith(": holds")
+
+
+def test_each_run_is_recorded_with_what_it_wrote_apart_from_the_table_totals(runs: Any) -> None:
+    warehouse, _, outputs, snapshots = runs
+    recorded = sorted(recent_runs(str(warehouse), 10), key=lambda run: run.started_at)
+    assert [(run.job, run.exit_code, run.runner) for run in recorded] == [
+        ("backfill", 0, "FnApiRunner")
+    ] * 2
+    totals = {name: len(table) for name, table in snapshots[-1].items()}
+    for index, (run, output) in enumerate(zip(recorded, outputs, strict=True)):
+        written = {item.destination: item.rows for item in run.rows_written}
+        lines = output.splitlines()
+        assert lines[0] == f"records read: {run.records_read}"
+        start = lines.index(f"written by this run: {sum(written.values())}")
+        assert lines[start + 1 : start + 1 + len(written)] == [
+            f"  {name}: {rows}" for name, rows in written.items()
+        ]
+        document = json.loads((warehouse.parent / f"summary-{index}.json").read_text())
+        assert (document["run_id"], document["exit_code"]) == (run.run_id, 0)
+        assert document["written_by_this_run"] == written
+        assert document["table_totals"] == totals
+        assert document["records_read"] == run.records_read
+        assert run.processed + run.skipped + run.dead_lettered == run.records_read
+    # Every row is upserted again by the second run: it wrote as many as the
+    # first, and the tables hold one copy (the totals count each row once).
+    assert recorded[0].rows_written == recorded[1].rows_written
+    assert sum(item.rows for item in recorded[0].rows_written) == sum(totals.values())
 
 
 def test_every_table_has_one_row_per_natural_key_after_two_runs(runs: Any) -> None:

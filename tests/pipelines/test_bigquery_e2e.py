@@ -86,6 +86,7 @@ from tests.pipelines.expected import (
 )
 from tools.generate_archive import generate, write_archive
 from tools.put_on_kinesis import create_stream, kinesis_client, put_records
+from transforms.sinks.run_history import recent_runs
 
 PAYMENTS = 200
 SEED = 61
@@ -620,3 +621,26 @@ def test_streaming_inserts_carry_a_hash_of_table_and_natural_key_as_insert_id(ru
         assert len(set(expected[raw])) == len(sent) == third.raw_counts[table.name] // 3, raw
     assert inserted == expected
     assert sorted(inserted) == [f"{t}_raw" for t in sorted(LOADED)]
+
+
+def test_each_run_is_recorded_in_the_datasets_pipeline_runs(runs: Runs) -> None:
+    recorded = sorted(
+        recent_runs(f"bigquery:{runs.project}.{runs.dataset}", 10),
+        key=lambda run: run.started_at,
+    )
+    assert [(run.job, run.exit_code) for run in recorded] == [
+        ("backfill", 0),
+        ("backfill", 0),
+        ("streaming", 0),
+    ]
+    assert recorded[1].source == f"s3://{BUCKET}/{PREFIX}"
+    for run, snapshot in zip(recorded, (runs.first, runs.second, runs.third), strict=True):
+        lines = snapshot.summary.splitlines()
+        written = {item.destination: item.rows for item in run.rows_written}
+        start = lines.index(f"written by this run: {sum(written.values())}")
+        assert lines[start + 1 : start + 1 + len(written)] == [
+            f"  {name}: {rows}" for name, rows in written.items()
+        ]
+        assert written["bigquery:contributions"] > 0
+        assert written["postgres:contributions_store"] > 0
+        assert "table totals: not counted (the warehouse is not a DuckDB file)" in lines

@@ -56,6 +56,7 @@ from tests.pipelines.expected import (
 )
 from tools.generate_archive import generate, write_archive
 from tools.put_on_kinesis import create_stream, kinesis_client, put_records
+from transforms.sinks.run_history import recent_runs
 
 PAYMENTS = 750
 SEED = 29
@@ -203,6 +204,14 @@ def test_summary_accounts_for_every_record(runs: Runs) -> None:
     assert f"duplicates: {duplicates}" in lines
     assert lines[-1].startswith(f"read {read} = processed ")
     assert lines[-1].endswith(": holds")
+
+
+def test_the_streaming_run_is_recorded_in_its_warehouse(runs: Runs) -> None:
+    [run] = recent_runs(str(runs.streaming_warehouse), 5)
+    assert (run.job, run.source, run.exit_code) == ("streaming", runs.stream, 0)
+    assert run.records_read == runs.truth["counts"]["records"]
+    written = sum(item.rows for item in run.rows_written)
+    assert f"written by this run: {written}" in runs.streaming_output.splitlines()
 
 
 def test_streaming_and_backfill_write_identical_rows(runs: Runs) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.summary import RunSummary, render
+from pipelines.summary import RunSummary, render, summary_json, written_by_destination
 
 COUNTERS = {
     "records_read": 10,
@@ -34,7 +34,13 @@ def test_identity(read: int, balanced: bool) -> None:
 
 
 def test_render_lists_every_count() -> None:
-    text = render(RunSummary(counters=COUNTERS, table_rows={"contributions": 2, "dead_letters": 3}))
+    text = render(
+        RunSummary(
+            counters=COUNTERS,
+            table_rows={"contributions": 2, "dead_letters": 3},
+            written={"warehouse:contributions": 1, "warehouse:dead_letters": 2},
+        )
+    )
     assert text.splitlines() == [
         "records read: 10",
         "by event type: 8",
@@ -56,7 +62,10 @@ def test_render_lists_every_count() -> None:
         "  email_no_identity: 1",
         "warnings: 1",
         "  ab_tests_unreadable: 1",
-        "rows per table: 5",
+        "written by this run: 3",
+        "  warehouse:contributions: 1",
+        "  warehouse:dead_letters: 2",
+        "table totals (the whole warehouse, earlier runs included): 5",
         "  contributions: 2",
         "  dead_letters: 3",
         "read 10 = processed 5 + skipped 3 + dead-lettered 2: holds",
@@ -102,8 +111,59 @@ def test_files_over_the_limit_or_refused_fail_the_run_and_are_reported() -> None
 
 def test_render_says_when_rows_were_not_counted() -> None:
     lines = render(RunSummary(counters=COUNTERS, table_rows={})).splitlines()
-    assert "rows per table: not counted (the warehouse is not a DuckDB file)" in lines
-    assert not any(line.startswith("rows per table: 0") for line in lines)
+    assert "table totals: not counted (the warehouse is not a DuckDB file)" in lines
+    assert "written by this run: 0" in lines
+    assert not any(line.startswith("table totals (the whole") for line in lines)
+
+
+def test_written_counts_come_from_every_writers_counters_and_nothing_else() -> None:
+    counters = {
+        ("WriteToWarehouse", "rows_written_contributions"): 3,
+        ("WriteToWarehouse", "rows_rejected_contributions"): 1,
+        ("WriteToWarehouseBigQuery", "rows_written_acquisitions"): 2,
+        ("WriteToContributionsStore", "rows_written_contributions"): 4,
+        ("WriteToContributionsStore", "rows_dead_lettered"): 1,
+        ("stripe_events", "supporter_items_written"): 5,
+        ("stripe_events", "thank_you_email_sent"): 6,
+        ("stripe_events", "thank_you_email_already_sent"): 7,
+        ("stripe_events", "records_read"): 8,
+        ("other", "rows_written_x"): 9,
+    }
+    assert written_by_destination(counters) == {
+        "bigquery:acquisitions": 2,
+        "dynamodb:supporter_product_data": 5,
+        "postgres:contributions": 4,
+        "sent:thank_you_email": 6,
+        "warehouse:contributions": 3,
+    }
+
+
+def test_summary_json_separates_this_runs_rows_from_table_totals() -> None:
+    summary = RunSummary(
+        counters={"records_read": 3, "processed": 2, "skipped_duplicate": 1},
+        table_rows={"contributions": 7},
+        written={"warehouse:contributions": 2},
+    )
+    assert summary_json(summary, run_id="r1") == {
+        "run_id": "r1",
+        "records_read": 3,
+        "processed": 2,
+        "skipped": {"duplicate": 1},
+        "dead_lettered": {},
+        "accounted": 3,
+        "balanced": True,
+        "files_unreadable": 0,
+        "succeeded": True,
+        "event_types": {},
+        "payments": {},
+        "identities": {},
+        "outputs_skipped": {},
+        "warnings": {},
+        "written_by_this_run": {"warehouse:contributions": 2},
+        "table_totals": {"contributions": 7},
+        "counters": {"processed": 2, "records_read": 3, "skipped_duplicate": 1},
+    }
+    assert summary_json(RunSummary(counters={}, table_rows={}))["table_totals"] is None
 
 
 def test_render_lists_identity_outcomes_when_the_step_ran() -> None:

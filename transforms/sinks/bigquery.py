@@ -60,8 +60,10 @@ How a write works:
 Delivery guarantee: at least once into `<table>_raw`, exactly once per
 natural key as seen through the views. Logs and metrics carry table names
 and counts only, never row contents. Metrics (namespace
-`WriteToWarehouseBigQuery`): `rows_rejected_<table>`; Beam's own BigQuery
-metrics count inserts, failures and retries.
+`WriteToWarehouseBigQuery`): `rows_rejected_<table>`, `rows_written_<table>`
+(rows valid and handed to the load or insert; a row the service then refuses
+is also a dead letter); Beam's own BigQuery metrics count inserts, failures
+and retries.
 """
 
 from __future__ import annotations
@@ -213,6 +215,7 @@ class _ValidateRows(beam.DoFn):
     def setup(self) -> None:
         self._table = table_of(self._record_type).name
         self._rejected = Metrics.counter(_METRICS_NAMESPACE, f"rows_rejected_{self._table}")
+        self._written = Metrics.counter(_METRICS_NAMESPACE, f"rows_written_{self._table}")
         self._check = RecordCheck(
             self._record_type,
             "WriteToWarehouseBigQuery",
@@ -235,6 +238,7 @@ class _ValidateRows(beam.DoFn):
         row[WRITTEN_AT] = (
             datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         )
+        self._written.inc()
         yield self._table_spec, (row, insert_id(self._record_type, record))
 
 

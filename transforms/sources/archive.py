@@ -63,6 +63,7 @@ from transforms.infrastructure import (
     error_code,
 )
 from transforms.sources.decode import METRICS_NAMESPACE, DecodeEvents, DecodeResult
+from transforms.sources.progress import PROGRESS, RECORDS_PER_UPDATE
 
 #: Main output tag of the listing: the `FileMetadata` of each file to read.
 FILES_TAG = "files"
@@ -716,6 +717,7 @@ class _PruneHoursFn(beam.DoFn):
         if not _may_hold_range(metadata.path, self._earliest, self._latest):
             self._pruned.inc()
             return
+        PROGRESS.file_matched(metadata.size_in_bytes)
         yield metadata
 
 
@@ -748,6 +750,7 @@ class _ReadFileFn(beam.DoFn):
         )
         position = 0
         tail = b""
+        uncounted = 0
         for span in split_records(reader):
             position = span.offset + span.length
             if reader.error is not None and not span.decodable and span.reaches_end:
@@ -769,10 +772,16 @@ class _ReadFileFn(beam.DoFn):
                         event_id=_first_event_id(span.data),
                     ),
                 )
+                uncounted += 1
                 continue
             # Undecodable spans go on as records too: DecodeEvents dead-letters
             # them as invalid_json with their text, file and offset.
             yield SourceRecord(data=span.data, source=f"{path}@{span.offset}")
+            uncounted += 1
+            if uncounted >= RECORDS_PER_UPDATE:
+                PROGRESS.records(uncounted)
+                uncounted = 0
+        PROGRESS.file_read(file.metadata.size_in_bytes, uncounted)
         if reader.error is not None:
             too_large = isinstance(reader.error, ObjectTooLarge)
             (self._too_large if too_large else self._unreadable).inc()
@@ -911,6 +920,10 @@ class ReadArchive(beam.PTransform[beam.pvalue.PBegin, DecodeResult]):
     (see the module docstring). Files are read one at a time per worker
     thread, each with bounded memory; a Reshuffle after listing spreads the
     files across workers.
+
+    Progress: each file listed and each file read (with its records, in steps
+    of `RECORDS_PER_UPDATE`) is added to `transforms.sources.progress.PROGRESS`,
+    which the local launcher prints while the job runs.
 
     Counters (namespace `stripe_events`): `files_read`,
     `files_skipped_outside_time_range`, `files_unreadable`, `files_too_large`

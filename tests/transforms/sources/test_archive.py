@@ -27,6 +27,7 @@ from tests.builders import envelope_time, eventbridge_envelope, stripe_event_doc
 from tests.fixtures.moto_server import MotoServer
 from transforms.domain.events import StripeEvent, make_dead_letter
 from transforms.sources.archive import ReadArchive, _ChunkReader, split_records
+from transforms.sources.progress import PROGRESS, ProgressSnapshot
 
 ACCOUNT = "ed_test_61RkUK"
 
@@ -255,6 +256,7 @@ def test_prunes_hours_outside_the_arrival_window_and_filters_created_exactly(
         encode(envelope("evt_at_end", at(12))),
     ]
     edge_offsets = write(edges, edge_records, b"\n")
+    PROGRESS.reset()
 
     outcome = run(
         str(tmp_path),
@@ -275,6 +277,9 @@ def test_prunes_hours_outside_the_arrival_window_and_filters_created_exactly(
         "records_read": 6,
         "skipped_outside_time_range": 2,
     }
+    # The progress counts what is to be read: the pruned files are not in it.
+    size = sum(path.stat().st_size for path in (in_margin_before, in_margin_after, edges))
+    assert PROGRESS.snapshot() == ProgressSnapshot(3, size, 3, size, 6)
 
 
 def test_a_narrow_margin_prunes_more(tmp_path: Path) -> None:

@@ -1,0 +1,158 @@
+"""What a run leaves behind: its `pipeline_runs` row and its summary as JSON.
+
+`RunStart` is taken when a job is launched (the arguments, with any DSN
+password masked, and the start time); `run_record` turns it and the
+finished run's summary into the `schemas.records.PipelineRun` row that
+`transforms.sinks.run_history.append_run` appends to the warehouse.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import re
+import subprocess
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipelines.summary import RunSummary, summary_json
+from schemas.records import PipelineRun, TableRows
+from transforms.sinks.postgres import DsnMask
+
+PACKAGE = "stripe-contributions-pipeline"
+_REPOSITORY = Path(__file__).resolve().parent.parent
+# A value that may carry a password: a `user:password@` after `://`, or `password=`.
+_CREDENTIALS = re.compile(r"://[^/@\s]*:[^@\s]*@|password\s*=", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """A launched run: what the row says before the run has ended."""
+
+    run_id: str
+    job: str
+    arguments: tuple[str, ...]
+    runner: str
+    source: str
+    range_start: datetime | None
+    range_end: datetime | None
+    started_at: datetime
+
+
+def masked_arguments(arguments: Sequence[str]) -> tuple[str, ...]:
+    """The arguments with the password of any DSN in them masked (`DsnMask`).
+
+    Secrets never come as flags (tokens are read from the environment), but a
+    Postgres DSN given as `--contributions_store` may hold a password.
+    """
+    masked = []
+    for argument in arguments:
+        flag, equals, value = argument.partition("=") if argument.startswith("--") else ("", "", "")
+        if not equals:
+            flag, value = "", argument
+        if _CREDENTIALS.search(value):
+            value = DsnMask(value)(value)
+        masked.append(f"{flag}={value}" if flag else value)
+    return tuple(masked)
+
+
+def start_run(
+    job: str,
+    arguments: Sequence[str],
+    *,
+    runner: str | None,
+    source: str,
+    range_start: datetime | None = None,
+    range_end: datetime | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> RunStart:
+    return RunStart(
+        run_id=uuid.uuid4().hex,
+        job=job,
+        arguments=masked_arguments(arguments),
+        runner=runner or "FnApiRunner",
+        source=source,
+        range_start=range_start,
+        range_end=range_end,
+        started_at=now(),
+    )
+
+
+def code_version() -> tuple[str, str | None]:
+    """(installed package version, git commit of this checkout or None)."""
+    try:
+        version = importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(_REPOSITORY), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return version, None
+    commit = found.stdout.strip()
+    return version, commit if found.returncode == 0 and commit else None
+
+
+def run_record(
+    start: RunStart,
+    summary: RunSummary | None,
+    exit_code: int,
+    ended_at: datetime,
+    version: tuple[str, str | None],
+) -> PipelineRun:
+    """The `pipeline_runs` row; without a summary (the run failed) every count is 0."""
+    return PipelineRun(
+        run_id=start.run_id,
+        job=start.job,
+        arguments=start.arguments,
+        runner=start.runner,
+        source=start.source,
+        range_start=start.range_start,
+        range_end=start.range_end,
+        started_at=start.started_at,
+        ended_at=ended_at,
+        exit_code=exit_code,
+        records_read=summary.records_read if summary else 0,
+        processed=summary.processed if summary else 0,
+        skipped=sum(summary.skipped.values()) if summary else 0,
+        dead_lettered=sum(summary.dead_lettered.values()) if summary else 0,
+        rows_written=tuple(
+            TableRows(destination=name, rows=rows)
+            for name, rows in (summary.written.items() if summary else ())
+        ),
+        code_version=version[0],
+        git_commit=version[1],
+    )
+
+
+def write_summary_json(path: str, record: PipelineRun, summary: RunSummary) -> None:
+    """Writes the summary with the run's fields as one JSON object (see the README)."""
+    document = summary_json(
+        summary,
+        run_id=record.run_id,
+        job=record.job,
+        started_at=_iso(record.started_at),
+        ended_at=_iso(record.ended_at),
+        exit_code=record.exit_code,
+        source=record.source,
+        range_start=_iso(record.range_start) if record.range_start else None,
+        range_end=_iso(record.range_end) if record.range_end else None,
+        arguments=list(record.arguments),
+        code_version=record.code_version,
+        git_commit=record.git_commit,
+    )
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

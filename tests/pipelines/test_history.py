@@ -1,0 +1,124 @@
+"""The run's history row and its JSON summary: masked arguments, counts, code version."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pipelines.history import masked_arguments, run_record, start_run, write_summary_json
+from pipelines.summary import RunSummary
+from schemas.records import PipelineRun, TableRows
+
+STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+ENDED = datetime(2026, 1, 2, 3, 5, 6, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "masked"),
+    [
+        (
+            ["--contributions_store", "postgresql://app:S3cr3t@db:5432/c", "--stripe_mode=live"],
+            ("--contributions_store", "postgresql://app:********@db:5432/c", "--stripe_mode=live"),
+        ),
+        (
+            ["--contributions_store=host=db user=app password=S3cr3t dbname=c"],
+            ("--contributions_store=host=db user=app password=******** dbname=c",),
+        ),
+        (
+            ["--source", "s3://bucket/stripe/", "--warehouse", "out/w.duckdb"],
+            ("--source", "s3://bucket/stripe/", "--warehouse", "out/w.duckdb"),
+        ),
+        (
+            ["--identity_api_url", "https://user:S3cr3t@identity.example/"],
+            ("--identity_api_url", "********"),
+        ),
+    ],
+    ids=["url-dsn", "keyvalue-dsn-with-equals", "no-secret", "other-url-masked-whole"],
+)
+def test_arguments_are_kept_but_for_passwords(
+    arguments: list[str], masked: tuple[str, ...]
+) -> None:
+    assert masked_arguments(arguments) == masked
+
+
+def test_the_run_record_holds_the_runs_counts_and_what_it_wrote() -> None:
+    start = start_run(
+        "backfill",
+        ["--start", "2025-03-01"],
+        runner=None,
+        source="sample/archive",
+        range_start=datetime(2025, 3, 1, tzinfo=UTC),
+        now=lambda: STARTED,
+    )
+    summary = RunSummary(
+        counters={
+            "records_read": 10,
+            "processed": 6,
+            "skipped_duplicate": 2,
+            "skipped_other_stripe_mode": 1,
+            "dead_lettered_invalid_json": 1,
+        },
+        table_rows={"contributions": 99},
+        written={"sent:thank_you_email": 2, "warehouse:contributions": 3},
+    )
+    record = run_record(start, summary, 0, ENDED, ("1.2.3", "abc123"))
+    assert len(record.run_id) == 32
+    assert record == PipelineRun(
+        run_id=record.run_id,
+        job="backfill",
+        arguments=("--start", "2025-03-01"),
+        runner="FnApiRunner",
+        source="sample/archive",
+        range_start=datetime(2025, 3, 1, tzinfo=UTC),
+        range_end=None,
+        started_at=STARTED,
+        ended_at=ENDED,
+        exit_code=0,
+        records_read=10,
+        processed=6,
+        skipped=3,
+        dead_lettered=1,
+        rows_written=(
+            TableRows("sent:thank_you_email", 2),
+            TableRows("warehouse:contributions", 3),
+        ),
+        code_version="1.2.3",
+        git_commit="abc123",
+    )
+    failed = run_record(start, None, 3, ENDED, ("1.2.3", None))
+    assert (failed.exit_code, failed.records_read, failed.rows_written) == (3, 0, ())
+
+
+def test_summary_json_carries_the_run(tmp_path: Path) -> None:
+    start = start_run(
+        "streaming",
+        ["--kinesis_stream", "s"],
+        runner="DirectRunner",
+        source="s",
+        now=lambda: STARTED,
+    )
+    summary = RunSummary(counters={"records_read": 1, "processed": 1}, table_rows={})
+    record = run_record(start, summary, 0, ENDED, ("1.2.3", None))
+    path = tmp_path / "deep" / "summary.json"
+
+    write_summary_json(str(path), record, summary)
+
+    document = json.loads(path.read_text())
+    assert {key: document[key] for key in list(document)[:12]} == {
+        "run_id": record.run_id,
+        "job": "streaming",
+        "started_at": "2026-01-02T03:04:05Z",
+        "ended_at": "2026-01-02T03:05:06Z",
+        "exit_code": 0,
+        "source": "s",
+        "range_start": None,
+        "range_end": None,
+        "arguments": ["--kinesis_stream", "s"],
+        "code_version": "1.2.3",
+        "git_commit": None,
+        "records_read": 1,
+    }
+    assert (document["written_by_this_run"], document["table_totals"]) == ({}, None)
