@@ -218,8 +218,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         options,
         lambda p, o: build(p, o, records=records, payment_intents=wanted, describe_to=None),
     )
-    if sinks is None:
-        return EXIT_USAGE
+    if isinstance(sinks, int):
+        return sinks
     ids = [letter.dead_letter_id for letter in redriven]
     try:
         pending_before = store.pending_ids()

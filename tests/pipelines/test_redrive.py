@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.builders import (
     ACCOUNT_UK,
     T0,
     charge_object,
+    contribution_record,
     envelope_time,
     eventbridge_envelope,
     session_object,
@@ -31,6 +33,8 @@ from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.sinks import LEDGER_KEY, create_queue, create_table, drain, ledger_items, unique
 from transforms.core import process
 from transforms.domain.facts import ClassifyError
+from transforms.sinks.common import rejected_record
+from transforms.sinks.duckdb import REJECTED_STEP
 
 BUGGY_SESSION = "evt_session_2"
 END = "2024-12-05T23:10:00Z"
@@ -258,3 +262,63 @@ def test_redriving_twice_into_sqs_sends_exactly_one_email_per_payment(
         "thank_you_email#ch_1": "sent",
         "thank_you_email#ch_2": "sent",
     }
+
+
+def test_a_writers_letter_is_redriven_by_building_its_payment_again(
+    archive: Path, tmp_path: Path
+) -> None:
+    """A row the warehouse refused (its letter keeps the record) is written once re-driven."""
+    path = str(tmp_path / "warehouse.duckdb")
+    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    written = "SELECT payment_id, amount FROM contributions ORDER BY payment_id"
+    assert _query(path, written) == [("ch_1", Decimal("5.00")), ("ch_2", Decimal("5.00"))]
+    # As if the writer had refused pi_2's contribution: no row, one letter naming it.
+    refused = rejected_record(
+        contribution_record("ch_2", payment_intent_id="pi_2"),
+        step=REJECTED_STEP,
+        reason="invalid_row",
+        error="contributions.amount: out of range",
+        source="warehouse:contributions",
+    )
+    with duckdb.connect(path) as connection:
+        connection.execute("DELETE FROM contributions WHERE payment_id = 'ch_2'")
+        connection.execute(
+            "INSERT INTO dead_letters (dead_letter_id, step, reason, error, raw, source) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                refused.dead_letter_id,
+                refused.step,
+                refused.reason,
+                refused.error,
+                refused.raw,
+                refused.source,
+            ],
+        )
+
+    flags = ["--warehouse", path, "--source", str(archive), "--step", REJECTED_STEP]
+    assert redrive.run(flags) == 0
+
+    assert _query(path, written) == [("ch_1", Decimal("5.00")), ("ch_2", Decimal("5.00"))]
+    assert _query(path, "SELECT step, redriven_at IS NOT NULL FROM dead_letters") == [
+        (REJECTED_STEP, True)
+    ]
+    assert redrive.run(flags) == 0  # nothing left to re-drive
+
+
+def test_a_missing_queue_stops_the_redrive_before_it_claims_anything(
+    warehouse: str, archive: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = f"{moto_server.endpoint_url}/123456789012/{unique('missing')}.fifo"
+    ledger = create_table(LEDGER_KEY, unique("sent-messages"))
+    flags = [
+        "--stripe_mode",
+        "live",
+        "--emails_queue_url",
+        missing,
+        "--sent_messages_table",
+        ledger,
+    ]
+    assert redrive.run(["--warehouse", warehouse, "--source", str(archive), *flags]) == 3
+    assert capsys.readouterr().err.count("\n") == 1
+    pending = "SELECT reason FROM dead_letters WHERE redrive_run_id IS NULL ORDER BY 1"
+    assert _query(warehouse, pending) == [("charge_missing",), ("invalid_event",)]

@@ -13,16 +13,21 @@ Three kinds of letter, told apart by `source` and `step`:
   not an input. It is re-driven by reading the archive again (`--source`) and
   keeping every event of that PaymentIntent, so the payment is decided with
   all its events, as a backfill over its days would;
-- any other letter (a writer's or a sender's: `write_*`, `send_*`): its raw is
-  a record or a message the core already built, not a Stripe event; these
-  are not re-driven here (re-run the backfill over the payment's days: every
-  writer upserts and every message goes through the ledger).
+- a *writer's* letter (steps `write_*`: a row a store refused or could not
+  take): its raw is the record the core built (its repr, or its redacted JSON
+  in BigQuery), which names the record's PaymentIntent. It is re-driven as a
+  payment letter: the payment is built again from its events and every
+  writer upserts, so the rows the store did take are not doubled;
+- a sender's letter (`send_*`, e.g. `outcome_unknown`) is not re-driven: its
+  ledger item says the message may have gone, and only an operator who
+  checked the recipient may release it (see the runbook).
 
 Pure functions, no IO.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any
@@ -32,6 +37,10 @@ from transforms.domain.events import StripeEvent
 
 #: `DeadLetter.source` prefix of payment letters (`transforms.domain.fold.unsettled_dead_letter`).
 PAYMENT_SOURCE_PREFIX = "payment_intent:"
+#: Step prefix of the writers' letters (`write_warehouse`, `write_bigquery`, ...).
+WRITE_STEP_PREFIX = "write_"
+#: A PaymentIntent id inside a writer letter's raw record.
+_PAYMENT_INTENT_ID = re.compile(r"\bpi_[A-Za-z0-9]+")
 #: Steps whose letters stand for one source record.
 RECORD_STEPS = frozenset({"read", "decode", "classify"})
 #: Steps whose letters keep the record's own text as `raw` (classify keeps a summary of the
@@ -51,6 +60,8 @@ def kind_of(letter: DeadLetter) -> Kind:
         return Kind.PAYMENT
     if letter.step in RECORD_STEPS:
         return Kind.RECORD
+    if letter.step.startswith(WRITE_STEP_PREFIX) and _PAYMENT_INTENT_ID.search(letter.raw):
+        return Kind.PAYMENT
     return Kind.NOT_REDRIVABLE
 
 
@@ -60,10 +71,13 @@ def raw_is_record(letter: DeadLetter) -> bool:
 
 
 def payment_intent_of_letter(letter: DeadLetter) -> str | None:
-    """The PaymentIntent a payment letter names, None for other letters."""
-    if not letter.source.startswith(PAYMENT_SOURCE_PREFIX):
-        return None
-    return letter.source[len(PAYMENT_SOURCE_PREFIX) :] or None
+    """The PaymentIntent a payment letter (or a writer's letter) names, None for other letters."""
+    if letter.source.startswith(PAYMENT_SOURCE_PREFIX):
+        return letter.source[len(PAYMENT_SOURCE_PREFIX) :] or None
+    if letter.step.startswith(WRITE_STEP_PREFIX):
+        found = _PAYMENT_INTENT_ID.search(letter.raw)
+        return found.group(0) if found else None
+    return None
 
 
 def payment_intent_of(event: StripeEvent) -> str | None:
