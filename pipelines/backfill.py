@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
@@ -56,6 +57,8 @@ from pipelines.progress import printing_progress
 from schemas.records import DeadLetter
 from transforms.core.disk_group import GroupByKeyOnDisk
 from transforms.core.fact_codec import decode_fact, encode_fact
+from transforms.core.process import ProcessStripeEvents
+from transforms.sinks.contract import SinkConfig
 from transforms.sinks.router import WriteOutputs
 from transforms.sources.archive import ReadArchive, archive_s3_client, check_archive
 from transforms.sources.progress import PROGRESS
@@ -74,16 +77,28 @@ PROG = "python -m pipelines.backfill"
 def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     """Reads the archive, applies the core and writes every output."""
     archive = options.view_as(BackfillOptions).archive_arguments()
-    runner = options.view_as(StandardOptions).runner
-    shuffle_dir = options.view_as(BackfillOptions).disk_shuffle_dir(runner)
     core = options.view_as(CoreOptions).process_stripe_events(
-        group_by_key=GroupByKeyOnDisk(shuffle_dir, encode=encode_fact, decode=decode_fact)
-        if shuffle_dir is not None
-        else None,
+        group_by_key=disk_grouping(options, options.view_as(StandardOptions).runner),
         resolve_identities=options.view_as(IdentityOptions).identity_resolver(),
     )
-    sinks = options.view_as(SinkOptions).sink_config()
+    read_process_write(pipeline, archive, core, options.view_as(SinkOptions).sink_config())
 
+
+def disk_grouping(options: PipelineOptions, runner: str | None) -> GroupByKeyOnDisk | None:
+    """The grouping on local disk `--shuffle` asks for on `runner`, or None for the runner's."""
+    shuffle_dir = options.view_as(BackfillOptions).disk_shuffle_dir(runner)
+    if shuffle_dir is None:
+        return None
+    return GroupByKeyOnDisk(shuffle_dir, encode=encode_fact, decode=decode_fact)
+
+
+def read_process_write(
+    pipeline: beam.Pipeline,
+    archive: dict[str, Any],
+    core: ProcessStripeEvents,
+    sinks: SinkConfig,
+) -> None:
+    """The backfill's graph: the archive read, the core, every output written to `sinks`."""
     read = pipeline | "ReadArchive" >> ReadArchive(**archive)
     outputs = read.events | "ProcessStripeEvents" >> core
     tables = outputs.by_record_type()

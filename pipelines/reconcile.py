@@ -48,10 +48,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.aws_role import start_role
+from pipelines.backfill import disk_grouping, read_process_write
 from pipelines.launch import parse_options, quiet_beam_logs
 from pipelines.options import AwsOptions, BackfillOptions, CoreOptions, SinkOptions
-from schemas.records import DeadLetter
-from transforms.core.disk_group import GroupByKeyOnDisk
 from transforms.domain.reconcile import Comparison, Holding, compared, render_report
 from transforms.infrastructure import ConfigurationError
 from transforms.sinks.contract import SinkConfig
@@ -70,8 +69,6 @@ from transforms.sinks.readback import (
     warehouse_holdings,
 )
 from transforms.sinks.registry import SINKS
-from transforms.sinks.router import WriteOutputs
-from transforms.sources.archive import ReadArchive
 
 OPTION_CLASSES = (BackfillOptions, CoreOptions, SinkOptions, AwsOptions)
 PROG = "python -m pipelines.reconcile"
@@ -126,21 +123,11 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions, scratch_warehouse: 
     if archive["start"] is not None:
         archive["start"] -= timedelta(days=core_options.settlement_timeout_days)
     archive["end"] = None
-    shuffle_dir = options.view_as(BackfillOptions).disk_shuffle_dir(None)
-    core = core_options.process_stripe_events(
-        group_by_key=GroupByKeyOnDisk(shuffle_dir) if shuffle_dir is not None else None,
-    )
+    core = core_options.process_stripe_events(group_by_key=disk_grouping(options, None))
     # Built here, never from the flags: a secret's environment variable must not
     # turn a production sink on in the scratch run.
     sinks = SinkConfig({"warehouse": scratch_warehouse}, sinks=SINKS)
-    read = pipeline | "ReadArchive" >> ReadArchive(**archive)
-    outputs = read.events | "ProcessStripeEvents" >> core
-    tables = outputs.by_record_type()
-    tables[DeadLetter] = (
-        outputs.dead_letters,
-        read.dead_letters,
-    ) | "CollectDeadLetters" >> beam.Flatten()
-    _ = tables | "WriteOutputs" >> WriteOutputs(sinks)
+    read_process_write(pipeline, archive, core, sinks)
 
 
 def plan_of(options: PipelineOptions) -> Plan:
