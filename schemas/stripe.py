@@ -38,12 +38,10 @@ MAX_AMOUNT = 99_999_999
 EARLIEST = 1_262_304_000
 LATEST = 4_102_444_800
 #: How far an event's `created` may lie after the record's arrival (Kinesis or
-#: EventBridge time). Stripe creates an event before it sends it, so a live
-#: event is never ahead; replays of generated or exported archives (the demo,
-#: the tests, whose streaming runs date events a day ahead of the local
-#: runner's watermark) may be. Beyond a week the event is refused: a payment's
+#: EventBridge time): Stripe creates an event before it sends it, so only clock
+#: skew separates the two. Beyond it the event is refused, since a payment's
 #: deadlines would otherwise ignore it without a word.
-MAX_AHEAD_OF_ARRIVAL_SECONDS = 7 * 86_400
+MAX_CLOCK_SKEW_SECONDS = 3600
 
 Amount = Annotated[int, Meta(ge=0, le=MAX_AMOUNT)]
 Epoch = Annotated[int, Meta(ge=EARLIEST, lt=LATEST)]

@@ -265,15 +265,15 @@ def _from_thin(
 
 
 def _check_arrival(created: int, arrival: datetime | None, event_id: str) -> None:
-    """DecodeError when the event was created more than a week after its record arrived.
+    """DecodeError unless the event was created before its record arrived (give or take skew).
 
     Bare events without an arrival (exports from the Events API) are not checked.
     """
-    if arrival is not None and created > arrival.timestamp() + payload.MAX_AHEAD_OF_ARRIVAL_SECONDS:
+    if arrival is not None and created > arrival.timestamp() + payload.MAX_CLOCK_SKEW_SECONDS:
         raise DecodeError(
             INVALID_EVENT,
             f"created: after the record arrived ({arrival.isoformat()}), "
-            f"by more than {payload.MAX_AHEAD_OF_ARRIVAL_SECONDS} s",
+            f"by more than {payload.MAX_CLOCK_SKEW_SECONDS} s",
             event_id=event_id,
         )
 
