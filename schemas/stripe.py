@@ -37,11 +37,6 @@ MAX_AMOUNT = 99_999_999
 #: 2010-01-01T00:00:00Z and 2100-01-01T00:00:00Z: no Stripe event lies outside.
 EARLIEST = 1_262_304_000
 LATEST = 4_102_444_800
-#: How far an event's `created` may lie after the record's arrival (Kinesis or
-#: EventBridge time): Stripe creates an event before it sends it, so only clock
-#: skew separates the two. Beyond it the event is refused, since a payment's
-#: deadlines would otherwise ignore it without a word.
-MAX_CLOCK_SKEW_SECONDS = 3600
 
 Amount = Annotated[int, Meta(ge=0, le=MAX_AMOUNT)]
 Epoch = Annotated[int, Meta(ge=EARLIEST, lt=LATEST)]

@@ -266,12 +266,6 @@ CASES = {
     "session-created-0": decode(SESSION, "created", 0, f"created: {TOO_EARLY}"),
     "session-created-minus-1": decode(SESSION, "created", -1, f"created: {TOO_EARLY}"),
     "charge-event-far-in-the-future": decode(CHARGE, "created", 10**10, f"created: {TOO_LATE}"),
-    "charge-event-after-its-arrival": decode(
-        CHARGE,
-        "created",
-        T0 + 30 * 86_400,
-        "created: after the record arrived (2024-12-05T23:00:01+00:00), by more than 3600 s",
-    ),
     "charge-created-far-in-the-future": (
         record(CHARGE, "data.object.created", 10**10),
         "classify",

@@ -223,7 +223,6 @@ def _from_snapshot(
         raise DecodeError(
             INVALID_EVENT, "data.previous_attributes: not an object", event_id=head.id
         )
-    _check_arrival(head.created, arrival, head.id)
     return StripeEvent(
         id=head.id,
         type=head.type,
@@ -248,7 +247,6 @@ def _from_thin(
     created = math.floor(created_at.timestamp())
     if not payload.EARLIEST <= created < payload.LATEST:
         raise DecodeError(INVALID_EVENT, "created: not within 2010-2100", event_id=head.id)
-    _check_arrival(created, arrival, head.id)
     return StripeEvent(
         id=head.id,
         type=head.type,
@@ -262,20 +260,6 @@ def _from_thin(
         arrival=arrival,
         thin=True,
     )
-
-
-def _check_arrival(created: int, arrival: datetime | None, event_id: str) -> None:
-    """DecodeError unless the event was created before its record arrived (give or take skew).
-
-    Bare events without an arrival (exports from the Events API) are not checked.
-    """
-    if arrival is not None and created > arrival.timestamp() + payload.MAX_CLOCK_SKEW_SECONDS:
-        raise DecodeError(
-            INVALID_EVENT,
-            f"created: after the record arrived ({arrival.isoformat()}), "
-            f"by more than {payload.MAX_CLOCK_SKEW_SECONDS} s",
-            event_id=event_id,
-        )
 
 
 def _event_id(event: Mapping[str, Any]) -> str | None:
