@@ -383,13 +383,7 @@ def _refund_object(meta: EventMeta, obj: Mapping[str, Any]) -> Fact:
     charge.refunded decides that; see `transforms.sinks.store_queue`).
     """
     refund = _checked(obj, payload.Refund, INVALID_REFUND)
-    charge_id = _ref_id(refund.charge)
-    if charge_id is None:
-        raise _missing(INVALID_REFUND, "charge")
-    if refund.amount is None:
-        raise _missing(INVALID_REFUND, "amount")
-    if refund.currency is None:
-        raise _missing(INVALID_REFUND, "currency")
+    charge_id, amount, currency = _charged(refund, INVALID_REFUND)
     if refund.status != REFUND_SUCCEEDED:
         return Skip(meta, f"refund_{refund.status or 'without_status'}")
     return PaymentAdjustment(
@@ -397,10 +391,10 @@ def _refund_object(meta: EventMeta, obj: Mapping[str, Any]) -> Fact:
         payment_id=charge_id,
         kind="refund",
         event_type=meta.event_type,
-        amount=to_major_units(refund.amount, refund.currency),
+        amount=to_major_units(amount, currency),
         amount_refunded_total=None,
         fully_refunded=None,
-        currency=refund.currency.upper(),
+        currency=currency.upper(),
         dispute_id=None,
         dispute_status=None,
         livemode=meta.livemode,
@@ -418,22 +412,16 @@ def _fully_refunded(charge: payload.Charge, refunded: int) -> bool:
 
 def _dispute(meta: EventMeta, obj: Mapping[str, Any]) -> PaymentAdjustment:
     dispute = _checked(obj, payload.Dispute, INVALID_DISPUTE)
-    charge_id = _ref_id(dispute.charge)
-    if charge_id is None:
-        raise _missing(INVALID_DISPUTE, "charge")
-    if dispute.amount is None:
-        raise _missing(INVALID_DISPUTE, "amount")
-    if dispute.currency is None:
-        raise _missing(INVALID_DISPUTE, "currency")
+    charge_id, amount, currency = _charged(dispute, INVALID_DISPUTE)
     return PaymentAdjustment(
         adjustment_id=meta.event_id,
         payment_id=charge_id,
         kind="dispute",
         event_type=meta.event_type,
-        amount=to_major_units(dispute.amount, dispute.currency),
+        amount=to_major_units(amount, currency),
         amount_refunded_total=None,
         fully_refunded=None,
-        currency=dispute.currency.upper(),
+        currency=currency.upper(),
         dispute_id=dispute.id,
         dispute_status=_str_or_none(dispute.status),
         livemode=meta.livemode,
@@ -444,6 +432,18 @@ def _dispute(meta: EventMeta, obj: Mapping[str, Any]) -> PaymentAdjustment:
 
 def epoch_to_datetime(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _charged(adjustment: payload.Refund | payload.Dispute, reason: str) -> tuple[str, int, str]:
+    """The charge id, amount and currency a refund or dispute must name (else `reason`)."""
+    charge_id = _ref_id(adjustment.charge)
+    if charge_id is None:
+        raise _missing(reason, "charge")
+    if adjustment.amount is None:
+        raise _missing(reason, "amount")
+    if adjustment.currency is None:
+        raise _missing(reason, "currency")
+    return charge_id, adjustment.amount, adjustment.currency
 
 
 def _ref_id(
