@@ -68,7 +68,8 @@ def charge_fact_of(intent: Mapping[str, Any], *, account: str | None = None) -> 
     try:
         fact = facts.classify_payment_intent(meta, intent, succeeded=succeeded)
     except facts.ClassifyError as error:
-        raise CompletionError(INVALID, str(error).replace("data.object", "payment_intent")) from None
+        message = str(error).replace("data.object", "payment_intent")
+        raise CompletionError(INVALID, message) from None
     if not isinstance(fact, facts.ChargeFact) or fact.charge_id is None:
         raise CompletionError(NO_CHARGE, f"status is {status} but no charge is named")
     if fact.charge_created is not None:

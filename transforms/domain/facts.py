@@ -336,9 +336,7 @@ def _payment_intent_fact(meta: EventMeta, obj: Mapping[str, Any], *, succeeded: 
     )
 
 
-def classify_payment_intent(
-    meta: EventMeta, obj: Mapping[str, Any], *, succeeded: bool
-) -> Fact:
+def classify_payment_intent(meta: EventMeta, obj: Mapping[str, Any], *, succeeded: bool) -> Fact:
     """A PaymentIntent object's charge fact, as its outcome event gives it.
 
     Also read for a PaymentIntent retrieved from Stripe
