@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from schemas.records import PaymentAdjustment
 from transforms.domain import facts
+from transforms.domain.fold import Outcome, Unsettled, fold_payment
 
 #: The `event_type` of the fact a retrieval gives: no event of Stripe's has it.
 RETRIEVED = "payment_intent.retrieved"
@@ -93,3 +95,17 @@ def _word(value: object) -> str:
     if isinstance(value, str) and value.replace("_", "").isalpha() and len(value) <= 40:
         return value
     return "missing" if value is None else "not a status"
+
+
+def completed_with(
+    unsettled: Unsettled, charge: facts.ChargeFact, charge_wait: int
+) -> Outcome | None:
+    """The outcome of a `charge_missing` payment once the retrieved charge joins it.
+
+    The payment's facts plus the charge, folded as the bounded fold folds them:
+    the same outcome as if the charge event had been in the input.
+    """
+    state = unsettled.state
+    outcome = fold_payment([*state.sessions, *state.charges, charge], charge_wait).outcome
+    assert not isinstance(outcome, PaymentAdjustment), outcome
+    return outcome

@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from tests.builders import T0, charge_object, event
+from tests.builders import ACCOUNT_UK, T0, charge_object, event, session_fact
+from tests.builders import charge_fact as builders_charge_fact
 from tests.stripe_shapes import BASIL_2025, LEGACY_2022, fixture
 from transforms.domain.completion import (
     INVALID,
@@ -13,8 +14,11 @@ from transforms.domain.completion import (
     RETRIEVED,
     CompletionError,
     charge_fact_of,
+    completed_with,
 )
 from transforms.domain.facts import CHARGE_FAILED, CHARGE_SUCCEEDED, ChargeFact, EventMeta, classify
+from transforms.domain.fold import CHARGE_MISSING, Unsettled, fold_payment
+from transforms.domain.payment import Payment
 
 CHARGED_AT = T0 + 5
 
@@ -110,3 +114,20 @@ def test_a_payment_intent_without_a_charge_outcome_says_why(
     assert str(raised.value).startswith(f"{reason}: ")
     assert message in str(raised.value)
     assert "@" not in str(raised.value)
+
+
+WAIT = 3600
+
+
+def test_a_charge_missing_payment_completed_with_the_retrieval_is_the_one_with_its_event() -> None:
+    session = session_fact()
+    missing = fold_payment([session], WAIT).outcome
+    assert isinstance(missing, Unsettled) and missing.reason == CHARGE_MISSING
+    charge = {**charge_object(), "created": CHARGED_AT}
+    with_event = fold_payment([session, builders_charge_fact(obj=charge)], WAIT).outcome
+    assert isinstance(with_event, Payment)
+
+    completed = completed_with(missing, charge_fact_of(retrieved(latest_charge=charge)), WAIT)
+
+    assert completed == with_event
+    assert isinstance(completed, Payment) and completed.account == ACCOUNT_UK
