@@ -16,9 +16,9 @@ from tests.fixtures.stripe_payment_intents import (
 )
 from tests.stripe_shapes import BASIL_2025, fixture
 from transforms.core import metrics
-from transforms.core.complete import CompleteFromStripeFn
 from transforms.core.process import DEAD_LETTERS
 from transforms.domain.fold import fold_payment
+from transforms.services.complete_from_stripe import CompleteFromStripeFn
 
 __all__ = ["stripe_payment_intents_api"]
 
