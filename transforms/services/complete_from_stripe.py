@@ -2,6 +2,7 @@
 
     unsettled | beam.ParDo(CompleteFromStripeFn(api_key, api_base, charge_wait))
         -> payments (main) and DEAD_LETTERS, as the fold's outputs
+    ProcessStripeEvents(complete_charges=CompleteFromStripe(api_key, api_base, charge_wait))
 
 A payment the fold left `charge_missing` gets its PaymentIntent retrieved
 once (`transforms.services.stripe_charges`); the charge it names joins the
@@ -21,7 +22,7 @@ from datetime import timedelta
 import apache_beam as beam
 
 from transforms.core import metrics
-from transforms.core.process import outputs_of
+from transforms.core.process import DEAD_LETTERS, outputs_of
 from transforms.domain.completion import completed_with
 from transforms.domain.fold import CHARGE_MISSING, Outcome, Unsettled
 from transforms.domain.payment import Payment
@@ -57,3 +58,16 @@ class CompleteFromStripeFn(beam.DoFn):
         if isinstance(completed, Payment):
             metrics.inc(metrics.CHARGES_COMPLETED_FROM_STRIPE)
         yield from outputs_of(completed)
+
+
+class CompleteFromStripe(beam.PTransform):
+    """The core's `complete_charges` step: outcomes -> outputs `payments` and DEAD_LETTERS."""
+
+    def __init__(self, api_key: str, api_base: str, charge_wait: timedelta) -> None:
+        super().__init__()
+        self._fn = CompleteFromStripeFn(api_key, api_base, charge_wait)
+
+    def expand(self, outcomes: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return outcomes | "RetrieveCharges" >> beam.ParDo(self._fn).with_outputs(
+            DEAD_LETTERS, main="payments"
+        )
