@@ -31,6 +31,7 @@ from transforms.services.complete_from_stripe import CompleteFromStripe
 from transforms.services.identity import ResolveIdentities, check_api_url
 from transforms.services.stripe_charges import API_KEY_ENV as STRIPE_API_KEY_ENV
 from transforms.services.stripe_charges import DEFAULT_API_BASE as DEFAULT_STRIPE_API_BASE
+from transforms.services.stripe_charges import ChargeRetriever
 from transforms.sinks.contract import MessageWindow, SinkConfig, flags_of
 from transforms.sinks.postgres import CONTRIBUTIONS_STORE_ENV as CONTRIBUTIONS_STORE_ENV
 from transforms.sinks.registry import SINKS
@@ -124,7 +125,8 @@ class CoreOptions(PipelineOptions):
             "its latest charge expanded, and completes as if the charge event had arrived; a "
             "failed retrieval leaves the letter, its error saying why. The key comes only from "
             f"the {STRIPE_API_KEY_ENV} environment variable (a restricted key with read access "
-            "to PaymentIntents and charges) and is never logged. Default: off.",
+            "to PaymentIntents and charges), is checked before launch (exit 3 when Stripe "
+            "refuses it) and is never logged. Default: off.",
         )
         group.add_argument(
             "--stripe_api_base",
@@ -154,10 +156,8 @@ class CoreOptions(PipelineOptions):
             )
         return str(self.stripe_mode)
 
-    def charge_completer(self) -> CompleteFromStripe | None:
-        """The core's `complete_charges` step, or None without --complete_from_stripe."""
-        if not self.complete_from_stripe:
-            return None
+    def _stripe_access(self) -> tuple[str, str]:
+        """(key, API base) for --complete_from_stripe; ValueError when either is unusable."""
         key = os.environ.get(STRIPE_API_KEY_ENV, "").strip()
         if not key:
             raise ValueError(
@@ -165,9 +165,19 @@ class CoreOptions(PipelineOptions):
             )
         if not self.stripe_api_base or not self.stripe_api_base.startswith(("https://", "http://")):
             raise ValueError("--stripe_api_base must be an http(s):// address")
-        return CompleteFromStripe(
-            key, self.stripe_api_base.rstrip("/"), timedelta(minutes=self.charge_wait_minutes)
-        )
+        return key, self.stripe_api_base.rstrip("/")
+
+    def charge_completer(self) -> CompleteFromStripe | None:
+        """The core's `complete_charges` step, or None without --complete_from_stripe."""
+        if not self.complete_from_stripe:
+            return None
+        key, api_base = self._stripe_access()
+        return CompleteFromStripe(key, api_base, timedelta(minutes=self.charge_wait_minutes))
+
+    def check_stripe_key(self) -> None:
+        """Before launch, with --complete_from_stripe: Stripe accepts the key (else exit 3)."""
+        if self.complete_from_stripe:
+            ChargeRetriever(*self._stripe_access()).check_key()
 
     def process_stripe_events(self, **arguments: Any) -> ProcessStripeEvents:
         """The core with these flags (and any other `arguments`, e.g. `group_by_key`).

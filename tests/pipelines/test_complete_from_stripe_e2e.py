@@ -32,6 +32,7 @@ from tools.generate_archive import generate, write_archive
 from tools.generate_archive.archive import Archive
 from tools.generate_archive.model import ArrivedRecord
 from transforms.domain import facts
+from transforms.services.stripe_charges import KEY_CHECK_ID
 
 __all__ = ["stripe_payment_intents_api"]
 
@@ -179,10 +180,33 @@ def test_completed_payments_have_the_full_archives_rows_and_no_letters(
         for s, error in charge_missing(completed)
     )
     retrieved = sorted(path.rsplit("/", 1)[1] for path, _ in api.requests)
-    assert retrieved == sorted([*archives.gaps, *(s[15:] for s, _ in full_letters)])
+    # One key check before launch, then one retrieval per charge_missing payment.
+    assert retrieved == sorted([KEY_CHECK_ID, *archives.gaps, *(s[15:] for s, _ in full_letters)])
     assert all(query == {"expand[0]": ["latest_charge"]} for _, query in api.requests)
     assert f"charges completed from stripe: {GAPS}" in summary
     assert f"charge retrievals failed: {len(full_letters)}" in summary
+
+
+def test_a_key_stripe_refuses_stops_the_backfill_before_launch(
+    archives: Archives,
+    stripe_payment_intents_api: StripePaymentIntentsApi,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", "rk_test_refusedrefused")
+    argv = ["--source", str(archives.gapped / "archive"), "--warehouse"]
+    flags = ["--complete_from_stripe", "--stripe_api_base", stripe_payment_intents_api.url]
+
+    assert backfill.run([*argv, str(tmp_path / "w.duckdb"), *flags]) == 3
+
+    assert capsys.readouterr().err == (
+        "python -m pipelines.backfill: error: --complete_from_stripe: "
+        "Stripe refused the key in STRIPE_API_KEY for PaymentIntents\n"
+    )
+    assert [path for path, _ in stripe_payment_intents_api.requests] == [
+        f"/v1/payment_intents/{KEY_CHECK_ID}"
+    ]
 
 
 def test_without_the_flag_the_gapped_payments_are_charge_missing_letters(
@@ -244,7 +268,8 @@ def test_redriving_the_letters_with_the_flag_completes_them_as_the_full_archive(
         )
 
     assert code == 0
-    assert sorted(path.rsplit("/", 1)[1] for path, _ in api.requests) == sorted(archives.gaps)
+    retrieved = sorted(path.rsplit("/", 1)[1] for path, _ in api.requests)
+    assert retrieved == sorted([KEY_CHECK_ID, *archives.gaps])
     completed = without_run_columns(snapshot(warehouse))
     assert completed == without_run_columns(snapshot(full))
     assert rows(

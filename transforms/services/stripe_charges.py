@@ -2,6 +2,7 @@
 
     retriever = ChargeRetriever(api_key, api_base)
     retriever.charge_fact(payment_intent_id)  -> ChargeFact, or raises RetrievalError
+    retriever.check_key()                     # before launch: InfrastructureError unless accepted
 
 `GET /v1/payment_intents/{id}?expand[]=latest_charge` through the `stripe`
 library (its API base pointed elsewhere for tests and proxies), with a timeout
@@ -23,6 +24,7 @@ import stripe
 
 from transforms.domain import completion
 from transforms.domain.facts import ChargeFact
+from transforms.infrastructure import InfrastructureError
 
 API_KEY_ENV = "STRIPE_API_KEY"
 DEFAULT_API_BASE = "https://api.stripe.com"
@@ -30,6 +32,8 @@ DEFAULT_API_BASE = "https://api.stripe.com"
 REQUEST_TIMEOUT_S = 10.0
 NETWORK_RETRIES = 2
 EXPAND = ["latest_charge"]
+#: The PaymentIntent the key check asks for: not an id Stripe gives.
+KEY_CHECK_ID = "pi_key_check"
 
 NOT_FOUND = "not_found"
 KEY_REFUSED = "key_refused"
@@ -80,6 +84,18 @@ class ChargeRetriever:
         except stripe.StripeError as error:
             raise RetrievalError(STRIPE_ERROR, f"Stripe answered {error.http_status}") from None
         return intent.to_dict()
+
+    def check_key(self) -> None:
+        """Before launch: Stripe accepts the key for PaymentIntents, else InfrastructureError.
+
+        Retrieves a PaymentIntent no account has: Stripe's 404 for it proves
+        the key was accepted with read access to PaymentIntents.
+        """
+        try:
+            self.payment_intent(KEY_CHECK_ID)
+        except RetrievalError as error:
+            if error.reason != NOT_FOUND:
+                raise InfrastructureError(f"--complete_from_stripe: {error}") from None
 
     def charge_fact(self, payment_intent_id: str, account: str | None = None) -> ChargeFact:
         """The charge fact of the PaymentIntent, as its outcome event would have given it."""

@@ -13,7 +13,9 @@ from tests.fixtures.stripe_payment_intents import (
 )
 from tests.stripe_shapes import BASIL_2025, LEGACY_2022, fixture
 from transforms.domain.completion import NOT_SETTLED, RETRIEVED
+from transforms.infrastructure import InfrastructureError
 from transforms.services.stripe_charges import (
+    KEY_CHECK_ID,
     KEY_REFUSED,
     NETWORK_RETRIES,
     NOT_FOUND,
@@ -132,3 +134,24 @@ def test_an_unreachable_api_is_unreachable() -> None:
         ChargeRetriever(API_KEY, f"http://127.0.0.1:{port}").charge_fact("pi_1")
 
     assert raised.value.reason == UNREACHABLE
+
+
+def test_the_key_check_accepts_a_key_stripe_answers_not_found_for(
+    stripe_payment_intents_api: StripePaymentIntentsApi,
+) -> None:
+    ChargeRetriever(API_KEY, stripe_payment_intents_api.url).check_key()
+
+    assert [path for path, _ in stripe_payment_intents_api.requests] == [
+        f"/v1/payment_intents/{KEY_CHECK_ID}"
+    ]
+
+
+def test_the_key_check_refuses_a_key_stripe_refuses_without_printing_it(
+    stripe_payment_intents_api: StripePaymentIntentsApi,
+) -> None:
+    with pytest.raises(InfrastructureError) as raised:
+        ChargeRetriever("rk_test_wrongwrong", stripe_payment_intents_api.url).check_key()
+
+    assert str(raised.value) == (
+        "--complete_from_stripe: Stripe refused the key in STRIPE_API_KEY for PaymentIntents"
+    )
