@@ -39,7 +39,7 @@ from pipelines.summary import RunSummary, counters_of, render, writer_counts_of
 from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES, PipelineRun
 from transforms.infrastructure import InfrastructureError, describe_error
-from transforms.sinks.common import WAREHOUSE
+from transforms.sinks.common import BIGQUERY_PREFIX, WAREHOUSE
 from transforms.sinks.contract import SinkConfig
 from transforms.sinks.duckdb import duckdb_path
 from transforms.sinks.run_history import append_run
@@ -353,7 +353,12 @@ def record_run(
 def record_tool_run(
     run: RunStart, warehouse: str, counts: Sequence[tuple[str, int]], exit_code: int
 ) -> None:
-    """Appends the `pipeline_runs` row of a re-drive or reconciliation (`tool_run_record`)."""
+    """Appends the `pipeline_runs` row of a re-drive or reconciliation (`tool_run_record`).
+
+    Not into a DuckDB warehouse that does not exist: the row would create it.
+    """
+    if not warehouse.startswith(BIGQUERY_PREFIX) and not Path(warehouse).exists():
+        return
     _append_record(
         warehouse, tool_run_record(run, counts, exit_code, datetime.now(UTC), code_version())
     )

@@ -255,6 +255,11 @@ def test_a_missing_warehouse_is_infrastructure_and_exits_3(tmp_path: Path) -> No
     assert redrive.run(["--warehouse", str(tmp_path / "none" / "w.duckdb")]) == 3
 
 
+def test_a_warehouse_that_does_not_exist_is_not_created_by_the_runs_row(tmp_path: Path) -> None:
+    assert redrive.run(["--warehouse", str(tmp_path / "w.duckdb")]) == 3
+    assert not (tmp_path / "w.duckdb").exists()
+
+
 def test_redriving_twice_into_sqs_sends_exactly_one_email_per_payment(
     archive: Path, moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
