@@ -25,6 +25,12 @@ or its variable `CONTRIBUTIONS_STORE_DSN`, Postgres), the supporter table
 `--acquisitions_bus`, `--emails_queue_url`, `--opt_ins_queue_url`,
 `--cloudwatch_namespace`).
 
+A backfill sends no message of a payment older than its
+`--messages_max_age_hours` at its `--run_started_at`: given the same two
+flags, such a payment's ledger effects the ledger has no entry of are
+counted as held back, not differences (without `--run_started_at` every
+message is expected).
+
 It prints one line per day and currency, with store minus archive per store
 (payments/amount/refunded, amounts in that currency), then up to 10
 (`transforms.domain.reconcile.LISTED`) differing payment ids per store and
@@ -38,8 +44,8 @@ from __future__ import annotations
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,7 +57,13 @@ from pipelines.aws_role import start_role
 from pipelines.backfill import disk_grouping, read_process_write
 from pipelines.launch import parse_options, quiet_beam_logs
 from pipelines.options import AwsOptions, BackfillOptions, CoreOptions, SinkOptions
-from transforms.domain.reconcile import Comparison, Holding, compared, render_report
+from transforms.domain.reconcile import (
+    Comparison,
+    Holding,
+    compared,
+    held_back,
+    render_report,
+)
 from transforms.infrastructure import ConfigurationError
 from transforms.sinks.contract import SinkConfig
 from transforms.sinks.dynamodb import check_supporter_table
@@ -104,6 +116,7 @@ class Known(NamedTuple):
     day: date
     currency: str
     guest: bool
+    created: datetime
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,8 @@ class Plan:
     start: datetime | None
     end: datetime | None
     livemode: bool | None
+    #: Messages of payments created before this were held back by the backfill (None: none).
+    messages_not_before: datetime | None = None
 
 
 def build(pipeline: beam.Pipeline, options: PipelineOptions, scratch_warehouse: str) -> None:
@@ -139,7 +154,24 @@ def plan_of(options: PipelineOptions) -> Plan:
     backfill = options.view_as(BackfillOptions)
     backfill.archive_arguments()
     livemode = {"live": True, "test": False}.get(mode)
-    return Plan(sinks, backfill.start, backfill.end, livemode)
+    return Plan(sinks, backfill.start, backfill.end, livemode, _messages_not_before(options))
+
+
+def _messages_not_before(options: PipelineOptions) -> datetime | None:
+    """The backfill's message window, when the operator names its `--run_started_at`.
+
+    Without it every message the archive implies is expected (a stream sent
+    them when they were paid); `--no_messages` is refused: a run that sent
+    none is reconciled by leaving the queue and bus flags out.
+    """
+    messages = options.view_as(SinkOptions)
+    if messages.no_messages:
+        raise ValueError(
+            "--no_messages: leave the queue and bus flags out to reconcile a run that sent none"
+        )
+    if messages.run_started_at is None:
+        return None
+    return messages.message_window().not_before
 
 
 def preflight(plan: Plan) -> None:
@@ -160,7 +192,7 @@ def comparisons(plan: Plan, scratch: Query) -> list[Comparison]:
     """Every store the flags name, against the scratch warehouse."""
     where = selection("duckdb", start=plan.start, end=plan.end, livemode=plan.livemode)
     known = {
-        row[0]: Known(utc_day(row[1]), row[2], row[3] is None)
+        row[0]: Known(utc_day(row[1]), row[2], row[3] is None, _utc(row[1]))
         for row in scratch(
             f"SELECT payment_id, created, currency, identity_id FROM contributions WHERE {where}"
         )
@@ -204,9 +236,18 @@ def comparisons(plan: Plan, scratch: Query) -> list[Comparison]:
                 for p in known
                 if effect_key(kind, p) in states
             }
-            archive = {p: _ledger_holding(p, known[p], SENT) for p in expected}
-            found.append(compared(kind, archive, sent, guests))
+            archive, held = held_back(
+                {p: _ledger_holding(p, known[p], SENT) for p in expected},
+                sent,
+                {p: known[p].created for p in expected},
+                plan.messages_not_before,
+            )
+            found.append(replace(compared(kind, archive, sent, guests), held_back=held))
     return found
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _where(plan: Plan, dialect: str) -> str:

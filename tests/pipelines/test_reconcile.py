@@ -454,3 +454,79 @@ def test_help_describes_the_command_and_changes_nothing(
     for flag in ("--source", "--start", "--end", "--contributions_store", "--supporter_table"):
         assert flag in help_text
     assert not warehouse.exists()
+
+
+def test_messages_a_backfill_held_back_are_counted_not_differences(
+    archive: Archive, moto_server: MotoServer, tmp_path: Path
+) -> None:
+    """A backfill's window (half the archive too old) reconciled with the same window."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    ledger = create_table(LEDGER_KEY, unique("sent-messages"))
+    # Messages of payments created before archive.start + 1h are held back.
+    window = [
+        "--run_started_at",
+        (archive.start + timedelta(hours=5)).isoformat(),
+        "--messages_max_age_hours",
+        "4",
+    ]
+    argv = [
+        "--source",
+        str(archive.folder),
+        "--stripe_mode",
+        "live",
+        "--warehouse",
+        str(warehouse),
+        "--emails_queue_url",
+        create_queue(),
+        "--sent_messages_table",
+        ledger,
+    ]
+    written = _run(backfill.run, [*argv, *window])
+    assert written.code == 0, written.out + written.err
+    too_old = _skipped_too_old(written.out + written.err)
+    assert too_old > 0
+    held = (
+        f"not compared: {too_old} messages held back as too old for the message window "
+        "(outputs skipped: message_too_old), none in the ledger"
+    )
+
+    clean = _run(reconcile.run, [*argv, *window, *_range(archive.start)])
+    assert clean.code == 0, clean.out + clean.err
+    assert clean.out.splitlines()[-2:] == [held, "reconciled: every difference is zero"]
+
+    with contextlib.closing(boto3.session.Session().client("dynamodb")) as dynamodb:
+        sent = sorted(
+            item["messageKey"]["S"]
+            for item in dynamodb.scan(TableName=ledger)["Items"]
+            if item["messageKey"]["S"].startswith("thank_you_email#")
+        )
+        dynamodb.delete_item(TableName=ledger, Key={"messageKey": {"S": sent[0]}})
+    unsent = sent[0].split("#", 1)[1]
+    missing = _run(reconcile.run, [*argv, *window, *_range(archive.start)])
+    assert missing.code == 1, missing.out + missing.err
+    lines = missing.out.splitlines()
+    assert lines[lines.index(held) :] == [
+        held,
+        "thank_you_email: 1 difference",
+        f"  {unsent}: missing (archive: {_day_and_currency(warehouse, unsent)})",
+        "differences in thank_you_email",
+    ]
+
+    # Without the backfill's window every message the archive implies is expected.
+    unwindowed = _run(reconcile.run, [*argv, *_range(archive.start)])
+    assert unwindowed.code == 1, unwindowed.out + unwindowed.err
+    assert f"thank_you_email: {too_old + 1} differences" in unwindowed.out.splitlines()
+    assert "messages held back" not in unwindowed.out
+
+
+def _skipped_too_old(summary: str) -> int:
+    """The backfill summary's `outputs skipped: message_too_old` count."""
+    lines = summary.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("outputs skipped:"))
+    counts = {}
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        name, count = line.strip().split(": ")
+        counts[name] = int(count)
+    return counts["message_too_old"]

@@ -12,6 +12,10 @@ into), and `compare` lists how two sets of holdings differ:
 - `unsent`: a message ledger entry claimed but never marked sent (its
   outcome is unknown).
 
+`held_back` leaves out of a message store's expected holdings the payments
+too old for the backfill's message window that the ledger has no entry of:
+they are counted, not differences.
+
 `diff_table` sums both sides per (day, currency) into `DiffRow`s: store
 minus archive, in payments, amount and amount refunded, each in the row's
 currency, never summed across currencies. `Comparison` holds one store's
@@ -244,6 +248,7 @@ class Comparison:
     archive: Mapping[str, Holding]
     found: Mapping[str, Holding]
     guests_left_out: int = 0
+    held_back: int = 0
     differences: tuple[Difference, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -267,6 +272,30 @@ def compared(
     return Comparison(store, archive, kept, len(left_out))
 
 
+def held_back(
+    archive: Mapping[str, Holding],
+    found: Mapping[str, Holding],
+    created: Mapping[str, datetime],
+    not_before: datetime | None,
+) -> tuple[dict[str, Holding], int]:
+    """The messages the archive expects less those a backfill held back, and their count.
+
+    A backfill sends no message of a payment created before `not_before`
+    (its `--messages_max_age_hours` at its `--run_started_at`), so the
+    ledger has no entry for it: that is no difference. A held-back payment
+    the ledger does have (sent when it was paid) is still compared, and
+    every payment created at or after `not_before` is expected as usual.
+    """
+    if not_before is None:
+        return dict(archive), 0
+    kept = {
+        payment_id: holding
+        for payment_id, holding in archive.items()
+        if payment_id in found or created[payment_id] >= not_before
+    }
+    return kept, len(archive) - len(kept)
+
+
 def render_report(
     comparisons: Sequence[Comparison], *, start: datetime | None, end: datetime | None
 ) -> str:
@@ -287,6 +316,12 @@ def render_report(
         lines.append(
             f"not compared: {guests} supporter items and messages of guests (their identity "
             "came from the Identity API, not the archive)"
+        )
+    held = sum(c.held_back for c in comparisons)
+    if held:
+        lines.append(
+            f"not compared: {held} messages held back as too old for the message window "
+            "(outputs skipped: message_too_old), none in the ledger"
         )
     for comparison in comparisons:
         count = len(comparison.differences)

@@ -16,6 +16,7 @@ from transforms.domain.reconcile import (
     compare,
     compared,
     diff_table,
+    held_back,
     render_report,
     render_table,
 )
@@ -180,4 +181,53 @@ def test_render_report_lists_the_first_ids_and_counts_the_guests_left_out() -> N
         *[f"  ch_{n:02}: missing (archive: 2025-03-01 GBP 1.00)" for n in range(10)],
         "  ... and 2 more",
         "differences in contributions_store",
+    ]
+
+
+NOT_BEFORE = datetime(2025, 3, 1, 12, tzinfo=UTC)
+
+
+def _ledger(payment_id: str) -> Holding:
+    return Holding(payment_id, DAY, "GBP", None)
+
+
+def test_held_back_leaves_out_old_payments_the_ledger_lacks_and_counts_them() -> None:
+    archive = {p: _ledger(p) for p in ("ch_old", "ch_old_sent", "ch_edge", "ch_new")}
+    created = {
+        "ch_old": datetime(2025, 3, 1, 11, 59, tzinfo=UTC),
+        "ch_old_sent": datetime(2025, 3, 1, 1, tzinfo=UTC),
+        "ch_edge": NOT_BEFORE,
+        "ch_new": datetime(2025, 3, 1, 13, tzinfo=UTC),
+    }
+    found = {"ch_old_sent": _ledger("ch_old_sent")}
+    kept, held = held_back(archive, found, created, NOT_BEFORE)
+    assert (sorted(kept), held) == (["ch_edge", "ch_new", "ch_old_sent"], 1)
+    # A message in the window that was never sent is still a difference.
+    assert [(d.payment_id, d.kind) for d in compare("thank_you_email", kept, found)] == [
+        ("ch_edge", "missing"),
+        ("ch_new", "missing"),
+    ]
+
+
+def test_held_back_without_a_window_keeps_every_expected_message() -> None:
+    archive = {"ch_old": _ledger("ch_old")}
+    created = {"ch_old": datetime(2020, 1, 1, tzinfo=UTC)}
+    assert held_back(archive, {}, created, None) == (archive, 0)
+
+
+def test_render_report_counts_the_held_back_messages_apart_from_differences() -> None:
+    archive = {"ch_new": _ledger("ch_new")}
+    report = render_report(
+        [
+            Comparison("warehouse", archive, archive),
+            Comparison("thank_you_email", archive, archive, held_back=3),
+            Comparison("soft_opt_in", {}, {}, held_back=2),
+        ],
+        start=None,
+        end=None,
+    )
+    assert report.splitlines()[-2:] == [
+        "not compared: 5 messages held back as too old for the message window "
+        "(outputs skipped: message_too_old), none in the ledger",
+        "reconciled: every difference is zero",
     ]
