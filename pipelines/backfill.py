@@ -98,9 +98,14 @@ def read_process_write(
     core: ProcessStripeEvents,
     sinks: SinkConfig,
 ) -> None:
-    """The backfill's graph: the archive read, the core, every output written to `sinks`."""
-    read = pipeline | "ReadArchive" >> ReadArchive(**archive)
-    outputs = read.events | "ProcessStripeEvents" >> core
+    """The backfill's graph: the archive read, the core, every output written to `sinks`.
+
+    The read classifies and keys each event itself (`core.key_facts()`), so
+    the core starts at its grouping (`of_keyed_facts`): fewer Beam steps per
+    record, the same rules.
+    """
+    read = pipeline | "ReadArchive" >> ReadArchive(**archive, key_facts=core.key_facts())
+    outputs = read.events | "ProcessStripeEvents" >> core.of_keyed_facts()
     tables = outputs.by_record_type()
     tables[DeadLetter] = (
         outputs.dead_letters,

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import re
 import socket
 import tracemalloc
 import zlib
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import apache_beam as beam
 import boto3
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
@@ -25,7 +27,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas.records import DeadLetter
 from tests.builders import envelope_time, eventbridge_envelope, stripe_event_document
 from tests.fixtures.moto_server import MotoServer
+from transforms.core.process import DEAD_LETTERS, ClassifyEventsFn, ProcessStripeEvents, _join_key
 from transforms.domain.events import StripeEvent, make_dead_letter
+from transforms.domain.facts import ALL_MODES
 from transforms.sources.archive import ReadArchive, _ChunkReader, split_records
 from transforms.sources.progress import PROGRESS, ProgressSnapshot
 
@@ -708,3 +712,76 @@ def test_split_records_hands_on_the_document_it_parsed_and_none_for_bytes_not_ut
         (good, True, {"id": "evt_1", "object": "event", "note": "café"}),
         (not_utf8, True, None),
     ]
+
+
+def _save_reprs(items: list[Any], path: str) -> None:
+    Path(path).write_text(json.dumps(sorted(repr(item) for item in items)))
+
+
+def _read(
+    source: str, key_facts: Any, out: Path, **bounds: Any
+) -> tuple[list[str], list[str], dict[str, int]]:
+    """(main outputs, dead letters) of ReadArchive, fused or not, as sorted reprs; counters."""
+    pipeline = test_pipeline.TestPipeline(runner=FnApiRunner())
+    read = pipeline | "ReadArchive" >> ReadArchive(source, key_facts=key_facts, **bounds)
+    main, letters = read.events, read.dead_letters
+    if key_facts is None:
+        # The separate steps the fused read stands for.
+        classified = main | "ClassifyEvents" >> beam.ParDo(
+            ClassifyEventsFn(ALL_MODES)
+        ).with_outputs(DEAD_LETTERS, main="facts")
+        letters = (letters, classified[DEAD_LETTERS]) | "Merge" >> beam.Flatten()
+        main = classified["facts"] | "KeyByPayment" >> beam.Map(_join_key)
+    for label, collection in (("main", main), ("letters", letters)):
+        _ = (
+            collection
+            | f"Gather{label}" >> beam.combiners.ToList()
+            | f"Save{label}" >> beam.Map(_save_reprs, str(out / label))
+        )
+    outcome = pipeline.run()
+    outcome.wait_until_finish()
+    return (
+        json.loads((out / "main").read_text()),
+        json.loads((out / "letters").read_text()),
+        counters(outcome),
+    )
+
+
+def test_reading_with_key_facts_is_the_separate_steps_in_one(tmp_path: Path) -> None:
+    good = tmp_path / "archive/2024/12/05/23/good.gz"
+    write(good, [encode(envelope(f"evt_g{i}", at(23, i))) for i in range(4)])
+    broken = tmp_path / "archive/2024/12/05/22/broken"
+    unpaid = snapshot("evt_bad", at(22, 5))
+    unpaid["data"]["object"]["amount"] = "five"  # classify cannot read it
+    write(
+        broken,
+        [b"not json", encode(envelope("evt_b0", at(22, 1))), encode(unpaid), b"[1, 2]"],
+        b"\n",
+    )
+    truncated = tmp_path / "archive/2024/12/05/21/truncated.gz"
+    last = encode(envelope("evt_t1", at(21, 1)))
+    truncated.parent.mkdir(parents=True)
+    truncated.write_bytes(gzip_stream(encode(envelope("evt_t0", at(21, 0))), last[:40]))
+    bounds = {"start": at(21, 0), "end": at(23, 3)}  # evt_g3 is outside
+
+    source = tmp_path / "archive"
+    fused_out, separate_out = tmp_path / "fused", tmp_path / "separate"
+    fused_out.mkdir()
+    separate_out.mkdir()
+    PROGRESS.reset()
+    fused = _read(str(source), ProcessStripeEvents().key_facts(), fused_out, **bounds)
+    fused_progress = PROGRESS.snapshot()
+    PROGRESS.reset()
+    separate = _read(str(source), None, separate_out, **bounds)
+
+    assert fused == separate
+    assert len(fused[0]) == 5
+    reasons = sorted(re.findall(r"step='(\w+)', reason='(\w+)'", " ".join(fused[1])))
+    assert reasons == [
+        ("classify", "invalid_charge"),
+        ("decode", "invalid_json"),
+        ("decode", "not_an_event"),
+        ("read", "unreadable_file"),
+    ]
+    assert fused[2]["skipped_outside_time_range"] == 1
+    assert fused_progress == PROGRESS.snapshot()
