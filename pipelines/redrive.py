@@ -16,8 +16,12 @@ the ledger, so a re-drive never duplicates a row or a message.
   payment such a record belongs to, so a payment is never decided on one event.
 - Payment letters (join_payment: charge_missing, payment_not_settled): every
   event of the letter's PaymentIntent in `--source` (within `--start/--end`).
-- Writers' and senders' letters are listed, not re-driven: re-run the
-  backfill over the payment's days.
+- Writers' letters (write_*): as payment letters, of the PaymentIntent their
+  refused record names; one that names only a charge (the supporter item
+  `Stripe - <charge id>`) is first matched to its PaymentIntent by the
+  charge's events in `--source` (one more read of the archive), and stays
+  pending when the charge is not there.
+- Senders' letters are listed, not re-driven (see the runbook).
 
 Marks (`transforms.sinks.dead_letters`): selected letters are claimed with the
 run id before the run; a letter that fails again is rewritten by the run and
@@ -66,6 +70,8 @@ from schemas.records import DeadLetter
 from transforms.domain.events import SourceRecord
 from transforms.domain.redrive import (
     Kind,
+    charge_id_of_letter,
+    charge_payment_intent,
     describe,
     kind_of,
     payment_intent_of,
@@ -148,6 +154,38 @@ def _of_payments(event: Any, payment_intents: frozenset[str]) -> bool:
     return payment_intent_of(event) in payment_intents
 
 
+def _payment_intents_of_charges(
+    options: PipelineOptions, charges: frozenset[str]
+) -> dict[str, str]:
+    """{charge id: PaymentIntent id} for the `charges` whose events are in `--source`.
+
+    One local read of the archive (`--source`, `--start`, `--end`), keeping
+    only the pairs the charges' events name; a charge absent from it is absent here.
+    """
+    if not charges:
+        return {}
+    archive = options.view_as(BackfillOptions).archive_arguments()
+    with tempfile.TemporaryDirectory(prefix="redrive-charges-") as folder:
+        prefix = str(Path(folder) / "charges")
+        pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)
+        _ = (
+            (pipeline | "ReadArchive" >> ReadArchive(**archive)).events
+            | "PairChargesWithIntents" >> beam.FlatMap(_charge_intent, charges)
+            | "DistinctPairs" >> beam.Distinct()
+            | "WritePairs" >> beam.io.WriteToText(prefix)
+        )
+        pipeline.run().wait_until_finish()
+        lines = sorted(
+            line for path in Path(folder).glob("charges*") for line in path.read_text().splitlines()
+        )
+    return dict(line.split("\t", 1) for line in lines)
+
+
+def _charge_intent(event: Any, charges: frozenset[str]) -> list[str]:
+    pair = charge_payment_intent(event)
+    return [f"{pair[0]}\t{pair[1]}"] if pair is not None and pair[0] in charges else []
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Selects, re-drives and marks; prints what it did. Exit codes as in the module docstring."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -185,11 +223,32 @@ def run(argv: Sequence[str] | None = None) -> int:
         )
     except Exception as error:  # noqa: BLE001
         return _infrastructure(f"cannot read the letters' records again: {error}")
+    charge_letters = {
+        letter.dead_letter_id: charge
+        for letter in by_kind[Kind.PAYMENT]
+        if payment_intent_of_letter(letter) is None
+        and (charge := charge_id_of_letter(letter)) is not None
+    }
+    try:
+        intents_of_charges = _payment_intents_of_charges(
+            options, frozenset(charge_letters.values())
+        )
+    except ValueError as error:
+        return _usage(str(error))
+    except Exception as error:  # noqa: BLE001
+        return _infrastructure(f"cannot read --source to find the letters' charges: {error}")
     payment_letters = {
         letter.dead_letter_id: intent
         for letter in by_kind[Kind.PAYMENT]
-        if (intent := payment_intent_of_letter(letter)) is not None
+        if (
+            intent := payment_intent_of_letter(letter)
+            or intents_of_charges.get(charge_letters.get(letter.dead_letter_id, ""))
+        )
+        is not None
     }
+    charge_not_found = [
+        letter for letter in by_kind[Kind.PAYMENT] if letter.dead_letter_id not in payment_letters
+    ]
     records = [record for _, record in reread.records]
     wanted = frozenset(payment_letters.values()) | payment_intents_of(records)
     redriven = [letter for letter, _ in reread.records] + [
@@ -200,12 +259,16 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"  re-drive  {describe(letter)}")
     for letter in reread.unreadable:
         print(f"  unreadable (its record is gone from its source)  {describe(letter)}")
+    for letter in charge_not_found:
+        print(f"  its charge's events are not in --source (pending)  {describe(letter)}")
     for letter in by_kind[Kind.NOT_REDRIVABLE]:
         print(f"  not re-driven here (re-run the backfill over its days)  {describe(letter)}")
     if wanted:
         source = options.view_as(BackfillOptions).source
         print(f"re-reading {len(wanted)} payments' events from {source}")
-    not_redriven = len(reread.unreadable) + len(by_kind[Kind.NOT_REDRIVABLE])
+    not_redriven = (
+        len(reread.unreadable) + len(charge_not_found) + len(by_kind[Kind.NOT_REDRIVABLE])
+    )
 
     if dry_run:
         return _dry_run(options, records, wanted, not_redriven)
