@@ -21,7 +21,13 @@ the ledger, so a re-drive never duplicates a row or a message.
   `Stripe - <charge id>`) is first matched to its PaymentIntent by the
   charge's events in `--source` (one more read of the archive), and stays
   pending when the charge is not there.
-- Senders' letters are listed, not re-driven (see the runbook).
+- Senders' letters whose message was not sent (send_*: rejected,
+  retries_exhausted, ledger_error) name their charge: re-driven as its
+  payment, after the ledger claim a rejected or exhausted send left is
+  released, by a conditional delete that only removes that very claim
+  (still `sending`, same `claimedAt`); a claim that changed is kept, and the
+  ledger then decides (sent: nothing to send; claimed again: outcome_unknown).
+  outcome_unknown letters are listed, not re-driven (see the runbook).
 
 Marks (`transforms.sinks.dead_letters`): selected letters are claimed with the
 run id before the run; a letter that fails again is rewritten by the run and
@@ -48,7 +54,7 @@ import contextlib
 import sys
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -69,6 +75,7 @@ from pipelines.options import (
 from schemas.records import DeadLetter
 from transforms.domain.events import SourceRecord
 from transforms.domain.redrive import (
+    SEND_STEP_PREFIX,
     Kind,
     charge_id_of_letter,
     charge_payment_intent,
@@ -76,9 +83,12 @@ from transforms.domain.redrive import (
     kind_of,
     payment_intent_of,
     payment_intent_of_letter,
+    sender_kind,
 )
+from transforms.infrastructure import dynamodb_client
 from transforms.sinks.common import BIGQUERY_PREFIX
 from transforms.sinks.dead_letters import DescribeOutputs, Selection, letter_store
+from transforms.sinks.ledger import OUTCOME_UNKNOWN, left_claim, release_claim
 from transforms.sinks.router import WriteOutputs
 from transforms.sources.archive import ReadArchive
 from transforms.sources.decode import DecodeEvents
@@ -181,6 +191,24 @@ def _payment_intents_of_charges(
     return dict(line.split("\t", 1) for line in lines)
 
 
+def _release_claims(claims: Collection[tuple[str, str, float]], table: str) -> tuple[int, int]:
+    """Releases each (kind, charge id, claimedAt) claim still as its letter left it;
+    (released, changed since the letter: kept)."""
+    released = changed = 0
+    if not claims:
+        return released, changed
+    client = dynamodb_client()
+    try:
+        for kind, charge, claimed_at in claims:
+            if release_claim(client, table, kind, charge, claimed_at):
+                released += 1
+            else:
+                changed += 1
+    finally:
+        client.close()
+    return released, changed
+
+
 def _charge_intent(event: Any, charges: frozenset[str]) -> list[str]:
     pair = charge_payment_intent(event)
     return [f"{pair[0]}\t{pair[1]}"] if pair is not None and pair[0] in charges else []
@@ -249,6 +277,20 @@ def run(argv: Sequence[str] | None = None) -> int:
     charge_not_found = [
         letter for letter in by_kind[Kind.PAYMENT] if letter.dead_letter_id not in payment_letters
     ]
+    claims = {
+        letter.dead_letter_id: (kind, charge, at)
+        for letter in by_kind[Kind.PAYMENT]
+        if letter.dead_letter_id in payment_letters
+        and (kind := sender_kind(letter)) is not None
+        and (charge := charge_id_of_letter(letter)) is not None
+        and (at := left_claim(letter.error)) is not None
+    }
+    ledger_table = getattr(options.view_as(SinkOptions), "sent_messages_table", None)
+    if claims and not ledger_table:
+        return _usage(
+            "the selected senders' letters left ledger claims to release: give "
+            "--sent_messages_table (and the senders' flags)"
+        )
     records = [record for _, record in reread.records]
     wanted = frozenset(payment_letters.values()) | payment_intents_of(records)
     redriven = [letter for letter, _ in reread.records] + [
@@ -262,7 +304,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     for letter in charge_not_found:
         print(f"  its charge's events are not in --source (pending)  {describe(letter)}")
     for letter in by_kind[Kind.NOT_REDRIVABLE]:
-        print(f"  not re-driven here (re-run the backfill over its days)  {describe(letter)}")
+        why = "re-run the backfill over its days"
+        if letter.step.startswith(SEND_STEP_PREFIX):
+            why = (
+                "its message may have gone: check the target, see the runbook"
+                if letter.reason == OUTCOME_UNKNOWN
+                else "its source names no charge: re-run the backfill over its days"
+            )
+        print(f"  not re-driven here ({why})  {describe(letter)}")
     if wanted:
         source = options.view_as(BackfillOptions).source
         print(f"re-reading {len(wanted)} payments' events from {source}")
@@ -287,6 +336,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         pending_before = store.pending_ids()
         store.claim(redriven, run_id)
+        released, changed = _release_claims(claims.values(), str(ledger_table))
         pipeline.run().wait_until_finish()
         claimed = store.claimed(ids, run_id)
         # A payment letter not rewritten by the run, yet without a contribution: its
@@ -313,6 +363,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     for letter_id in sorted(new_letters):
         print(f"    {letter_id}")
     print(f"  payment not found in --source (pending): {len(missing)}")
+    if claims:
+        print(f"  ledger claims of failed sends released: {released}")
+        print(f"  ledger claims that changed since the letter (kept): {changed}")
     print(f"  not re-driven (pending): {not_redriven}")
     done = len(resolved) == len(letters) and not new_letters
     return EXIT_DONE if done else EXIT_STILL_FAILING

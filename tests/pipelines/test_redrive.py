@@ -50,6 +50,7 @@ from transforms.domain.facts import ClassifyError
 from transforms.sinks.common import rejected_record
 from transforms.sinks.duckdb import REJECTED_STEP
 from transforms.sinks.dynamodb import REJECTED, WRITE_SUPPORTER_STEP
+from transforms.sinks.ledger import SENDING, claim_note
 
 BUGGY_SESSION = "evt_session_2"
 END = "2024-12-05T23:10:00Z"
@@ -396,6 +397,105 @@ def test_a_supporter_items_letter_whose_charge_is_not_in_the_source_stays_pendin
         (letter.dead_letter_id, None, None)
     ]
     assert _query(path, "SELECT * FROM contributions ORDER BY payment_id") == contributions
+
+
+CLAIMED_AT = 1733443200.25
+
+
+def _rejected_email(queue: str, ledger: str, path: str, *, claimed_at: float) -> DeadLetter:
+    """What a refused thank-you email for ch_2 leaves: its letter, and the ledger item still
+    claimed (`sending`) at `claimed_at` (the letter says `CLAIMED_AT`)."""
+    dynamodb = boto3.session.Session().client("dynamodb")
+    dynamodb.put_item(
+        TableName=ledger,
+        Item={
+            "messageKey": {"S": "thank_you_email#ch_2"},
+            "kind": {"S": "thank_you_email"},
+            "paymentId": {"S": "ch_2"},
+            "state": {"S": SENDING},
+            "claimedAt": {"N": repr(claimed_at)},
+            "claimToken": {"S": "t1"},
+        },
+    )
+    letter = make_dead_letter(
+        step="send_thank_you_email",
+        reason="rejected",
+        error="InvalidParameterValue" + claim_note(CLAIMED_AT),
+        raw='{"To": {"Address": "[body]"}}',
+        source=f"sqs:{queue}/ch_2",
+    )
+    _insert_letter(path, letter)
+    return letter
+
+
+def _messages_flags(queue: str, ledger: str) -> list[str]:
+    return [
+        "--stripe_mode",
+        "live",
+        "--emails_queue_url",
+        queue,
+        "--sent_messages_table",
+        ledger,
+        "--messages_max_age_hours",
+        str(24 * 365 * 100),
+    ]
+
+
+def test_a_rejected_sends_letter_releases_its_claim_and_sends_the_message_once(
+    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
+    path = str(tmp_path / "warehouse.duckdb")
+    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    _rejected_email(queue, ledger, path, claimed_at=CLAIMED_AT)
+    capsys.readouterr()
+    flags = ["--warehouse", path, "--source", str(archive), *_messages_flags(queue, ledger)]
+
+    assert redrive.run(flags) == 0
+
+    first = drain(queue)
+    assert [group for group, _ in first] == ["ch_2"]
+    assert ledger_items(ledger) == {"thank_you_email#ch_2": "sent"}
+    assert "ledger claims of failed sends released: 1" in capsys.readouterr().out
+    assert _query(path, "SELECT step, redriven_at IS NOT NULL FROM dead_letters") == [
+        ("send_thank_you_email", True)
+    ]
+    # Forced again: the claim is now a sent item, not the letter's, so nothing is released
+    # and the ledger stops a second email.
+    assert redrive.run([*flags, "--include_redriven"]) == 0
+    assert drain(queue) == []
+    assert "ledger claims that changed since the letter (kept): 1" in capsys.readouterr().out
+    assert ledger_items(ledger) == {"thank_you_email#ch_2": "sent"}
+
+
+def test_a_claim_that_changed_since_the_letter_is_not_released_and_nothing_is_sent(
+    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
+    path = str(tmp_path / "warehouse.duckdb")
+    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    # Claimed again after the failure (a later send in flight): not the letter's claim.
+    letter = _rejected_email(queue, ledger, path, claimed_at=CLAIMED_AT + 60)
+    capsys.readouterr()
+    flags = ["--warehouse", path, "--source", str(archive), *_messages_flags(queue, ledger)]
+
+    assert redrive.run(flags) == 1
+
+    assert drain(queue) == []
+    assert "ledger claims that changed since the letter (kept): 1" in capsys.readouterr().out
+    item = (
+        boto3.session.Session()
+        .client("dynamodb")
+        .get_item(TableName=ledger, Key={"messageKey": {"S": "thank_you_email#ch_2"}})["Item"]
+    )
+    assert (item["state"]["S"], item["claimedAt"]["N"]) == (SENDING, repr(CLAIMED_AT + 60))
+    # The re-driven payment met that claim: its send is an outcome_unknown letter, pending;
+    # the rejected letter is resolved (its payment was re-driven, the ledger decided).
+    rows = _query(path, "SELECT dead_letter_id, reason, redriven_at IS NULL FROM dead_letters")
+    assert sorted((i == letter.dead_letter_id, reason, pending) for i, reason, pending in rows) == [
+        (False, "outcome_unknown", True),
+        (True, "rejected", False),
+    ]
 
 
 def test_a_missing_queue_stops_the_redrive_before_it_claims_anything(

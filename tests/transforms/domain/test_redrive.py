@@ -16,6 +16,7 @@ from transforms.domain.redrive import (
     payment_intent_of,
     payment_intent_of_letter,
     raw_is_record,
+    sender_kind,
 )
 
 #: A writer's letter keeps the record it could not write, which names its PaymentIntent.
@@ -130,10 +131,18 @@ SUPPORTER_ITEM = (
         ),
         pytest.param("write_supporter_item", "dynamodb:t/1001", "x", None, id="no-charge"),
         pytest.param("write_contributions_store", "c:t/ch_1", STORE_ROW, None, id="names-its-pi"),
-        pytest.param("send_thank_you_email", "sqs:q/ch_1", "x", None, id="sender"),
+        pytest.param(
+            "send_thank_you_email",
+            "sqs:https://sqs.eu-west-1.amazonaws.com/1/q.fifo/ch_1",
+            "x",
+            "ch_1",
+            id="sender",
+        ),
+        pytest.param("send_acquisition_event", "events:bus/py_2", "x", "py_2", id="bus-sender"),
+        pytest.param("send_thank_you_email", "sqs:q/ch_1/x", "x", None, id="sender-no-charge"),
     ],
 )
-def test_charge_id_of_a_writers_letter_naming_no_payment_intent(
+def test_charge_id_of_a_writers_or_senders_letter_naming_no_payment_intent(
     step: str, source: str, raw: str, charge: str | None
 ) -> None:
     letter = make_dead_letter(step=step, reason="rejected", error="e", raw=raw, source=source)
@@ -141,6 +150,27 @@ def test_charge_id_of_a_writers_letter_naming_no_payment_intent(
     if charge is not None:
         assert kind_of(letter) is Kind.PAYMENT
         assert payment_intent_of_letter(letter) is None
+    elif step.startswith("send_"):
+        assert kind_of(letter) is Kind.NOT_REDRIVABLE
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind", "message_kind"),
+    [
+        pytest.param("rejected", Kind.PAYMENT, "thank_you_email", id="rejected"),
+        pytest.param("retries_exhausted", Kind.PAYMENT, "thank_you_email", id="exhausted"),
+        pytest.param("ledger_error", Kind.PAYMENT, "thank_you_email", id="ledger-error"),
+        pytest.param("outcome_unknown", Kind.NOT_REDRIVABLE, None, id="may-have-gone"),
+    ],
+)
+def test_a_senders_letter_is_redriven_only_when_nothing_was_sent(
+    reason: str, kind: Kind, message_kind: str | None
+) -> None:
+    letter = make_dead_letter(
+        step="send_thank_you_email", reason=reason, error="e", raw="{}", source="sqs:q/ch_1"
+    )
+    assert kind_of(letter) is kind
+    assert sender_kind(letter) == message_kind
 
 
 @pytest.mark.parametrize(
