@@ -133,6 +133,41 @@ def run_record(
     )
 
 
+def tool_run_record(
+    start: RunStart,
+    counts: Sequence[tuple[str, int]],
+    exit_code: int,
+    ended_at: datetime,
+    version: tuple[str, str | None],
+) -> PipelineRun:
+    """The `pipeline_runs` row of a run that reads no events (a re-drive, a reconciliation).
+
+    Its counts are not records read or processed (those stay 0) but named
+    counts, one `rows_written` entry each: a re-drive's letters selected,
+    resolved and failed again; a reconciliation's payments compared and
+    differences.
+    """
+    return PipelineRun(
+        run_id=start.run_id,
+        job=start.job,
+        arguments=start.arguments,
+        runner=start.runner,
+        source=start.source,
+        range_start=start.range_start,
+        range_end=start.range_end,
+        started_at=start.started_at,
+        ended_at=ended_at,
+        exit_code=exit_code,
+        records_read=0,
+        processed=0,
+        skipped=0,
+        dead_lettered=0,
+        rows_written=tuple(TableRows(destination=name, rows=rows) for name, rows in counts),
+        code_version=version[0],
+        git_commit=version[1],
+    )
+
+
 def write_summary_json(path: str, record: PipelineRun, summary: RunSummary) -> None:
     """Writes the summary with the run's fields as one JSON object (see the README)."""
     document = summary_json(

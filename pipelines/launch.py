@@ -27,13 +27,19 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
 from pipelines.aws_role import start_role
-from pipelines.history import RunStart, code_version, run_record, write_summary_json
+from pipelines.history import (
+    RunStart,
+    code_version,
+    run_record,
+    tool_run_record,
+    write_summary_json,
+)
 from pipelines.options import LOCAL_RUNNERS, CoreOptions, SinkOptions
 from pipelines.summary import RunSummary, counters_of, render, writer_counts_of
 from schemas.generate import table_of
-from schemas.records import ALL_RECORD_TYPES
+from schemas.records import ALL_RECORD_TYPES, PipelineRun
 from transforms.infrastructure import InfrastructureError, describe_error
-from transforms.sinks.common import WAREHOUSE
+from transforms.sinks.common import BIGQUERY_PREFIX, WAREHOUSE
 from transforms.sinks.contract import SinkConfig
 from transforms.sinks.duckdb import duckdb_path
 from transforms.sinks.run_history import append_run
@@ -341,7 +347,24 @@ def record_run(
     record = run_record(run, summary, exit_code, datetime.now(UTC), code_version())
     if summary_path is not None and summary is not None:
         write_summary_json(summary_path, record, summary)
-    warehouse = str(sinks[WAREHOUSE.name])
+    _append_record(str(sinks[WAREHOUSE.name]), record)
+
+
+def record_tool_run(
+    run: RunStart, warehouse: str, counts: Sequence[tuple[str, int]], exit_code: int
+) -> None:
+    """Appends the `pipeline_runs` row of a re-drive or reconciliation (`tool_run_record`).
+
+    Not into a DuckDB warehouse that does not exist: the row would create it.
+    """
+    if not warehouse.startswith(BIGQUERY_PREFIX) and not Path(warehouse).exists():
+        return
+    _append_record(
+        warehouse, tool_run_record(run, counts, exit_code, datetime.now(UTC), code_version())
+    )
+
+
+def _append_record(warehouse: str, record: PipelineRun) -> None:
     try:
         append_run(warehouse, record)
     except Exception as error:  # the row is a report; the run's outcome stands

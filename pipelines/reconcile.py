@@ -55,7 +55,8 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.aws_role import start_role
 from pipelines.backfill import disk_grouping, read_process_write
-from pipelines.launch import parse_options, quiet_beam_logs
+from pipelines.history import start_run
+from pipelines.launch import parse_options, quiet_beam_logs, record_tool_run
 from pipelines.options import AwsOptions, BackfillOptions, CoreOptions, SinkOptions
 from transforms.domain.reconcile import (
     Comparison,
@@ -276,6 +277,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    start = start_run(
+        "reconcile",
+        list(sys.argv[1:] if argv is None else argv),
+        runner="FnApiRunner",
+        source=options.view_as(BackfillOptions).source,
+        range_start=plan.start,
+        range_end=plan.end,
+    )
     try:
         start_role(options)
         preflight(plan)
@@ -291,9 +300,20 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 2
     except ConfigurationError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
+        record_tool_run(start, str(plan.sinks["warehouse"]), [], 3)
         return 3
     print(render_report(found, start=plan.start, end=plan.end))
-    return 1 if any(c.differences for c in found) else 0
+    code = 1 if any(c.differences for c in found) else 0
+    counts = [
+        (name, count)
+        for c in found
+        for name, count in (
+            (f"{c.store}_compared", len(c.archive)),
+            (f"{c.store}_differences", len(c.differences)),
+        )
+    ]
+    record_tool_run(start, str(plan.sinks["warehouse"]), counts, code)
+    return code
 
 
 def _read_range(options: PipelineOptions) -> str:

@@ -63,7 +63,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from pipelines.launch import build_checked, parse_options, quiet_beam_logs
+from pipelines.history import start_run
+from pipelines.launch import build_checked, parse_options, quiet_beam_logs, record_tool_run
 from pipelines.options import (
     AwsOptions,
     BackfillOptions,
@@ -230,6 +231,19 @@ def run(argv: Sequence[str] | None = None) -> int:
     if runner not in (None, "FnApiRunner"):
         return _usage(f"re-drives run locally on the FnApiRunner, not {runner}")
     warehouse = options.view_as(SinkOptions).warehouse
+    start = start_run(
+        "redrive", args, runner=runner, source=options.view_as(BackfillOptions).source
+    )
+
+    def recorded(code: int, selected: int = 0, resolved: int = 0, failed: int = 0) -> int:
+        counts = [
+            ("letters_selected", selected),
+            ("letters_resolved", resolved),
+            ("letters_failed", failed),
+        ]
+        record_tool_run(start, warehouse, counts, code)
+        return code
+
     try:
         selection = Selection(**options.view_as(RedriveOptions).selection_arguments())
         store = letter_store(warehouse)
@@ -237,10 +251,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         return _usage(str(error))
     except Exception as error:  # noqa: BLE001 - any client's failure is infrastructure
-        return _infrastructure(f"cannot read dead letters from --warehouse {warehouse}: {error}")
+        return recorded(
+            _infrastructure(f"cannot read dead letters from --warehouse {warehouse}: {error}")
+        )
     if not letters:
         print("no dead letters match the selection: nothing to re-drive")
-        return EXIT_DONE
+        return recorded(EXIT_DONE)
 
     by_kind: dict[Kind, list[DeadLetter]] = {kind: [] for kind in Kind}
     for letter in letters:
@@ -250,7 +266,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             by_kind[Kind.RECORD], from_raw=not warehouse.startswith(BIGQUERY_PREFIX)
         )
     except Exception as error:  # noqa: BLE001
-        return _infrastructure(f"cannot read the letters' records again: {error}")
+        return recorded(
+            _infrastructure(f"cannot read the letters' records again: {error}"), len(letters)
+        )
     charge_letters = {
         letter.dead_letter_id: charge
         for letter in by_kind[Kind.PAYMENT]
@@ -264,7 +282,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         return _usage(str(error))
     except Exception as error:  # noqa: BLE001
-        return _infrastructure(f"cannot read --source to find the letters' charges: {error}")
+        return recorded(
+            _infrastructure(f"cannot read --source to find the letters' charges: {error}"),
+            len(letters),
+        )
     payment_letters = {
         letter.dead_letter_id: intent
         for letter in by_kind[Kind.PAYMENT]
@@ -352,7 +373,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         # The claims stay pending either way: release them if the warehouse still answers.
         with contextlib.suppress(Exception):
             store.release(ids, run_id)
-        return _infrastructure(f"re-drive {run_id} failed, letters left pending: {error}")
+        return recorded(
+            _infrastructure(f"re-drive {run_id} failed, letters left pending: {error}"),
+            len(letters),
+        )
     failing = len(ids) - len(resolved) - len(missing)
     print(f"re-drive {run_id}: {len(resolved)} marked redriven (redriven_at set)")
     print(f"  failed again the same way (pending, rewritten by this run): {failing}")
@@ -368,7 +392,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"  ledger claims that changed since the letter (kept): {changed}")
     print(f"  not re-driven (pending): {not_redriven}")
     done = len(resolved) == len(letters) and not new_letters
-    return EXIT_DONE if done else EXIT_STILL_FAILING
+    return recorded(EXIT_DONE if done else EXIT_STILL_FAILING, len(letters), len(resolved), failing)
 
 
 def _dry_run(

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.history import masked_arguments, run_record, start_run, write_summary_json
+from pipelines.history import (
+    masked_arguments,
+    run_record,
+    start_run,
+    tool_run_record,
+    write_summary_json,
+)
 from pipelines.summary import RunSummary
 from schemas.records import PipelineRun, TableRows
 
@@ -122,3 +128,35 @@ def test_summary_json_carries_the_run(tmp_path: Path) -> None:
         "records_read": 1,
     }
     assert (document["written_by_this_run"], document["table_totals"]) == ({}, None)
+
+
+def test_a_redrive_row_carries_its_letter_counts_and_no_record_counts() -> None:
+    start = start_run(
+        "redrive",
+        ["--warehouse", "out/w.duckdb", "--contributions_store", "postgresql://a:S3cr3t@db/c"],
+        runner=None,
+        source="sample/archive",
+        now=lambda: STARTED,
+    )
+    counts = [("letters_selected", 5), ("letters_resolved", 3), ("letters_failed", 2)]
+    record = tool_run_record(start, counts, 1, ENDED, ("1.2.3", "abc"))
+    assert record.job == "redrive"
+    assert record.arguments == (
+        "--warehouse",
+        "out/w.duckdb",
+        "--contributions_store",
+        "postgresql://a:********@db/c",
+    )
+    assert (record.started_at, record.ended_at, record.exit_code) == (STARTED, ENDED, 1)
+    assert (record.records_read, record.processed, record.skipped, record.dead_lettered) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert record.rows_written == (
+        TableRows(destination="letters_selected", rows=5),
+        TableRows(destination="letters_resolved", rows=3),
+        TableRows(destination="letters_failed", rows=2),
+    )
+    assert (record.code_version, record.git_commit) == ("1.2.3", "abc")

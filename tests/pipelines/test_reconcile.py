@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -332,11 +333,18 @@ def test_bad_flags_exit_2_and_unreachable_stores_3_with_one_line(
         return text.format(tmp=tmp_path, warehouse=reconciled.warehouse)
 
     run = _run(reconcile.run, [filled(arg) for arg in argv])
-    assert (run.code, run.out, run.err) == (
+    first, *rest = run.err.splitlines()
+    assert (run.code, run.out, first) == (
         code,
         "",
-        f"python -m pipelines.reconcile: error: {filled(error)}\n",
+        f"python -m pipelines.reconcile: error: {filled(error)}",
     )
+    # An infrastructure failure is recorded in the warehouse's run history, if it exists.
+    recorded = f"recorded in pipeline_runs of {reconciled.warehouse}"
+    if code == 3 and "{warehouse}" in argv:
+        assert len(rest) == 1 and re.fullmatch(rf"run [0-9a-f]{{32}} {recorded}", rest[0])
+    else:
+        assert rest == []
 
 
 def test_the_store_queue_is_reconciled_from_the_ledger(
@@ -530,3 +538,21 @@ def _skipped_too_old(summary: str) -> int:
         name, count = line.strip().split(": ")
         counts[name] = int(count)
     return counts["message_too_old"]
+
+
+def test_each_reconciliation_appends_its_run_with_its_counts_per_store(
+    reconciled: Reconciled,
+) -> None:
+    with duckdb.connect(str(reconciled.warehouse), read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT exit_code, list_transform(rows_written, r -> (r.destination, r.rows)),"
+            " ended_at IS NOT NULL FROM pipeline_runs WHERE job = 'reconcile' AND exit_code < 2"
+            " ORDER BY started_at"
+        ).fetchall()
+    assert [(code, ended) for code, _, ended in rows] == [(0, True), (1, True)]
+    clean, altered = (dict(counts) for _, counts, _ in rows)
+    names = [f"{store}_{count}" for store in STORES for count in ("compared", "differences")]
+    assert list(clean) == names and list(altered) == names
+    assert all(clean[f"{store}_differences"] == 0 for store in STORES)
+    assert clean["warehouse_compared"] > 0
+    assert altered["warehouse_differences"] == 2

@@ -138,8 +138,22 @@ def _query(path: str, sql: str) -> list[tuple[Any, ...]]:
         return connection.execute(sql).fetchall()
 
 
+_REDRIVE_RUNS = (
+    "SELECT exit_code, list_transform(rows_written, r -> (r.destination, r.rows)),"
+    " records_read, ended_at IS NOT NULL FROM pipeline_runs WHERE job = 'redrive'"
+    " ORDER BY started_at"
+)
+
+
 def _tables(path: str) -> dict[str, list[str]]:
-    names = [row[0] for row in _query(path, "SELECT table_name FROM duckdb_tables() ORDER BY 1")]
+    """Every table's rows but the run history's (each run appends its own row)."""
+    names = [
+        row[0]
+        for row in _query(
+            path,
+            "SELECT table_name FROM duckdb_tables() WHERE table_name <> 'pipeline_runs' ORDER BY 1",
+        )
+    ]
     return {
         name: sorted(repr(row) for row in _query(path, f'SELECT * FROM "{name}"')) for name in names
     }
@@ -172,6 +186,10 @@ def test_redrive_resolves_both_letters_marks_them_and_a_second_run_does_nothing(
 
     assert "nothing to re-drive" in capsys.readouterr().out
     assert _tables(warehouse) == before
+    assert _query(warehouse, _REDRIVE_RUNS) == [
+        (0, [("letters_selected", 2), ("letters_resolved", 2), ("letters_failed", 0)], 0, True),
+        (0, [("letters_selected", 0), ("letters_resolved", 0), ("letters_failed", 0)], 0, True),
+    ]
 
 
 def test_a_letter_that_fails_again_stays_pending_and_exits_1(
@@ -198,6 +216,9 @@ def test_a_letter_that_fails_again_stays_pending_and_exits_1(
     assert "failed again the same way (pending, rewritten by this run): 1" in (
         capsys.readouterr().out
     )
+    assert _query(warehouse, _REDRIVE_RUNS) == [
+        (1, [("letters_selected", 1), ("letters_resolved", 0), ("letters_failed", 1)], 0, True)
+    ]
 
 
 def test_dry_run_shows_what_the_letters_would_become_and_changes_nothing(
@@ -248,6 +269,11 @@ def test_usage_errors_exit_2(warehouse: str, argv: list[str], code: int) -> None
 
 def test_a_missing_warehouse_is_infrastructure_and_exits_3(tmp_path: Path) -> None:
     assert redrive.run(["--warehouse", str(tmp_path / "none" / "w.duckdb")]) == 3
+
+
+def test_a_warehouse_that_does_not_exist_is_not_created_by_the_runs_row(tmp_path: Path) -> None:
+    assert redrive.run(["--warehouse", str(tmp_path / "w.duckdb")]) == 3
+    assert not (tmp_path / "w.duckdb").exists()
 
 
 def test_redriving_twice_into_sqs_sends_exactly_one_email_per_payment(

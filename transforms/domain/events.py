@@ -11,7 +11,7 @@ import hashlib
 import re
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,9 @@ class SourceRecord:
     source: str
     arrival: datetime | None = None
     partition_key: str | None = None
+    # What orjson made of `data` when the reader already parsed it (the archive
+    # splitter checks a record's end that way); None when nobody has.
+    parsed: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ def decode_record(record: SourceRecord) -> StripeEvent:
     Raises `DecodeError` (reason `invalid_json`, `not_an_event` or
     `invalid_event`) when the record is not a usable Stripe event.
     """
-    document, checked_text = _parse(record.data)
+    document, checked_text = _parse(record.data, record.parsed)
     if not isinstance(document, dict):
         raise DecodeError(NOT_AN_EVENT, f"JSON {type(document).__name__}, not an object")
     if not checked_text:
@@ -135,7 +135,7 @@ def decode_record(record: SourceRecord) -> StripeEvent:
     raise DecodeError(NOT_AN_EVENT, "neither an EventBridge envelope nor a Stripe event")
 
 
-def _parse(data: bytes) -> tuple[Any, bool]:
+def _parse(data: bytes, parsed: Any = None) -> tuple[Any, bool]:
     """The JSON document in `data`, as `json.loads` of its UTF-8 text gives it,
     and whether its strings are known to be Unicode text.
 
@@ -143,8 +143,11 @@ def _parse(data: bytes) -> tuple[Any, bool]:
     NaN, lone surrogates, ...) goes through the standard library, whose
     verdict and error message stand. Only orjson rejects lone surrogates
     (`"\\ud800"`), which no writer (Parquet, BigQuery, Postgres) can store.
+    `parsed` is orjson's document of `data` when the reader already made it.
     """
     if _LONG_DIGITS not in data.translate(_DIGITS_TO_ZERO):
+        if parsed is not None:
+            return parsed, True
         try:
             return orjson.loads(data), True
         except orjson.JSONDecodeError:

@@ -698,3 +698,13 @@ def test_a_glob_reports_only_the_refused_files_it_would_take(tmp_path: Path) -> 
         "files_refused_not_a_regular_file": 1,
         "files_refused_symlink_outside_source": 2,
     }
+
+
+def test_split_records_hands_on_the_document_it_parsed_and_none_for_bytes_not_utf8() -> None:
+    good = b'{"id": "evt_1", "object": "event", "note": "caf\xc3\xa9"}'
+    not_utf8 = b'{"id": "evt_2", "object": "event", "note": "caf\xe9"}'
+    spans = list(split_records([good + b"\n" + not_utf8 + b"\n"]))
+    assert [(s.data, s.decodable, s.parsed) for s in spans] == [
+        (good, True, {"id": "evt_1", "object": "event", "note": "café"}),
+        (not_utf8, True, None),
+    ]
