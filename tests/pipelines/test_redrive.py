@@ -494,6 +494,32 @@ def test_a_rejected_sends_letter_releases_its_claim_and_sends_the_message_once(
     assert ledger_items(ledger) == {"thank_you_email#ch_2": "sent"}
 
 
+def test_a_ledger_error_letter_is_redriven_without_a_claim_to_release(
+    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
+    path = str(tmp_path / "warehouse.duckdb")
+    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    letter = make_dead_letter(
+        step="send_thank_you_email",
+        reason="ledger_error",
+        error="ProvisionedThroughputExceededException",
+        raw='{"To": {"Address": "[body]"}}',
+        source=f"sqs:{queue}/ch_2",
+    )
+    _insert_letter(path, letter)
+    capsys.readouterr()
+    flags = ["--warehouse", path, "--source", str(archive), *_messages_flags(queue, ledger)]
+
+    assert redrive.run(flags) == 0
+
+    assert [group for group, _ in drain(queue)] == ["ch_2"]
+    assert ledger_items(ledger) == {"thank_you_email#ch_2": "sent"}
+    assert "ledger claims" not in capsys.readouterr().out
+    assert redrive.run(flags) == 0
+    assert drain(queue) == []
+
+
 def test_a_claim_that_changed_since_the_letter_is_not_released_and_nothing_is_sent(
     archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
