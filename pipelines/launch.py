@@ -204,6 +204,7 @@ def build_checked(
         # Before the checks, which are AWS calls too; workers start it themselves.
         start_role(options)
         check_sinks(sinks)
+        options.view_as(CoreOptions).check_stripe_key()
         if extra_check is not None:
             extra_check()
     except ValueError as error:

@@ -27,7 +27,11 @@ from transforms.infrastructure import (
     TokenSource,
     metadata_token_source,
 )
+from transforms.services.complete_from_stripe import CompleteFromStripe
 from transforms.services.identity import ResolveIdentities, check_api_url
+from transforms.services.stripe_charges import API_KEY_ENV as STRIPE_API_KEY_ENV
+from transforms.services.stripe_charges import DEFAULT_API_BASE as DEFAULT_STRIPE_API_BASE
+from transforms.services.stripe_charges import ChargeRetriever
 from transforms.sinks.contract import MessageWindow, SinkConfig, flags_of
 from transforms.sinks.postgres import CONTRIBUTIONS_STORE_ENV as CONTRIBUTIONS_STORE_ENV
 from transforms.sinks.registry import SINKS
@@ -112,6 +116,24 @@ class CoreOptions(PipelineOptions):
             f"Default: %(default)s, which today's acquisitions publisher accepts; "
             f"{PRECISE_PAYMENT_PROVIDER} is precise once that consumer accepts it (README).",
         )
+        group.add_argument(
+            "--complete_from_stripe",
+            action="store_true",
+            default=False,
+            help="Backfill and redrive: a payment whose charge event is missing (it would be a "
+            "charge_missing dead letter) gets its PaymentIntent retrieved from Stripe once, "
+            "its latest charge expanded, and completes as if the charge event had arrived; a "
+            "failed retrieval leaves the letter, its error saying why. The key comes only from "
+            f"the {STRIPE_API_KEY_ENV} environment variable (a restricted key with read access "
+            "to PaymentIntents and charges), is checked before launch (exit 3 when Stripe "
+            "refuses it) and is never logged. Default: off.",
+        )
+        group.add_argument(
+            "--stripe_api_base",
+            default=DEFAULT_STRIPE_API_BASE,
+            help="With --complete_from_stripe: the Stripe API's address (tests and proxies). "
+            "Default: %(default)s.",
+        )
 
     def checked_stripe_mode(self) -> str:
         """The checked `--stripe_mode` (ValueError when production effects need one).
@@ -134,6 +156,29 @@ class CoreOptions(PipelineOptions):
             )
         return str(self.stripe_mode)
 
+    def _stripe_access(self) -> tuple[str, str]:
+        """(key, API base) for --complete_from_stripe; ValueError when either is unusable."""
+        key = os.environ.get(STRIPE_API_KEY_ENV, "").strip()
+        if not key:
+            raise ValueError(
+                f"--complete_from_stripe needs the {STRIPE_API_KEY_ENV} environment variable"
+            )
+        if not self.stripe_api_base or not self.stripe_api_base.startswith(("https://", "http://")):
+            raise ValueError("--stripe_api_base must be an http(s):// address")
+        return key, self.stripe_api_base.rstrip("/")
+
+    def charge_completer(self) -> CompleteFromStripe | None:
+        """The core's `complete_charges` step, or None without --complete_from_stripe."""
+        if not self.complete_from_stripe:
+            return None
+        key, api_base = self._stripe_access()
+        return CompleteFromStripe(key, api_base, timedelta(minutes=self.charge_wait_minutes))
+
+    def check_stripe_key(self) -> None:
+        """Before launch, with --complete_from_stripe: Stripe accepts the key (else exit 3)."""
+        if self.complete_from_stripe:
+            ChargeRetriever(*self._stripe_access()).check_key()
+
     def process_stripe_events(self, **arguments: Any) -> ProcessStripeEvents:
         """The core with these flags (and any other `arguments`, e.g. `group_by_key`).
 
@@ -149,6 +194,7 @@ class CoreOptions(PipelineOptions):
                 stripe_mode=self.checked_stripe_mode(),
                 payment_provider=self.acquisition_payment_provider,
                 first_name_field=self.first_name_custom_field or None,
+                complete_charges=self.charge_completer(),
                 **arguments,
             )
         except ValueError as error:

@@ -119,6 +119,11 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     """
     kinesis = options.view_as(KinesisOptions)
     read_arguments = kinesis.kinesis_arguments()
+    if options.view_as(CoreOptions).complete_from_stripe:
+        raise ValueError(
+            "--complete_from_stripe is the backfill's and redrive's option only: the streaming "
+            "job's charge_missing letters are completed by redriving them"
+        )
     core = options.view_as(CoreOptions).process_stripe_events(
         resolve_identities=options.view_as(IdentityOptions).identity_resolver()
     )

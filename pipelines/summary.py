@@ -183,6 +183,10 @@ def render(summary: RunSummary) -> str:
     section("payments completed or dead-lettered", summary.payments)
     for name in (metrics.FACTS_AFTER_COMPLETION, metrics.CHARGES_WITHOUT_SESSION):
         lines.append(f"{name.replace('_', ' ')}: {summary.counters.get(name, 0)}")
+    stripe = (metrics.CHARGES_COMPLETED_FROM_STRIPE, metrics.CHARGE_RETRIEVALS_FAILED)
+    if any(summary.counters.get(name) for name in stripe):
+        for name in stripe:
+            lines.append(f"{name.replace('_', ' ')}: {summary.counters.get(name, 0)}")
     if summary.identities:
         section("payments without identity, by outcome", summary.identities)
         requests = summary.counters.get(metrics.IDENTITY_API_REQUESTS, 0)

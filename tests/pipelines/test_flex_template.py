@@ -89,7 +89,10 @@ def test_switch_parameters_become_flags(argv: list[str], expected: list[str]) ->
 
 @pytest.mark.parametrize(
     ("job", "switches"),
-    [("backfill", {"--allow_empty", "--no_messages"}), ("streaming", {"--no_messages"})],
+    [
+        ("backfill", {"--allow_empty", "--complete_from_stripe", "--no_messages"}),
+        ("streaming", {"--complete_from_stripe", "--no_messages"}),
+    ],
 )
 def test_the_jobs_switches_are_the_ones_the_launcher_normalises(
     job: str, switches: set[str]

@@ -3,7 +3,8 @@
 The backfill groups on disk on local runners and with the runner's shuffle
 elsewhere; `--identity_api_url` needs the token in the environment and an
 https endpoint, and is refused before anything is read or written; the core
-refuses a charge wait past the settlement timeout, naming the flags.
+refuses a charge wait past the settlement timeout, naming the flags; `--complete_from_stripe`
+needs the key in the environment and is the bounded jobs' only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import backfill, streaming
-from pipelines.options import IDENTITY_API_TOKEN_ENV, BackfillOptions, IdentityOptions
+from pipelines.options import (
+    IDENTITY_API_TOKEN_ENV,
+    STRIPE_API_KEY_ENV,
+    BackfillOptions,
+    CoreOptions,
+    IdentityOptions,
+)
 
 TMP = tempfile.gettempdir()
 
@@ -171,3 +178,51 @@ def test_the_core_refuses_a_charge_wait_past_the_timeout_naming_the_flags(
     assert capsys.readouterr().err.endswith(
         "error: --charge_wait_minutes must be shorter than --settlement_timeout_days\n"
     )
+
+
+def test_completing_from_stripe_needs_the_key_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(STRIPE_API_KEY_ENV, raising=False)
+    warehouse = tmp_path / "out" / "w.duckdb"
+
+    assert backfill.run(["--complete_from_stripe", "--warehouse", str(warehouse)]) == 2
+
+    assert capsys.readouterr().err == (
+        "python -m pipelines.backfill: error: "
+        "--complete_from_stripe needs the STRIPE_API_KEY environment variable\n"
+    )
+    assert not warehouse.parent.exists()
+
+
+def test_completing_from_stripe_is_refused_by_the_streaming_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(STRIPE_API_KEY_ENV, "rk_test_secretsecret")
+    warehouse = tmp_path / "out" / "w.duckdb"
+    argv = ["--kinesis_stream", "s", "--complete_from_stripe", "--warehouse", str(warehouse)]
+
+    assert streaming.run(argv) == 2
+
+    err = capsys.readouterr().err
+    assert err.endswith(
+        ": error: --complete_from_stripe is the backfill's and redrive's option only: the "
+        "streaming job's charge_missing letters are completed by redriving them\n"
+    )
+    assert "rk_test_secretsecret" not in err
+    assert not warehouse.parent.exists()
+
+
+def test_the_completion_step_is_off_without_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STRIPE_API_KEY_ENV, "rk_test_secretsecret")
+
+    assert PipelineOptions([]).view_as(CoreOptions).charge_completer() is None
+
+
+def test_the_stripe_api_base_must_be_an_http_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STRIPE_API_KEY_ENV, "rk_test_secretsecret")
+    argv = ["--complete_from_stripe", "--stripe_api_base", "api.stripe.com"]
+
+    with pytest.raises(ValueError) as raised:
+        PipelineOptions(argv).view_as(CoreOptions).charge_completer()
+    assert str(raised.value) == "--stripe_api_base must be an http(s):// address"

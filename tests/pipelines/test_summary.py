@@ -184,3 +184,14 @@ def test_render_lists_identity_outcomes_when_the_step_ran() -> None:
         "requests to the identity api: 6",
         "outputs skipped: 1",
     ]
+
+
+def test_render_lists_completions_from_stripe_only_when_the_step_ran() -> None:
+    counters = {**COUNTERS, "charges_completed_from_stripe": 2, "charge_retrievals_failed": 1}
+    lines = render(RunSummary(counters=counters, table_rows={})).splitlines()
+    start = lines.index("charges without checkout session: 0")
+    assert lines[start + 1 : start + 3] == [
+        "charges completed from stripe: 2",
+        "charge retrievals failed: 1",
+    ]
+    assert "charge retrievals failed" not in render(RunSummary(counters=COUNTERS, table_rows={}))

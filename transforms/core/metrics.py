@@ -26,6 +26,9 @@ WARNING_PREFIX = "warning_"
 # payment_intent.succeeded after the charge), and charges no session claimed.
 FACTS_AFTER_COMPLETION = "facts_after_completion"
 CHARGES_WITHOUT_SESSION = "charges_without_checkout_session"
+#: `charge_missing` payments completed by one PaymentIntent retrieval, and those it could not.
+CHARGES_COMPLETED_FROM_STRIPE = "charges_completed_from_stripe"
+CHARGE_RETRIEVALS_FAILED = "charge_retrievals_failed"
 # Payments that needed an identity, by `transforms.domain.identity.IdentityOutcome`
 # (identity_found, identity_created, ...), and the HTTP requests made for them.
 IDENTITY_PREFIX = "identity_"

@@ -17,7 +17,11 @@ Steps, with the delivery guarantee each gives:
    EventBridge replays and exported copies count once (a copy with an
    EventBridge envelope beats a bare export, since only it names the
    account), and each payment is decided as if event time had passed every
-   deadline. No state or timers: that is what keeps the backfill fast.
+   deadline. No state or timers: that is what keeps the backfill fast. Only
+   when the caller passes `complete_charges` (e.g.
+   `transforms.services.complete_from_stripe.CompleteFromStripe`), the
+   payments the fold leaves `charge_missing` go through it (CompleteCharges)
+   and come back completed or as their letters.
 3. On an unbounded input (the streaming job): DeduplicateEvents keeps the
    first copy of an event id and remembers it for `dedupe_horizon` of event
    time; RouteFacts counts skips and passes refunds and disputes on as final
@@ -98,6 +102,7 @@ from transforms.domain.facts import (
     classify,
 )
 from transforms.domain.fold import (
+    CHARGE_MISSING,
     PAYMENT_KEY,
     ChargesOnly,
     Outcome,
@@ -114,6 +119,8 @@ from transforms.domain.mapping import DEFAULT_PAYMENT_PROVIDER, PaymentRecords, 
 from transforms.domain.payment import Payment, PaymentState
 
 DEAD_LETTERS = "dead_letters"
+#: FoldPayments' output of `charge_missing` outcomes, when a completion step is given.
+CHARGE_MISSING_OUTCOMES = "charge_missing_outcomes"
 #: A payment whose records do not all fit their tables (`schemas.rows.validate`):
 #: none of them is emitted.
 INVALID_RECORD = "invalid_record"
@@ -396,10 +403,15 @@ class FoldPaymentsFn(beam.DoFn):
     a PaymentIntent (or of one other event); `transforms.domain.fold` folds it
     to one outcome as the streaming join would decide once event time has
     passed every deadline. No state or timers, so no per-element state traffic.
+
+    With `divert_charge_missing`, a payment that would be a `charge_missing`
+    letter is emitted uncounted to CHARGE_MISSING_OUTCOMES instead, as its
+    `Unsettled` outcome, for the caller's completion step.
     """
 
-    def __init__(self, charge_wait: timedelta) -> None:
+    def __init__(self, charge_wait: timedelta, divert_charge_missing: bool = False) -> None:
         self._charge_wait = int(charge_wait.total_seconds())
+        self._divert_charge_missing = divert_charge_missing
 
     def process(self, element: tuple[str, Iterable[Fact | str]]) -> Iterator[object]:
         key, grouped = element
@@ -423,6 +435,13 @@ class FoldPaymentsFn(beam.DoFn):
         metrics.inc(metrics.PROCESSED, folded.events)
         if isinstance(folded.outcome, PaymentAdjustment):
             yield TaggedOutput(ADJUSTMENTS, folded.outcome)
+            return
+        if (
+            self._divert_charge_missing
+            and isinstance(folded.outcome, Unsettled)
+            and folded.outcome.reason == CHARGE_MISSING
+        ):
+            yield TaggedOutput(CHARGE_MISSING_OUTCOMES, folded.outcome)
             return
         yield from outputs_of(folded.outcome)
 
@@ -573,6 +592,12 @@ class ProcessStripeEvents(beam.PTransform):
     applied to settled payments before their records are built, e.g.
     `transforms.services.identity.ResolveIdentities`; it may set a payment's
     `identity_id`. Default: none, and the graph is as without it.
+    `complete_charges`: bounded input only, a `PCollection[Unsettled]` ->
+    outputs `payments` and DEAD_LETTERS transform applied to the payments the
+    fold leaves `charge_missing`, e.g.
+    `transforms.services.complete_from_stripe.CompleteFromStripe`; its payments
+    flow on like the fold's. Default: none, they are `charge_missing` letters
+    and the graph is as without it.
     """
 
     def __init__(
@@ -586,6 +611,7 @@ class ProcessStripeEvents(beam.PTransform):
         first_name_field: str | None = None,
         group_by_key: beam.PTransform | None = None,
         resolve_identities: beam.PTransform | None = None,
+        complete_charges: beam.PTransform | None = None,
     ) -> None:
         super().__init__()
         if charge_wait >= settlement_timeout:
@@ -600,24 +626,29 @@ class ProcessStripeEvents(beam.PTransform):
         self._first_name_field = first_name_field
         self._group_by_key = group_by_key if group_by_key is not None else beam.GroupByKey()
         self._resolve_identities = resolve_identities
+        self._complete_charges = complete_charges
 
     def expand(self, events: PCollection) -> CoreOutputs:
         classified = events | "ClassifyEvents" >> beam.ParDo(
             ClassifyEventsFn(self._stripe_mode)
         ).with_output_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main=PAYMENT_FACTS)
+        completing = self._complete_charges is not None
         if events.is_bounded:
             # One shuffle: group every copy of every fact by its join key.
+            tags = (DEAD_LETTERS, ADJUSTMENTS) + ((CHARGE_MISSING_OUTCOMES,) if completing else ())
             joined = (
                 classified[PAYMENT_FACTS]
                 | "KeyByPayment" >> beam.Map(_join_key)
                 | "GroupByPayment" >> self._group_by_key
                 | "FoldPayments"
-                >> beam.ParDo(FoldPaymentsFn(self._charge_wait)).with_outputs(
-                    DEAD_LETTERS, ADJUSTMENTS, main="payments"
+                >> beam.ParDo(FoldPaymentsFn(self._charge_wait, completing)).with_outputs(
+                    *tags, main="payments"
                 )
             )
             adjustments = joined[ADJUSTMENTS]
-            stream_letters = []
+            other_letters = []
+        elif completing:
+            raise ValueError("complete_charges needs a bounded input")
         else:
             routed = (
                 classified[PAYMENT_FACTS]
@@ -627,12 +658,18 @@ class ProcessStripeEvents(beam.PTransform):
                 .with_output_types(KV[str, Any])
                 .with_outputs(DEAD_LETTERS, ADJUSTMENTS, main="keyed")
             )
-            stream_letters = [routed[DEAD_LETTERS]]
+            other_letters = [routed[DEAD_LETTERS]]
             joined = routed["keyed"] | "JoinPayments" >> beam.ParDo(
                 JoinPaymentsFn(self._charge_wait, self._settlement_timeout)
             ).with_input_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main="payments")
             adjustments = routed[ADJUSTMENTS]
         payments = joined["payments"]
+        if self._complete_charges is not None:
+            completed = (
+                joined[CHARGE_MISSING_OUTCOMES] | "CompleteCharges" >> self._complete_charges
+            )
+            other_letters.append(completed[DEAD_LETTERS])
+            payments = (payments, completed["payments"]) | "CollectPayments" >> beam.Flatten()
         if self._resolve_identities is not None:
             payments = payments | "ResolveIdentities" >> self._resolve_identities
         records = payments | "BuildRecords" >> beam.ParDo(
@@ -649,7 +686,7 @@ class ProcessStripeEvents(beam.PTransform):
         )
         dead_letters = (
             classified[DEAD_LETTERS],
-            *stream_letters,
+            *other_letters,
             joined[DEAD_LETTERS],
             records[DEAD_LETTERS],
         ) | "CollectDeadLetters" >> beam.Flatten()

@@ -336,6 +336,15 @@ def _payment_intent_fact(meta: EventMeta, obj: Mapping[str, Any], *, succeeded: 
     )
 
 
+def classify_payment_intent(meta: EventMeta, obj: Mapping[str, Any], *, succeeded: bool) -> Fact:
+    """A PaymentIntent object's charge fact, as its outcome event gives it.
+
+    Also read for a PaymentIntent retrieved from Stripe
+    (`transforms.domain.completion`), so both give the same fact.
+    """
+    return _payment_intent_fact(meta, obj, succeeded=succeeded)
+
+
 def _refund(
     meta: EventMeta, obj: Mapping[str, Any], previous: Mapping[str, Any] | None
 ) -> PaymentAdjustment:
