@@ -16,8 +16,18 @@ the ledger, so a re-drive never duplicates a row or a message.
   payment such a record belongs to, so a payment is never decided on one event.
 - Payment letters (join_payment: charge_missing, payment_not_settled): every
   event of the letter's PaymentIntent in `--source` (within `--start/--end`).
-- Writers' and senders' letters are listed, not re-driven: re-run the
-  backfill over the payment's days.
+- Writers' letters (write_*): as payment letters, of the PaymentIntent their
+  refused record names; one that names only a charge (the supporter item
+  `Stripe - <charge id>`) is first matched to its PaymentIntent by the
+  charge's events in `--source` (one more read of the archive), and stays
+  pending when the charge is not there.
+- Senders' letters whose message was not sent (send_*: rejected,
+  retries_exhausted, ledger_error) name their charge: re-driven as its
+  payment, after the ledger claim a rejected or exhausted send left is
+  released, by a conditional delete that only removes that very claim
+  (still `sending`, same `claimedAt`); a claim that changed is kept, and the
+  ledger then decides (sent: nothing to send; claimed again: outcome_unknown).
+  outcome_unknown letters are listed, not re-driven (see the runbook).
 
 Marks (`transforms.sinks.dead_letters`): selected letters are claimed with the
 run id before the run; a letter that fails again is rewritten by the run and
@@ -44,7 +54,7 @@ import contextlib
 import sys
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -66,14 +76,20 @@ from pipelines.options import (
 from schemas.records import DeadLetter
 from transforms.domain.events import SourceRecord
 from transforms.domain.redrive import (
+    SEND_STEP_PREFIX,
     Kind,
+    charge_id_of_letter,
+    charge_payment_intent,
     describe,
     kind_of,
     payment_intent_of,
     payment_intent_of_letter,
+    sender_kind,
 )
+from transforms.infrastructure import dynamodb_client
 from transforms.sinks.common import BIGQUERY_PREFIX
 from transforms.sinks.dead_letters import DescribeOutputs, Selection, letter_store
+from transforms.sinks.ledger import OUTCOME_UNKNOWN, left_claim, release_claim
 from transforms.sinks.router import WriteOutputs
 from transforms.sources.archive import ReadArchive
 from transforms.sources.decode import DecodeEvents
@@ -149,6 +165,56 @@ def _of_payments(event: Any, payment_intents: frozenset[str]) -> bool:
     return payment_intent_of(event) in payment_intents
 
 
+def _payment_intents_of_charges(
+    options: PipelineOptions, charges: frozenset[str]
+) -> dict[str, str]:
+    """{charge id: PaymentIntent id} for the `charges` whose events are in `--source`.
+
+    One local read of the archive (`--source`, `--start`, `--end`), keeping
+    only the pairs the charges' events name; a charge absent from it is absent here.
+    """
+    if not charges:
+        return {}
+    archive = options.view_as(BackfillOptions).archive_arguments()
+    with tempfile.TemporaryDirectory(prefix="redrive-charges-") as folder:
+        prefix = str(Path(folder) / "charges")
+        pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)
+        _ = (
+            (pipeline | "ReadArchive" >> ReadArchive(**archive)).events
+            | "PairChargesWithIntents" >> beam.FlatMap(_charge_intent, charges)
+            | "DistinctPairs" >> beam.Distinct()
+            | "WritePairs" >> beam.io.WriteToText(prefix)
+        )
+        pipeline.run().wait_until_finish()
+        lines = sorted(
+            line for path in Path(folder).glob("charges*") for line in path.read_text().splitlines()
+        )
+    return dict(line.split("\t", 1) for line in lines)
+
+
+def _release_claims(claims: Collection[tuple[str, str, float]], table: str) -> tuple[int, int]:
+    """Releases each (kind, charge id, claimedAt) claim still as its letter left it;
+    (released, changed since the letter: kept)."""
+    released = changed = 0
+    if not claims:
+        return released, changed
+    client = dynamodb_client()
+    try:
+        for kind, charge, claimed_at in claims:
+            if release_claim(client, table, kind, charge, claimed_at):
+                released += 1
+            else:
+                changed += 1
+    finally:
+        client.close()
+    return released, changed
+
+
+def _charge_intent(event: Any, charges: frozenset[str]) -> list[str]:
+    pair = charge_payment_intent(event)
+    return [f"{pair[0]}\t{pair[1]}"] if pair is not None and pair[0] in charges else []
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Selects, re-drives and marks; prints what it did. Exit codes as in the module docstring."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -203,11 +269,49 @@ def run(argv: Sequence[str] | None = None) -> int:
         return recorded(
             _infrastructure(f"cannot read the letters' records again: {error}"), len(letters)
         )
+    charge_letters = {
+        letter.dead_letter_id: charge
+        for letter in by_kind[Kind.PAYMENT]
+        if payment_intent_of_letter(letter) is None
+        and (charge := charge_id_of_letter(letter)) is not None
+    }
+    try:
+        intents_of_charges = _payment_intents_of_charges(
+            options, frozenset(charge_letters.values())
+        )
+    except ValueError as error:
+        return _usage(str(error))
+    except Exception as error:  # noqa: BLE001
+        return recorded(
+            _infrastructure(f"cannot read --source to find the letters' charges: {error}"),
+            len(letters),
+        )
     payment_letters = {
         letter.dead_letter_id: intent
         for letter in by_kind[Kind.PAYMENT]
-        if (intent := payment_intent_of_letter(letter)) is not None
+        if (
+            intent := payment_intent_of_letter(letter)
+            or intents_of_charges.get(charge_letters.get(letter.dead_letter_id, ""))
+        )
+        is not None
     }
+    charge_not_found = [
+        letter for letter in by_kind[Kind.PAYMENT] if letter.dead_letter_id not in payment_letters
+    ]
+    claims = {
+        letter.dead_letter_id: (kind, charge, at)
+        for letter in by_kind[Kind.PAYMENT]
+        if letter.dead_letter_id in payment_letters
+        and (kind := sender_kind(letter)) is not None
+        and (charge := charge_id_of_letter(letter)) is not None
+        and (at := left_claim(letter.error)) is not None
+    }
+    ledger_table = getattr(options.view_as(SinkOptions), "sent_messages_table", None)
+    if claims and not ledger_table:
+        return _usage(
+            "the selected senders' letters left ledger claims to release: give "
+            "--sent_messages_table (and the senders' flags)"
+        )
     records = [record for _, record in reread.records]
     wanted = frozenset(payment_letters.values()) | payment_intents_of(records)
     redriven = [letter for letter, _ in reread.records] + [
@@ -218,12 +322,23 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"  re-drive  {describe(letter)}")
     for letter in reread.unreadable:
         print(f"  unreadable (its record is gone from its source)  {describe(letter)}")
+    for letter in charge_not_found:
+        print(f"  its charge's events are not in --source (pending)  {describe(letter)}")
     for letter in by_kind[Kind.NOT_REDRIVABLE]:
-        print(f"  not re-driven here (re-run the backfill over its days)  {describe(letter)}")
+        why = "re-run the backfill over its days"
+        if letter.step.startswith(SEND_STEP_PREFIX):
+            why = (
+                "its message may have gone: check the target, see the runbook"
+                if letter.reason == OUTCOME_UNKNOWN
+                else "its source names no charge: re-run the backfill over its days"
+            )
+        print(f"  not re-driven here ({why})  {describe(letter)}")
     if wanted:
         source = options.view_as(BackfillOptions).source
         print(f"re-reading {len(wanted)} payments' events from {source}")
-    not_redriven = len(reread.unreadable) + len(by_kind[Kind.NOT_REDRIVABLE])
+    not_redriven = (
+        len(reread.unreadable) + len(charge_not_found) + len(by_kind[Kind.NOT_REDRIVABLE])
+    )
 
     if dry_run:
         return _dry_run(options, records, wanted, not_redriven)
@@ -242,6 +357,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         pending_before = store.pending_ids()
         store.claim(redriven, run_id)
+        released, changed = _release_claims(claims.values(), str(ledger_table))
         pipeline.run().wait_until_finish()
         claimed = store.claimed(ids, run_id)
         # A payment letter not rewritten by the run, yet without a contribution: its
@@ -271,6 +387,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     for letter_id in sorted(new_letters):
         print(f"    {letter_id}")
     print(f"  payment not found in --source (pending): {len(missing)}")
+    if claims:
+        print(f"  ledger claims of failed sends released: {released}")
+        print(f"  ledger claims that changed since the letter (kept): {changed}")
     print(f"  not re-driven (pending): {not_redriven}")
     done = len(resolved) == len(letters) and not new_letters
     return recorded(EXIT_DONE if done else EXIT_STILL_FAILING, len(letters), len(resolved), failing)

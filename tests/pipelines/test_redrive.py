@@ -15,10 +15,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import boto3
 import duckdb
 import pytest
 
 from pipelines import backfill, redrive
+from schemas.records import DeadLetter
+from schemas.rows import to_bigquery_json_row
 from tests.builders import (
     ACCOUNT_UK,
     T0,
@@ -28,13 +31,26 @@ from tests.builders import (
     eventbridge_envelope,
     session_object,
     stripe_event_document,
+    supporter_item,
 )
 from tests.fixtures.moto_server import MotoServer
-from tests.fixtures.sinks import LEDGER_KEY, create_queue, create_table, drain, ledger_items, unique
+from tests.fixtures.sinks import (
+    LEDGER_KEY,
+    SUPPORTER_KEY,
+    create_queue,
+    create_table,
+    drain,
+    ledger_items,
+    supporter_items,
+    unique,
+)
 from transforms.core import process
+from transforms.domain.events import make_dead_letter
 from transforms.domain.facts import ClassifyError
 from transforms.sinks.common import rejected_record
 from transforms.sinks.duckdb import REJECTED_STEP
+from transforms.sinks.dynamodb import REJECTED, WRITE_SUPPORTER_STEP
+from transforms.sinks.ledger import SENDING, claim_note
 
 BUGGY_SESSION = "evt_session_2"
 END = "2024-12-05T23:10:00Z"
@@ -329,6 +345,209 @@ def test_a_writers_letter_is_redriven_by_building_its_payment_again(
         (REJECTED_STEP, True)
     ]
     assert redrive.run(flags) == 0  # nothing left to re-drive
+
+
+def _insert_letter(path: str, letter: DeadLetter) -> None:
+    with duckdb.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO dead_letters (dead_letter_id, step, reason, error, raw, source) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                letter.dead_letter_id,
+                letter.step,
+                letter.reason,
+                letter.error,
+                letter.raw,
+                letter.source,
+            ],
+        )
+
+
+def _supporter_letter(table: str, charge_id: str) -> DeadLetter:
+    """The letter of a supporter item DynamoDB refused, as its writer makes it: the item as
+    JSON (which names the charge, no PaymentIntent) and `dynamodb:<table>/Stripe - <charge>`."""
+    item = supporter_item("1001", charge_id)
+    return make_dead_letter(
+        step=WRITE_SUPPORTER_STEP,
+        reason=REJECTED,
+        error="AccessDeniedException",
+        raw=json.dumps(to_bigquery_json_row(item), sort_keys=True),
+        source=f"dynamodb:{table}/{item.subscription_name}",
+    )
+
+
+def test_a_supporter_items_letter_is_redriven_as_the_payment_its_charge_belongs_to(
+    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, table = str(tmp_path / "warehouse.duckdb"), create_table(SUPPORTER_KEY, unique("sup"))
+    sinks = ["--stripe_mode", "live", "--supporter_table", table]
+    assert backfill.run(["--source", str(archive), "--warehouse", path, *sinks]) == 0
+    written = supporter_items(table)
+    assert sorted(written) == [("1001", "Stripe - ch_1"), ("1001", "Stripe - ch_2")]
+    # As if DynamoDB had refused ch_2's item: no item, the writer's letter for it.
+    boto3.session.Session().client("dynamodb").delete_item(
+        TableName=table,
+        Key={"identityId": {"S": "1001"}, "subscriptionName": {"S": "Stripe - ch_2"}},
+    )
+    _insert_letter(path, _supporter_letter(table, "ch_2"))
+    capsys.readouterr()
+
+    flags = ["--warehouse", path, "--source", str(archive), "--step", WRITE_SUPPORTER_STEP]
+    assert redrive.run([*flags, *sinks]) == 0
+
+    assert supporter_items(table) == written  # the payment built again: the same item
+    assert _query(path, "SELECT step, redriven_at IS NOT NULL FROM dead_letters") == [
+        (WRITE_SUPPORTER_STEP, True)
+    ]
+    out = capsys.readouterr().out
+    assert "re-reading 1 payments' events" in out and "1 marked redriven" in out
+    assert redrive.run([*flags, *sinks]) == 0
+    assert "nothing to re-drive" in capsys.readouterr().out
+    assert supporter_items(table) == written
+
+
+def test_a_supporter_items_letter_whose_charge_is_not_in_the_source_stays_pending(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(tmp_path / "warehouse.duckdb")
+    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    letter = _supporter_letter("SupporterProductData", "ch_9")
+    _insert_letter(path, letter)
+    contributions = _query(path, "SELECT * FROM contributions ORDER BY payment_id")
+    capsys.readouterr()
+
+    assert redrive.run(["--warehouse", path, "--source", str(archive)]) == 1
+
+    assert "its charge's events are not in --source (pending)" in capsys.readouterr().out
+    assert _query(path, "SELECT dead_letter_id, redriven_at, redrive_run_id FROM dead_letters") == [
+        (letter.dead_letter_id, None, None)
+    ]
+    assert _query(path, "SELECT * FROM contributions ORDER BY payment_id") == contributions
+
+
+CLAIMED_AT = 1733443200.25
+
+
+def _rejected_email(queue: str, ledger: str, path: str, *, claimed_at: float) -> DeadLetter:
+    """What a refused thank-you email for ch_2 leaves: its letter, and the ledger item still
+    claimed (`sending`) at `claimed_at` (the letter says `CLAIMED_AT`)."""
+    dynamodb = boto3.session.Session().client("dynamodb")
+    dynamodb.put_item(
+        TableName=ledger,
+        Item={
+            "messageKey": {"S": "thank_you_email#ch_2"},
+            "kind": {"S": "thank_you_email"},
+            "paymentId": {"S": "ch_2"},
+            "state": {"S": SENDING},
+            "claimedAt": {"N": repr(claimed_at)},
+            "claimToken": {"S": "t1"},
+        },
+    )
+    letter = make_dead_letter(
+        step="send_thank_you_email",
+        reason="rejected",
+        error="InvalidParameterValue" + claim_note(CLAIMED_AT),
+        raw='{"To": {"Address": "[body]"}}',
+        source=f"sqs:{queue}/ch_2",
+    )
+    _insert_letter(path, letter)
+    return letter
+
+
+def _messages_flags(queue: str, ledger: str) -> list[str]:
+    return [
+        "--stripe_mode",
+        "live",
+        "--emails_queue_url",
+        queue,
+        "--sent_messages_table",
+        ledger,
+        "--messages_max_age_hours",
+        str(24 * 365 * 100),
+    ]
+
+
+def test_a_rejected_sends_letter_releases_its_claim_and_sends_the_message_once(
+    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
+    path = str(tmp_path / "warehouse.duckdb")
+    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    _rejected_email(queue, ledger, path, claimed_at=CLAIMED_AT)
+    capsys.readouterr()
+    flags = ["--warehouse", path, "--source", str(archive), *_messages_flags(queue, ledger)]
+
+    assert redrive.run(flags) == 0
+
+    first = drain(queue)
+    assert [group for group, _ in first] == ["ch_2"]
+    assert ledger_items(ledger) == {"thank_you_email#ch_2": "sent"}
+    assert "ledger claims of failed sends released: 1" in capsys.readouterr().out
+    assert _query(path, "SELECT step, redriven_at IS NOT NULL FROM dead_letters") == [
+        ("send_thank_you_email", True)
+    ]
+    # Forced again: the claim is now a sent item, not the letter's, so nothing is released
+    # and the ledger stops a second email.
+    assert redrive.run([*flags, "--include_redriven"]) == 0
+    assert drain(queue) == []
+    assert "ledger claims that changed since the letter (kept): 1" in capsys.readouterr().out
+    assert ledger_items(ledger) == {"thank_you_email#ch_2": "sent"}
+
+
+def test_a_ledger_error_letter_is_redriven_without_a_claim_to_release(
+    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
+    path = str(tmp_path / "warehouse.duckdb")
+    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    letter = make_dead_letter(
+        step="send_thank_you_email",
+        reason="ledger_error",
+        error="ProvisionedThroughputExceededException",
+        raw='{"To": {"Address": "[body]"}}',
+        source=f"sqs:{queue}/ch_2",
+    )
+    _insert_letter(path, letter)
+    capsys.readouterr()
+    flags = ["--warehouse", path, "--source", str(archive), *_messages_flags(queue, ledger)]
+
+    assert redrive.run(flags) == 0
+
+    assert [group for group, _ in drain(queue)] == ["ch_2"]
+    assert ledger_items(ledger) == {"thank_you_email#ch_2": "sent"}
+    assert "ledger claims" not in capsys.readouterr().out
+    assert redrive.run(flags) == 0
+    assert drain(queue) == []
+
+
+def test_a_claim_that_changed_since_the_letter_is_not_released_and_nothing_is_sent(
+    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
+    path = str(tmp_path / "warehouse.duckdb")
+    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    # Claimed again after the failure (a later send in flight): not the letter's claim.
+    letter = _rejected_email(queue, ledger, path, claimed_at=CLAIMED_AT + 60)
+    capsys.readouterr()
+    flags = ["--warehouse", path, "--source", str(archive), *_messages_flags(queue, ledger)]
+
+    assert redrive.run(flags) == 1
+
+    assert drain(queue) == []
+    assert "ledger claims that changed since the letter (kept): 1" in capsys.readouterr().out
+    item = (
+        boto3.session.Session()
+        .client("dynamodb")
+        .get_item(TableName=ledger, Key={"messageKey": {"S": "thank_you_email#ch_2"}})["Item"]
+    )
+    assert (item["state"]["S"], item["claimedAt"]["N"]) == (SENDING, repr(CLAIMED_AT + 60))
+    # The re-driven payment met that claim: its send is an outcome_unknown letter, pending;
+    # the rejected letter is resolved (its payment was re-driven, the ledger decided).
+    rows = _query(path, "SELECT dead_letter_id, reason, redriven_at IS NULL FROM dead_letters")
+    assert sorted((i == letter.dead_letter_id, reason, pending) for i, reason, pending in rows) == [
+        (False, "outcome_unknown", True),
+        (True, "rejected", False),
+    ]
 
 
 def test_a_missing_queue_stops_the_redrive_before_it_claims_anything(

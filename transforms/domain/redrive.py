@@ -17,10 +17,16 @@ Three kinds of letter, told apart by `source` and `step`:
   take): its raw is the record the core built (its repr, or its redacted JSON
   in BigQuery), which names the record's PaymentIntent. It is re-driven as a
   payment letter: the payment is built again from its events and every
-  writer upserts, so the rows the store did take are not doubled;
-- a sender's letter (`send_*`, e.g. `outcome_unknown`) is not re-driven: its
-  ledger item says the message may have gone, and only an operator who
-  checked the recipient may release it (see the runbook).
+  writer upserts, so the rows the store did take are not doubled. A writer's
+  letter naming no PaymentIntent (the supporter item `Stripe - <charge id>`)
+  names its charge: the charge's events in the archive name the PaymentIntent
+  (`charge_payment_intent`), and the letter is re-driven as that payment's;
+- a sender's letter (`send_<kind>`) whose message was provably not sent
+  (`rejected`, `retries_exhausted`, `ledger_error`) names its target and
+  charge (`<target>/<charge id>`): it is re-driven as its charge's payment,
+  after the claim its failure left is released (`sender_claim`);
+  `outcome_unknown` is not re-driven: the message may have gone, and only
+  an operator who checked the recipient may release it (see the runbook).
 
 Pure functions, no IO.
 """
@@ -41,6 +47,12 @@ PAYMENT_SOURCE_PREFIX = "payment_intent:"
 WRITE_STEP_PREFIX = "write_"
 #: A PaymentIntent id inside a writer letter's raw record.
 _PAYMENT_INTENT_ID = re.compile(r"\bpi_[A-Za-z0-9]+")
+#: A charge id (`ch_`, or `py_` for bank debits) inside a writer letter's source or raw record.
+_CHARGE_ID = re.compile(r"\b(?:ch|py)_[A-Za-z0-9]+")
+#: Step prefix of the senders' letters (`send_thank_you_email`, ...).
+SEND_STEP_PREFIX = "send_"
+#: Senders' reasons for which nothing was sent (`transforms.sinks.ledger`).
+NOT_SENT_REASONS = frozenset({"rejected", "retries_exhausted", "ledger_error"})
 #: Steps whose letters stand for one source record.
 RECORD_STEPS = frozenset({"read", "decode", "classify"})
 #: Steps whose letters keep the record's own text as `raw` (classify keeps a summary of the
@@ -60,7 +72,11 @@ def kind_of(letter: DeadLetter) -> Kind:
         return Kind.PAYMENT
     if letter.step in RECORD_STEPS:
         return Kind.RECORD
-    if letter.step.startswith(WRITE_STEP_PREFIX) and _PAYMENT_INTENT_ID.search(letter.raw):
+    if letter.step.startswith(WRITE_STEP_PREFIX) and (
+        _PAYMENT_INTENT_ID.search(letter.raw) or charge_id_of_letter(letter)
+    ):
+        return Kind.PAYMENT
+    if _is_not_sent(letter) and charge_id_of_letter(letter):
         return Kind.PAYMENT
     return Kind.NOT_REDRIVABLE
 
@@ -78,6 +94,44 @@ def payment_intent_of_letter(letter: DeadLetter) -> str | None:
         found = _PAYMENT_INTENT_ID.search(letter.raw)
         return found.group(0) if found else None
     return None
+
+
+def charge_id_of_letter(letter: DeadLetter) -> str | None:
+    """The charge a writer's letter that names no PaymentIntent is about, or a sender's
+    letter whose message was not sent (`NOT_SENT_REASONS`); else None.
+
+    A writer's `source` names it first (`dynamodb:<table>/Stripe - <charge id>`,
+    kept whole in BigQuery), else its raw record (the supporter item's
+    `payment_id`); a sender's `source` is `<target>/<charge id>`.
+    """
+    if _is_not_sent(letter):
+        # `<target>/<charge id>`: the target (a queue URL, a bus) may hold anything before.
+        last = letter.source.rpartition("/")[2]
+        return last if _CHARGE_ID.fullmatch(last) else None
+    if not letter.step.startswith(WRITE_STEP_PREFIX) or _PAYMENT_INTENT_ID.search(letter.raw):
+        return None
+    found = _CHARGE_ID.search(letter.source) or _CHARGE_ID.search(letter.raw)
+    return found.group(0) if found else None
+
+
+def _is_not_sent(letter: DeadLetter) -> bool:
+    return letter.step.startswith(SEND_STEP_PREFIX) and letter.reason in NOT_SENT_REASONS
+
+
+def sender_kind(letter: DeadLetter) -> str | None:
+    """The message kind of a sender's letter whose message was not sent (`send_<kind>`)."""
+    return letter.step[len(SEND_STEP_PREFIX) :] if _is_not_sent(letter) else None
+
+
+def charge_payment_intent(event: StripeEvent) -> tuple[str, str] | None:
+    """(charge id, PaymentIntent id) when the event names both: a charge's events,
+    and a refund's or a dispute's (their `charge`); None otherwise."""
+    obj = event.data_object
+    charge = _id(obj.get("id")) if obj.get("object") == "charge" else _id(obj.get("charge"))
+    intent = payment_intent_of(event)
+    if charge is None or intent is None:
+        return None
+    return charge, intent
 
 
 def payment_intent_of(event: StripeEvent) -> str | None:

@@ -25,6 +25,11 @@ event, a contributions-store message) is recorded in one DynamoDB table
 3. **mark**: `UpdateItem` sets `state=sent, sentAt`. A crash between send
    and mark is case 2's `sending`.
 
+A `rejected` or `retries_exhausted` letter (nothing was sent) keeps the
+claim: its error ends with that claim's `claimedAt` (`claim_note`), so that
+`pipelines.redrive` can release exactly it (`release_claim`: a conditional
+delete of a `sending` item with that `claimedAt`) and send the message once.
+
 So each effect happens at most once, and an effect that did not provably
 happen is a dead letter, never silence: exactly once whenever the service
 answers. FIFO's deduplication id only narrows the crash window.
@@ -100,6 +105,8 @@ FIFO_DEDUPLICATION_WINDOW = timedelta(minutes=5)
 DEFAULT_RESEND_WINDOW = timedelta(minutes=4)
 
 _KIND = re.compile(r"^[a-z][a-z_]*$")
+#: The claim a rejected or exhausted send left, at the end of its letter's error.
+_CLAIM_NOTE = re.compile(r"; claim left: claimedAt=(?P<at>[0-9.e+-]+)$")
 #: The request left and its answer did not come back: it may have been applied.
 _AMBIGUOUS = (botocore.exceptions.ConnectionClosedError, botocore.exceptions.ReadTimeoutError)
 
@@ -144,6 +151,35 @@ def check_ledger_given(config: SinkConfig) -> None:
 def check_ledger(config: SinkConfig) -> None:
     """The pre-launch check of the ledger table (`check_ledger_table`)."""
     check_ledger_table(str(config[SENT_MESSAGES_TABLE.name]))
+
+
+def claim_note(claimed_at: float) -> str:
+    """What a letter's error says of the claim its failed send left (`left_claim` reads it)."""
+    return f"; claim left: claimedAt={claimed_at!r}"
+
+
+def left_claim(error: str) -> float | None:
+    """The `claimedAt` of the claim a letter's error says its send left, else None."""
+    found = _CLAIM_NOTE.search(error)
+    return float(found.group("at")) if found else None
+
+
+def release_claim(client: Any, table: str, kind: str, payment_id: str, claimed_at: float) -> bool:
+    """Deletes the ledger item of (kind, payment id) only while it is still the claim made at
+    `claimed_at` in state `sending`; False when it is not (sent, or claimed again since)."""
+    try:
+        client.delete_item(
+            TableName=table,
+            Key={"messageKey": {"S": effect_key(kind, payment_id)}},
+            ConditionExpression="#state = :sending AND claimedAt = :at",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":sending": {"S": SENDING}, ":at": {"N": repr(claimed_at)}},
+        )
+    except botocore.exceptions.ClientError as error:
+        if error_code(error) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 class Message(Protocol):
@@ -509,6 +545,9 @@ class SendExactlyOnceFn(beam.DoFn):
 
     def _dead_letter(self, entry: Entry, reason: str, error: str) -> TaggedOutput:
         payment_id = entry.record.payment_id
+        if reason in (REJECTED, RETRIES_EXHAUSTED) and self._ledger is not None:
+            # Nothing was sent, and the claim stays: a re-drive releases exactly this one.
+            error += claim_note(entry.claimed_at)
         self._dead_lettered.inc()
         _LOG.warning("Dead-lettering %s for payment %s: %s", self._kind, payment_id, reason)
         return _output(

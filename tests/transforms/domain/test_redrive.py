@@ -10,10 +10,13 @@ from tests.builders import charge_object, event, payment_intent_object, session_
 from transforms.domain.events import make_dead_letter
 from transforms.domain.redrive import (
     Kind,
+    charge_id_of_letter,
+    charge_payment_intent,
     kind_of,
     payment_intent_of,
     payment_intent_of_letter,
     raw_is_record,
+    sender_kind,
 )
 
 #: A writer's letter keeps the record it could not write, which names its PaymentIntent.
@@ -105,3 +108,101 @@ def test_payment_intent_of_event(
     event_type: str, data_object: dict[str, Any], expected: str | None
 ) -> None:
     assert payment_intent_of(event("evt_1", event_type, data_object)) == expected
+
+
+#: The DynamoDB writer's letter: the item as JSON, which names the charge but no PaymentIntent.
+SUPPORTER_ITEM = (
+    '{"identity_id": "1001", "payment_id": "ch_4", "subscription_name": "Stripe - ch_4"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("step", "source", "raw", "charge"),
+    [
+        pytest.param(
+            "write_supporter_item", "dynamodb:t/Stripe - ch_4", SUPPORTER_ITEM, "ch_4", id="item"
+        ),
+        pytest.param(
+            "write_supporter_item",
+            "dynamodb:t/Stripe - py_4",
+            '{"identity_id": "[redacted]"}',
+            "py_4",
+            id="redacted-bank-debit",
+        ),
+        pytest.param("write_supporter_item", "dynamodb:t/1001", "x", None, id="no-charge"),
+        pytest.param("write_contributions_store", "c:t/ch_1", STORE_ROW, None, id="names-its-pi"),
+        pytest.param(
+            "send_thank_you_email",
+            "sqs:https://sqs.eu-west-1.amazonaws.com/1/q.fifo/ch_1",
+            "x",
+            "ch_1",
+            id="sender",
+        ),
+        pytest.param("send_acquisition_event", "events:bus/py_2", "x", "py_2", id="bus-sender"),
+        pytest.param("send_thank_you_email", "sqs:q/ch_1/x", "x", None, id="sender-no-charge"),
+    ],
+)
+def test_charge_id_of_a_writers_or_senders_letter_naming_no_payment_intent(
+    step: str, source: str, raw: str, charge: str | None
+) -> None:
+    letter = make_dead_letter(step=step, reason="rejected", error="e", raw=raw, source=source)
+    assert charge_id_of_letter(letter) == charge
+    if charge is not None:
+        assert kind_of(letter) is Kind.PAYMENT
+        assert payment_intent_of_letter(letter) is None
+    elif step.startswith("send_"):
+        assert kind_of(letter) is Kind.NOT_REDRIVABLE
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind", "message_kind"),
+    [
+        pytest.param("rejected", Kind.PAYMENT, "thank_you_email", id="rejected"),
+        pytest.param("retries_exhausted", Kind.PAYMENT, "thank_you_email", id="exhausted"),
+        pytest.param("ledger_error", Kind.PAYMENT, "thank_you_email", id="ledger-error"),
+        pytest.param("outcome_unknown", Kind.NOT_REDRIVABLE, None, id="may-have-gone"),
+    ],
+)
+def test_a_senders_letter_is_redriven_only_when_nothing_was_sent(
+    reason: str, kind: Kind, message_kind: str | None
+) -> None:
+    letter = make_dead_letter(
+        step="send_thank_you_email", reason=reason, error="e", raw="{}", source="sqs:q/ch_1"
+    )
+    assert kind_of(letter) is kind
+    assert sender_kind(letter) == message_kind
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data_object", "expected"),
+    [
+        pytest.param(
+            "charge.succeeded",
+            charge_object(charge_id="ch_4", payment_intent="pi_7"),
+            ("ch_4", "pi_7"),
+            id="charge",
+        ),
+        pytest.param(
+            "charge.dispute.created",
+            {"id": "dp_1", "object": "dispute", "charge": "ch_4", "payment_intent": "pi_7"},
+            ("ch_4", "pi_7"),
+            id="dispute",
+        ),
+        pytest.param(
+            "checkout.session.completed",
+            session_object(payment_intent="pi_7"),
+            None,
+            id="session-names-no-charge",
+        ),
+        pytest.param(
+            "charge.succeeded",
+            {**charge_object(charge_id="ch_4"), "payment_intent": None},
+            None,
+            id="charge-without-intent",
+        ),
+    ],
+)
+def test_charge_payment_intent_of_event(
+    event_type: str, data_object: dict[str, Any], expected: tuple[str, str] | None
+) -> None:
+    assert charge_payment_intent(event("evt_1", event_type, data_object)) == expected

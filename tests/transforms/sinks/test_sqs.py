@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -31,6 +32,7 @@ from schemas.records import DeadLetter, SoftOptIn, ThankYouEmail
 from tests.fixtures.aws_faults import InjectFaults
 from tests.fixtures.moto_server import MotoServer
 from transforms.infrastructure import Backoff, ConfigurationError
+from transforms.sinks.ledger import left_claim, release_claim
 from transforms.sinks.sqs import (
     FIFO,
     OUTCOME_UNKNOWN,
@@ -386,6 +388,45 @@ def test_entries_refused_as_the_senders_fault_are_not_retried(
             ],
         )
     assert faults.calls == {"SendMessageBatch": 1}
+    assert _drain(sqs, queue) == []
+
+
+def test_a_refused_sends_letter_names_the_claim_it_left_which_only_it_releases(
+    sqs: Any,
+    queue: str,
+    ledger: str,
+    dynamodb: Any,
+    aws_faults: InjectFaults,
+    tmp_path: Path,
+) -> None:
+    refuse_all = {"rate": 1.0, "lost_share": 0.0, "seed": 1, "failed_entries": True}
+    prefix = str(tmp_path / "claims")
+    faults = aws_faults(**refuse_all, operations={"sqs": {"SendMessageBatch"}})
+    with faults, test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
+        _ = (
+            (
+                pipeline
+                | beam.Create(EMAILS[:2])
+                | SendMessages(queue, THANK_YOU_EMAIL, ledger, backoff=FAST)
+            ).dead_letters
+            | beam.Map(lambda dead: f"{dead.source.rsplit('/', 1)[1]}\t{left_claim(dead.error)!r}")
+            | beam.io.WriteToText(prefix)
+        )
+    lines = [line for path in tmp_path.glob("claims*") for line in path.read_text().splitlines()]
+    left = {payment: float(at) for payment, at in (line.split("\t") for line in lines)}
+    items = {
+        item["paymentId"]["S"]: (item["state"]["S"], float(item["claimedAt"]["N"]))
+        for item in dynamodb.scan(TableName=ledger, ConsistentRead=True)["Items"]
+    }
+    assert items == {payment: (SENDING, at) for payment, at in left.items()}
+    assert sorted(left) == sorted(_ids(EMAILS[:2]))
+
+    first, second = sorted(left)
+    assert not release_claim(dynamodb, ledger, THANK_YOU_EMAIL, first, left[first] + 1)
+    assert release_claim(dynamodb, ledger, THANK_YOU_EMAIL, first, left[first])
+    assert not release_claim(dynamodb, ledger, THANK_YOU_EMAIL, first, left[first])
+    remaining = dynamodb.scan(TableName=ledger, ConsistentRead=True)["Items"]
+    assert [item["paymentId"]["S"] for item in remaining] == [second]
     assert _drain(sqs, queue) == []
 
 
