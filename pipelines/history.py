@@ -8,6 +8,7 @@ finished run's summary into the `schemas.records.PipelineRun` row that
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import re
@@ -147,24 +148,9 @@ def tool_run_record(
     resolved and failed again; a reconciliation's payments compared and
     differences.
     """
-    return PipelineRun(
-        run_id=start.run_id,
-        job=start.job,
-        arguments=start.arguments,
-        runner=start.runner,
-        source=start.source,
-        range_start=start.range_start,
-        range_end=start.range_end,
-        started_at=start.started_at,
-        ended_at=ended_at,
-        exit_code=exit_code,
-        records_read=0,
-        processed=0,
-        skipped=0,
-        dead_lettered=0,
+    return dataclasses.replace(
+        run_record(start, None, exit_code, ended_at, version),
         rows_written=tuple(TableRows(destination=name, rows=rows) for name, rows in counts),
-        code_version=version[0],
-        git_commit=version[1],
     )
 
 
