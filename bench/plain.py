@@ -292,7 +292,21 @@ def iso_time(value: object) -> datetime | None:
 
 def evt_id(event: dict) -> str | None:
     value = event.get("id")
-    return value if isinstance(value, str) and value.startswith("evt_") else None
+    return value if isinstance(value, str) and EVT_ID.fullmatch(value) else None
+
+
+EVT_ID = re.compile(r"evt_[A-Za-z0-9_]+")
+JSON_TYPES = {bool: "bool", int: "int", float: "float", str: "str", list: "array", dict: "object"}
+
+
+def id_error(event: dict) -> str:
+    """Why an event's `id` is refused, in the words the backfill's letters use."""
+    if "id" not in event:
+        return "missing"
+    value = event["id"]
+    if not isinstance(value, str):
+        return f"expected `str`, got `{JSON_TYPES.get(type(value), 'null')}`"
+    return "expected `str` matching regex '^evt_[A-Za-z0-9_]+$'"
 
 
 def decode(document: Any) -> tuple[dict, str | None, datetime | None, bool]:
@@ -320,7 +334,7 @@ def decode(document: Any) -> tuple[dict, str | None, datetime | None, bool]:
             )
     event_id = evt_id(event)
     if event_id is None:
-        raise Reject("decode", "invalid_event", "`id` missing or not an evt_ id")
+        raise Reject("decode", "invalid_event", f"id: {id_error(event)}")
     kind = event.get("type")
     if not isinstance(kind, str) or not kind:
         raise Reject("decode", "invalid_event", "`type` missing", event_id)
@@ -556,7 +570,8 @@ def letter_row(
     at: datetime | None,
 ) -> tuple:
     digest = hashlib.sha256(f"{step}\x1f{source}\x1f{raw}".encode()).hexdigest()[:32]
-    return (digest, step, reason, error, raw, source, event_id, at)
+    # A new letter is pending: no re-drive resolved it (redriven_at, redrive_run_id).
+    return (digest, step, reason, error, raw, source, event_id, at, None, None)
 
 
 def split_list(value: str | None) -> list[str]:
