@@ -16,6 +16,7 @@ or with an outcome but no charge, gives a `CompletionError` whose reason the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,17 +76,9 @@ def charge_fact_of(intent: Mapping[str, Any], *, account: str | None = None) -> 
     if not isinstance(fact, facts.ChargeFact) or fact.charge_id is None:
         raise CompletionError(NO_CHARGE, f"status is {status} but no charge is named")
     if fact.charge_created is not None:
-        fact = facts.ChargeFact(
-            meta=facts.EventMeta(
-                meta.event_id, meta.event_type, fact.charge_created, meta.livemode, account
-            ),
-            payment_intent_id=fact.payment_intent_id,
-            charge_id=fact.charge_id,
-            succeeded=fact.succeeded,
-            has_charge_object=fact.has_charge_object,
-            card_country=fact.card_country,
-            payment_method=fact.payment_method,
-            charge_created=fact.charge_created,
+        # The event time of the fact is the charge's, as its outcome event's would be.
+        fact = dataclasses.replace(
+            fact, meta=dataclasses.replace(meta, created=fact.charge_created)
         )
     return fact
 

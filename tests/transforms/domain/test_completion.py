@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -42,16 +43,7 @@ def retrieved(status: str = "succeeded", **changes: Any) -> dict[str, Any]:
 
 
 def without_meta(fact: ChargeFact) -> ChargeFact:
-    return ChargeFact(
-        meta=EventMeta("", "", 0, True, None),
-        payment_intent_id=fact.payment_intent_id,
-        charge_id=fact.charge_id,
-        succeeded=fact.succeeded,
-        has_charge_object=fact.has_charge_object,
-        card_country=fact.card_country,
-        payment_method=fact.payment_method,
-        charge_created=fact.charge_created,
-    )
+    return dataclasses.replace(fact, meta=EventMeta("", "", 0, True, None))
 
 
 @pytest.mark.parametrize(
