@@ -148,16 +148,24 @@ def without_run_columns(tables: dict[str, list[tuple[Any, ...]]]) -> dict[str, A
     }
 
 
-def test_completed_payments_have_the_full_archives_rows_and_no_letters(
+@pytest.fixture
+def serving_the_gaps(
     archives: Archives,
     stripe_payment_intents_api: StripePaymentIntentsApi,
-    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> StripePaymentIntentsApi:
+    """The stand-in serving the gapped payments' PaymentIntents and charges, the key set."""
     api = stripe_payment_intents_api
     api.intents.update(archives.intents)
     api.charges.update(archives.charges)
     monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    return api
+
+
+def test_completed_payments_have_the_full_archives_rows_and_no_letters(
+    archives: Archives, serving_the_gaps: StripePaymentIntentsApi, tmp_path: Path
+) -> None:
+    api = serving_the_gaps
 
     full = tmp_path / "full.duckdb"
     run_backfill(archives.full, full, tmp_path / "full.txt")
@@ -230,15 +238,9 @@ def test_without_the_flag_the_gapped_payments_are_charge_missing_letters(
 
 
 def test_redriving_the_letters_with_the_flag_completes_them_as_the_full_archive(
-    archives: Archives,
-    stripe_payment_intents_api: StripePaymentIntentsApi,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    archives: Archives, serving_the_gaps: StripePaymentIntentsApi, tmp_path: Path
 ) -> None:
-    api = stripe_payment_intents_api
-    api.intents.update(archives.intents)
-    api.charges.update(archives.charges)
-    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    api = serving_the_gaps
     full = tmp_path / "full.duckdb"
     run_backfill(archives.full, full, tmp_path / "full.txt")
     warehouse = tmp_path / "gapped.duckdb"
