@@ -54,8 +54,8 @@ class _Plan:
     row_converters: tuple[tuple[str, Converter], ...]
     json_converters: tuple[tuple[str, Converter], ...]
     checks: tuple[tuple[str, Callable[[Any, str], None]], ...]
-    # One predicate per column, True only when the value is surely valid.
-    fast_checks: tuple[Callable[[Any], bool], ...]
+    # True only when the whole record is surely valid (`_surely_valid_function`).
+    surely_valid: Callable[[Any], bool]
     key_getter: Callable[[Any], tuple[Any, ...]] | None
 
 
@@ -97,7 +97,7 @@ def _build_plan(cls: type) -> _Plan:
         row_converters=tuple(row_converters),
         json_converters=tuple(json_converters),
         checks=tuple((c.name, _check(c)) for c in cols),
-        fast_checks=tuple(_fast_check(c) for c in cols),
+        surely_valid=_surely_valid_function(cls, cols),
         key_getter=_tuple_getter(tuple(table.key)) if table is not None else None,
     )
 
@@ -236,6 +236,22 @@ def _numeric_error(value: Decimal) -> str | None:
     return None
 
 
+# Values already found to fit NUMERIC: whether one fits depends on its value,
+# not its spelling (`_numeric_error`), and equal Decimals hash alike, so a few
+# thousand amounts answer most rows with one lookup instead of `as_tuple()`.
+_FITTING_NUMERICS: set[Decimal] = set()
+_MAX_FITTING_NUMERICS = 4096
+
+
+def _numeric_fits(value: Decimal) -> bool:
+    """Whether a finite Decimal fits NUMERIC(38, 9), remembered for the next rows."""
+    if _numeric_error(value) is not None:
+        return False
+    if len(_FITTING_NUMERICS) < _MAX_FITTING_NUMERICS:
+        _FITTING_NUMERICS.add(value)
+    return True
+
+
 def _is_text(value: str) -> bool:
     try:
         value.encode("utf-8")
@@ -325,49 +341,83 @@ def _check(column: Column) -> Callable[[Any, str], None]:
     return check_required
 
 
-# Exact types only: a subclass (bool for int, datetime for date) is left to the full check.
-_EXACT_TYPES: dict[Kind, type] = {Kind.BOOL: bool, Kind.DATE: date}
+def _surely_valid_function(cls: type, cols: tuple[Column, ...]) -> Callable[[Any], bool]:
+    """One compiled predicate per record type, True only for records `_validate` accepts.
 
-
-def _fast_check(column: Column) -> Callable[[Any], bool]:
-    """A predicate that is True only for values `_check(column)` accepts.
-
-    False says nothing: the full check then runs and names the problem. Built
-    from exact type tests, so the common valid row costs one call per column.
+    False says nothing: the full check then runs and names the problem. The
+    predicate is generated as one expression of exact type tests per column
+    (`_fast_expression`) and compiled once, so a valid row costs one call,
+    not one call per column: this runs for every record every writer takes.
     """
-    item = _fast_item(column)
+    names = tuple(c.name for c in cols)
+    namespace: dict[str, Any] = {
+        "_getter": _tuple_getter(names),
+        "_is_text": _is_text,
+        "_FITTING_NUMERICS": _FITTING_NUMERICS,
+        "_numeric_fits": _numeric_fits,
+        "Decimal": Decimal,
+        "datetime": datetime,
+        "date": date,
+        "UTC": UTC,
+    }
+    values = [f"v{index}" for index in range(len(cols))]
+    tests = [
+        _fast_expression(column, value, namespace)
+        for column, value in zip(cols, values, strict=True)
+    ]
+    body = " and ".join(f"({test})" for test in tests) or "True"
+    source = (
+        f"def surely_valid(record):\n"
+        f"    {', '.join(values)}, = _getter(record)\n"
+        f"    return {body}\n"
+    )
+    exec(compile(source, f"<surely_valid {cls.__name__}>", "exec"), namespace)  # noqa: S102
+    return namespace["surely_valid"]
+
+
+def _fast_expression(column: Column, value: str, namespace: dict[str, Any]) -> str:
+    """A Python expression over the variable `value`, True only if the column accepts it."""
     if column.mode is Mode.REPEATED:
-        return lambda value: type(value) is tuple and all(item(i) for i in value)
+        item = "item"  # a nested record's repeated columns are tested in its own function
+        test = _fast_item_expression(column, item, namespace)
+        # An empty tuple, the common case, builds no generator.
+        return f"type({value}) is tuple and (not {value} or all(({test}) for {item} in {value}))"
+    test = _fast_item_expression(column, value, namespace)
     if column.mode is Mode.NULLABLE:
-        return lambda value: value is None or item(value)
-    return item
+        return f"{value} is None or ({test})"
+    return test
 
 
-def _fast_item(column: Column) -> Callable[[Any], bool]:
+def _fast_item_expression(column: Column, value: str, namespace: dict[str, Any]) -> str:
+    # Exact types only: a subclass (bool for int, datetime for date) is left to the full check.
     kind = column.kind
     if kind is Kind.RECORD:
-        record_type = column.record
-        return lambda value: type(value) is record_type and _surely_valid(value)
+        assert column.record is not None
+        nested = column.record
+        name = f"_record_{nested.__name__}"
+        namespace[name] = nested
+        namespace[f"_valid_{nested.__name__}"] = _plan(nested).surely_valid
+        return f"type({value}) is {name} and _valid_{nested.__name__}({value})"
     if kind is Kind.STRING:
-        return lambda value: type(value) is str and (value.isascii() or _is_text(value))
-    exact = _EXACT_TYPES.get(kind)
-    if exact is not None:
-        return lambda value: type(value) is exact
+        return f"type({value}) is str and ({value}.isascii() or _is_text({value}))"
+    if kind is Kind.BOOL:
+        return f"type({value}) is bool"
+    if kind is Kind.DATE:
+        return f"type({value}) is date"
     if kind is Kind.INT64:
-        return lambda value: type(value) is int and _INT64_MIN <= value <= _INT64_MAX
+        return f"type({value}) is int and {_INT64_MIN} <= {value} <= {_INT64_MAX}"
     if kind is Kind.NUMERIC:
-        return lambda value: type(value) is Decimal and _numeric_error(value) is None
+        return (
+            f"type({value}) is Decimal and {value}.is_finite() "
+            f"and ({value} in _FITTING_NUMERICS or _numeric_fits({value}))"
+        )
     if kind is Kind.TIMESTAMP:
-        return lambda value: type(value) is datetime and value.tzinfo is UTC
+        return f"type({value}) is datetime and {value}.tzinfo is UTC"
     raise AssertionError(kind)
 
 
 def _surely_valid(record: Any) -> bool:
-    plan = _plan(type(record))
-    for check, value in zip(plan.fast_checks, plan.getter(record), strict=True):
-        if not check(value):
-            return False
-    return True
+    return _plan(type(record)).surely_valid(record)
 
 
 def _validate(record: Any, prefix: str) -> None:

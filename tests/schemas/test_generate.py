@@ -283,6 +283,9 @@ def test_natural_key() -> None:
             id="too-many-decimals",
         ),
         pytest.param(_contribution(amount=Decimal("NaN")), "amount", "finite", id="numeric-nan"),
+        pytest.param(
+            _contribution(amount=Decimal("sNaN")), "amount", "finite", id="numeric-signaling-nan"
+        ),
         pytest.param(_contribution(amount=5.0), "amount", "expected Decimal", id="float-amount"),
         pytest.param(_contribution(status=1), "status", "expected str", id="int-in-string"),
         pytest.param(
@@ -323,6 +326,16 @@ def test_validate(record: Any, column: str | None, message: str | None) -> None:
     with pytest.raises(RowValidationError, match=message) as raised:
         validate(record)
     assert raised.value.column == column
+
+
+def test_validate_judges_each_amount_by_value_however_often_it_is_seen() -> None:
+    # Fitting amounts are remembered by value; one that does not fit never is.
+    too_large = Decimal("1" + "0" * 29)
+    for _ in range(3):
+        validate(_contribution(amount=Decimal("12.50")))
+        validate(_contribution(amount=Decimal("12.500000000")))
+        with pytest.raises(RowValidationError, match="at most 29 digits before the point"):
+            validate(_contribution(amount=too_large))
 
 
 def test_validate_rejects_datetime_in_date_and_bool_in_int() -> None:
