@@ -252,13 +252,13 @@ def split_records(
         if position >= window.end:
             return
         window.release_before(position)
-        parsed: Any = None
         fast = _object_end(window, position, max_record_bytes)
-        found: int | _Broken | _TooLarge | None = None
         if fast is not None:
-            found, parsed = fast
-        else:
-            found = _decode_at(window, decoder, position, max_record_bytes)
+            end, data, parsed = fast
+            yield _Span(position, data, True, False, end - position, parsed=parsed)
+            position = end
+            continue
+        found = _decode_at(window, decoder, position, max_record_bytes)
         if isinstance(found, _TooLarge) and not window.text.startswith(
             ("{", "[", '"'), position - window.base
         ):
@@ -267,8 +267,7 @@ def split_records(
             found = _Broken(position + 1)
         if isinstance(found, int):
             end = found
-            data = window.data(position, end)
-            yield _Span(position, data, True, False, end - position, parsed=parsed)
+            yield _Span(position, window.data(position, end), True, False, end - position)
         elif isinstance(found, _TooLarge):
             head = window.data(position, min(position + TOO_LARGE_RAW_BYTES, window.end))
             end = _value_end(window, position)
@@ -283,6 +282,10 @@ def split_records(
 
 
 def _skip_whitespace(window: _Window, position: int) -> int:
+    text = window.text
+    start = position - window.base
+    if start < len(text) and text[start] == "{":
+        return position  # the common case: the next record follows at once
     while True:
         # Forget what was skipped as we go: a stream of nothing but whitespace
         # (a gzip bomb) must not pile up in the window.
@@ -295,9 +298,11 @@ def _skip_whitespace(window: _Window, position: int) -> int:
             return position
 
 
-def _object_end(window: _Window, position: int, max_record_bytes: int) -> tuple[int, Any] | None:
-    """End of the object at `position` and orjson's document of its bytes, found
-    fast, or None when the fast way cannot tell.
+def _object_end(
+    window: _Window, position: int, max_record_bytes: int
+) -> tuple[int, bytes, Any] | None:
+    """End of the object at `position`, its bytes and orjson's document of them,
+    found fast, or None when the fast way cannot tell.
 
     Guesses the end with `_OBJECT_END` and checks the guess with orjson, which
     parses several times faster than `raw_decode` scans. An object's end is
@@ -324,11 +329,12 @@ def _object_end(window: _Window, position: int, max_record_bytes: int) -> tuple[
             # too (JSON's structure is ASCII), and the document is the one
             # decoding needs, so each record is parsed once. Bytes that are
             # not UTF-8 go the exact way, which finds the same end.
-            document = orjson.loads(text[start:stop].encode("latin-1"))
+            data = text[start:stop].encode("latin-1")
+            document = orjson.loads(data)
         except orjson.JSONDecodeError:
             found = _OBJECT_END.search(text, stop)
             continue
-        return window.base + stop, document
+        return window.base + stop, data, document
     return None
 
 
