@@ -898,16 +898,16 @@ class _ReadKeyedFactsFn(beam.DoFn):
             if isinstance(record, TaggedOutput):
                 yield record
                 continue
-            for decoded in self._decode.process(record):
-                if isinstance(decoded, TaggedOutput):
-                    yield TaggedOutput(READ_DEAD_LETTERS_TAG, decoded.value)
-                    continue
-                for event in self._keep.process(decoded.value):
-                    for keyed in self._key_facts(event):
-                        if isinstance(keyed, TaggedOutput):
-                            yield TaggedOutput(READ_DEAD_LETTERS_TAG, keyed.value)
-                        else:
-                            yield keyed
+            decoded = self._decode.decoded(record)
+            if isinstance(decoded, DeadLetter):
+                yield TaggedOutput(READ_DEAD_LETTERS_TAG, decoded)
+                continue
+            for event in self._keep.process(decoded):
+                for keyed in self._key_facts(event):
+                    if isinstance(keyed, TaggedOutput):
+                        yield TaggedOutput(READ_DEAD_LETTERS_TAG, keyed.value)
+                    else:
+                        yield keyed
 
 
 class _MatchFiles(beam.PTransform):
