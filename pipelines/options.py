@@ -120,10 +120,12 @@ class CoreOptions(PipelineOptions):
             "--complete_from_stripe",
             action="store_true",
             default=False,
-            help="Backfill and redrive: a payment whose charge event is missing (it would be a "
-            "charge_missing dead letter) gets its PaymentIntent retrieved from Stripe once, "
-            "its latest charge expanded, and completes as if the charge event had arrived; a "
-            "failed retrieval leaves the letter, its error saying why. The key comes only from "
+            help="A payment whose charge event is missing (it would be a charge_missing dead "
+            "letter) gets its PaymentIntent retrieved from Stripe once, its latest charge "
+            "expanded, and completes as if the charge event had arrived; a failed retrieval "
+            "leaves the letter, its error saying why. The streaming job retrieves at the "
+            "payment's charge deadline (--charge_wait_minutes after it settled); a charge event "
+            "arriving later is counted, never a second payment. The key comes only from "
             f"the {STRIPE_API_KEY_ENV} environment variable (a restricted key with read access "
             "to PaymentIntents and charges), is checked before launch (exit 3 when Stripe "
             "refuses it) and is never logged. Default: off.",

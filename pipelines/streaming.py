@@ -7,8 +7,10 @@ Reads the Kinesis data stream EventBridge puts the Stripe events on
 (`transforms.core.process.ProcessStripeEvents`) and writes every output with the same
 writers (`transforms.sinks.WriteOutputs`: the DuckDB or BigQuery warehouse,
 Postgres, DynamoDB, SQS), with the same identity step when
-`--identity_api_url` is given. Only the read step and the windowing before
-the warehouse writer differ from the backfill.
+`--identity_api_url` is given, and the same completion from Stripe with
+`--complete_from_stripe` (here at each payment's charge deadline, see
+`transforms.core.process.JoinPaymentsFn`). Only the read step and the
+windowing before the warehouse writer differ from the backfill.
 
 Windowing before the warehouse writer (`transforms.sinks.TriggerLoads`): a global window whose
 panes fire every `--load_interval_s` of processing time (early firings) and
@@ -119,11 +121,6 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     """
     kinesis = options.view_as(KinesisOptions)
     read_arguments = kinesis.kinesis_arguments()
-    if options.view_as(CoreOptions).complete_from_stripe:
-        raise ValueError(
-            "--complete_from_stripe is the backfill's and redrive's option only: the streaming "
-            "job's charge_missing letters are completed by redriving them"
-        )
     core = options.view_as(CoreOptions).process_stripe_events(
         resolve_identities=options.view_as(IdentityOptions).identity_resolver()
     )

@@ -92,9 +92,21 @@ class Archives:
     charges: dict[str, dict[str, Any]]
 
 
-@pytest.fixture(scope="module")
-def archives(tmp_path_factory: pytest.TempPathFactory) -> Archives:
-    full = generate(payments=40, seed=19, start=datetime(2025, 5, 1, tzinfo=UTC))
+@dataclass(frozen=True)
+class Gaps:
+    """A generated archive, the same without the charge events of `gaps`, and what Stripe
+    serves for those PaymentIntents."""
+
+    full: Archive
+    gapped: GappedArchive
+    gaps: frozenset[str]
+    intents: dict[str, dict[str, Any]]
+    charges: dict[str, dict[str, Any]]
+
+
+def with_gaps(start: datetime) -> Gaps:
+    """40 payments from `start`, GAPS of them (paid by card at the first attempt) gapped."""
+    full = generate(payments=40, seed=19, start=start)
     plain = [
         p
         for p in full.truth.payments
@@ -116,11 +128,17 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> Archives:
             obj = event["data"]["object"]
             (intents if obj["object"] == "payment_intent" else charges)[obj["id"]] = obj
     assert sorted(intents) == sorted(gaps)
-    root = tmp_path_factory.mktemp("archives")
-    write_archive(full, root / "full" / "archive")
     gapped = GappedArchive(seed=full.seed, truth=full.truth, items=full.items, gaps=gaps)
-    write_archive(gapped, root / "gapped" / "archive")
-    return Archives(root / "full", root / "gapped", gaps, intents, charges)
+    return Gaps(full, gapped, gaps, intents, charges)
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> Archives:
+    planned = with_gaps(datetime(2025, 5, 1, tzinfo=UTC))
+    root = tmp_path_factory.mktemp("archives")
+    write_archive(planned.full, root / "full" / "archive")
+    write_archive(planned.gapped, root / "gapped" / "archive")
+    return Archives(root / "full", root / "gapped", planned.gaps, planned.intents, planned.charges)
 
 
 def run_backfill(archive: Path, warehouse: Path, capture: Path, *flags: str) -> str:

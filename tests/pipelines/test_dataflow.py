@@ -15,7 +15,14 @@ from apache_beam.runners.runner import PipelineState
 
 from pipelines import streaming
 from pipelines.options import AwsOptions
-from tools.dataflow_steps import JOBS, dry_run_options, golden_path, golden_text, translate
+from tools.dataflow_steps import (
+    JOBS,
+    Translation,
+    dry_run_options,
+    golden_path,
+    golden_text,
+    translate,
+)
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/stripe-pipeline-PROD"
 REGENERATE = ".venv/bin/python -m tools.dataflow_steps --job {job} --write_golden"
@@ -54,3 +61,33 @@ def test_with_a_role_every_worker_is_told_to_assume_it_at_start() -> None:
         "pipelines.aws_role.AssumeAwsRoleOnWorkers" in submitted.view_as(SetupOptions).beam_plugins
     )
     assert submitted.view_as(AwsOptions).aws_role_arn == ROLE_ARN
+
+
+#: What `--complete_from_stripe` adds to the streaming job: the completion step and the
+#: Flatten of its payments with the join's.
+COMPLETION_STEPS = [
+    "ProcessStripeEvents/CompleteCharges",
+    "ProcessStripeEvents/CompleteCharges/RetrieveCharges",
+    "ProcessStripeEvents/CompleteCharges/RetrieveCharges/ParDo(CompleteFromStripeFn)",
+    "ProcessStripeEvents/CollectPayments",
+]
+
+
+def test_completing_from_stripe_keeps_every_pinned_streaming_step_and_adds_four(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", "rk_test_secretsecret")
+    options = dry_run_options(
+        ["--streaming", "--kinesis_stream=stripe-events", "--complete_from_stripe"]
+    )
+    pipeline = beam.Pipeline(options=options)
+    streaming.build(pipeline, options)
+
+    result = pipeline.run()
+
+    assert result.state == PipelineState.DONE
+    translation = Translation(str(result.state), result.job.proto_pipeline)  # type: ignore[attr-defined]
+    steps = translation.step_names()
+    golden = golden_path("streaming").read_text().splitlines()
+    assert [step for step in steps if step not in COMPLETION_STEPS] == golden
+    assert [step for step in steps if step in COMPLETION_STEPS] == COMPLETION_STEPS

@@ -17,11 +17,7 @@ Steps, with the delivery guarantee each gives:
    EventBridge replays and exported copies count once (a copy with an
    EventBridge envelope beats a bare export, since only it names the
    account), and each payment is decided as if event time had passed every
-   deadline. No state or timers: that is what keeps the backfill fast. Only
-   when the caller passes `complete_charges` (e.g.
-   `transforms.services.complete_from_stripe.CompleteFromStripe`), the
-   payments the fold leaves `charge_missing` go through it (CompleteCharges)
-   and come back completed or as their letters.
+   deadline. No state or timers: that is what keeps the backfill fast.
 3. On an unbounded input (the streaming job): DeduplicateEvents keeps the
    first copy of an event id and remembers it for `dedupe_horizon` of event
    time; RouteFacts counts skips and passes refunds and disputes on as final
@@ -30,6 +26,11 @@ Steps, with the delivery guarantee each gives:
    timers (charge wait, then a settlement timeout after which the state is
    dropped). Both paths apply the same rules (`transforms.domain.payment`,
    folded by `transforms.domain.fold`).
+   Only when the caller passes `complete_charges` (e.g.
+   `transforms.services.complete_from_stripe.CompleteFromStripe`), on either
+   path the payments left `charge_missing` (by the fold, or by the join's
+   charge deadline or expiry timer) go through it (CompleteCharges) and come
+   back completed or as their letters.
 4. ResolveIdentities, only when the caller passes `resolve_identities`: the
    settled payments of payers without an identity get one (the IO step lives
    outside the core, in `transforms.services.identity`).
@@ -120,7 +121,8 @@ from transforms.domain.mapping import DEFAULT_PAYMENT_PROVIDER, PaymentRecords, 
 from transforms.domain.payment import Payment, PaymentState
 
 DEAD_LETTERS = "dead_letters"
-#: FoldPayments' output of `charge_missing` outcomes, when a completion step is given.
+#: FoldPayments' and JoinPayments' output of `charge_missing` outcomes, when a
+#: completion step is given.
 CHARGE_MISSING_OUTCOMES = "charge_missing_outcomes"
 #: A payment whose records do not all fit their tables (`schemas.rows.validate`):
 #: none of them is emitted.
@@ -320,15 +322,27 @@ class JoinPaymentsFn(beam.DoFn):
     completes it; the charge timer completes it with what is known
     (`settle_late`), and the settlement timer drops the state
     (`close_payment`: dead-lettering a session that never settled).
+
+    With `divert_charge_missing`, a timer's `charge_missing` outcome is
+    emitted uncounted to CHARGE_MISSING_OUTCOMES instead of a letter, as
+    FoldPaymentsFn does, for the caller's completion step. The state is
+    marked completed all the same, so a charge event arriving later is
+    counted (`facts_after_completion`) and never emits the payment again.
     """
 
     STATE = ReadModifyWriteStateSpec("payment", PaymentStateCoder())
     CHARGE_DEADLINE = TimerSpec("charge_deadline", TimeDomain.WATERMARK)
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, charge_wait: timedelta, settlement_timeout: timedelta) -> None:
+    def __init__(
+        self,
+        charge_wait: timedelta,
+        settlement_timeout: timedelta,
+        divert_charge_missing: bool = False,
+    ) -> None:
         self._charge_wait = int(charge_wait.total_seconds())
         self._timeout = int(settlement_timeout.total_seconds())
+        self._divert_charge_missing = divert_charge_missing
 
     def process(
         self,
@@ -368,7 +382,7 @@ class JoinPaymentsFn(beam.DoFn):
             yield _state_failure(state, error)
             return
         stored.write(state)
-        yield from outputs_of(outcome)
+        yield from outputs_or_diverted(outcome, self._divert_charge_missing)
 
     @on_timer(EXPIRY)
     def expired(self, stored: Any = beam.DoFn.StateParam(STATE)) -> Iterator[object]:
@@ -381,7 +395,7 @@ class JoinPaymentsFn(beam.DoFn):
         except Exception as error:
             yield _state_failure(state, error)
             return
-        yield from outputs_of(outcome)
+        yield from outputs_or_diverted(outcome, self._divert_charge_missing)
 
 
 def _state_failure(state: PaymentState, error: Exception) -> TaggedOutput:
@@ -455,14 +469,20 @@ class FoldPaymentsFn(beam.DoFn):
         if isinstance(folded.outcome, PaymentAdjustment):
             yield TaggedOutput(ADJUSTMENTS, folded.outcome)
             return
-        if (
-            self._divert_charge_missing
-            and isinstance(folded.outcome, Unsettled)
-            and folded.outcome.reason == CHARGE_MISSING
-        ):
-            yield TaggedOutput(CHARGE_MISSING_OUTCOMES, folded.outcome)
-            return
-        yield from outputs_of(folded.outcome)
+        yield from outputs_or_diverted(folded.outcome, self._divert_charge_missing)
+
+
+def outputs_or_diverted(outcome: Outcome | None, divert_charge_missing: bool) -> Iterator[object]:
+    """`outputs_of(outcome)`, except that with `divert_charge_missing` a `charge_missing`
+    outcome goes uncounted to CHARGE_MISSING_OUTCOMES (the completion step counts it)."""
+    if (
+        divert_charge_missing
+        and isinstance(outcome, Unsettled)
+        and outcome.reason == CHARGE_MISSING
+    ):
+        yield TaggedOutput(CHARGE_MISSING_OUTCOMES, outcome)
+        return
+    yield from outputs_of(outcome)
 
 
 def emitted(payment: Payment) -> Payment:
@@ -611,12 +631,14 @@ class ProcessStripeEvents(beam.PTransform):
     applied to settled payments before their records are built, e.g.
     `transforms.services.identity.ResolveIdentities`; it may set a payment's
     `identity_id`. Default: none, and the graph is as without it.
-    `complete_charges`: bounded input only, a `PCollection[Unsettled]` ->
-    outputs `payments` and DEAD_LETTERS transform applied to the payments the
-    fold leaves `charge_missing`, e.g.
+    `complete_charges`: a `PCollection[Unsettled]` -> outputs `payments` and
+    DEAD_LETTERS transform applied to the payments the fold (bounded) or the
+    join's timers (unbounded: at the charge deadline, or at expiry) leave
+    `charge_missing`, e.g.
     `transforms.services.complete_from_stripe.CompleteFromStripe`; its payments
-    flow on like the fold's. Default: none, they are `charge_missing` letters
-    and the graph is as without it.
+    flow on like the others. Default: none, they are `charge_missing` letters
+    and the graph is as without it (on an unbounded input, JoinPayments'
+    outputs change with it).
 
     `of_keyed_facts()` is the same core for a bounded input that is already
     classified and keyed (`key_facts()` applied by the reader, as the
@@ -693,8 +715,6 @@ class ProcessStripeEvents(beam.PTransform):
             )
             adjustments = joined[ADJUSTMENTS]
             other_letters = []
-        elif completing:
-            raise ValueError("complete_charges needs a bounded input")
         else:
             routed = (
                 classified[PAYMENT_FACTS]
@@ -705,9 +725,12 @@ class ProcessStripeEvents(beam.PTransform):
                 .with_outputs(DEAD_LETTERS, ADJUSTMENTS, main="keyed")
             )
             other_letters = [routed[DEAD_LETTERS]]
+            # The extra output only with a completion step: without one, JoinPayments
+            # is the step a running job's state belongs to, unchanged.
+            tags = (DEAD_LETTERS,) + ((CHARGE_MISSING_OUTCOMES,) if completing else ())
             joined = routed["keyed"] | "JoinPayments" >> beam.ParDo(
-                JoinPaymentsFn(self._charge_wait, self._settlement_timeout)
-            ).with_input_types(KV[str, Any]).with_outputs(DEAD_LETTERS, main="payments")
+                JoinPaymentsFn(self._charge_wait, self._settlement_timeout, completing)
+            ).with_input_types(KV[str, Any]).with_outputs(*tags, main="payments")
             adjustments = routed[ADJUSTMENTS]
         payments = joined["payments"]
         if self._complete_charges is not None:

@@ -4,10 +4,12 @@
         -> payments (main) and DEAD_LETTERS, as the fold's outputs
     ProcessStripeEvents(complete_charges=CompleteFromStripe(api_key, api_base, charge_wait))
 
-A payment the fold left `charge_missing` gets its PaymentIntent retrieved
-once (`transforms.services.stripe_charges`); the charge it names joins the
-payment's facts and the payment is folded again (`completion.completed_with`),
-so it flows on exactly as if the charge event had arrived. When the retrieval
+A payment the core left `charge_missing` (the backfill's fold, or the
+streaming join when its charge deadline or expiry timer fires) gets its
+PaymentIntent retrieved once (`transforms.services.stripe_charges`); the
+charge it names joins the payment's facts and the payment is folded again
+(`completion.completed_with`), so it flows on exactly as if the charge event
+had arrived. When the retrieval
 fails or gives no charge, the payment is the `charge_missing` letter it would
 have been, its error saying why. Any other outcome passes through untouched.
 It is a read, so a retried bundle only reads again.
