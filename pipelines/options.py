@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from transforms.core.process import ProcessStripeEvents
 from transforms.domain.facts import ALL_MODES, STRIPE_MODES
 from transforms.domain.mapping import DEFAULT_PAYMENT_PROVIDER, PRECISE_PAYMENT_PROVIDER
+from transforms.domain.redrive import OUTCOME_UNKNOWN_REASON, Delivery
 from transforms.infrastructure import (
     DEFAULT_WEB_IDENTITY_AUDIENCE,
     METADATA_IDENTITY_URL,
@@ -721,11 +722,31 @@ class RedriveOptions(PipelineOptions):
             help="Select letters already resolved by an earlier re-drive too (their rows "
             "and messages are upserted and de-duplicated again, so nothing is sent twice).",
         )
+        group.add_argument(
+            "--outcome_unknown",
+            choices=[delivery.value for delivery in Delivery],
+            default=None,
+            help="What you found at the target of the selected senders' outcome_unknown "
+            "letters (select them by --ids or --reason outcome_unknown): delivered marks "
+            "each one's ledger claim sent and sends nothing; not_delivered releases the "
+            "claim and re-drives the payment, which sends the message once. Only while the "
+            "claim is still the one the letter names. Without it they are listed, not "
+            "re-driven.",
+        )
 
     def selection_arguments(self) -> dict[str, Any]:
         """Keyword arguments for `transforms.sinks.dead_letters.Selection`."""
         if self.since is not None and self.until is not None and self.since >= self.until:
             raise ValueError(f"--since ({self.since}) must be before --until ({self.until})")
+        if (
+            self.outcome_unknown is not None
+            and not self.ids
+            and OUTCOME_UNKNOWN_REASON not in self.reason
+        ):
+            raise ValueError(
+                f"--outcome_unknown {self.outcome_unknown} says what you found for the letters "
+                f"you checked: select them by --ids or --reason {OUTCOME_UNKNOWN_REASON}"
+            )
         return {
             "steps": tuple(self.step),
             "reasons": tuple(self.reason),
@@ -734,3 +755,7 @@ class RedriveOptions(PipelineOptions):
             "until": self.until,
             "include_redriven": bool(self.include_redriven),
         }
+
+    def delivery(self) -> Delivery | None:
+        """The operator's word on the selected outcome_unknown letters (`--outcome_unknown`)."""
+        return None if self.outcome_unknown is None else Delivery(self.outcome_unknown)

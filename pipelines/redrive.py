@@ -27,13 +27,27 @@ the ledger, so a re-drive never duplicates a row or a message.
   released, by a conditional delete that only removes that very claim
   (still `sending`, same `claimedAt`); a claim that changed is kept, and the
   ledger then decides (sent: nothing to send; claimed again: outcome_unknown).
-  outcome_unknown letters are listed, not re-driven (see the runbook).
+- Senders' outcome_unknown letters (the message may have gone) are listed and
+  left pending unless the operator, having checked the target, says what
+  they found with `--outcome_unknown` (and selects them by `--ids` or
+  `--reason outcome_unknown`). `delivered`: the ledger claim the letter names
+  (`; claim left: claimedAt=...`) is marked `sent` by a conditional update
+  (only while it is still that claim) and the letter resolved; nothing is
+  re-driven or sent. `not_delivered`: the claim is released as above and the
+  payment re-driven, so the message goes once; the letter is resolved only
+  if the ledger then holds it `sent` (a sender not selected, or a payment
+  outside `--messages_max_age_hours`, leaves it pending). A claim that
+  changed since the letter is kept and counted: `delivered` then leaves the
+  letter pending; `not_delivered` re-drives the payment and the ledger
+  decides. A letter written before letters named their claim is refused
+  (pending): nothing tells which claim the operator checked.
 
 Marks (`transforms.sinks.dead_letters`): selected letters are claimed with the
 run id before the run; a letter that fails again is rewritten by the run and
 pending again; after the run the letters still claimed get `redriven_at`. A
 payment letter whose payment the re-read did not find stays pending.
-`--dry_run` lists the letters and what they would become, and writes nothing.
+`--dry_run` lists the letters and what they would become (for outcome_unknown
+letters, whether the ledger still holds the claim each names), and writes nothing.
 
     python -m pipelines.redrive --warehouse out/warehouse.duckdb --reason invalid_event
     python -m pipelines.redrive --warehouse out/warehouse.duckdb --reason charge_missing \\
@@ -41,6 +55,9 @@ payment letter whose payment the re-read did not find stays pending.
     python -m pipelines.redrive --warehouse bigquery:P.D --step classify \\
         --since 2024-12-01 --source s3://archive/stripe/ --stripe_mode live \\
         --contributions_store postgresql://... --emails_queue_url https://...fifo ...
+    python -m pipelines.redrive --warehouse bigquery:P.D --ids 3f2a... --outcome_unknown \\
+        not_delivered --source s3://archive/stripe/ --stripe_mode live \\
+        --emails_queue_url https://...fifo --sent_messages_table contribution-messages-sent
 
 Exit codes: 0 every selected letter resolved (or none selected), 1 some still
 fail or could not be re-driven, 2 usage, 3 infrastructure (warehouse, source
@@ -54,7 +71,7 @@ import contextlib
 import sys
 import tempfile
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -77,6 +94,7 @@ from schemas.records import DeadLetter
 from transforms.domain.events import SourceRecord
 from transforms.domain.redrive import (
     SEND_STEP_PREFIX,
+    Delivery,
     Kind,
     charge_id_of_letter,
     charge_payment_intent,
@@ -89,7 +107,15 @@ from transforms.domain.redrive import (
 from transforms.infrastructure import dynamodb_client
 from transforms.sinks.common import BIGQUERY_PREFIX
 from transforms.sinks.dead_letters import DescribeOutputs, Selection, letter_store
-from transforms.sinks.ledger import OUTCOME_UNKNOWN, left_claim, release_claim
+from transforms.sinks.ledger import (
+    OUTCOME_UNKNOWN,
+    SENDING,
+    SENT,
+    confirm_sent,
+    ledger_item,
+    left_claim,
+    release_claim,
+)
 from transforms.sinks.router import WriteOutputs
 from transforms.sources.archive import ReadArchive
 from transforms.sources.decode import DecodeEvents
@@ -192,22 +218,59 @@ def _payment_intents_of_charges(
     return dict(line.split("\t", 1) for line in lines)
 
 
-def _release_claims(claims: Collection[tuple[str, str, float]], table: str) -> tuple[int, int]:
-    """Releases each (kind, charge id, claimedAt) claim still as its letter left it;
-    (released, changed since the letter: kept)."""
-    released = changed = 0
+#: A ledger claim a sender's letter names: (message kind, charge id, claimedAt).
+LetterClaim = tuple[str, str, float]
+
+
+def _letter_claim(letter: DeadLetter) -> LetterClaim | None:
+    kind, charge = sender_kind(letter), charge_id_of_letter(letter)
+    at = left_claim(letter.error)
+    return None if kind is None or charge is None or at is None else (kind, charge, at)
+
+
+def _on_claims(
+    claims: Mapping[str, LetterClaim], act: Callable[[Any, LetterClaim], bool]
+) -> set[str]:
+    """The letter ids whose claim `act(client, claim)` acted on (True); the others changed."""
     if not claims:
-        return released, changed
+        return set()
     client = dynamodb_client()
     try:
-        for kind, charge, claimed_at in claims:
-            if release_claim(client, table, kind, charge, claimed_at):
-                released += 1
-            else:
-                changed += 1
+        return {letter_id for letter_id, claim in claims.items() if act(client, claim)}
     finally:
         client.close()
-    return released, changed
+
+
+def _release_claims(claims: Mapping[str, LetterClaim], table: str) -> set[str]:
+    """Releases each claim still as its letter left it; the ids of the letters released."""
+    return _on_claims(claims, lambda client, claim: release_claim(client, table, *claim))
+
+
+def _confirm_claims(claims: Mapping[str, LetterClaim], table: str, run_id: str) -> set[str]:
+    """Marks each claim still as its letter left it `sent`; the ids of the letters confirmed."""
+    return _on_claims(claims, lambda client, claim: confirm_sent(client, table, *claim, run_id))
+
+
+def _sent_claims(claims: Mapping[str, LetterClaim], table: str) -> set[str]:
+    """The letter ids whose effect the ledger now holds `sent` (under any claim)."""
+
+    def sent(client: Any, claim: LetterClaim) -> bool:
+        item = ledger_item(client, table, claim[0], claim[1])
+        return item is not None and item[0] == SENT
+
+    return _on_claims(claims, sent)
+
+
+def _still_claimed(claims: Mapping[str, LetterClaim], table: str, delivery: Delivery) -> set[str]:
+    """Read only: the letter ids whose claim the ledger still holds as the letter left it
+    (for `delivered`, also one already marked sent under it: confirmed again)."""
+    states = {SENDING, SENT} if delivery is Delivery.DELIVERED else {SENDING}
+
+    def held(client: Any, claim: LetterClaim) -> bool:
+        item = ledger_item(client, table, claim[0], claim[1])
+        return item is not None and item[0] in states and item[1] == claim[2]
+
+    return _on_claims(claims, held)
 
 
 def _charge_intent(event: Any, charges: frozenset[str]) -> list[str]:
@@ -235,17 +298,26 @@ def run(argv: Sequence[str] | None = None) -> int:
         "redrive", args, runner=runner, source=options.view_as(BackfillOptions).source
     )
 
-    def recorded(code: int, selected: int = 0, resolved: int = 0, failed: int = 0) -> int:
+    def recorded(
+        code: int,
+        selected: int = 0,
+        resolved: int = 0,
+        failed: int = 0,
+        more: Sequence[tuple[str, int]] = (),
+    ) -> int:
         counts = [
             ("letters_selected", selected),
             ("letters_resolved", resolved),
             ("letters_failed", failed),
+            *more,
         ]
         record_tool_run(start, warehouse, counts, code)
         return code
 
     try:
-        selection = Selection(**options.view_as(RedriveOptions).selection_arguments())
+        redrive_options = options.view_as(RedriveOptions)
+        selection = Selection(**redrive_options.selection_arguments())
+        delivery = redrive_options.delivery()
         store = letter_store(warehouse)
         letters = store.select(selection)
     except ValueError as error:
@@ -261,6 +333,19 @@ def run(argv: Sequence[str] | None = None) -> int:
     by_kind: dict[Kind, list[DeadLetter]] = {kind: [] for kind in Kind}
     for letter in letters:
         by_kind[kind_of(letter)].append(letter)
+    # The operator's word applies to the claim each letter names, so one naming none is refused.
+    unknown = by_kind[Kind.OUTCOME_UNKNOWN] if delivery is not None else []
+    unknown_claims = {
+        letter.dead_letter_id: claim
+        for letter in unknown
+        if (claim := _letter_claim(letter)) is not None
+    }
+    no_claim = [letter for letter in unknown if letter.dead_letter_id not in unknown_claims]
+    to_confirm = unknown_claims if delivery is Delivery.DELIVERED else {}
+    if delivery is Delivery.NOT_DELIVERED:
+        by_kind[Kind.PAYMENT] += [
+            letter for letter in unknown if letter.dead_letter_id in unknown_claims
+        ]
     try:
         reread = reread_records(
             by_kind[Kind.RECORD], from_raw=not warehouse.startswith(BIGQUERY_PREFIX)
@@ -299,17 +384,16 @@ def run(argv: Sequence[str] | None = None) -> int:
         letter for letter in by_kind[Kind.PAYMENT] if letter.dead_letter_id not in payment_letters
     ]
     claims = {
-        letter.dead_letter_id: (kind, charge, at)
+        letter.dead_letter_id: claim
         for letter in by_kind[Kind.PAYMENT]
-        if letter.dead_letter_id in payment_letters
-        and (kind := sender_kind(letter)) is not None
-        and (charge := charge_id_of_letter(letter)) is not None
-        and (at := left_claim(letter.error)) is not None
+        if letter.dead_letter_id in payment_letters and (claim := _letter_claim(letter)) is not None
     }
+    to_release = {i: claim for i, claim in claims.items() if i in unknown_claims}
+    failed_claims = {i: claim for i, claim in claims.items() if i not in unknown_claims}
     ledger_table = getattr(options.view_as(SinkOptions), "sent_messages_table", None)
-    if claims and not ledger_table:
+    if (claims or to_confirm) and not ledger_table:
         return _usage(
-            "the selected senders' letters left ledger claims to release: give "
+            "the selected senders' letters name ledger claims to release or mark sent: give "
             "--sent_messages_table (and the senders' flags)"
         )
     records = [record for _, record in reread.records]
@@ -317,13 +401,28 @@ def run(argv: Sequence[str] | None = None) -> int:
     redriven = [letter for letter, _ in reread.records] + [
         letter for letter in by_kind[Kind.PAYMENT] if letter.dead_letter_id in payment_letters
     ]
+    confirming = [letter for letter in unknown if letter.dead_letter_id in to_confirm]
     print(f"selected {len(letters)} dead letters:")
     for letter in redriven:
-        print(f"  re-drive  {describe(letter)}")
+        note = " (its claim released first)" if letter.dead_letter_id in to_release else ""
+        print(f"  re-drive{note}  {describe(letter)}")
+    for letter in confirming:
+        print(f"  delivered: mark its ledger claim sent, send nothing  {describe(letter)}")
     for letter in reread.unreadable:
         print(f"  unreadable (its record is gone from its source)  {describe(letter)}")
     for letter in charge_not_found:
         print(f"  its charge's events are not in --source (pending)  {describe(letter)}")
+    for letter in no_claim:
+        print(
+            "  not re-driven here (its error names no ledger claim, as letters written before "
+            f"letters named theirs: see the runbook)  {describe(letter)}"
+        )
+    if delivery is None:
+        for letter in by_kind[Kind.OUTCOME_UNKNOWN]:
+            print(
+                "  not re-driven here (its message may have gone: check the target, then "
+                f"give --outcome_unknown; see the runbook)  {describe(letter)}"
+            )
     for letter in by_kind[Kind.NOT_REDRIVABLE]:
         why = "re-run the backfill over its days"
         if letter.step.startswith(SEND_STEP_PREFIX):
@@ -337,11 +436,24 @@ def run(argv: Sequence[str] | None = None) -> int:
         source = options.view_as(BackfillOptions).source
         print(f"re-reading {len(wanted)} payments' events from {source}")
     not_redriven = (
-        len(reread.unreadable) + len(charge_not_found) + len(by_kind[Kind.NOT_REDRIVABLE])
+        len(reread.unreadable)
+        + len(charge_not_found)
+        + len(by_kind[Kind.NOT_REDRIVABLE])
+        + len(no_claim)
+        + (len(by_kind[Kind.OUTCOME_UNKNOWN]) if delivery is None else 0)
     )
 
     if dry_run:
-        return _dry_run(options, records, wanted, not_redriven)
+        changed_claims = 0
+        if delivery is not None and unknown_claims:
+            try:
+                held = _still_claimed(unknown_claims, str(ledger_table), delivery)
+            except Exception as error:  # noqa: BLE001
+                return _infrastructure(f"cannot read --sent_messages_table {ledger_table}: {error}")
+            changed_claims = _describe_claims(unknown, unknown_claims, held, delivery)
+        # A delivered letter whose claim changed stays pending; a not_delivered one is re-driven.
+        pending = changed_claims if delivery is Delivery.DELIVERED else 0
+        return _dry_run(options, records, wanted, not_redriven + pending)
 
     run_id = f"redrive-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)
@@ -354,10 +466,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     if isinstance(sinks, int):
         return sinks
     ids = [letter.dead_letter_id for letter in redriven]
+    table = str(ledger_table)
     try:
         pending_before = store.pending_ids()
-        store.claim(redriven, run_id)
-        released, changed = _release_claims(claims.values(), str(ledger_table))
+        store.claim([*redriven, *confirming], run_id)
+        released = _release_claims(claims, table)
+        confirmed = _confirm_claims(to_confirm, table, run_id)
         pipeline.run().wait_until_finish()
         claimed = store.claimed(ids, run_id)
         # A payment letter not rewritten by the run, yet without a contribution: its
@@ -366,18 +480,25 @@ def run(argv: Sequence[str] | None = None) -> int:
         missing = [
             i for i, intent in payment_letters.items() if i in claimed and intent not in found
         ]
-        store.release(missing, run_id)
-        resolved = store.resolve(sorted(claimed - set(missing)), run_id, datetime.now(UTC))
+        # A not_delivered letter is resolved only once its message went: a sender not
+        # selected or a payment outside the message window sends nothing.
+        checked = {i: c for i, c in to_release.items() if i in claimed and i not in missing}
+        unsent = sorted(set(checked) - _sent_claims(checked, table))
+        unconfirmed = sorted(set(to_confirm) - confirmed)
+        store.release([*missing, *unsent, *unconfirmed], run_id)
+        resolved = store.resolve(
+            sorted((claimed - set(missing) - set(unsent)) | confirmed), run_id, datetime.now(UTC)
+        )
         new_letters = store.pending_ids() - pending_before - set(ids)
     except Exception as error:  # noqa: BLE001
         # The claims stay pending either way: release them if the warehouse still answers.
         with contextlib.suppress(Exception):
-            store.release(ids, run_id)
+            store.release([*ids, *to_confirm], run_id)
         return recorded(
             _infrastructure(f"re-drive {run_id} failed, letters left pending: {error}"),
             len(letters),
         )
-    failing = len(ids) - len(resolved) - len(missing)
+    failing = len(set(ids) - claimed)
     print(f"re-drive {run_id}: {len(resolved)} marked redriven (redriven_at set)")
     print(f"  failed again the same way (pending, rewritten by this run): {failing}")
     print(
@@ -387,12 +508,71 @@ def run(argv: Sequence[str] | None = None) -> int:
     for letter_id in sorted(new_letters):
         print(f"    {letter_id}")
     print(f"  payment not found in --source (pending): {len(missing)}")
-    if claims:
-        print(f"  ledger claims of failed sends released: {released}")
-        print(f"  ledger claims that changed since the letter (kept): {changed}")
+    if failed_claims:
+        print(f"  ledger claims of failed sends released: {len(released & set(failed_claims))}")
+        print(
+            "  ledger claims that changed since the letter (kept): "
+            f"{len(set(failed_claims) - released)}"
+        )
     print(f"  not re-driven (pending): {not_redriven}")
+    more: list[tuple[str, int]] = []
+    if delivery is not None:
+        changed = (
+            set(to_confirm) - confirmed
+            if delivery is Delivery.DELIVERED
+            else set(to_release) - released
+        )
+        more = [
+            ("outcome_unknown_marked_sent", len(confirmed)),
+            ("outcome_unknown_claims_released", len(released & set(to_release))),
+            ("outcome_unknown_claims_changed", len(changed)),
+            ("outcome_unknown_not_sent", len(unsent)),
+            ("outcome_unknown_no_claim", len(no_claim)),
+        ]
+        print(f"  outcome_unknown letters, {delivery.value} (--outcome_unknown):")
+        for name, count in more:
+            print(f"    {_COUNT_LINES[name]}: {count}")
     done = len(resolved) == len(letters) and not new_letters
-    return recorded(EXIT_DONE if done else EXIT_STILL_FAILING, len(letters), len(resolved), failing)
+    code = EXIT_DONE if done else EXIT_STILL_FAILING
+    return recorded(code, len(letters), len(resolved), failing, more)
+
+
+#: How the output names the counts of `--outcome_unknown` (`pipeline_runs` keeps the keys).
+_COUNT_LINES = {
+    "outcome_unknown_marked_sent": "ledger claims marked sent (nothing sent, letter resolved)",
+    "outcome_unknown_claims_released": "ledger claims released (payment re-driven)",
+    "outcome_unknown_claims_changed": "ledger claims that changed since the letter (kept)",
+    "outcome_unknown_not_sent": (
+        "messages the run did not send (pending: check the sender's flag and "
+        "--messages_max_age_hours)"
+    ),
+    "outcome_unknown_no_claim": "letters naming no claim (refused, pending)",
+}
+
+
+def _describe_claims(
+    letters: Sequence[DeadLetter],
+    claims: Mapping[str, LetterClaim],
+    held: set[str],
+    delivery: Delivery,
+) -> int:
+    """Prints what `delivery` would do to each letter's claim; the number that changed."""
+    print(f"dry run: outcome_unknown letters, {delivery.value} (--outcome_unknown):")
+    for letter in letters:
+        if letter.dead_letter_id not in claims:
+            continue
+        if letter.dead_letter_id not in held:
+            then = (
+                "letter left pending"
+                if delivery is Delivery.DELIVERED
+                else "its payment re-driven, the ledger decides"
+            )
+            print(f"  claim changed since the letter: kept, {then}  {describe(letter)}")
+        elif delivery is Delivery.DELIVERED:
+            print(f"  claim as the letter left it: would be marked sent  {describe(letter)}")
+        else:
+            print(f"  claim as the letter left it: would be released  {describe(letter)}")
+    return len(set(claims) - held)
 
 
 def _dry_run(

@@ -40,6 +40,7 @@ from tests.fixtures.sinks import (
     create_queue,
     create_table,
     drain,
+    drain_bodies,
     ledger_items,
     supporter_items,
     unique,
@@ -50,7 +51,7 @@ from transforms.domain.facts import ClassifyError
 from transforms.sinks.common import rejected_record
 from transforms.sinks.duckdb import REJECTED_STEP
 from transforms.sinks.dynamodb import REJECTED, WRITE_SUPPORTER_STEP
-from transforms.sinks.ledger import SENDING, claim_note
+from transforms.sinks.ledger import SENDING, claim_note, left_claim
 
 BUGGY_SESSION = "evt_session_2"
 END = "2024-12-05T23:10:00Z"
@@ -257,6 +258,10 @@ def test_selection_by_reason_redrives_only_that_letter(archive: Path, warehouse:
         pytest.param(["--since", "2025-01-02", "--until", "2025-01-01"], 2, id="empty-range"),
         pytest.param(["--runner", "DataflowRunner"], 2, id="remote-runner"),
         pytest.param(["--reasn", "x"], 2, id="misspelt-flag"),
+        pytest.param(["--outcome_unknown", "delivered"], 2, id="outcome-word-for-no-selection"),
+        pytest.param(
+            ["--outcome_unknown", "maybe", "--reason", "outcome_unknown"], 2, id="outcome-word"
+        ),
     ],
 )
 def test_usage_errors_exit_2(warehouse: str, argv: list[str], code: int) -> None:
@@ -567,3 +572,272 @@ def test_a_missing_queue_stops_the_redrive_before_it_claims_anything(
     assert capsys.readouterr().err.count("\n") == 1
     pending = "SELECT reason FROM dead_letters WHERE redrive_run_id IS NULL ORDER BY 1"
     assert _query(warehouse, pending) == [("charge_missing",), ("invalid_event",)]
+
+
+EMAIL_KEY = "thank_you_email#ch_2"
+
+
+def _ledger_item(ledger: str) -> dict[str, Any] | None:
+    found = (
+        boto3.session.Session()
+        .client("dynamodb")
+        .get_item(TableName=ledger, Key={"messageKey": {"S": EMAIL_KEY}}, ConsistentRead=True)
+    )
+    item: dict[str, Any] | None = found.get("Item")
+    return item
+
+
+def _put_claim(ledger: str, claimed_at: float) -> None:
+    boto3.session.Session().client("dynamodb").put_item(
+        TableName=ledger,
+        Item={
+            "messageKey": {"S": EMAIL_KEY},
+            "kind": {"S": "thank_you_email"},
+            "paymentId": {"S": "ch_2"},
+            "state": {"S": SENDING},
+            "claimedAt": {"N": repr(claimed_at)},
+            "claimToken": {"S": "t1"},
+        },
+    )
+
+
+def _emailed(queue: str) -> list[str]:
+    """The addressees of every message in the queue (FIFO or standard), drained."""
+    bodies = [body for _, body in drain(queue)] if queue.endswith(".fifo") else drain_bodies(queue)
+    return sorted(json.loads(body)["To"]["Address"] for body in bodies)
+
+
+def _unknown_outcome(
+    archive: Path, tmp_path: Path, *, fifo: bool = True
+) -> tuple[str, str, str, list[str]]:
+    """A backfill meeting a claim of ch_2's thank-you email left days ago (a crash between
+    claim and mark): ch_1's email goes, ch_2's becomes an outcome_unknown letter naming that
+    claim. (queue, ledger, warehouse, the re-drive's flags for that letter)."""
+    queue, ledger = create_queue(fifo=fifo), create_table(LEDGER_KEY, unique("sent-messages"))
+    path = str(tmp_path / "warehouse.duckdb")
+    _put_claim(ledger, CLAIMED_AT)
+    sinks = _messages_flags(queue, ledger)
+    assert backfill.run(["--source", str(archive), "--warehouse", path, *sinks]) == 0
+    assert _emailed(queue) == ["reader1@example.com"]
+    target = f"sqs:{queue.rsplit('/', 1)[1]}"
+    assert _query(path, "SELECT step, reason, source, error FROM dead_letters") == [
+        (
+            "send_thank_you_email",
+            "outcome_unknown",
+            f"{target}/ch_2",
+            f"claimed in {ledger} and never marked sent: the earlier attempt may or may not "
+            f"have reached {target}; check before re-driving" + claim_note(CLAIMED_AT),
+        )
+    ]
+    flags = ["--warehouse", path, "--source", str(archive), "--reason", "outcome_unknown"]
+    return queue, ledger, path, [*flags, *sinks]
+
+
+def _letters(path: str) -> list[tuple[str, bool]]:
+    return _query(path, "SELECT reason, redriven_at IS NOT NULL FROM dead_letters ORDER BY 1")
+
+
+_OUTCOME_RUNS = (
+    "SELECT exit_code, list_transform(rows_written, r -> (r.destination, r.rows))"
+    " FROM pipeline_runs WHERE job = 'redrive' ORDER BY started_at"
+)
+
+
+def _counts(
+    *, selected: int, resolved: int, failed: int = 0, **outcome: int
+) -> list[tuple[str, int]]:
+    names = ("marked_sent", "claims_released", "claims_changed", "not_sent", "no_claim")
+    return [
+        ("letters_selected", selected),
+        ("letters_resolved", resolved),
+        ("letters_failed", failed),
+        *((f"outcome_unknown_{name}", outcome.get(name, 0)) for name in names),
+    ]
+
+
+def test_an_outcome_unknown_letter_without_the_operators_word_is_listed_and_left_pending(
+    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    claim = _ledger_item(ledger)
+    capsys.readouterr()
+
+    assert redrive.run(flags) == 1
+
+    assert "its message may have gone: check the target, then give --outcome_unknown" in (
+        capsys.readouterr().out
+    )
+    assert (_emailed(queue), _ledger_item(ledger)) == ([], claim)
+    assert _letters(path) == [("outcome_unknown", False)]
+    assert _query(path, _OUTCOME_RUNS) == [
+        (1, [("letters_selected", 1), ("letters_resolved", 0), ("letters_failed", 0)])
+    ]
+
+
+def test_delivered_marks_the_letters_claim_sent_resolves_it_and_sends_nothing(
+    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    flags += ["--outcome_unknown", "delivered"]
+    claim, tables = _ledger_item(ledger), _tables(path)
+    capsys.readouterr()
+
+    assert redrive.run([*flags, "--dry_run"]) == 0
+    assert "claim as the letter left it: would be marked sent" in capsys.readouterr().out
+    assert (_emailed(queue), _ledger_item(ledger), _tables(path)) == ([], claim, tables)
+
+    assert redrive.run(flags) == 0
+
+    out = capsys.readouterr().out
+    assert "delivered: mark its ledger claim sent, send nothing" in out
+    assert "ledger claims marked sent (nothing sent, letter resolved): 1" in out
+    assert _emailed(queue) == []
+    item = _ledger_item(ledger)
+    assert item is not None
+    run_id = _query(path, "SELECT redrive_run_id FROM dead_letters")[0][0]
+    assert (item["state"], item["claimedAt"], item["confirmedBy"]) == (
+        {"S": "sent"},
+        {"N": repr(CLAIMED_AT)},
+        {"S": run_id},
+    )
+    assert _letters(path) == [("outcome_unknown", True)]
+    assert redrive.run(flags) == 0
+    assert "nothing to re-drive" in capsys.readouterr().out
+    # Forced: the claim is already sent under the letter's claim, which resolves it again.
+    assert redrive.run([*flags, "--include_redriven"]) == 0
+    assert (_emailed(queue), _ledger_item(ledger)) == ([], item)
+    assert _query(path, _OUTCOME_RUNS) == [
+        (0, _counts(selected=1, resolved=1, marked_sent=1)),
+        (0, [("letters_selected", 0), ("letters_resolved", 0), ("letters_failed", 0)]),
+        (0, _counts(selected=1, resolved=1, marked_sent=1)),
+    ]
+
+
+@pytest.mark.parametrize("fifo", [True, False], ids=["fifo-queue", "standard-queue"])
+def test_not_delivered_releases_the_claim_and_sends_the_message_exactly_once(
+    archive: Path,
+    tmp_path: Path,
+    moto_server: MotoServer,
+    capsys: pytest.CaptureFixture[str],
+    fifo: bool,
+) -> None:
+    # A standard queue takes a repeat as a new message: only the ledger stops a second one.
+    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path, fifo=fifo)
+    flags += ["--outcome_unknown", "not_delivered"]
+    claim, tables = _ledger_item(ledger), _tables(path)
+    capsys.readouterr()
+
+    assert redrive.run([*flags, "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "claim as the letter left it: would be released" in out
+    assert "thank_you_emails\tch_2" in out
+    assert (_emailed(queue), _ledger_item(ledger), _tables(path)) == ([], claim, tables)
+
+    assert redrive.run(flags) == 0
+
+    out = capsys.readouterr().out
+    assert "re-drive (its claim released first)" in out
+    assert "ledger claims released (payment re-driven): 1" in out
+    assert _emailed(queue) == ["reader2@example.com"]
+    assert ledger_items(ledger) == {"thank_you_email#ch_1": "sent", EMAIL_KEY: "sent"}
+    assert _letters(path) == [("outcome_unknown", True)]
+    assert redrive.run(flags) == 0
+    assert "nothing to re-drive" in capsys.readouterr().out
+    # Forced: the ledger item is no longer the letter's claim (sent since): kept, and the
+    # re-driven payment's email is already sent.
+    assert redrive.run([*flags, "--include_redriven"]) == 0
+    assert "ledger claims that changed since the letter (kept): 1" in capsys.readouterr().out
+    assert _emailed(queue) == []
+    assert ledger_items(ledger) == {"thank_you_email#ch_1": "sent", EMAIL_KEY: "sent"}
+    assert _query(path, _OUTCOME_RUNS) == [
+        (0, _counts(selected=1, resolved=1, claims_released=1)),
+        (0, [("letters_selected", 0), ("letters_resolved", 0), ("letters_failed", 0)]),
+        (0, _counts(selected=1, resolved=1, claims_changed=1)),
+    ]
+
+
+@pytest.mark.parametrize("delivery", ["delivered", "not_delivered"])
+def test_a_claim_that_changed_since_the_outcome_unknown_letter_is_kept(
+    archive: Path,
+    tmp_path: Path,
+    moto_server: MotoServer,
+    capsys: pytest.CaptureFixture[str],
+    delivery: str,
+) -> None:
+    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    flags += ["--outcome_unknown", delivery]
+    # Released by hand and claimed again by a later send still in flight: not the letter's.
+    _put_claim(ledger, CLAIMED_AT + 60)
+    later = _ledger_item(ledger)
+    capsys.readouterr()
+
+    assert redrive.run([*flags, "--dry_run"]) == (1 if delivery == "delivered" else 0)
+    assert "claim changed since the letter: kept" in capsys.readouterr().out
+    assert (_emailed(queue), _ledger_item(ledger)) == ([], later)
+
+    assert redrive.run(flags) == 1
+
+    assert "ledger claims that changed since the letter (kept): 1" in capsys.readouterr().out
+    assert (_emailed(queue), _ledger_item(ledger)) == ([], later)
+    assert _letters(path) == [("outcome_unknown", False)]
+    (error,) = _query(path, "SELECT error FROM dead_letters")[0]
+    if delivery == "delivered":
+        assert left_claim(error) == CLAIMED_AT
+        counts = _counts(selected=1, resolved=0, claims_changed=1)
+    else:
+        # Its payment re-driven, the sender met the later claim: the letter is rewritten and
+        # now names that claim, for the operator to check in turn.
+        assert left_claim(error) == CLAIMED_AT + 60
+        counts = _counts(selected=1, resolved=0, failed=1, claims_changed=1)
+    assert _query(path, _OUTCOME_RUNS) == [(1, counts)]
+
+
+@pytest.mark.parametrize("delivery", ["delivered", "not_delivered"])
+def test_an_outcome_unknown_letter_naming_no_claim_is_refused(
+    archive: Path,
+    tmp_path: Path,
+    moto_server: MotoServer,
+    capsys: pytest.CaptureFixture[str],
+    delivery: str,
+) -> None:
+    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    # As letters were written before they named their claim.
+    with duckdb.connect(path) as connection:
+        connection.execute("UPDATE dead_letters SET error = split_part(error, '; claim left', 1)")
+    claim, tables = _ledger_item(ledger), _tables(path)
+    capsys.readouterr()
+
+    assert redrive.run([*flags, "--outcome_unknown", delivery]) == 1
+
+    assert "its error names no ledger claim" in capsys.readouterr().out
+    assert (_emailed(queue), _ledger_item(ledger)) == ([], claim)
+    assert _tables(path) == tables
+    assert _query(path, _OUTCOME_RUNS) == [(1, _counts(selected=1, resolved=0, no_claim=1))]
+
+
+def test_not_delivered_outside_the_message_window_stays_pending_until_it_is_sent(
+    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    flags += ["--outcome_unknown", "not_delivered"]
+    # Without the wide window the payment (2024) gets its rows but no message.
+    narrow = (
+        flags[: flags.index("--messages_max_age_hours")]
+        + flags[flags.index("--messages_max_age_hours") + 2 :]
+    )
+    capsys.readouterr()
+
+    assert redrive.run(narrow) == 1
+
+    assert "messages the run did not send (pending" in capsys.readouterr().out
+    assert (_emailed(queue), _ledger_item(ledger)) == ([], None)
+    assert _letters(path) == [("outcome_unknown", False)]
+    # The window widened: the claim is gone (counted as changed), the email goes once.
+    assert redrive.run(flags) == 0
+    assert _emailed(queue) == ["reader2@example.com"]
+    assert ledger_items(ledger) == {"thank_you_email#ch_1": "sent", EMAIL_KEY: "sent"}
+    assert _letters(path) == [("outcome_unknown", True)]
+    assert _query(path, _OUTCOME_RUNS) == [
+        (1, _counts(selected=1, resolved=0, claims_released=1, not_sent=1)),
+        (0, _counts(selected=1, resolved=1, claims_changed=1)),
+    ]

@@ -1,6 +1,6 @@
 """How a dead letter is re-driven: which input it needs, and which payment it belongs to.
 
-Three kinds of letter, told apart by `source` and `step`:
+The kinds of letter, told apart by `source`, `step` and `reason`:
 
 - a *record* letter (steps `read`, `decode`, `classify`): one archive record
   (`<file>@<offset>`) or one Kinesis record (`kinesis:<stream>/<shard>/<sequence>`).
@@ -24,9 +24,12 @@ Three kinds of letter, told apart by `source` and `step`:
 - a sender's letter (`send_<kind>`) whose message was provably not sent
   (`rejected`, `retries_exhausted`, `ledger_error`) names its target and
   charge (`<target>/<charge id>`): it is re-driven as its charge's payment,
-  after the claim its failure left is released (`sender_claim`);
-  `outcome_unknown` is not re-driven: the message may have gone, and only
-  an operator who checked the recipient may release it (see the runbook).
+  after the claim its failure left is released;
+- a sender's `outcome_unknown` letter (`Kind.OUTCOME_UNKNOWN`) names its
+  target and charge too, but its message may have gone: only an operator
+  who checked the target can say (`Delivery`). Delivered: its claim is
+  marked sent and nothing is re-driven; not delivered: it is re-driven as
+  a not-sent letter. Without the operator's word it is left pending.
 
 Pure functions, no IO.
 """
@@ -53,6 +56,8 @@ _CHARGE_ID = re.compile(r"\b(?:ch|py)_[A-Za-z0-9]+")
 SEND_STEP_PREFIX = "send_"
 #: Senders' reasons for which nothing was sent (`transforms.sinks.ledger`).
 NOT_SENT_REASONS = frozenset({"rejected", "retries_exhausted", "ledger_error"})
+#: The sender's reason for a message that may or may not have reached its target.
+OUTCOME_UNKNOWN_REASON = "outcome_unknown"
 #: Steps whose letters stand for one source record.
 RECORD_STEPS = frozenset({"read", "decode", "classify"})
 #: Steps whose letters keep the record's own text as `raw` (classify keeps a summary of the
@@ -63,7 +68,15 @@ RAW_IS_RECORD_STEPS = frozenset({"read", "decode"})
 class Kind(Enum):
     RECORD = "record"
     PAYMENT = "payment"
+    OUTCOME_UNKNOWN = "outcome_unknown"
     NOT_REDRIVABLE = "not_redrivable"
+
+
+class Delivery(Enum):
+    """What the operator found at the target of an `outcome_unknown` letter's message."""
+
+    DELIVERED = "delivered"
+    NOT_DELIVERED = "not_delivered"
 
 
 def kind_of(letter: DeadLetter) -> Kind:
@@ -78,6 +91,8 @@ def kind_of(letter: DeadLetter) -> Kind:
         return Kind.PAYMENT
     if _is_not_sent(letter) and charge_id_of_letter(letter):
         return Kind.PAYMENT
+    if _is_outcome_unknown(letter) and charge_id_of_letter(letter):
+        return Kind.OUTCOME_UNKNOWN
     return Kind.NOT_REDRIVABLE
 
 
@@ -98,13 +113,14 @@ def payment_intent_of_letter(letter: DeadLetter) -> str | None:
 
 def charge_id_of_letter(letter: DeadLetter) -> str | None:
     """The charge a writer's letter that names no PaymentIntent is about, or a sender's
-    letter whose message was not sent (`NOT_SENT_REASONS`); else None.
+    letter whose message was not sent (`NOT_SENT_REASONS`) or may have been
+    (`OUTCOME_UNKNOWN_REASON`); else None.
 
     A writer's `source` names it first (`dynamodb:<table>/Stripe - <charge id>`,
     kept whole in BigQuery), else its raw record (the supporter item's
     `payment_id`); a sender's `source` is `<target>/<charge id>`.
     """
-    if _is_not_sent(letter):
+    if _is_not_sent(letter) or _is_outcome_unknown(letter):
         # `<target>/<charge id>`: the target (a queue URL, a bus) may hold anything before.
         last = letter.source.rpartition("/")[2]
         return last if _CHARGE_ID.fullmatch(last) else None
@@ -118,9 +134,16 @@ def _is_not_sent(letter: DeadLetter) -> bool:
     return letter.step.startswith(SEND_STEP_PREFIX) and letter.reason in NOT_SENT_REASONS
 
 
+def _is_outcome_unknown(letter: DeadLetter) -> bool:
+    return letter.step.startswith(SEND_STEP_PREFIX) and letter.reason == OUTCOME_UNKNOWN_REASON
+
+
 def sender_kind(letter: DeadLetter) -> str | None:
-    """The message kind of a sender's letter whose message was not sent (`send_<kind>`)."""
-    return letter.step[len(SEND_STEP_PREFIX) :] if _is_not_sent(letter) else None
+    """The message kind (`send_<kind>`) of a sender's letter whose message was not sent or
+    whose outcome is unknown; None for other letters."""
+    if _is_not_sent(letter) or _is_outcome_unknown(letter):
+        return letter.step[len(SEND_STEP_PREFIX) :]
+    return None
 
 
 def charge_payment_intent(event: StripeEvent) -> tuple[str, str] | None:

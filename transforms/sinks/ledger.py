@@ -25,10 +25,14 @@ event, a contributions-store message) is recorded in one DynamoDB table
 3. **mark**: `UpdateItem` sets `state=sent, sentAt`. A crash between send
    and mark is case 2's `sending`.
 
-A `rejected` or `retries_exhausted` letter (nothing was sent) keeps the
+A `rejected`, `retries_exhausted` or `outcome_unknown` letter keeps the
 claim: its error ends with that claim's `claimedAt` (`claim_note`), so that
-`pipelines.redrive` can release exactly it (`release_claim`: a conditional
-delete of a `sending` item with that `claimedAt`) and send the message once.
+`pipelines.redrive` acts on exactly that claim. Nothing was sent for the
+first two, and the re-drive releases it (`release_claim`: a conditional
+delete of a `sending` item with that `claimedAt`) and sends the message
+once. For `outcome_unknown` only the operator who checked the target can
+tell: arrived, the re-drive marks that claim sent (`confirm_sent`, as
+conditional); did not, it releases it as above.
 
 So each effect happens at most once, and an effect that did not provably
 happen is a dead letter, never silence: exactly once whenever the service
@@ -162,6 +166,47 @@ def left_claim(error: str) -> float | None:
     """The `claimedAt` of the claim a letter's error says its send left, else None."""
     found = _CLAIM_NOTE.search(error)
     return float(found.group("at")) if found else None
+
+
+def ledger_item(client: Any, table: str, kind: str, payment_id: str) -> tuple[str, float] | None:
+    """(state, claimedAt) of the ledger item of (kind, payment id), None when there is none."""
+    key = {"messageKey": {"S": effect_key(kind, payment_id)}}
+    found = client.get_item(TableName=table, Key=key, ConsistentRead=True)
+    item = found.get("Item")
+    if item is None:
+        return None
+    return item["state"]["S"], float(item["claimedAt"]["N"])
+
+
+def confirm_sent(
+    client: Any, table: str, kind: str, payment_id: str, claimed_at: float, confirmed_by: str
+) -> bool:
+    """Marks the ledger item of (kind, payment id) `sent` only while it is still the claim made
+    at `claimed_at` (`sending`, or already `sent` under that same claim: nothing to write);
+    False when it is not (claimed again since, or gone). `confirmed_by` names who said the
+    message arrived (a re-drive's run id), kept on the item."""
+    try:
+        client.update_item(
+            TableName=table,
+            Key={"messageKey": {"S": effect_key(kind, payment_id)}},
+            UpdateExpression="SET #state = :sent, sentAt = :now, confirmedBy = :by",
+            ConditionExpression="#state = :sending AND claimedAt = :at",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={
+                ":sent": {"S": SENT},
+                ":sending": {"S": SENDING},
+                ":at": {"N": repr(claimed_at)},
+                ":now": {"N": repr(time.time())},
+                ":by": {"S": confirmed_by},
+            },
+        )
+    except botocore.exceptions.ClientError as error:
+        if error_code(error) != "ConditionalCheckFailedException":
+            raise
+        # A run that died after marking it leaves the letter pending: a second confirmation
+        # of the same claim must still resolve it.
+        return ledger_item(client, table, kind, payment_id) == (SENT, claimed_at)
+    return True
 
 
 def release_claim(client: Any, table: str, kind: str, payment_id: str, claimed_at: float) -> bool:
@@ -545,8 +590,9 @@ class SendExactlyOnceFn(beam.DoFn):
 
     def _dead_letter(self, entry: Entry, reason: str, error: str) -> TaggedOutput:
         payment_id = entry.record.payment_id
-        if reason in (REJECTED, RETRIES_EXHAUSTED) and self._ledger is not None:
-            # Nothing was sent, and the claim stays: a re-drive releases exactly this one.
+        if reason in (REJECTED, RETRIES_EXHAUSTED, OUTCOME_UNKNOWN) and self._ledger is not None:
+            # The claim stays: a re-drive acts on exactly this one (releases it when nothing
+            # was sent; for an unknown outcome, as the operator who checked the target says).
             error += claim_note(entry.claimed_at)
         self._dead_lettered.inc()
         _LOG.warning("Dead-lettering %s for payment %s: %s", self._kind, payment_id, reason)

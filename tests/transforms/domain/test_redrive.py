@@ -160,10 +160,12 @@ def test_charge_id_of_a_writers_or_senders_letter_naming_no_payment_intent(
         pytest.param("rejected", Kind.PAYMENT, "thank_you_email", id="rejected"),
         pytest.param("retries_exhausted", Kind.PAYMENT, "thank_you_email", id="exhausted"),
         pytest.param("ledger_error", Kind.PAYMENT, "thank_you_email", id="ledger-error"),
-        pytest.param("outcome_unknown", Kind.NOT_REDRIVABLE, None, id="may-have-gone"),
+        pytest.param(
+            "outcome_unknown", Kind.OUTCOME_UNKNOWN, "thank_you_email", id="may-have-gone"
+        ),
     ],
 )
-def test_a_senders_letter_is_redriven_only_when_nothing_was_sent(
+def test_a_senders_letter_is_redriven_as_its_payment_only_when_nothing_was_sent(
     reason: str, kind: Kind, message_kind: str | None
 ) -> None:
     letter = make_dead_letter(
@@ -171,6 +173,23 @@ def test_a_senders_letter_is_redriven_only_when_nothing_was_sent(
     )
     assert kind_of(letter) is kind
     assert sender_kind(letter) == message_kind
+    assert charge_id_of_letter(letter) == "ch_1"
+
+
+@pytest.mark.parametrize(
+    ("source", "kind"),
+    [
+        pytest.param("sqs:q/ch_1", Kind.OUTCOME_UNKNOWN, id="names-its-charge"),
+        pytest.param("sqs:q/ch_1/x", Kind.NOT_REDRIVABLE, id="names-no-charge"),
+    ],
+)
+def test_an_outcome_unknown_letter_is_its_own_kind_only_when_it_names_its_charge(
+    source: str, kind: Kind
+) -> None:
+    letter = make_dead_letter(
+        step="send_thank_you_email", reason="outcome_unknown", error="e", raw="{}", source=source
+    )
+    assert kind_of(letter) is kind
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from schemas.records import DeadLetter, SoftOptIn, ThankYouEmail
 from tests.fixtures.aws_faults import InjectFaults
 from tests.fixtures.moto_server import MotoServer
 from transforms.infrastructure import Backoff, ConfigurationError
-from transforms.sinks.ledger import left_claim, release_claim
+from transforms.sinks.ledger import SENT, confirm_sent, ledger_item, left_claim, release_claim
 from transforms.sinks.sqs import (
     FIFO,
     OUTCOME_UNKNOWN,
@@ -428,6 +428,82 @@ def test_a_refused_sends_letter_names_the_claim_it_left_which_only_it_releases(
     remaining = dynamodb.scan(TableName=ledger, ConsistentRead=True)["Items"]
     assert [item["paymentId"]["S"] for item in remaining] == [second]
     assert _drain(sqs, queue) == []
+
+
+def _claims_left(queue: str, ledger: str, records: list[Any], tmp_path: Path) -> dict[str, float]:
+    """Sends `records`; {payment id: the claimedAt its dead letter's error names}."""
+    prefix = str(tmp_path / "claims")
+    with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
+        _ = (
+            (
+                pipeline
+                | beam.Create(records)
+                | SendMessages(queue, THANK_YOU_EMAIL, ledger, backoff=FAST)
+            ).dead_letters
+            | beam.Map(
+                lambda dead: (
+                    f"{dead.source.rsplit('/', 1)[1]}\t{dead.reason}\t{left_claim(dead.error)!r}"
+                )
+            )
+            | beam.io.WriteToText(prefix)
+        )
+    lines = [line for path in tmp_path.glob("claims*") for line in path.read_text().splitlines()]
+    rows = [line.split("\t") for line in lines]
+    assert {reason for _, reason, _ in rows} == {OUTCOME_UNKNOWN}
+    return {payment: float(at) for payment, _, at in rows}
+
+
+def test_an_outcome_unknown_letter_names_the_stale_claim_which_only_it_confirms_sent(
+    sqs: Any, queue: str, ledger: str, dynamodb: Any, tmp_path: Path
+) -> None:
+    stale, claimed_at = EMAILS[1], time.time() - timedelta(days=3).total_seconds()
+    key = {"messageKey": {"S": message_key(THANK_YOU_EMAIL, stale.payment_id)}}
+    claim = {**key, "paymentId": {"S": stale.payment_id}, "state": {"S": SENDING}}
+    dynamodb.put_item(TableName=ledger, Item={**claim, "claimedAt": {"N": repr(claimed_at)}})
+
+    assert _claims_left(queue, ledger, [stale], tmp_path) == {stale.payment_id: claimed_at}
+
+    payment = stale.payment_id
+    assert ledger_item(dynamodb, ledger, THANK_YOU_EMAIL, payment) == (SENDING, claimed_at)
+    assert not confirm_sent(dynamodb, ledger, THANK_YOU_EMAIL, payment, claimed_at + 1, "r1")
+    assert ledger_item(dynamodb, ledger, THANK_YOU_EMAIL, payment) == (SENDING, claimed_at)
+    assert confirm_sent(dynamodb, ledger, THANK_YOU_EMAIL, payment, claimed_at, "r1")
+    marked = dynamodb.get_item(TableName=ledger, Key=key, ConsistentRead=True)["Item"]
+    assert (marked["state"], marked["claimedAt"], marked["confirmedBy"]) == (
+        {"S": SENT},
+        {"N": repr(claimed_at)},
+        {"S": "r1"},
+    )
+    # Confirmed again (a run that died after marking): still that claim, nothing rewritten.
+    assert confirm_sent(dynamodb, ledger, THANK_YOU_EMAIL, payment, claimed_at, "r2")
+    assert dynamodb.get_item(TableName=ledger, Key=key, ConsistentRead=True)["Item"] == marked
+    # Marked sent, it is no claim to release any more; and nothing was ever sent.
+    assert not release_claim(dynamodb, ledger, THANK_YOU_EMAIL, payment, claimed_at)
+    assert ledger_item(dynamodb, ledger, THANK_YOU_EMAIL, "ch_none") is None
+    assert not confirm_sent(dynamodb, ledger, THANK_YOU_EMAIL, "ch_none", claimed_at, "r1")
+    assert ledger_item(dynamodb, ledger, THANK_YOU_EMAIL, "ch_none") is None
+    assert _drain(sqs, queue) == []
+
+
+def test_a_lost_answers_outcome_unknown_letter_names_its_own_claim(
+    sqs: Any, ledger: str, dynamodb: Any, aws_faults: InjectFaults, tmp_path: Path
+) -> None:
+    # A standard queue cannot take a repeat: the first lost answer is the letter.
+    standard = _new_queue(sqs, fifo=False)
+    lose_all = {"rate": 1.0, "lost_share": 1.0, "seed": 5}
+    try:
+        with aws_faults(**lose_all, operations={"sqs": {"SendMessageBatch"}}) as faults:
+            left = _claims_left(standard, ledger, EMAILS[:2], tmp_path)
+        assert faults.calls == {"SendMessageBatch": 1}
+        items = {
+            item["paymentId"]["S"]: (item["state"]["S"], float(item["claimedAt"]["N"]))
+            for item in dynamodb.scan(TableName=ledger, ConsistentRead=True)["Items"]
+        }
+        assert items == {payment: (SENDING, at) for payment, at in left.items()}
+        assert sorted(left) == sorted(_ids(EMAILS[:2]))
+        assert sorted(_drain(sqs, standard)) == _bodies(EMAILS[:2])  # they did arrive
+    finally:
+        sqs.delete_queue(QueueUrl=standard)
 
 
 def test_unsendable_messages_become_dead_letters(
