@@ -1,6 +1,7 @@
 """Records to rows, and the check every writer runs before writing one.
 
     to_row(record)                -> dict   plain Python values for Arrow and DuckDB
+    to_columns(type, records)     -> list   the same values, column by column
     to_bigquery_json_row(record)  -> dict   JSON-serialisable, for BigQuery (and JSONB)
     natural_key(record)           -> tuple  the values of `TABLE.key`
     validate(record)              -> None   raises RowValidationError(column, message)
@@ -16,7 +17,7 @@ can be logged and stored without leaking personal data.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -140,6 +141,23 @@ def to_row(record: Any) -> dict[str, Any]:
     """
     plan = _plan(type(record))
     return _convert(plan, plan.row_converters, record)
+
+
+def to_columns(record_type: type, records: Sequence[Any]) -> list[list[Any]]:
+    """The records' values column by column, in column order: `to_row`'s values,
+    transposed (what `pyarrow.array` takes per column, without a dict per row).
+
+    Every record must be of `record_type`.
+    """
+    plan = _plan(record_type)
+    columns_ = [list(values) for values in zip(*map(plan.getter, records), strict=True)]
+    if not columns_:
+        return [[] for _ in plan.names]
+    index = {name: position for position, name in enumerate(plan.names)}
+    for name, convert in plan.row_converters:
+        column = columns_[index[name]]
+        columns_[index[name]] = [None if value is None else convert(value) for value in column]
+    return columns_
 
 
 # --- to_bigquery_json_row ---------------------------------------------------

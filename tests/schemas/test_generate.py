@@ -37,6 +37,7 @@ from schemas.rows import (
     RowValidationError,
     natural_key,
     to_bigquery_json_row,
+    to_columns,
     to_row,
     validate,
 )
@@ -206,6 +207,25 @@ def test_to_row_keeps_python_values_and_nests_dicts() -> None:
     assert row["query_parameters"] == [{"key": "k", "value": "v"}]
     assert row["component_id"] is None
     pa.RecordBatch.from_pylist([row], schema=arrow_schema(Acquisition))
+
+
+def test_to_columns_is_to_row_column_by_column() -> None:
+    records = [
+        _acquisition(),
+        dataclasses.replace(_acquisition(), ab_tests=(), print_options=None, labels=("l",)),
+    ]
+    rows = [to_row(record) for record in records]
+    names = [f.name for f in dataclasses.fields(Acquisition)]
+    assert to_columns(Acquisition, records) == [[row[name] for row in rows] for name in names]
+    assert to_columns(Acquisition, []) == [[] for _ in names]
+    schema = arrow_schema(Acquisition)
+    arrays = [
+        pa.array(values, type=field.type)
+        for values, field in zip(to_columns(Acquisition, records), schema, strict=True)
+    ]
+    assert pa.RecordBatch.from_arrays(arrays, schema=schema).equals(
+        pa.RecordBatch.from_pylist(rows, schema=schema)
+    )
 
 
 def test_to_bigquery_json_row_is_json_with_exact_decimals() -> None:
