@@ -312,8 +312,9 @@ class _StageRows(beam.DoFn):
 def _create_tables(connection: duckdb.DuckDBPyConnection, record_types: Iterable[type]) -> None:
     """Creates missing tables, then (re)creates the analysts' views, which read them."""
     for record_type in record_types:
-        connection.execute(duckdb_ddl(record_type))
+        # Before the DDL: its comments name every column, the added ones too.
         _add_missing_columns(connection, record_type)
+        connection.execute(duckdb_ddl(record_type))
     for statement in duckdb_view_statements():
         connection.execute(statement)
 
@@ -322,12 +323,15 @@ def _add_missing_columns(connection: duckdb.DuckDBPyConnection, record_type: typ
     """Adds the nullable columns a table made by an older release lacks (e.g. `redriven_at`).
 
     Only nullable columns are ever added to a record type, so old rows read as null.
+    A table that does not exist yet has no columns to add: its DDL makes it whole.
     """
     table = table_of(record_type).name
     found = connection.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
     ).fetchall()
     existing = {name for (name,) in found}
+    if not existing:
+        return
     for column in columns(record_type):
         if column.name not in existing and column.mode is Mode.NULLABLE:
             connection.execute(
