@@ -28,7 +28,16 @@ On Dataflow, into the production sinks:
 
 from __future__ import annotations
 
+import gc
 import sys
+
+if __name__ == "__main__":
+    # Started as a script, the process imports about 2,000 modules (most of them
+    # Beam's) before it reads a record, and nearly every object they make lives
+    # until exit: the collections run meanwhile would only scan them, a fifth of
+    # the start-up's CPU time. Collection resumes below, with those objects frozen.
+    gc.disable()
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -180,4 +189,8 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
 
 
 if __name__ == "__main__":
+    # What the imports made stays until exit: moved out of the collector's view,
+    # it is never scanned again, while what the run makes is collected as usual.
+    gc.freeze()
+    gc.enable()
     sys.exit(run())

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import apache_beam as beam
 import botocore.exceptions
@@ -84,7 +84,38 @@ def parse_options(
         flag, suggestion = unknown[0]
         hint = f" (did you mean {suggestion}?)" if suggestion else ""
         parser.error(f"unrecognized flag {flag}{hint}")
-    return PipelineOptions(args)
+    return JobOptions(args)
+
+
+_View = TypeVar("_View", bound=PipelineOptions)
+
+
+class JobOptions(PipelineOptions):
+    """A job's options, whose view of each options class is made once.
+
+    Beam's `view_as` parses the flags again for every view (a new argparse
+    parser with all the class's options), and Beam asks for views several
+    times per step while it builds and runs the graph: about 330 views, 0.07–0.10 s
+    of a backfill's start-up. Every view reads and writes the values shared by
+    all of them (`_all_options`), so reusing one changes nothing they hold.
+    Pickled and copied without the views.
+    """
+
+    def view_as(self, cls: type[_View]) -> _View:
+        views: dict[type, PipelineOptions] | None = self.__dict__.get("_views")
+        if views is None:
+            views = {}
+            # PipelineOptions.__setattr__ accepts only option names.
+            object.__setattr__(self, "_views", views)
+        view = views.get(cls)
+        if view is None:
+            view = views[cls] = super().view_as(cls)
+        return cast(_View, view)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_views", None)
+        return state
 
 
 def known_flags() -> frozenset[str]:

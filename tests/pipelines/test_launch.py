@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TypeOptions
 
 from pipelines import backfill, streaming
-from pipelines.launch import known_flags, unknown_flags
+from pipelines.launch import JobOptions, known_flags, parse_options, unknown_flags
+from pipelines.options import SinkOptions
 
 
 @pytest.mark.parametrize(
@@ -45,3 +52,58 @@ def test_beams_own_flags_and_their_values_are_known() -> None:
             "--no_auth", "--experiments=use_runner_v2", "--streaming"]  # fmt: skip
     assert unknown_flags(argv, known) == []
     assert unknown_flags(["p", "--", "--project"], known) == []
+
+
+def backfill_options(argv: list[str]) -> PipelineOptions:
+    return parse_options(argv, backfill.OPTION_CLASSES, prog="p", description="")
+
+
+def test_job_options_make_each_view_once_and_share_its_values() -> None:
+    options = backfill_options(["--warehouse", "a.duckdb", "--runner", "DirectRunner"])
+    assert isinstance(options, JobOptions)
+    sinks = options.view_as(SinkOptions)
+    assert options.view_as(SinkOptions) is sinks
+    assert sinks.warehouse == "a.duckdb"
+
+    options.view_as(StandardOptions).runner = "FnApiRunner"
+
+    # A view made the way Beam makes it, anew, holds the value set through the reused one.
+    assert PipelineOptions.view_as(options, StandardOptions).runner == "FnApiRunner"
+    assert options.get_all_options()["runner"] == "FnApiRunner"
+
+
+def test_job_options_are_pickled_and_copied_without_their_views() -> None:
+    options = backfill_options(["--warehouse", "a.duckdb"])
+    options.view_as(TypeOptions)
+    for again in (pickle.loads(pickle.dumps(options)), copy.deepcopy(options)):
+        assert type(again) is JobOptions
+        assert "_views" not in again.__dict__
+        assert again.get_all_options() == options.get_all_options()
+        assert again.view_as(SinkOptions).warehouse == "a.duckdb"
+
+
+def graph_of(options: PipelineOptions) -> dict[str, Any]:
+    """Each step of the backfill's graph: its kind, inputs and outputs, and each output's coder."""
+    pipeline = beam.Pipeline(options=options)
+    backfill.build(pipeline, options)
+    proto = pipeline.to_runner_api()
+    collections = proto.components.pcollections
+    return {
+        step.unique_name: (
+            step.spec.urn,
+            sorted(step.inputs.values()),
+            sorted((tag, collections[name].coder_id) for tag, name in step.outputs.items()),
+        )
+        for step in proto.components.transforms.values()
+    }
+
+
+def test_the_backfill_builds_the_same_graph_with_job_options_as_with_beams(
+    tmp_path: Path,
+) -> None:
+    argv = ["--warehouse", str(tmp_path / "w.duckdb"), "--shuffle_dir", str(tmp_path)]
+
+    reused = graph_of(backfill_options(argv))
+
+    assert len(reused) > 50
+    assert reused == graph_of(PipelineOptions(argv))

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import stripe
-
 from transforms.domain import completion
 from transforms.domain.facts import ChargeFact
 from transforms.infrastructure import InfrastructureError
@@ -53,6 +51,10 @@ class ChargeRetriever:
     """One client per worker; `charge_fact` makes one retrieval per call."""
 
     def __init__(self, api_key: str, api_base: str = DEFAULT_API_BASE) -> None:
+        # Imported here, by the runs that read from Stripe: the library (with
+        # httpx, which it brings) costs every other run 20 ms of start-up.
+        import stripe
+
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base},
@@ -62,6 +64,8 @@ class ChargeRetriever:
 
     def payment_intent(self, payment_intent_id: str) -> dict[str, Any]:
         """The PaymentIntent as plain JSON, its latest charge expanded."""
+        import stripe  # loaded by __init__
+
         try:
             intent = self._client.v1.payment_intents.retrieve(
                 payment_intent_id, params={"expand": EXPAND}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -304,6 +305,39 @@ def test_a_warehouse_made_with_primary_keys_still_loads(path: str) -> None:
     write(path, {Contribution: [contribution("ch_1"), contribution("ch_2")]}, {Contribution: 2})
 
     assert read(path, Contribution) == rows(contribution("ch_1"), contribution("ch_2"))
+
+
+def test_tables_made_by_an_older_release_get_the_nullable_columns_they_lack(path: str) -> None:
+    # Each table's DDL comments on every column: the lacking ones are added first.
+    old_acquisition = dataclasses.replace(acquisition("ch_0"), account=None)
+    with duckdb.connect(path) as connection:
+        connection.execute(duckdb_ddl(Acquisition))
+        connection.execute('ALTER TABLE "acquisitions" DROP COLUMN "account"')
+        old_row = to_row(old_acquisition)
+        del old_row["account"]
+        marks = ", ".join("?" for _ in old_row)
+        connection.execute(f'INSERT INTO "acquisitions" VALUES ({marks})', list(old_row.values()))
+        connection.execute(duckdb_ddl(DeadLetter))
+        connection.execute('ALTER TABLE "dead_letters" DROP COLUMN "redrive_run_id"')
+        connection.execute('ALTER TABLE "dead_letters" DROP COLUMN "redriven_at"')
+    letter = make_dead_letter(
+        step="decode", reason="invalid_json", error="e", raw="{", source="f@0"
+    )
+
+    write(
+        path,
+        {Acquisition: [acquisition("ch_1")], DeadLetter: [letter]},
+        {Acquisition: 1, DeadLetter: 1},
+    )
+
+    assert read(path, Acquisition) == rows(old_acquisition, acquisition("ch_1"))
+    assert read(path, DeadLetter) == rows(letter)
+    (account,) = [c for c in columns(Acquisition) if c.name == "account"]
+    with duckdb.connect(path, read_only=True) as connection:
+        assert connection.execute(
+            "SELECT comment FROM duckdb_columns()"
+            " WHERE table_name = 'acquisitions' AND column_name = 'account'"
+        ).fetchall() == [(account.description,)]
 
 
 def test_empty_collection_still_creates_every_table(path: str) -> None:
