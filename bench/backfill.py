@@ -43,6 +43,7 @@ See bench/README.md for what each figure means and the last measurement.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import json
 import math
@@ -629,6 +630,15 @@ def _workdir(given: Path | None) -> Iterator[Path]:
         yield Path(temporary)
 
 
+def compile_sources() -> None:
+    """Byte-compiles the project's modules before any side runs, as an installed
+    package (the Docker image) has them. Where PYTHONDONTWRITEBYTECODE is set
+    (as on the machine of the README's figures) nothing else writes them, and
+    every child would compile what it imports again: 0.04-0.10 s per run."""
+    for package in ("pipelines", "transforms", "schemas", "bench", "tools"):
+        compileall.compile_dir(PROJECT_ROOT / package, quiet=1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -646,6 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--reuse needs --workdir")
 
     began = time.perf_counter()
+    compile_sources()
     with _workdir(args.workdir) as workdir:
         sizes = [
             bench_size(events, args.seed, workdir, reuse=args.reuse)
