@@ -27,6 +27,13 @@ the ledger, so a re-drive never duplicates a row or a message.
   released, by a conditional delete that only removes that very claim
   (still `sending`, same `claimedAt`); a claim that changed is kept, and the
   ledger then decides (sent: nothing to send; claimed again: outcome_unknown).
+  Such a letter is resolved only if the ledger then holds `<kind>#<charge>`
+  `sent`; otherwise it stays pending, counted (`sender_letters_not_sent`)
+  and listed with why (its payment outside `--messages_max_age_hours`, a
+  claim not marked sent, no such message built). A selection of senders'
+  letters whose sender's flag is missing (`Sink.sends` names the kinds each
+  sink sends), or with `--no_messages`, is refused before anything is
+  claimed (exit 2): the run could not resolve them.
 - Senders' outcome_unknown letters (the message may have gone) are listed and
   left pending unless the operator, having checked the target, says what
   they found with `--outcome_unknown` (and selects them by `--ids` or
@@ -35,11 +42,11 @@ the ledger, so a re-drive never duplicates a row or a message.
   (only while it is still that claim) and the letter resolved; nothing is
   re-driven or sent. `not_delivered`: the claim is released as above and the
   payment re-driven, so the message goes once; the letter is resolved only
-  if the ledger then holds it `sent` (a sender not selected, or a payment
-  outside `--messages_max_age_hours`, leaves it pending). A claim that
-  changed since the letter is kept and counted: `delivered` then leaves the
-  letter pending; `not_delivered` re-drives the payment and the ledger
-  decides. A letter written before letters named their claim is refused
+  if the ledger then holds it `sent`, as above (a sender not selected is
+  refused; a payment outside `--messages_max_age_hours` leaves it pending).
+  A claim that changed since the letter is kept and counted: `delivered`
+  then leaves the letter pending; `not_delivered` re-drives the payment and
+  the ledger decides. A letter written before letters named their claim is refused
   (pending): nothing tells which claim the operator checked.
 
 Marks (`transforms.sinks.dead_letters`): selected letters are claimed with the
@@ -60,8 +67,9 @@ letters, whether the ledger still holds the claim each names), and writes nothin
         --emails_queue_url https://...fifo --sent_messages_table contribution-messages-sent
 
 Exit codes: 0 every selected letter resolved (or none selected), 1 some still
-fail or could not be re-driven, 2 usage, 3 infrastructure (warehouse, source
-or a sink unreachable; the claims are released).
+fail, could not be re-driven or their message still did not go, 2 usage
+(also senders' letters the flags cannot send), 3 infrastructure (warehouse,
+source or a sink unreachable; the claims are released).
 """
 
 from __future__ import annotations
@@ -106,6 +114,7 @@ from transforms.domain.redrive import (
 )
 from transforms.infrastructure import dynamodb_client
 from transforms.sinks.common import BIGQUERY_PREFIX
+from transforms.sinks.contract import MESSAGE_TOO_OLD, MessageWindow, SinkConfig
 from transforms.sinks.dead_letters import DescribeOutputs, Selection, letter_store
 from transforms.sinks.ledger import (
     OUTCOME_UNKNOWN,
@@ -116,6 +125,7 @@ from transforms.sinks.ledger import (
     left_claim,
     release_claim,
 )
+from transforms.sinks.registry import sender_of
 from transforms.sinks.router import WriteOutputs
 from transforms.sources.archive import ReadArchive
 from transforms.sources.decode import DecodeEvents
@@ -251,14 +261,79 @@ def _confirm_claims(claims: Mapping[str, LetterClaim], table: str, run_id: str) 
     return _on_claims(claims, lambda client, claim: confirm_sent(client, table, *claim, run_id))
 
 
-def _sent_claims(claims: Mapping[str, LetterClaim], table: str) -> set[str]:
-    """The letter ids whose effect the ledger now holds `sent` (under any claim)."""
+#: The effect a sender's letter stands for: (message kind, charge id), ledger key `kind#charge`.
+Effect = tuple[str, str]
 
-    def sent(client: Any, claim: LetterClaim) -> bool:
-        item = ledger_item(client, table, claim[0], claim[1])
-        return item is not None and item[0] == SENT
 
-    return _on_claims(claims, sent)
+def _letter_effect(letter: DeadLetter) -> Effect | None:
+    kind, charge = sender_kind(letter), charge_id_of_letter(letter)
+    return None if kind is None or charge is None else (kind, charge)
+
+
+def _ledger_states(effects: Mapping[str, Effect], table: str) -> dict[str, str | None]:
+    """{letter id: the state the ledger now holds its effect in (under any claim), or None}."""
+    if not effects:
+        return {}
+    client = dynamodb_client()
+    try:
+        return {
+            letter_id: item[0] if (item := ledger_item(client, table, *effect)) else None
+            for letter_id, effect in effects.items()
+        }
+    finally:
+        client.close()
+
+
+def _senders_refusal(letters: Sequence[DeadLetter], config: SinkConfig) -> str | None:
+    """Why this run cannot send the selected senders' letters' messages (one line), else None.
+
+    Decided from the letters' steps and the flags alone, before anything is claimed: a
+    letter is resolved only once its message is sent, so a run without its sender (or with
+    `--no_messages`) could only re-drive its payment and leave it pending.
+    """
+    steps: dict[str, int] = {}
+    for letter in letters:
+        steps[letter.step] = steps.get(letter.step, 0) + 1
+    problems = []
+    for step, count in sorted(steps.items()):
+        sink = sender_of(step[len(SEND_STEP_PREFIX) :])
+        if sink is None:
+            problem = "has no sink that sends it"
+        elif not sink.is_selected(config):
+            problem = f"needs {sink.flags[0].option}"
+        elif sink.follows_message_window and not config.messages.send:
+            problem = "is not sent under --no_messages"
+        else:
+            continue
+        problems.append(f"{step} ({count} letter{'s' if count > 1 else ''}) {problem}")
+    if not problems:
+        return None
+    return (
+        "the selected senders' letters are resolved only once their message is sent, which "
+        f"this run cannot do: {'; '.join(problems)}. Give the senders' flags (and "
+        "--sent_messages_table), or leave those letters out with --step, --reason or --ids"
+    )
+
+
+def _unsent_reason(
+    effect: Effect, state: str | None, settled: datetime | None, window: MessageWindow
+) -> str:
+    """Why a sender's letter's message is still not sent after its payment was re-driven."""
+    kind = effect[0]
+    sink = sender_of(kind)
+    if state == SENDING:
+        return (
+            "the ledger holds a claim of it not marked sent (claimed again since the letter, "
+            "or met by this run: its outcome_unknown letter is pending), see the runbook"
+        )
+    follows = sink is not None and sink.follows_message_window
+    if settled is not None and follows and window.skip_reason(settled) == MESSAGE_TOO_OLD:
+        return (
+            f"outside the message window: its payment settled {settled:%Y-%m-%d %H:%M} UTC, "
+            f"before {window.not_before:%Y-%m-%d %H:%M} UTC; give a --messages_max_age_hours "
+            "that covers it"
+        )
+    return f"the re-driven payment built no {kind} message (nothing to send)"
 
 
 def _still_claimed(claims: Mapping[str, LetterClaim], table: str, delivery: Delivery) -> set[str]:
@@ -346,6 +421,23 @@ def run(argv: Sequence[str] | None = None) -> int:
         by_kind[Kind.PAYMENT] += [
             letter for letter in unknown if letter.dead_letter_id in unknown_claims
         ]
+    # The senders' letters re-driven here (not sent, or not_delivered): each is resolved only
+    # once the ledger holds its message sent, so a run that cannot send them is refused.
+    senders = {
+        letter.dead_letter_id: effect
+        for letter in by_kind[Kind.PAYMENT]
+        if (effect := _letter_effect(letter)) is not None
+    }
+    if senders:
+        sender_letters = [
+            letter for letter in by_kind[Kind.PAYMENT] if letter.dead_letter_id in senders
+        ]
+        try:
+            refusal = _senders_refusal(sender_letters, options.view_as(SinkOptions).sink_config())
+        except ValueError as error:
+            return _usage(str(error))
+        if refusal is not None:
+            return _usage(refusal)
     try:
         reread = reread_records(
             by_kind[Kind.RECORD], from_raw=not warehouse.startswith(BIGQUERY_PREFIX)
@@ -480,10 +572,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         missing = [
             i for i, intent in payment_letters.items() if i in claimed and intent not in found
         ]
-        # A not_delivered letter is resolved only once its message went: a sender not
-        # selected or a payment outside the message window sends nothing.
-        checked = {i: c for i, c in to_release.items() if i in claimed and i not in missing}
-        unsent = sorted(set(checked) - _sent_claims(checked, table))
+        # A sender's letter is resolved only once its message went: a payment outside the
+        # message window, or one that met a claim, sends nothing.
+        checked = {i: e for i, e in senders.items() if i in claimed and i not in missing}
+        states = _ledger_states(checked, table)
+        unsent = sorted(i for i in checked if states[i] != SENT)
+        settled = store.settled_at(checked[i][1] for i in unsent)
         unconfirmed = sorted(set(to_confirm) - confirmed)
         store.release([*missing, *unsent, *unconfirmed], run_id)
         resolved = store.resolve(
@@ -516,36 +610,48 @@ def run(argv: Sequence[str] | None = None) -> int:
         )
     print(f"  not re-driven (pending): {not_redriven}")
     more: list[tuple[str, int]] = []
+    if any(i not in unknown_claims for i in senders):
+        not_sent = len([i for i in unsent if i not in unknown_claims])
+        more.append(("sender_letters_not_sent", not_sent))
+        print(f"  {_COUNT_LINES['sender_letters_not_sent']}: {not_sent}")
     if delivery is not None:
         changed = (
             set(to_confirm) - confirmed
             if delivery is Delivery.DELIVERED
             else set(to_release) - released
         )
-        more = [
+        outcome = [
             ("outcome_unknown_marked_sent", len(confirmed)),
             ("outcome_unknown_claims_released", len(released & set(to_release))),
             ("outcome_unknown_claims_changed", len(changed)),
-            ("outcome_unknown_not_sent", len(unsent)),
+            ("outcome_unknown_not_sent", len([i for i in unsent if i in unknown_claims])),
             ("outcome_unknown_no_claim", len(no_claim)),
         ]
         print(f"  outcome_unknown letters, {delivery.value} (--outcome_unknown):")
-        for name, count in more:
+        for name, count in outcome:
             print(f"    {_COUNT_LINES[name]}: {count}")
+        more += outcome
+    if unsent:
+        window = options.view_as(SinkOptions).message_window()
+        by_id = {letter.dead_letter_id: letter for letter in letters}
+        print("  messages not sent, letters left pending:")
+        for i in unsent:
+            why = _unsent_reason(checked[i], states[i], settled.get(checked[i][1]), window)
+            print(f"    {why}  {describe(by_id[i])}")
     done = len(resolved) == len(letters) and not new_letters
     code = EXIT_DONE if done else EXIT_STILL_FAILING
     return recorded(code, len(letters), len(resolved), failing, more)
 
 
-#: How the output names the counts of `--outcome_unknown` (`pipeline_runs` keeps the keys).
+#: How the output names the senders' counts (`pipeline_runs` keeps the keys).
 _COUNT_LINES = {
+    "sender_letters_not_sent": (
+        "senders' letters whose message the run did not send (pending, why below)"
+    ),
     "outcome_unknown_marked_sent": "ledger claims marked sent (nothing sent, letter resolved)",
     "outcome_unknown_claims_released": "ledger claims released (payment re-driven)",
     "outcome_unknown_claims_changed": "ledger claims that changed since the letter (kept)",
-    "outcome_unknown_not_sent": (
-        "messages the run did not send (pending: check the sender's flag and "
-        "--messages_max_age_hours)"
-    ),
+    "outcome_unknown_not_sent": "messages the run did not send (pending, why below)",
     "outcome_unknown_no_claim": "letters naming no claim (refused, pending)",
 }
 

@@ -497,6 +497,13 @@ def test_a_rejected_sends_letter_releases_its_claim_and_sends_the_message_once(
     assert drain(queue) == []
     assert "ledger claims that changed since the letter (kept): 1" in capsys.readouterr().out
     assert ledger_items(ledger) == {"thank_you_email#ch_2": "sent"}
+    sent_and_resolved = [
+        ("letters_selected", 1),
+        ("letters_resolved", 1),
+        ("letters_failed", 0),
+        ("sender_letters_not_sent", 0),
+    ]
+    assert _query(path, _OUTCOME_RUNS) == [(0, sent_and_resolved), (0, sent_and_resolved)]
 
 
 def test_a_ledger_error_letter_is_redriven_without_a_claim_to_release(
@@ -539,7 +546,14 @@ def test_a_claim_that_changed_since_the_letter_is_not_released_and_nothing_is_se
     assert redrive.run(flags) == 1
 
     assert drain(queue) == []
-    assert "ledger claims that changed since the letter (kept): 1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ledger claims that changed since the letter (kept): 1" in out
+    assert "senders' letters whose message the run did not send (pending, why below): 1" in out
+    assert (
+        "    the ledger holds a claim of it not marked sent (claimed again since the letter, or "
+        "met by this run: its outcome_unknown letter is pending), see the runbook  "
+        f"{letter.dead_letter_id} send_thank_you_email/rejected {letter.source}\n"
+    ) in out
     item = (
         boto3.session.Session()
         .client("dynamodb")
@@ -547,11 +561,22 @@ def test_a_claim_that_changed_since_the_letter_is_not_released_and_nothing_is_se
     )
     assert (item["state"]["S"], item["claimedAt"]["N"]) == (SENDING, repr(CLAIMED_AT + 60))
     # The re-driven payment met that claim: its send is an outcome_unknown letter, pending;
-    # the rejected letter is resolved (its payment was re-driven, the ledger decided).
+    # the rejected letter stays pending too, as its message is not out.
     rows = _query(path, "SELECT dead_letter_id, reason, redriven_at IS NULL FROM dead_letters")
     assert sorted((i == letter.dead_letter_id, reason, pending) for i, reason, pending in rows) == [
         (False, "outcome_unknown", True),
-        (True, "rejected", False),
+        (True, "rejected", True),
+    ]
+    assert _query(path, _OUTCOME_RUNS) == [
+        (
+            1,
+            [
+                ("letters_selected", 1),
+                ("letters_resolved", 0),
+                ("letters_failed", 0),
+                ("sender_letters_not_sent", 1),
+            ],
+        )
     ]
 
 
@@ -572,6 +597,126 @@ def test_a_missing_queue_stops_the_redrive_before_it_claims_anything(
     assert capsys.readouterr().err.count("\n") == 1
     pending = "SELECT reason FROM dead_letters WHERE redrive_run_id IS NULL ORDER BY 1"
     assert _query(warehouse, pending) == [("charge_missing",), ("invalid_event",)]
+
+
+def _runs(*rows: tuple[int, int, int]) -> list[tuple[int, list[tuple[str, int]]]]:
+    """The re-drives' `pipeline_runs` rows for one selected not-sent sender's letter:
+    (exit code, letters resolved, sender_letters_not_sent) per run."""
+    return [
+        (
+            code,
+            [
+                ("letters_selected", 1),
+                ("letters_resolved", resolved),
+                ("letters_failed", 0),
+                ("sender_letters_not_sent", not_sent),
+            ],
+        )
+        for code, resolved, not_sent in rows
+    ]
+
+
+def _without(flags: list[str], option: str) -> list[str]:
+    """`flags` without `option` and its value."""
+    at = flags.index(option)
+    return flags[:at] + flags[at + 2 :]
+
+
+@pytest.mark.parametrize(
+    ("drop", "add", "refusal"),
+    [
+        ("--emails_queue_url", [], "send_thank_you_email (1 letter) needs --emails_queue_url"),
+        (
+            None,
+            ["--no_messages"],
+            "send_thank_you_email (1 letter) is not sent under --no_messages",
+        ),
+    ],
+    ids=["sender-flag-missing", "no-messages"],
+)
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_a_senders_letter_the_run_cannot_send_is_refused_before_anything_is_claimed(
+    archive: Path,
+    tmp_path: Path,
+    moto_server: MotoServer,
+    capsys: pytest.CaptureFixture[str],
+    drop: str | None,
+    add: list[str],
+    refusal: str,
+    dry_run: bool,
+) -> None:
+    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
+    path = str(tmp_path / "warehouse.duckdb")
+    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    letter = _rejected_email(queue, ledger, path, claimed_at=CLAIMED_AT)
+    claim, tables = _ledger_item(ledger), _tables(path)
+    capsys.readouterr()
+    flags = ["--warehouse", path, "--source", str(archive), *_messages_flags(queue, ledger)]
+
+    refused = [*(flags if drop is None else _without(flags, drop)), *add]
+    assert redrive.run([*refused, *(["--dry_run"] if dry_run else [])]) == 2
+
+    err = capsys.readouterr().err
+    assert err == (
+        "python -m pipelines.redrive: error: the selected senders' letters are resolved only "
+        f"once their message is sent, which this run cannot do: {refusal}. Give the senders' "
+        "flags (and --sent_messages_table), or leave those letters out with --step, --reason "
+        "or --ids\n"
+    )
+    # Nothing claimed, released or sent: the letter and its ledger claim as they were.
+    assert (drain(queue), _ledger_item(ledger), _tables(path)) == ([], claim, tables)
+    assert _query(path, _OUTCOME_RUNS) == []
+
+    assert redrive.run(flags) == 0
+
+    assert [group for group, _ in drain(queue)] == ["ch_2"]
+    assert ledger_items(ledger) == {"thank_you_email#ch_2": "sent"}
+    assert _query(path, "SELECT dead_letter_id, redriven_at IS NOT NULL FROM dead_letters") == [
+        (letter.dead_letter_id, True)
+    ]
+    assert redrive.run(flags) == 0
+    assert "nothing to re-drive" in capsys.readouterr().out
+    assert drain(queue) == []
+    assert _query(path, _OUTCOME_RUNS) == [
+        *_runs((0, 1, 0)),
+        (0, [("letters_selected", 0), ("letters_resolved", 0), ("letters_failed", 0)]),
+    ]
+
+
+def test_a_senders_letter_outside_the_message_window_stays_pending_until_it_is_sent(
+    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
+    path = str(tmp_path / "warehouse.duckdb")
+    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    letter = _rejected_email(queue, ledger, path, claimed_at=CLAIMED_AT)
+    capsys.readouterr()
+    flags = ["--warehouse", path, "--source", str(archive), *_messages_flags(queue, ledger)]
+    # The default window (72 hours before the run) leaves the 2024 payment out.
+    narrow = [*_without(flags, "--messages_max_age_hours"), "--run_started_at", "2024-12-09"]
+
+    assert redrive.run(narrow) == 1
+
+    out = capsys.readouterr().out
+    assert "ledger claims of failed sends released: 1" in out
+    assert "senders' letters whose message the run did not send (pending, why below): 1" in out
+    assert (
+        "    outside the message window: its payment settled 2024-12-05 23:01 UTC, before "
+        "2024-12-06 00:00 UTC; give a --messages_max_age_hours that covers it  "
+        f"{letter.dead_letter_id} send_thank_you_email/rejected {letter.source}\n"
+    ) in out
+    # Released, and nothing claimed again: a later run with a covering window sends it.
+    assert (drain(queue), _ledger_item(ledger)) == ([], None)
+    assert _query(path, "SELECT redriven_at, redrive_run_id FROM dead_letters") == [(None, None)]
+
+    assert redrive.run(flags) == 0
+
+    assert [group for group, _ in drain(queue)] == ["ch_2"]
+    assert ledger_items(ledger) == {"thank_you_email#ch_2": "sent"}
+    assert _query(path, "SELECT redriven_at IS NOT NULL FROM dead_letters") == [(True,)]
+    assert redrive.run([*flags, "--include_redriven"]) == 0
+    assert drain(queue) == []
+    assert _query(path, _OUTCOME_RUNS) == _runs((1, 0, 1), (0, 1, 0), (0, 1, 0))
 
 
 EMAIL_KEY = "thank_you_email#ch_2"
@@ -829,7 +974,9 @@ def test_not_delivered_outside_the_message_window_stays_pending_until_it_is_sent
 
     assert redrive.run(narrow) == 1
 
-    assert "messages the run did not send (pending" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "messages the run did not send (pending, why below): 1" in out
+    assert "    outside the message window: its payment settled 2024-12-05 23:01 UTC" in out
     assert (_emailed(queue), _ledger_item(ledger)) == ([], None)
     assert _letters(path) == [("outcome_unknown", False)]
     # The window widened: the claim is gone (counted as changed), the email goes once.

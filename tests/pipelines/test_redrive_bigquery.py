@@ -9,6 +9,7 @@ that the latest-row view shows. Servers: bqemulator, moto, embedded Postgres.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from tests.fixtures.sinks import (
     unique,
 )
 from tests.pipelines.test_redrive import BUGGY_SESSION, archive, buggy_backfill
+from transforms.sinks.dead_letters import letter_store
 
 __all__ = ["archive"]
 
@@ -89,6 +91,11 @@ def test_redacted_letters_are_reread_from_their_source_and_marked_in_the_view(
             "FROM dead_letters ORDER BY reason"
         )
         assert marks == [("charge_missing", True, True), ("invalid_event", True, True)]
+    # What the re-drive reads to say why a sender's message was not sent: the settled times.
+    assert letter_store(f"bigquery:{project}.{dataset}").settled_at(["ch_1", "ch_2", "ch_9"]) == {
+        "ch_1": datetime(2024, 12, 5, 23, 0, tzinfo=UTC),
+        "ch_2": datetime(2024, 12, 5, 23, 1, tzinfo=UTC),
+    }
     assert sorted(group for group, _ in drain(emails)) == ["ch_1", "ch_2"]
     assert store_rows(store, "SELECT payment_id FROM contributions_store ORDER BY 1") == [
         ("ch_1",),

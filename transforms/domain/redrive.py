@@ -24,7 +24,8 @@ The kinds of letter, told apart by `source`, `step` and `reason`:
 - a sender's letter (`send_<kind>`) whose message was provably not sent
   (`rejected`, `retries_exhausted`, `ledger_error`) names its target and
   charge (`<target>/<charge id>`): it is re-driven as its charge's payment,
-  after the claim its failure left is released;
+  after the claim its failure left is released, and is resolved only once
+  the ledger holds its message (`sender_kind`#charge) sent;
 - a sender's `outcome_unknown` letter (`Kind.OUTCOME_UNKNOWN`) names its
   target and charge too, but its message may have gone: only an operator
   who checked the target can say (`Delivery`). Delivered: its claim is

@@ -42,6 +42,9 @@ reads options or the environment) and, at its end, the sink:
   the pre-launch check of the sink's infrastructure, raising
   `transforms.infrastructure.ConfigurationError` with a one-line message.
   Both run only for selected sinks, and once when sinks share the function.
+- A sink that sends effects through the ledger (`ledger.SendExactlyOnceFn`)
+  names their kinds in `sends`: `pipelines.redrive` then knows which flag a
+  `send_<kind>` letter needs, and refuses a re-drive that lacks it.
 - A record type has at most one sink taking it: two selected sinks that
   take the same record type are refused ("--a and --b both take ...").
 - The warehouses (`duckdb`, `bigquery`, both `warehouse=True`, selected by

@@ -46,6 +46,9 @@ from transforms.sinks.ledger import (
 PAYMENT_SUCCESS = "payment-success"
 POST_PAYMENT_ERROR = "post-payment-tasks-error"
 PAYMENT_PROVIDER_DIMENSION = ("payment-provider", "Stripe")
+#: The ledger kinds of the two counts (their letters' steps are `send_<kind>`).
+PAYMENT_SUCCESS_KIND = "payment_success_metric"
+POST_PAYMENT_ERROR_KIND = "post_payment_error_metric"
 #: PutMetricData takes up to 1,000 datums; small batches keep a failed call cheap.
 BATCH_SIZE = 20
 
@@ -128,10 +131,10 @@ class CountPaymentMetrics(beam.PTransform):
         )
         counted = (
             send_exactly_once(
-                successes, "CountPaymentSuccesses", self._counter("payment_success_metric")
+                successes, "CountPaymentSuccesses", self._counter(PAYMENT_SUCCESS_KIND)
             ),
             send_exactly_once(
-                errors, "CountPostPaymentErrors", self._counter("post_payment_error_metric")
+                errors, "CountPostPaymentErrors", self._counter(POST_PAYMENT_ERROR_KIND)
             ),
         )
         dead_letters = tuple(c.dead_letters for c in counted) | "CollectMetricDeadLetters" >> (
@@ -165,4 +168,7 @@ SINK = Sink(
     check_flags=check_ledger_given,
     check=check_ledger,
     reads_dead_letters=True,
+    sends=(PAYMENT_SUCCESS_KIND, POST_PAYMENT_ERROR_KIND),
+    # A count is not a message: --no_messages and --messages_max_age_hours do not apply.
+    follows_message_window=False,
 )

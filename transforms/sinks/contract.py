@@ -117,6 +117,10 @@ class Sink:
       sink and is given, as `DeadLetter`, every dead letter the warehouse
       will get (the core's and the other sinks'); its own dead letters join
       them (a metrics sink counts them).
+    - `sends`: the ledger kinds of the effects it sends exactly once
+      (`transforms.sinks.ledger`; its letters' step is `send_<kind>`), so a
+      re-drive of such a letter knows which flag it needs. `follows_message_window`:
+      it sends them only within the run's `MessageWindow` (False: always, as metrics).
     """
 
     name: str
@@ -131,6 +135,8 @@ class Sink:
     loads_in_panes: bool = False
     production: bool = True
     reads_dead_letters: bool = False
+    sends: tuple[str, ...] = ()
+    follows_message_window: bool = True
 
     def is_selected(self, config: SinkConfig) -> bool:
         if self.selected_when is not None:

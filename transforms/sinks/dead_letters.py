@@ -103,6 +103,10 @@ class LetterStore(Protocol):
     def resolve(self, ids: Sequence[str], run_id: str, at: datetime) -> set[str]: ...
     def release(self, ids: Sequence[str], run_id: str) -> None: ...
     def paid_or_failed(self, payment_intents: Iterable[str]) -> set[str]: ...
+    def settled_at(self, payment_ids: Iterable[str]) -> dict[str, datetime]:
+        """{charge id: the contribution's `created` (UTC)} of the charges the warehouse has."""
+        ...
+
     def pending_ids(self) -> set[str]: ...
     def claimed(self, ids: Sequence[str], run_id: str) -> set[str]: ...
 
@@ -204,6 +208,19 @@ class DuckDBLetters:
                 {"ids": wanted},
             ).fetchall()
         return {row[0] for row in rows}
+
+    def settled_at(self, payment_ids: Iterable[str]) -> dict[str, datetime]:
+        wanted = sorted(set(payment_ids))
+        if not wanted:
+            return {}
+        table = table_of(Contribution).name
+        with self._connect(read_only=True) as connection:
+            rows = connection.execute(
+                f'SELECT payment_id, created FROM "{table}" '
+                "WHERE payment_id IN (SELECT unnest($ids))",
+                {"ids": wanted},
+            ).fetchall()
+        return {row[0]: row[1].astimezone(UTC) for row in rows}
 
     def claimed(self, ids: Sequence[str], run_id: str) -> set[str]:
         """Which of `ids` are still claimed by `run_id` (not rewritten, not yet marked)."""
@@ -311,6 +328,17 @@ class BigQueryLetters:
             {"ids": wanted},
         )
         return {row[0] for row in rows}
+
+    def settled_at(self, payment_ids: Iterable[str]) -> dict[str, datetime]:
+        wanted = sorted(set(payment_ids))
+        if not wanted:
+            return {}
+        rows = self._query(
+            f"SELECT payment_id, created FROM `{self._dataset}.{table_of(Contribution).name}` "
+            "WHERE payment_id IN UNNEST(@ids)",
+            {"ids": wanted},
+        )
+        return {row[0]: row[1].astimezone(UTC) for row in rows}
 
 
 def _describe(record: Any) -> str:

@@ -215,4 +215,5 @@ SINK = Sink(
     takes=(AcquisitionEvent,),
     check_flags=check_ledger_given,
     check=_check,
+    sends=(ACQUISITION_EVENT,),
 )

@@ -30,8 +30,10 @@ claim: its error ends with that claim's `claimedAt` (`claim_note`), so that
 `pipelines.redrive` acts on exactly that claim. Nothing was sent for the
 first two, and the re-drive releases it (`release_claim`: a conditional
 delete of a `sending` item with that `claimedAt`) and sends the message
-once. For `outcome_unknown` only the operator who checked the target can
-tell: arrived, the re-drive marks that claim sent (`confirm_sent`, as
+once; it resolves the letter only when the item then says `sent`
+(`ledger_item`), so a message the re-drive did not send keeps its letter.
+For `outcome_unknown` only the operator who checked the target can tell:
+arrived, the re-drive marks that claim sent (`confirm_sent`, as
 conditional); did not, it releases it as above.
 
 So each effect happens at most once, and an effect that did not provably

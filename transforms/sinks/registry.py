@@ -25,3 +25,8 @@ SINKS: tuple[Sink, ...] = (
     sqs.SOFT_OPT_INS,
     cloudwatch.SINK,
 )
+
+
+def sender_of(kind: str) -> Sink | None:
+    """The sink that sends the ledger kind `kind` (its letters' step is `send_<kind>`), if any."""
+    return next((sink for sink in SINKS if kind in sink.sends), None)

@@ -296,6 +296,7 @@ def _message_sink(record_type: type, kind: str, queue: Flag, label: str) -> Sink
         takes=(record_type,),
         check_flags=check_ledger_given,
         check=check,
+        sends=(kind,),
     )
 
 

@@ -276,4 +276,5 @@ SINK = Sink(
     reads=(PaymentAdjustment,),
     check_flags=_check_flags,
     check=_check,
+    sends=(NEW_CONTRIBUTION, REFUND),
 )

@@ -35,7 +35,7 @@ from transforms.sinks.contract import (
     SinkConfig,
     flags_of,
 )
-from transforms.sinks.registry import SINKS
+from transforms.sinks.registry import SINKS, sender_of
 from transforms.sinks.router import WriteOutputs
 
 ELSEWHERE_FLAG = Flag("elsewhere", "Where acquisitions go instead. Default: the warehouse.")
@@ -239,3 +239,29 @@ def test_the_message_window_skips_old_messages_or_all(
 def test_a_window_is_measured_back_from_the_run_start() -> None:
     window = MessageWindow.measured_from(NOT_BEFORE, timedelta(hours=72))
     assert window == MessageWindow(send=True, not_before=datetime(2025, 2, 26, 12, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("kind", "flag", "windowed"),
+    [
+        ("thank_you_email", "--emails_queue_url", True),
+        ("soft_opt_in", "--opt_ins_queue_url", True),
+        ("acquisition_event", "--acquisitions_bus", True),
+        ("contribution_store", "--contributions_store_queue_url", True),
+        ("contribution_refund", "--contributions_store_queue_url", True),
+        ("payment_success_metric", "--cloudwatch_namespace", False),
+        ("post_payment_error_metric", "--cloudwatch_namespace", False),
+    ],
+)
+def test_each_senders_kind_names_the_sink_and_flag_a_redrive_of_its_letters_needs(
+    kind: str, flag: str, windowed: bool
+) -> None:
+    sink = sender_of(kind)
+    assert sink is not None
+    assert (sink.flags[0].option, sink.follows_message_window) == (flag, windowed)
+
+
+def test_no_two_sinks_send_one_kind_and_a_kind_no_sink_sends_has_no_sender() -> None:
+    kinds = [kind for sink in SINKS for kind in sink.sends]
+    assert len(kinds) == len(set(kinds)) == 7
+    assert sender_of("refund_due") is None  # a fact the store queue records, not a message
