@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.history import start_run
 from pipelines.launch import (
@@ -69,7 +69,7 @@ from transforms.core.fact_codec import decode_fact, encode_fact
 from transforms.core.process import ProcessStripeEvents
 from transforms.sinks.contract import SinkConfig
 from transforms.sinks.router import WriteOutputs
-from transforms.sources.archive import ReadArchive, archive_s3_client, check_archive
+from transforms.sources.archive import ReadArchive
 from transforms.sources.progress import PROGRESS
 
 OPTION_CLASSES = (
@@ -123,26 +123,6 @@ def read_process_write(
     _ = tables | "WriteOutputs" >> WriteOutputs(sinks)
 
 
-def check_source(options: PipelineOptions) -> None:
-    """Before launch: `--source` exists and holds an object in the range (or `--allow_empty`)."""
-    backfill = options.view_as(BackfillOptions)
-    archive = backfill.archive_arguments()
-    s3_client = None
-    if archive["source"].startswith("s3://"):
-        # The client Beam's S3 filesystem would make, with bounded timeouts and retries.
-        s3 = options.view_as(S3Options)
-        s3_client = archive_s3_client(
-            endpoint_url=s3.s3_endpoint_url,
-            region_name=s3.s3_region_name,
-            aws_access_key_id=s3.s3_access_key_id,
-            aws_secret_access_key=s3.s3_secret_access_key,
-            aws_session_token=s3.s3_session_token,
-            use_ssl=not s3.s3_disable_ssl,
-            verify=s3.s3_verify,
-        )
-    check_archive(**archive, allow_empty=backfill.allow_empty, s3_client=s3_client)
-
-
 def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     """Runs the backfill to completion, prints the summary; the exit code.
 
@@ -170,7 +150,7 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
     )
     local = runner_for(options)
     pipeline = beam.Pipeline(runner=local, options=options)
-    sinks = build_checked(PROG, pipeline, options, build, extra_check=lambda: check_source(options))
+    sinks = build_checked(PROG, pipeline, options, build, extra_check=archive.check_source)
     if isinstance(sinks, int):
         return sinks
     # Only a local run's workers update this process's progress; the FnApiRunner

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, S3Options
 
 from transforms.core.process import ProcessStripeEvents
 from transforms.domain.facts import ALL_MODES, STRIPE_MODES
@@ -36,6 +36,7 @@ from transforms.services.stripe_charges import ChargeRetriever
 from transforms.sinks.contract import MessageWindow, SinkConfig, flags_of
 from transforms.sinks.postgres import CONTRIBUTIONS_STORE_ENV as CONTRIBUTIONS_STORE_ENV
 from transforms.sinks.registry import SINKS
+from transforms.sources.archive import archive_s3_client, check_archive
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLE = str(PROJECT_ROOT / "sample" / "archive")
@@ -526,6 +527,31 @@ class BackfillOptions(PipelineOptions):
             "arrival_margin_before": timedelta(hours=self.arrival_margin_before_hours),
             "arrival_margin_after": timedelta(hours=self.arrival_margin_after_hours),
         }
+
+    def check_source(self, archive: dict[str, Any] | None = None) -> None:
+        """Before reading: `--source` exists and holds a file in the range, or `--allow_empty`.
+
+        The range is `archive`'s (`archive_arguments()` unless given: the reconcile
+        reads from earlier than `--start`). ValueError for an empty `--source`,
+        `ConfigurationError` (exit 3, one line naming the flag) for a folder,
+        bucket or prefix that is missing, unreachable or empty
+        (`transforms.sources.archive.check_archive`).
+        """
+        archive = self.archive_arguments() if archive is None else archive
+        s3_client = None
+        if archive["source"].startswith("s3://"):
+            # The client Beam's S3 filesystem would make, with bounded timeouts and retries.
+            s3 = self.view_as(S3Options)
+            s3_client = archive_s3_client(
+                endpoint_url=s3.s3_endpoint_url,
+                region_name=s3.s3_region_name,
+                aws_access_key_id=s3.s3_access_key_id,
+                aws_secret_access_key=s3.s3_secret_access_key,
+                aws_session_token=s3.s3_session_token,
+                use_ssl=not s3.s3_disable_ssl,
+                verify=s3.s3_verify,
+            )
+        check_archive(**archive, allow_empty=self.allow_empty, s3_client=s3_client)
 
 
 class ReportOptions(PipelineOptions):

@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -132,13 +132,19 @@ class Plan:
     messages_not_before: datetime | None = None
 
 
+def archive_read(options: PipelineOptions) -> dict[str, Any]:
+    """`ReadArchive`'s arguments: from `--start` less the settlement timeout to the end."""
+    archive = options.view_as(BackfillOptions).archive_arguments()
+    if archive["start"] is not None:
+        archive["start"] -= timedelta(days=options.view_as(CoreOptions).settlement_timeout_days)
+    archive["end"] = None
+    return archive
+
+
 def build(pipeline: beam.Pipeline, options: PipelineOptions, scratch_warehouse: str) -> None:
     """The backfill's read and core, every record into the scratch DuckDB warehouse."""
-    archive = options.view_as(BackfillOptions).archive_arguments()
+    archive = archive_read(options)
     core_options = options.view_as(CoreOptions)
-    if archive["start"] is not None:
-        archive["start"] -= timedelta(days=core_options.settlement_timeout_days)
-    archive["end"] = None
     core = core_options.process_stripe_events(group_by_key=disk_grouping(options, None))
     # Built here, never from the flags: a secret's environment variable must not
     # turn a production sink on in the scratch run.
@@ -287,6 +293,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     )
     try:
         start_role(options)
+        # Before any store is read: a missing, empty or unreachable archive would
+        # otherwise show as every payment differing, or hang in Beam's retries.
+        options.view_as(BackfillOptions).check_source(archive_read(options))
         preflight(plan)
         with tempfile.TemporaryDirectory(prefix="reconcile-") as folder:
             scratch = str(Path(folder) / "archive.duckdb")

@@ -112,7 +112,7 @@ from transforms.domain.redrive import (
     payment_intent_of_letter,
     sender_kind,
 )
-from transforms.infrastructure import dynamodb_client
+from transforms.infrastructure import InfrastructureError, dynamodb_client
 from transforms.sinks.common import BIGQUERY_PREFIX
 from transforms.sinks.contract import MESSAGE_TOO_OLD, MessageWindow, SinkConfig
 from transforms.sinks.dead_letters import DescribeOutputs, Selection, letter_store
@@ -452,6 +452,17 @@ def run(argv: Sequence[str] | None = None) -> int:
         if payment_intent_of_letter(letter) is None
         and (charge := charge_id_of_letter(letter)) is not None
     }
+    records = [record for _, record in reread.records]
+    by_intent = {payment_intent_of_letter(letter) for letter in by_kind[Kind.PAYMENT]} - {None}
+    if charge_letters or by_intent or payment_intents_of(records):
+        # Checked before it is read: a missing, empty or unreachable archive would
+        # otherwise leave every payment "not found", or hang in Beam's retries.
+        try:
+            options.view_as(BackfillOptions).check_source()
+        except ValueError as error:
+            return _usage(str(error))
+        except InfrastructureError as error:
+            return recorded(_infrastructure(str(error)), len(letters))
     try:
         intents_of_charges = _payment_intents_of_charges(
             options, frozenset(charge_letters.values())
@@ -488,7 +499,6 @@ def run(argv: Sequence[str] | None = None) -> int:
             "the selected senders' letters name ledger claims to release or mark sent: give "
             "--sent_messages_table (and the senders' flags)"
         )
-    records = [record for _, record in reread.records]
     wanted = frozenset(payment_letters.values()) | payment_intents_of(records)
     redriven = [letter for letter, _ in reread.records] + [
         letter for letter in by_kind[Kind.PAYMENT] if letter.dead_letter_id in payment_letters

@@ -14,12 +14,20 @@ the account).
     python -m pipelines.backfill --source s3://archive-bucket/stripe/ \\
         --start 2024-12-01 --end 2024-12-02
 
+An `s3://` archive is written with a boto3 client of the standard AWS chain
+(credentials from the environment or the instance, never flags), with bounded
+timeouts; `--s3_endpoint_url` and `--s3_region_name` override the endpoint and
+region as the jobs' flags of the same names do. Its bucket is looked at
+before Stripe is asked, so a wrong bucket or endpoint fails at once.
+
 The key comes from the environment only (`STRIPE_API_KEY`; a restricted key
 with read access to Events is enough) and is never printed. The file is named
 after the range (`exports/stripe-events-<since>-<until>.jsonl`) and appears
 whole or not at all, so a re-run over the same range replaces it and a failed
 run leaves nothing half-written. Exit codes: 0 done, 2 usage (bad
-dates, no key), 3 Stripe unreachable or the key refused.
+dates, no key, an archive neither local nor S3), 3 Stripe unreachable or the
+key refused, or the archive's bucket missing, unreachable or not writable;
+each failure one line on stderr.
 """
 
 from __future__ import annotations
@@ -33,11 +41,13 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import botocore.exceptions
 import stripe
-from apache_beam.io.filesystems import FileSystems
 
 from pipelines.options import utc_datetime
 from transforms.domain import facts
+from transforms.infrastructure import describe_error, error_code
+from transforms.sources.archive import archive_s3_client
 
 PROG = "python -m tools.export_events"
 API_KEY_ENV = "STRIPE_API_KEY"
@@ -50,6 +60,7 @@ PAGE_SIZE = 100
 REQUEST_TIMEOUT_S = 30.0
 NETWORK_RETRIES = 3
 EXPORTS_FOLDER = "exports"
+_S3_HINT = " (check --s3_endpoint_url or AWS_ENDPOINT_URL, the region and the credentials)"
 
 #: The event types the pipeline reads (`transforms.domain.facts`); Stripe takes at most 20.
 EXPORTED_TYPES: tuple[str, ...] = tuple(
@@ -115,20 +126,60 @@ def list_events(
 
 def export_path(archive: str, since: datetime, until: datetime) -> str:
     name = f"stripe-events-{since:%Y%m%dT%H%M%SZ}-{until:%Y%m%dT%H%M%SZ}.jsonl"
-    return FileSystems.join(archive.rstrip("/"), EXPORTS_FOLDER, name)
+    return f"{archive.rstrip('/')}/{EXPORTS_FOLDER}/{name}"
 
 
-def write_atomically(path: str, lines: Sequence[bytes]) -> None:
+def check_bucket(archive: str, s3_client: Any) -> None:
+    """Before Stripe is asked: the archive's bucket exists and its endpoint answers.
+
+    Raises `ExportError`. A refusal (403) passes: a role that may put objects
+    need not be allowed to look at the bucket, and the upload will tell.
+    """
+    bucket = _bucket_and_key(archive)[0]
+    try:
+        s3_client.head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as error:
+        if error_code(error) in ("404", "NoSuchBucket", "NotFound"):
+            raise ExportError(
+                f"--archive {archive}: the S3 bucket {bucket!r} does not exist"
+            ) from None
+        if error_code(error) not in ("403", "AccessDenied"):
+            raise ExportError(f"--archive {archive}: {describe_error(error)}") from None
+    except botocore.exceptions.BotoCoreError as error:
+        raise ExportError(f"--archive {archive}: {describe_error(error)}{_S3_HINT}") from None
+
+
+def write_atomically(path: str, lines: Sequence[bytes], s3_client: Any | None = None) -> None:
     """Writes `lines` to `path` so that a reader sees the whole file or none of it.
 
     Locally through a hidden temporary file in the same folder and a rename;
-    an S3 object only becomes visible when its upload completes.
+    to S3 (`s3://bucket/key`, with `s3_client`) as one object, which only
+    becomes visible when its upload completes. Raises `ExportError`.
     """
-    if "://" in path:
-        with FileSystems.create(path) as out:
-            for line in lines:
-                out.write(line)
+    if path.startswith("s3://"):
+        bucket, key = _bucket_and_key(path)
+        client = s3_client or archive_s3_client()
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=b"".join(lines))
+        except botocore.exceptions.ClientError as error:
+            raise ExportError(f"{path} could not be written: {describe_error(error)}") from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise ExportError(
+                f"{path} could not be written: {describe_error(error)}{_S3_HINT}"
+            ) from None
         return
+    try:
+        _write_local(path, lines)
+    except OSError as error:
+        raise ExportError(f"{path} could not be written: {error.strerror or error}") from None
+
+
+def _bucket_and_key(path: str) -> tuple[str, str]:
+    bucket, _, key = path[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def _write_local(path: str, lines: Sequence[bytes]) -> None:
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     descriptor, staging = tempfile.mkstemp(dir=folder, prefix=".export-", suffix=".partial")
@@ -142,20 +193,28 @@ def write_atomically(path: str, lines: Sequence[bytes]) -> None:
 
 
 def export(
-    client: stripe.StripeClient, archive: str, since: datetime, until: datetime
+    client: stripe.StripeClient,
+    archive: str,
+    since: datetime,
+    until: datetime,
+    s3_client: Any | None = None,
 ) -> tuple[str, int]:
     """Lists the range's events and writes them to the archive; (path, events written).
 
     Events are written oldest first (by `created`, then id), so the file is the
-    same whatever order the API returned them in.
+    same whatever order the API returned them in. An `s3://` archive is
+    written with `s3_client`, whose bucket is checked before Stripe is asked.
     """
+    if archive.startswith("s3://"):
+        s3_client = s3_client or archive_s3_client()
+        check_bucket(archive, s3_client)
     events = sorted(list_events(client, since, until), key=lambda e: (e["created"], e["id"]))
     lines = [
         json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         for event in events
     ]
     path = export_path(archive, since, until)
-    write_atomically(path, lines)
+    write_atomically(path, lines, s3_client)
     return path, len(lines)
 
 
@@ -183,6 +242,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"events go to its {EXPORTS_FOLDER}/ folder.",
     )
     parser.add_argument(
+        "--s3_endpoint_url",
+        default=None,
+        help="The S3 endpoint of an s3:// --archive, as the jobs' flag of the same name. "
+        "Default: the standard AWS configuration (AWS_ENDPOINT_URL, ...), then AWS's own.",
+    )
+    parser.add_argument(
+        "--s3_region_name",
+        default=None,
+        help="The region of an s3:// --archive's bucket. Default: the standard AWS "
+        "configuration (AWS_DEFAULT_REGION, ...).",
+    )
+    parser.add_argument(
         "--stripe_api_base",
         default=DEFAULT_API_BASE,
         help="Stripe's API address (a local server in tests). Default: %(default)s.",
@@ -196,6 +267,13 @@ def main(argv: Sequence[str] | None = None, *, now: datetime | None = None) -> i
     until = args.until or now
     if args.since >= until:
         print(f"{PROG}: error: --since must be before --until", file=sys.stderr)
+        return 2
+    s3 = args.archive.startswith("s3://")
+    if (s3 and not _bucket_and_key(args.archive)[0]) or (not s3 and "://" in args.archive):
+        print(
+            f"{PROG}: error: --archive {args.archive}: give a local folder or s3://bucket/prefix",
+            file=sys.stderr,
+        )
         return 2
     api_key = os.environ.get(API_KEY_ENV)
     if not api_key:
@@ -211,11 +289,20 @@ def main(argv: Sequence[str] | None = None, *, now: datetime | None = None) -> i
             file=sys.stderr,
         )
     try:
+        s3_client = None
+        if s3:
+            # Credentials from the standard AWS chain only: never a flag.
+            s3_client = archive_s3_client(
+                endpoint_url=args.s3_endpoint_url, region_name=args.s3_region_name
+            )
         path, written = export(
-            stripe_client(api_key, args.stripe_api_base), args.archive, args.since, until
+            stripe_client(api_key, args.stripe_api_base), args.archive, args.since, until, s3_client
         )
     except ExportError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 3
+    except botocore.exceptions.BotoCoreError as error:  # the S3 client could not be made
+        print(f"{PROG}: error: --archive {args.archive}: {describe_error(error)}", file=sys.stderr)
         return 3
     print(
         f"exported {written} events created in [{args.since:%Y-%m-%dT%H:%M:%SZ}, "

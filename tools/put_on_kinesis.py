@@ -207,7 +207,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().error("--create takes a stream name, not an ARN")
     if args.shards < 1:
         _parser().error("--shards must be at least 1")
-    client = kinesis_client()
     if args.archive is not None:
         if not args.archive.is_dir():
             _parser().error(f"--archive {args.archive} is not a folder")
@@ -216,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         archive = generate(args.generate, args.seed, args.start, args.hours)
         records = archive.envelopes(include_malformed=True)
     try:
+        client = kinesis_client()
         if args.create:
             create_stream(client, args.stream, args.shards)
         else:
@@ -224,6 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         count = put_records(client, args.stream, records)
     except ConfigurationError as error:
         return _fail(str(error).replace("--kinesis_stream", "--stream"))
+    except botocore.exceptions.NoRegionError:
+        return _fail(
+            f"--stream {args.stream}: no AWS region configured: set AWS_REGION (or "
+            "AWS_DEFAULT_REGION, or region in the AWS config file)"
+        )
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
         return _fail(f"Kinesis {args.stream}: {describe_error(error)}")
     print(

@@ -142,16 +142,26 @@ def duckdb_query(path: str) -> Query:
 def bigquery_query(project: str, dataset: str) -> Query:
     """Queries on BigQuery with `project.dataset` as the default dataset."""
     from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
     from google.cloud import bigquery
 
-    client = bigquery.Client(project=project)
+    from transforms.sinks.bigquery import describe_google_error
+
+    try:
+        client = bigquery.Client(project=project)
+    except GoogleAuthError as error:  # no credentials: the client looks for them at once
+        raise WarehouseError(
+            f"--warehouse bigquery:{project}.{dataset}: {describe_google_error(error)}"
+        ) from None
     config = bigquery.QueryJobConfig(default_dataset=f"{project}.{dataset}")
 
     def run(sql: str) -> list[Row]:
         try:
             return [tuple(row.values()) for row in client.query(sql, job_config=config).result()]
-        except GoogleAPIError as error:
-            raise WarehouseError(f"bigquery:{project}.{dataset}: {error}") from error
+        except (GoogleAPIError, GoogleAuthError) as error:
+            raise WarehouseError(
+                f"--warehouse bigquery:{project}.{dataset}: {describe_google_error(error)}"
+            ) from None
 
     return run
 
@@ -448,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = write_report(open_warehouse(args.warehouse), args.warehouse, period, args.out)
     except WarehouseError as error:
         # The warehouse is missing or cannot be read: infrastructure, not usage.
-        print(f"python -m tools.report: error: {error}", file=sys.stderr)
+        message = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+        print(f"python -m tools.report: error: {message}", file=sys.stderr)
         return 3
     for path in written:
         print(path)

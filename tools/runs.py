@@ -8,7 +8,8 @@ job, its exit code, the records read / processed / skipped / dead-lettered,
 the rows it wrote (all destinations together), what it read, and the run id
 (`SELECT * FROM pipeline_runs WHERE run_id = '...'` shows the arguments, the
 range, the rows per destination and the code version). Reads only; exit 0,
-also when no run is recorded yet.
+also when no run is recorded yet, 2 usage, 3 when the warehouse cannot be
+read (no Google credentials, BigQuery refusing, a DuckDB file locked), in one line.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import duckdb
+from google.api_core.exceptions import GoogleAPIError
+from google.auth.exceptions import GoogleAuthError
+
+from pipelines.launch import EXIT_INFRASTRUCTURE, one_line
 from schemas.records import PipelineRun
+from transforms.sinks.bigquery import bigquery_dataset, describe_google_error
+from transforms.sinks.common import BIGQUERY_PREFIX
 from transforms.sinks.run_history import recent_runs
 
+PROG = "python -m tools.runs"
 DEFAULT_WAREHOUSE = "out/warehouse.duckdb"
 HEADER = (
     "started (UTC)",
@@ -77,7 +86,7 @@ def render(runs: Sequence[PipelineRun]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.runs",
+        prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -95,14 +104,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.limit < 1:
         parser.error(f"--limit must be at least 1, got {args.limit}")
-    if not args.warehouse.startswith("bigquery:") and not Path(args.warehouse).exists():
+    if args.warehouse.startswith(BIGQUERY_PREFIX):
+        try:
+            bigquery_dataset(args.warehouse)
+        except ValueError as error:
+            parser.error(str(error))
+    elif not Path(args.warehouse).exists():
         parser.error(f"--warehouse {args.warehouse}: no such DuckDB file")
-    runs = recent_runs(args.warehouse, args.limit)
+    try:
+        runs = recent_runs(args.warehouse, args.limit)
+    except (GoogleAuthError, GoogleAPIError) as error:
+        return _fail(f"--warehouse {args.warehouse}: {describe_google_error(error)}")
+    except duckdb.Error as error:  # e.g. a running job holds the file's lock
+        return _fail(f"--warehouse {args.warehouse}: {type(error).__name__}: {error}")
     if not runs:
         print(f"no runs recorded in {args.warehouse}")
         return 0
     print(render(runs))
     return 0
+
+
+def _fail(message: str) -> int:
+    """One line on stderr, exit 3: the warehouse is the problem, not the flags."""
+    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)
+    return EXIT_INFRASTRUCTURE
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
+import time
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -279,6 +281,80 @@ def test_a_missing_warehouse_is_infrastructure_and_exits_3(tmp_path: Path) -> No
 def test_a_warehouse_that_does_not_exist_is_not_created_by_the_runs_row(tmp_path: Path) -> None:
     assert redrive.run(["--warehouse", str(tmp_path / "w.duckdb")]) == 3
     assert not (tmp_path / "w.duckdb").exists()
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("source", "line"),
+    [
+        pytest.param(
+            "/nonexistent/archive",
+            "--source /nonexistent/archive does not exist: give the archive's folder, a glob "
+            "or s3://bucket/prefix",
+            id="missing-folder",
+        ),
+        pytest.param(
+            "{tmp}/empty",
+            "--source {tmp}/empty holds no files: check --source and the range, or pass "
+            "--allow_empty to run on nothing",
+            id="empty-folder",
+        ),
+        pytest.param(
+            "s3://archive/stripe/",
+            "--source s3://archive/stripe/ cannot be listed: EndpointConnectionError: Could not "
+            'connect to the endpoint URL: "http://127.0.0.1:{port}/archive?list-type=2&prefix='
+            'stripe%2F&encoding-type=url" (check --s3_endpoint_url or AWS_ENDPOINT_URL, the '
+            "region and the credentials)",
+            id="unreachable-s3",
+        ),
+    ],
+)
+def test_a_missing_empty_or_unreachable_source_stops_the_redrive_in_one_line(
+    warehouse: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    source: str,
+    line: str,
+) -> None:
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    (tmp_path / "empty").mkdir()
+    port = _closed_port()
+    argv = ["--warehouse", warehouse, "--source", source.format(tmp=tmp_path)]
+    argv += ["--s3_endpoint_url", f"http://127.0.0.1:{port}", "--s3_region_name", "eu-west-1"]
+    capsys.readouterr()
+
+    began = time.monotonic()
+    code = redrive.run(argv)
+    elapsed = time.monotonic() - began
+
+    captured = capsys.readouterr()
+    assert (code, captured.out) == (3, "")
+    assert elapsed < 30
+    assert captured.err.splitlines()[0] == (
+        f"python -m pipelines.redrive: error: {line.format(tmp=tmp_path, port=port)}"
+    )
+    assert captured.err.splitlines()[1:] == [
+        f"run {_run_ids(warehouse)[-1]} recorded in pipeline_runs of {warehouse}"
+    ]
+    # Nothing was claimed: both letters are pending as they were.
+    assert _query(
+        warehouse, "SELECT reason, redriven_at, redrive_run_id FROM dead_letters ORDER BY 1"
+    ) == [("charge_missing", None, None), ("invalid_event", None, None)]
+    assert _query(warehouse, _REDRIVE_RUNS) == [
+        (3, [("letters_selected", 2), ("letters_resolved", 0), ("letters_failed", 0)], 0, True)
+    ]
+
+
+def _run_ids(path: str) -> list[str]:
+    return [row[0] for row in _query(path, "SELECT run_id FROM pipeline_runs ORDER BY started_at")]
 
 
 def test_redriving_twice_into_sqs_sends_exactly_one_email_per_payment(

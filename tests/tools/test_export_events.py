@@ -5,15 +5,19 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import duckdb
 import pytest
 
 from pipelines import backfill
 from tests.builders import T0, charge_object, payment_intent_object, session_object
+from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.stripe_api import API_KEY, StripeEventsApi, stripe_events_api
 from tools import export_events
 
@@ -90,7 +94,7 @@ def served(stripe_events_api: StripeEventsApi) -> StripeEventsApi:
     return stripe_events_api
 
 
-def export(api: StripeEventsApi, archive: Path, *extra: str) -> tuple[int, str, str]:
+def export(api: StripeEventsApi, archive: Path | str, *extra: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     argv = [
         "--since", SINCE.isoformat(), "--until", UNTIL.isoformat(),
@@ -224,3 +228,116 @@ def test_help_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert exit_.value.code == 0
     assert "--since" in out.getvalue() and "STRIPE_API_KEY" in out.getvalue()
     assert list(tmp_path.iterdir()) == []
+
+
+EXPORT_NAME = "stripe-events-20241205T230000Z-20241206T230000Z.jsonl"
+EXPORT = "python -m tools.export_events: error: "
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_exports_into_an_s3_archive_which_the_backfill_then_reads(
+    served: StripeEventsApi,
+    moto_server: MotoServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    s3 = boto3.session.Session().client("s3")
+    s3.create_bucket(
+        Bucket="export-archive",
+        CreateBucketConfiguration={"LocationConstraint": moto_server.region},
+    )
+
+    code, out, err = export(served, "s3://export-archive/stripe/")
+
+    path = f"s3://export-archive/stripe/exports/{EXPORT_NAME}"
+    assert (code, err) == (0, "")
+    assert out == (
+        f"exported 270 events created in [2024-12-05T23:00:00Z, 2024-12-06T23:00:00Z) to {path}\n"
+    )
+    listed = s3.list_objects_v2(Bucket="export-archive")["Contents"]
+    assert [item["Key"] for item in listed] == [f"stripe/exports/{EXPORT_NAME}"]
+    body = s3.get_object(Bucket="export-archive", Key=f"stripe/exports/{EXPORT_NAME}")["Body"]
+    expected = [event for n in range(1, PAYMENTS + 1) for event in payment_events(n)]
+    assert [json.loads(line) for line in body.read().splitlines()] == expected
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    argv = ["--source", "s3://export-archive/stripe/", "--start", SINCE.isoformat(),
+            "--end", UNTIL.isoformat(), "--warehouse", str(warehouse)]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()) as summary:
+        code = backfill.run(argv)
+    assert code == 0, summary.getvalue()
+    with duckdb.connect(str(warehouse), read_only=True) as db:
+        contributions = db.execute(
+            "SELECT payment_id, status, amount, currency FROM contributions ORDER BY payment_id"
+        ).fetchall()
+    assert [(p, s, str(a), c) for p, s, a, c in contributions] == [
+        (f"ch_{n:04d}", "Paid", f"{n}.000000000", "GBP") for n in range(1, PAYMENTS + 1)
+    ]
+    assert "read 270 = processed 270 + skipped 0 + dead-lettered 0: holds" in summary.getvalue()
+
+
+def test_a_missing_bucket_is_exit_3_before_stripe_is_asked(
+    served: StripeEventsApi, moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+
+    code, out, err = export(served, "s3://no-such-export-bucket/stripe/")
+
+    assert (code, out) == (3, "")
+    assert err == (
+        f"{EXPORT}--archive s3://no-such-export-bucket/stripe/: the S3 bucket "
+        "'no-such-export-bucket' does not exist\n"
+    )
+    assert served.requests == []
+
+
+def test_an_unreachable_s3_endpoint_is_exit_3_in_seconds(
+    served: StripeEventsApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "absent"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    port = _closed_port()
+    endpoint = f"http://127.0.0.1:{port}"
+
+    began = time.monotonic()
+    code, out, err = export(
+        served, "s3://archive/stripe/", "--s3_endpoint_url", endpoint, "--s3_region_name",
+        "eu-west-1",
+    )  # fmt: skip
+    elapsed = time.monotonic() - began
+
+    assert (code, out) == (3, "")
+    assert elapsed < 30
+    assert err == (
+        f"{EXPORT}--archive s3://archive/stripe/: EndpointConnectionError: Could not connect "
+        f'to the endpoint URL: "{endpoint}/archive" (check --s3_endpoint_url or '
+        "AWS_ENDPOINT_URL, the region and the credentials)\n"
+    )
+    assert served.requests == []
+
+
+@pytest.mark.parametrize(
+    "archive",
+    ["gs://bucket/stripe/", "s3://", "s3:///stripe/"],
+    ids=["gcs", "no-bucket", "empty-bucket"],
+)
+def test_an_archive_neither_local_nor_s3_is_a_usage_error(
+    archive: str, served: StripeEventsApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    monkeypatch.chdir(tmp_path)
+
+    code, out, err = export(served, archive)
+
+    assert (code, out) == (2, "")
+    assert err == f"{EXPORT}--archive {archive}: give a local folder or s3://bucket/prefix\n"
+    assert served.requests == [] and list(tmp_path.iterdir()) == []

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests.fixtures.bigquery import without_google_credentials
 from tests.fixtures.warehouses import Warehouses
 from tools import report
 
@@ -218,3 +221,25 @@ def test_bad_arguments_exit_with_a_one_line_error_and_write_nothing(
     assert result == code
     assert capsys.readouterr().err.splitlines()[-1] == message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bigquery_without_credentials_is_exit_3_in_one_line(tmp_path: Path) -> None:
+    # A child process: the emulator fixture, once started, gives this one anonymous credentials.
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.report", "--warehouse", "bigquery:p.d"]
+        + ["--out", str(tmp_path / "report")],
+        cwd=Path(__file__).resolve().parents[2],
+        env=without_google_credentials(tmp_path, key_file=True),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (3, "")
+    assert done.stderr.splitlines() == [
+        f"python -m tools.report: error: --warehouse bigquery:p.d: no Google credentials (File "
+        f"{tmp_path}/absent-key.json was not found.): give application default credentials: "
+        "GOOGLE_APPLICATION_CREDENTIALS naming a key file, `gcloud auth application-default "
+        "login`, or a service account on Google Cloud"
+    ]
+    assert not (tmp_path / "report").exists()

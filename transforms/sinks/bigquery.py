@@ -75,6 +75,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import apache_beam as beam
+import google.auth.exceptions
 from apache_beam.io.gcp.bigquery import BigQueryDisposition, BigQueryWriteFn, WriteToBigQuery
 from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 from apache_beam.metrics import Metrics
@@ -424,6 +425,25 @@ def bigquery_dataset(warehouse: str) -> tuple[str, str]:
     if not project or not dataset or "." in dataset:
         raise ValueError(f"--warehouse {warehouse!r}: expected bigquery:PROJECT.DATASET")
     return project, dataset
+
+
+#: How a process gets Google credentials, for the error that none were found.
+CREDENTIALS_HINT = (
+    "give application default credentials: GOOGLE_APPLICATION_CREDENTIALS naming a key "
+    "file, `gcloud auth application-default login`, or a service account on Google Cloud"
+)
+
+
+def describe_google_error(error: Exception) -> str:
+    """One line for a failed Google call (`google.auth`'s or the API's error).
+
+    Credentials that cannot be found (`DefaultCredentialsError`) also say how to give them.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = lines[0] if lines else type(error).__name__
+    if isinstance(error, google.auth.exceptions.DefaultCredentialsError):
+        return f"no Google credentials ({message}): {CREDENTIALS_HINT}"
+    return f"{type(error).__name__}: {message}"
 
 
 def _check_flags(config: SinkConfig) -> None:
