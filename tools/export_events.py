@@ -36,6 +36,7 @@ from typing import Any
 import stripe
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.flags import FlagParser
 from pipelines.options import utc_datetime
 from transforms.domain import facts
 
@@ -160,7 +161,7 @@ def export(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(

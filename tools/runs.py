@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines.flags import FlagParser
 from schemas.records import PipelineRun
 from transforms.sinks.run_history import recent_runs
 
@@ -76,7 +77,7 @@ def render(runs: Sequence[PipelineRun]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="python -m tools.runs",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
