@@ -7,8 +7,9 @@ One line per run, newest first: when it started (UTC), how long it took, the
 job, its exit code, the records read / processed / skipped / dead-lettered,
 the rows it wrote (all destinations together), what it read, and the run id
 (`SELECT * FROM pipeline_runs WHERE run_id = '...'` shows the arguments, the
-range, the rows per destination and the code version). Reads only; exit 0,
-also when no run is recorded yet.
+range, the rows per destination and the code version). Reads only. Exit 0
+(also when no run is recorded yet), 2 a bad flag, 3 a DuckDB warehouse that
+does not exist.
 """
 
 from __future__ import annotations
@@ -97,7 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit < 1:
         parser.error(f"--limit must be at least 1, got {args.limit}")
     if not args.warehouse.startswith("bigquery:") and not Path(args.warehouse).exists():
-        parser.error(f"--warehouse {args.warehouse}: no such DuckDB file")
+        # Infrastructure, as for tools.query: the flag is well formed, the file is missing.
+        print(
+            f"{parser.prog}: error: --warehouse {args.warehouse}: no such DuckDB file",
+            file=sys.stderr,
+        )
+        return 3
     runs = recent_runs(args.warehouse, args.limit)
     if not runs:
         print(f"no runs recorded in {args.warehouse}")
