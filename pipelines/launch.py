@@ -21,7 +21,11 @@ from typing import Any, TypeVar, cast
 import apache_beam as beam
 import botocore.exceptions
 import duckdb
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    StandardOptions,
+    _BeamArgumentParser,
+)
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
@@ -86,8 +90,27 @@ def parse_options(
     for option_class in option_classes:
         # Beam's documented hook; it only calls add_argument, which argparse has.
         option_class._add_argparse_args(cast(Any, parser))
-    parser.parse_known_args(args)
+    _, rest = parser.parse_known_args(args)
+    dropped = beam_leftovers(rest)
+    if dropped:
+        parser.error(f"unrecognized arguments: {' '.join(dropped)} (the jobs take only flags)")
     return JobOptions(args)
+
+
+def beam_leftovers(args: Sequence[str]) -> list[str]:
+    """What Beam would discard with a warning: neither a flag of an options class nor its value.
+
+    The flags are known by then (`known_flags`); what is left is an argument
+    that is not a value (`sample/archive` without `--source`, a second value)
+    or comes after `--`. Parsed as Beam's `get_all_options` parses: its
+    parser (private, for `add_value_provider_argument`) with every direct
+    subclass of `PipelineOptions`, once each.
+    """
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for option_class in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        option_class._add_argparse_args(parser)
+    _, left = parser.parse_known_args(args)
+    return left
 
 
 _View = TypeVar("_View", bound=PipelineOptions)

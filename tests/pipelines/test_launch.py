@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipelines import backfill, reconcile, redrive, streaming
 from pipelines.flags import unknown_flags
-from pipelines.launch import JobOptions, known_flags, parse_options
+from pipelines.launch import JobOptions, beam_leftovers, known_flags, parse_options
 from pipelines.options import SinkOptions
 
 
@@ -105,6 +105,40 @@ def test_beams_own_flags_and_their_values_are_known() -> None:
             "--no_auth", "--experiments=use_runner_v2", "--streaming"]  # fmt: skip
     assert unknown_flags(argv, known) == []
     assert unknown_flags(["p", "--", "--project"], known) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "left"),
+    [
+        (["sample/archive"], "sample/archive"),
+        (["--source", "a", "b"], "b"),
+        (["--warehouse=w.duckdb", "--", "--no_messages"], "-- --no_messages"),
+        (["--streaming", "true"], "true"),
+    ],
+    ids=["source-without-its-flag", "second-value", "after-double-dash", "value-of-a-switch"],
+)
+def test_an_argument_beam_would_discard_exits_2(
+    argv: list[str],
+    left: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as raised:
+        backfill.run(argv)
+    assert raised.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"{backfill.PROG}: error: unrecognized arguments: {left} (the jobs take only flags)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_beam_keeps_its_flags_switches_and_values() -> None:
+    argv = ["--runner", "DataflowRunner", "--project", "p", "--region=europe-west1",
+            "--streaming", "--no_auth", "--experiments=a", "--experiments", "b",
+            "--s3_secret_access_key", "k", "--dry_run=True", "--save_main_session"]  # fmt: skip
+    assert beam_leftovers(argv) == []
 
 
 def backfill_options(argv: list[str]) -> PipelineOptions:
