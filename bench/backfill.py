@@ -62,6 +62,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pipelines.flags import FlagParser
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_EVENTS = 300_000
@@ -567,7 +569,7 @@ def render(sizes: Sequence[SizeResult], total_seconds: float) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="python -m bench.backfill",
         description=(__doc__ or "").split("\n\n", 1)[0],
     )

@@ -21,13 +21,13 @@ path). Prints one line per figure; nothing is written.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from pipelines.flags import FlagParser
 from tools.generate_archive import generate
 from transforms.domain.events import SourceRecord, StripeEvent
 from transforms.domain.facts import ClassifyError, classify
@@ -102,7 +102,7 @@ def schema_checks(events: list[StripeEvent]) -> Callable[[], int] | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = FlagParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--payments", type=int, default=2000, help="payments in the archive")
     parser.add_argument("--seed", type=int, default=7, help="the generator's seed")
     parser.add_argument("--repeats", type=int, default=3, help="passes per figure; best counts")

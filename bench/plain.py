@@ -41,7 +41,6 @@ if __name__ == "__main__":
     # imports run, then what they made is frozen out of the collector's view.
     gc.disable()
 
-import argparse
 import hashlib
 import json
 import os
@@ -58,6 +57,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from pipelines.flags import FlagParser
 from schemas.generate import arrow_schema, columns, duckdb_ddl, table_of
 from schemas.records import (
     ALL_RECORD_TYPES,
@@ -974,7 +974,7 @@ def latest_attempt(sessions: list[tuple], failed: list[tuple]) -> list[tuple]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="python -m bench.plain", description=(__doc__ or "").split("\n\n", 1)[0]
     )
     parser.add_argument("--archive", type=Path, required=True, help="The archive folder to read.")

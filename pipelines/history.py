@@ -1,7 +1,7 @@
 """What a run leaves behind: its `pipeline_runs` row and its summary as JSON.
 
-`RunStart` is taken when a job is launched (the arguments, with any DSN
-password masked, and the start time); `run_record` turns it and the
+`RunStart` is taken when a job is launched (the arguments, with secrets
+and DSN passwords masked, and the start time); `run_record` turns it and the
 finished run's summary into the `schemas.records.PipelineRun` row that
 `transforms.sinks.run_history.append_run` appends to the warehouse.
 """
@@ -27,6 +27,10 @@ PACKAGE = "stripe-contributions-pipeline"
 _REPOSITORY = Path(__file__).resolve().parent.parent
 # A value that may carry a password: a `user:password@` after `://`, or `password=`.
 _CREDENTIALS = re.compile(r"://[^/@\s]*:[^@\s]*@|password\s*=", re.IGNORECASE)
+#: A word of a flag's name that makes its value a secret: Beam's `--s3_secret_access_key`,
+#: `--s3_session_token`, any `--*_password`. Whole words, so `--stripe_api_base` is kept.
+SECRET_WORDS = frozenset({"secret", "token", "password", "passwd", "key", "credentials"})
+MASK = "********"
 
 
 @dataclass(frozen=True)
@@ -43,15 +47,32 @@ class RunStart:
     started_at: datetime
 
 
-def masked_arguments(arguments: Sequence[str]) -> tuple[str, ...]:
-    """The arguments with the password of any DSN in them masked (`DsnMask`).
+def is_secret_flag(flag: str) -> bool:
+    """Whether a word of the flag's name (between `_` or `-`) is one of `SECRET_WORDS`."""
+    return not SECRET_WORDS.isdisjoint(re.split(r"[_-]+", flag.lstrip("-").lower()))
 
-    Secrets never come as flags (tokens are read from the environment), but a
-    Postgres DSN given as `--contributions_store` may hold a password.
+
+def masked_arguments(arguments: Sequence[str]) -> tuple[str, ...]:
+    """The arguments with every secret masked (`MASK`).
+
+    Masked whole: the value of a flag `is_secret_flag` names (`--flag=value`,
+    or the argument after `--flag` unless it is another flag), such as a
+    secret Beam takes as a flag (`--s3_secret_access_key`). Masked in part:
+    the password of any DSN (`DsnMask`), e.g. a Postgres DSN given as
+    `--contributions_store`.
     """
     masked = []
+    value_of_secret = False
     for argument in arguments:
+        if value_of_secret and not argument.startswith("--"):
+            masked.append(MASK)
+            value_of_secret = False
+            continue
         flag, equals, value = argument.partition("=") if argument.startswith("--") else ("", "", "")
+        value_of_secret = bool(flag) and not equals and is_secret_flag(flag)
+        if equals and is_secret_flag(flag):
+            masked.append(f"{flag}={MASK}")
+            continue
         if not equals:
             flag, value = "", argument
         if _CREDENTIALS.search(value):

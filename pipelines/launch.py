@@ -10,7 +10,6 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import re
 import sys
@@ -22,11 +21,16 @@ from typing import Any, TypeVar, cast
 import apache_beam as beam
 import botocore.exceptions
 import duckdb
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    StandardOptions,
+    _BeamArgumentParser,
+)
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
 from pipelines.aws_role import start_role
+from pipelines.flags import FlagParser
 from pipelines.history import (
     RunStart,
     code_version,
@@ -67,24 +71,46 @@ def parse_options(
     prog: str,
     description: str,
 ) -> PipelineOptions:
-    """The job's options; `--help` and bad values exit with argparse's messages."""
+    """The job's options; `--help` and bad values exit with argparse's messages.
+
+    Every flag must be spelt in full, ours and Beam's (`pipelines.flags`):
+    one nobody defines exits 2 naming the closest. Beam parses the same
+    arguments again without abbreviations, so a flag our parser took as an
+    abbreviation would be dropped by Beam, and the job would run with its
+    default.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog=prog,
         description=description,
         epilog=BEAM_OPTIONS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        passed_on=known_flags(),
     )
     for option_class in option_classes:
         # Beam's documented hook; it only calls add_argument, which argparse has.
         option_class._add_argparse_args(cast(Any, parser))
     _, rest = parser.parse_known_args(args)
-    unknown = unknown_flags(rest, known_flags())
-    if unknown:
-        flag, suggestion = unknown[0]
-        hint = f" (did you mean {suggestion}?)" if suggestion else ""
-        parser.error(f"unrecognized flag {flag}{hint}")
+    dropped = beam_leftovers(rest)
+    if dropped:
+        parser.error(f"unrecognized arguments: {' '.join(dropped)} (the jobs take only flags)")
     return JobOptions(args)
+
+
+def beam_leftovers(args: Sequence[str]) -> list[str]:
+    """What Beam would discard with a warning: neither a flag of an options class nor its value.
+
+    The flags are known by then (`known_flags`); what is left is an argument
+    that is not a value (`sample/archive` without `--source`, a second value)
+    or comes after `--`. Parsed as Beam's `get_all_options` parses: its
+    parser (private, for `add_value_provider_argument`) with every direct
+    subclass of `PipelineOptions`, once each.
+    """
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for option_class in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        option_class._add_argparse_args(parser)
+    _, left = parser.parse_known_args(args)
+    return left
 
 
 _View = TypeVar("_View", bound=PipelineOptions)
@@ -149,23 +175,6 @@ class _FlagCollector:
 
     def add_mutually_exclusive_group(self, *_: Any, **__: Any) -> _FlagCollector:
         return self
-
-
-def unknown_flags(args: Sequence[str], known: frozenset[str]) -> list[tuple[str, str | None]]:
-    """[(flag, closest known flag or None)] for each `--flag` in `args` nobody defines.
-
-    Beam only warns about a flag it does not know and runs with the default,
-    so a misspelt `--warehose` would silently write to the default warehouse.
-    """
-    found = []
-    for arg in args:
-        if not arg.startswith("--") or arg == "--":
-            continue
-        flag = arg.split("=", 1)[0]
-        if flag not in known:
-            close = difflib.get_close_matches(flag, sorted(known), n=1, cutoff=0.75)
-            found.append((flag, close[0] if close else None))
-    return found
 
 
 def runner_for(options: PipelineOptions) -> PipelineRunner | None:

@@ -28,6 +28,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.runner import PipelineState
 
+from pipelines.flags import FlagParser
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = PROJECT_ROOT / "tests" / "pipelines" / "golden"
 
@@ -124,7 +126,7 @@ def golden_text(steps: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="python -m tools.dataflow_steps",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -44,6 +44,7 @@ from typing import Any
 import botocore.exceptions
 import stripe
 
+from pipelines.flags import FlagParser
 from pipelines.options import utc_datetime
 from transforms.domain import facts
 from transforms.infrastructure import describe_error, error_code
@@ -219,7 +220,7 @@ def export(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(

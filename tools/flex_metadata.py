@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import backfill, streaming
+from pipelines.flags import FlagParser
 from pipelines.flex_template import JOBS, job_parser
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def rendered(job: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="python -m tools.flex_metadata", description=__doc__.splitlines()[0] if __doc__ else ""
     )
     mode = parser.add_mutually_exclusive_group(required=True)

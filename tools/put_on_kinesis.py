@@ -36,6 +36,7 @@ from typing import Any
 import boto3
 import botocore.exceptions
 
+from pipelines.flags import FlagParser
 from pipelines.launch import EXIT_INFRASTRUCTURE
 from pipelines.options import utc_datetime
 from tools.generate_archive import DEFAULT_START, generate
@@ -156,7 +157,7 @@ PROG = "python -m tools.put_on_kinesis"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog=PROG,
         description="Put EventBridge envelopes (generated, or from a Firehose archive folder) "
         "on a Kinesis data stream with PutRecords. AWS endpoint and credentials come from the "

@@ -9,17 +9,17 @@ Exit 0 done, 2 a statement DuckDB refuses (syntax, unknown table or column),
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
 import duckdb
 
+from pipelines.flags import FlagParser
 from transforms.sinks.common import DEFAULT_WAREHOUSE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.query", description=__doc__)
+    parser = FlagParser(prog="python -m tools.query", description=__doc__)
     parser.add_argument("sql", help="One SQL statement (DuckDB dialect).")
     parser.add_argument(
         "--warehouse", default=DEFAULT_WAREHOUSE, help="DuckDB file. Default: %(default)s."

@@ -44,6 +44,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import PercentFormatter, StrMethodFormatter  # noqa: E402
 
+from pipelines.flags import FlagParser
 from transforms.domain.money import currency_exponent  # noqa: E402
 from transforms.sinks.common import BIGQUERY_PREFIX, DEFAULT_WAREHOUSE  # noqa: E402
 
@@ -435,7 +436,7 @@ def _day(text: str) -> date:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="python -m tools.report",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -8,8 +8,9 @@ job, its exit code, the records read / processed / skipped / dead-lettered,
 the rows it wrote (all destinations together), what it read, and the run id
 (`SELECT * FROM pipeline_runs WHERE run_id = '...'` shows the arguments, the
 range, the rows per destination and the code version). Reads only; exit 0,
-also when no run is recorded yet, 2 usage, 3 when the warehouse cannot be
-read (no Google credentials, BigQuery refusing, a DuckDB file locked), in one line.
+also when no run is recorded yet, 2 a bad flag, 3 when the warehouse cannot be
+read (a DuckDB file that does not exist or is locked, no Google credentials,
+BigQuery refusing), in one line.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import duckdb
 from google.api_core.exceptions import GoogleAPIError
 from google.auth.exceptions import GoogleAuthError
 
+from pipelines.flags import FlagParser
 from pipelines.launch import EXIT_INFRASTRUCTURE, one_line
 from schemas.records import PipelineRun
 from transforms.sinks.bigquery import bigquery_dataset, describe_google_error
@@ -85,7 +87,7 @@ def render(runs: Sequence[PipelineRun]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -110,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             parser.error(str(error))
     elif not Path(args.warehouse).exists():
-        parser.error(f"--warehouse {args.warehouse}: no such DuckDB file")
+        # Infrastructure, as for tools.query: the flag is well formed, the file is missing.
+        return _fail(f"--warehouse {args.warehouse}: no such DuckDB file")
     try:
         runs = recent_runs(args.warehouse, args.limit)
     except (GoogleAuthError, GoogleAPIError) as error:

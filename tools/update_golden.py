@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pipelines.flags import FlagParser
 from schemas.generate import (
     arrow_schema_text,
     bigquery_schema,
@@ -45,7 +46,7 @@ def golden_path(cls: type, suffix: str) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Write every golden file and print the ones whose content changed."""
-    argparse.ArgumentParser(
+    FlagParser(
         prog="python -m tools.update_golden",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -54,6 +54,10 @@ def archive(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return root
 
 
+S3_SECRET = "wJalrXUtnFEMI-secret"
+S3_TOKEN = "FwoGZXIvYXdzE-token"
+
+
 def run_backfill(archive: Path, warehouse: Path, capture: Path, *flags: str) -> str:
     """Runs the backfill to exit 0 and returns what it printed."""
     with capture.open("w") as out, contextlib.redirect_stdout(out):
@@ -88,6 +92,10 @@ def runs(
                 str(shuffle_dir),
                 "--summary_json",
                 str(summary_json),
+                # Beam's S3 credentials, which a local archive does not use: never recorded.
+                "--s3_secret_access_key",
+                S3_SECRET,
+                f"--s3_session_token={S3_TOKEN}",
             )
         )
         assert list(shuffle_dir.iterdir()) == []
@@ -165,6 +173,15 @@ def test_each_run_is_recorded_with_what_it_wrote_apart_from_the_table_totals(run
         assert document["written_by_this_run"] == written
         assert document["table_totals"] == totals
         assert document["records_read"] == run.records_read
+        assert document["arguments"] == list(run.arguments)
+        assert run.arguments[-3:] == (
+            "--s3_secret_access_key",
+            "********",
+            "--s3_session_token=********",
+        )
+        for secret in (S3_SECRET, S3_TOKEN):
+            assert secret not in json.dumps(document)
+            assert secret not in str(run.arguments)
         assert run.processed + run.skipped + run.dead_lettered == run.records_read
     # Every row is upserted again by the second run: it wrote as many as the
     # first, and the tables hold one copy (the totals count each row once).

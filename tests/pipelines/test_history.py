@@ -41,10 +41,41 @@ ENDED = datetime(2026, 1, 2, 3, 5, 6, tzinfo=UTC)
             ["--identity_api_url", "https://user:S3cr3t@identity.example/"],
             ("--identity_api_url", "********"),
         ),
+        (
+            ["--s3_secret_access_key", "wJalrXUtn", "--s3_session_token=FwoGZX", "--source", "s"],
+            ("--s3_secret_access_key", "********", "--s3_session_token=********", "--source", "s"),
+        ),
+        (
+            ["--s3_access_key_id=AKIA1", "--db_password", "-p4ss", "--store_passwd", "x"],
+            (
+                "--s3_access_key_id=********",
+                "--db_password",
+                "********",
+                "--store_passwd",
+                "********",
+            ),
+        ),
+        (
+            ["--stripe_api_base", "http://127.0.0.1:1", "--keys=k", "--monkey", "m", "--tokens=t"],
+            ("--stripe_api_base", "http://127.0.0.1:1", "--keys=k", "--monkey", "m", "--tokens=t"),
+        ),
+        (
+            ["--enable_hot_key_logging", "--source", "s", "--api_token"],
+            ("--enable_hot_key_logging", "--source", "s", "--api_token"),
+        ),
     ],
-    ids=["url-dsn", "keyvalue-dsn-with-equals", "no-secret", "other-url-masked-whole"],
+    ids=[
+        "url-dsn",
+        "keyvalue-dsn-with-equals",
+        "no-secret",
+        "other-url-masked-whole",
+        "beams-s3-secret-flags",
+        "key-password-passwd-words",
+        "whole-words-only",
+        "a-secret-switch-has-no-value",
+    ],
 )
-def test_arguments_are_kept_but_for_passwords(
+def test_arguments_are_kept_but_for_secrets_and_passwords(
     arguments: list[str], masked: tuple[str, ...]
 ) -> None:
     assert masked_arguments(arguments) == masked

@@ -12,8 +12,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TypeOptions
 
-from pipelines import backfill, streaming
-from pipelines.launch import JobOptions, known_flags, parse_options, unknown_flags
+from pipelines import backfill, reconcile, redrive, streaming
+from pipelines.flags import unknown_flags
+from pipelines.launch import JobOptions, beam_leftovers, known_flags, parse_options
 from pipelines.options import SinkOptions
 
 
@@ -45,6 +46,58 @@ def test_an_unknown_flag_exits_2_naming_the_closest_known_one(
     assert err.endswith(f"error: {message}" if message.endswith("\n") else f"error: {message}\n")
 
 
+@pytest.mark.parametrize(
+    ("job", "argv", "flag", "meant"),
+    [
+        (backfill, ["--no_messag"], "--no_messag", "--no_messages"),
+        (backfill, ["--sourc", "/nonexistent"], "--sourc", "--source"),
+        (backfill, ["--stripe_mod", "test"], "--stripe_mod", "--stripe_mode"),
+        (backfill, ["--warehouse=w.duckdb", "--allow_empt"], "--allow_empt", "--allow_empty"),
+        (backfill, ["--runne", "DataflowRunner"], "--runne", "--runner"),
+        (backfill, ["--s3_secret_access_k", "X"], "--s3_secret_access_k", "--s3_secret_access_key"),
+        (backfill, ["-sourc", "/nonexistent"], "-sourc", "--source"),
+        (streaming, ["--kinesis_str", "s"], "--kinesis_str", "--kinesis_stream"),
+        (streaming, ["--stream=true"], "--stream", "--streaming"),
+        (redrive, ["--warehous", "w.duckdb"], "--warehous", "--warehouse"),
+        (redrive, ["--dry_ru"], "--dry_ru", "--dry_run"),
+        (reconcile, ["--sourc", "/nonexistent"], "--sourc", "--source"),
+    ],
+    ids=[
+        "backfill-switch",
+        "backfill-source",
+        "backfill-value",
+        "after-a-good-flag",
+        "beams-flag",
+        "beams-secret-flag",
+        "single-dash",
+        "streaming",
+        "streaming-beams-switch",
+        "redrive",
+        "redrive-dry-run",
+        "reconcile",
+    ],
+)
+def test_an_abbreviated_flag_is_refused_with_exit_2_naming_the_flag_meant(
+    job: ModuleType,
+    argv: list[str],
+    flag: str,
+    meant: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Beam takes no abbreviation: one our parser took would be dropped, and the run go on.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as raised:
+        job.run(argv)
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        f"{job.PROG}: error: unrecognized flag {flag} (did you mean {meant}?)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_beams_own_flags_and_their_values_are_known() -> None:
     known = known_flags()
     argv = ["--runner", "DataflowRunner", "--project", "p", "--region=europe-west1",
@@ -52,6 +105,40 @@ def test_beams_own_flags_and_their_values_are_known() -> None:
             "--no_auth", "--experiments=use_runner_v2", "--streaming"]  # fmt: skip
     assert unknown_flags(argv, known) == []
     assert unknown_flags(["p", "--", "--project"], known) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "left"),
+    [
+        (["sample/archive"], "sample/archive"),
+        (["--source", "a", "b"], "b"),
+        (["--warehouse=w.duckdb", "--", "--no_messages"], "-- --no_messages"),
+        (["--streaming", "true"], "true"),
+    ],
+    ids=["source-without-its-flag", "second-value", "after-double-dash", "value-of-a-switch"],
+)
+def test_an_argument_beam_would_discard_exits_2(
+    argv: list[str],
+    left: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as raised:
+        backfill.run(argv)
+    assert raised.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"{backfill.PROG}: error: unrecognized arguments: {left} (the jobs take only flags)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_beam_keeps_its_flags_switches_and_values() -> None:
+    argv = ["--runner", "DataflowRunner", "--project", "p", "--region=europe-west1",
+            "--streaming", "--no_auth", "--experiments=a", "--experiments", "b",
+            "--s3_secret_access_key", "k", "--dry_run=True", "--save_main_session"]  # fmt: skip
+    assert beam_leftovers(argv) == []
 
 
 def backfill_options(argv: list[str]) -> PipelineOptions:

@@ -63,14 +63,13 @@ def test_says_so_when_no_run_is_recorded(
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--warehouse", "nowhere.duckdb"], "--warehouse nowhere.duckdb: no such DuckDB file"),
         (["--limit", "0"], "--limit must be at least 1, got 0"),
         (
             ["--warehouse", "bigquery:p"],
             "--warehouse 'bigquery:p': expected bigquery:PROJECT.DATASET",
         ),
     ],
-    ids=["missing-file", "zero-limit", "no-dataset"],
+    ids=["zero-limit", "no-dataset"],
 )
 def test_bad_arguments_exit_2_with_one_line(
     arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
@@ -79,6 +78,20 @@ def test_bad_arguments_exit_2_with_one_line(
         runs.main(arguments)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"python -m tools.runs: error: {message}"
+
+
+def test_a_missing_duckdb_warehouse_exits_3_in_one_line_and_is_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warehouse = tmp_path / "nowhere.duckdb"
+    assert runs.main(["--warehouse", str(warehouse)]) == 3
+    captured = capsys.readouterr()
+    assert (
+        captured.err
+        == f"python -m tools.runs: error: --warehouse {warehouse}: no such DuckDB file\n"
+    )
+    assert captured.out == ""
+    assert list(tmp_path.iterdir()) == []
 
 
 ROOT = Path(__file__).resolve().parents[2]

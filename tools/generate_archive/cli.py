@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipelines.flags import FlagParser
 from tools.generate_archive.archive import generate
 from tools.generate_archive.firehose import write_archive
 from tools.generate_archive.model import DEFAULT_START, DEFAULT_STREAM
@@ -24,7 +25,7 @@ PROG = "python -m tools.generate_archive"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog=PROG,
         description="Write a deterministic Stripe->EventBridge->Firehose archive and its truth.",
     )
