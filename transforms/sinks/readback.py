@@ -38,7 +38,7 @@ from transforms.domain.reconcile import Holding
 from transforms.infrastructure import ConfigurationError, aws_client_config, describe_error
 from transforms.sinks.bigquery import bigquery_dataset
 from transforms.sinks.dynamodb import SUPPORTER_TABLE
-from transforms.sinks.postgres import DsnMask
+from transforms.sinks.postgres import DsnMask, connection_parameters
 
 #: One SQL statement in, its rows out.
 Query = Callable[[str], list[tuple[Any, ...]]]
@@ -101,7 +101,8 @@ def postgres_query(dsn: str) -> Query:
 
     def run(sql: str) -> list[tuple[Any, ...]]:
         try:
-            with psycopg.connect(dsn, connect_timeout=10, options="-c TimeZone=UTC") as connection:
+            params = connection_parameters(dsn, connect_timeout=10)
+            with psycopg.connect(dsn, options="-c TimeZone=UTC", **params) as connection:
                 return connection.execute(sql.encode()).fetchall()
         except psycopg.Error as error:
             message = DsnMask(dsn)(str(error).strip().splitlines()[0])
