@@ -37,6 +37,7 @@ from transforms import infrastructure
 from transforms.infrastructure import AWS_ATTEMPTS
 from transforms.sinks.duckdb import WarehouseLockedError, connect_waiting
 from transforms.sinks.postgres import ContributionsStoreError
+from transforms.sinks.run_history import recent_runs
 from transforms.sources import archive as archive_source
 
 SAMPLE_ARCHIVE = Path(__file__).resolve().parents[2] / "sample" / "archive"
@@ -421,13 +422,26 @@ def test_a_store_that_fails_during_the_run_ends_it_in_one_line(
     write_archive(generate(payments=2, seed=3), archive)
     argv = ["--source", str(archive), "--warehouse", str(tmp_path / "w.duckdb")]
     argv += ["--contributions_store", f"{dsn} user={role}", "--stripe_mode", "test"]
+    argv += ["--summary_json", str(tmp_path / "summary.json")]
 
     assert backfill.run(argv) == 3
 
-    line = _only_line(capsys.readouterr().err)
+    err = capsys.readouterr().err
+    line = _only_line(err)
     assert line.startswith(
         f"{BACKFILL}Could not create tables in the contributions store at "
         f"{postgres_server.host}:{postgres_server.port}/{database}: InsufficientPrivilege "
         "[42501]: permission denied for schema public"
     )
     assert line.endswith("']")  # Beam names the step: [while running '...']
+    # The failed run is in the history all the same, with its exit code and zero counts; it
+    # ended without a summary, so no --summary_json.
+    (run,) = recent_runs(str(tmp_path / "w.duckdb"), 5)
+    assert (run.job, run.exit_code, run.source, run.arguments) == (
+        "backfill", 3, str(archive), tuple(argv)
+    )  # fmt: skip
+    counts = (run.records_read, run.processed, run.skipped, run.dead_lettered, run.rows_written)
+    assert counts == (0, 0, 0, 0, ())
+    assert run.started_at <= run.ended_at
+    assert not (tmp_path / "summary.json").exists()
+    assert f"run {run.run_id} recorded in pipeline_runs of {tmp_path / 'w.duckdb'}" in err
