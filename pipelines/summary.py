@@ -127,9 +127,10 @@ _WRITTEN_ROWS = (
 )
 #: The DynamoDB writer's counter of items written (namespace `stripe_events`).
 _SUPPORTER_ITEMS_WRITTEN = "supporter_items_written"
-#: The message ledger's `<kind>_sent` (namespace `stripe_events`), not `<kind>_already_sent`.
+#: The message ledger's `<kind>_sent` (namespace `stripe_events`), not `<kind>_already_sent`
+#: nor `<kind>_not_sent` (held back by the message window or `--no_messages`).
 _SENT_SUFFIX = "_sent"
-_ALREADY_SENT_SUFFIX = "_already_sent"
+_NOT_SENT_SUFFIXES = ("_already_sent", "_not_sent")
 
 
 def written_by_destination(counters: Mapping[tuple[str, str], int]) -> dict[str, int]:
@@ -150,7 +151,7 @@ def written_by_destination(counters: Mapping[tuple[str, str], int]) -> dict[str,
         if namespace == metrics.NAMESPACE:
             if name == _SUPPORTER_ITEMS_WRITTEN:
                 destination = "dynamodb:supporter_product_data"
-            elif name.endswith(_SENT_SUFFIX) and not name.endswith(_ALREADY_SENT_SUFFIX):
+            elif name.endswith(_SENT_SUFFIX) and not name.endswith(_NOT_SENT_SUFFIXES):
                 destination = "sent:" + name[: -len(_SENT_SUFFIX)]
         if destination is not None:
             written[destination] = written.get(destination, 0) + value

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,45 @@ def test_the_runners_shuffle_writes_the_same_rows_as_the_disk_shuffle(
 
     assert snapshot(warehouse) == snapshots[0]
     assert output == outputs[0]
+
+
+def _first_hour(archive: Path) -> datetime:
+    """The earliest Firehose hour folder of the archive (`YYYY/MM/dd/HH`)."""
+    hours = sorted(p.relative_to(archive) for p in archive.glob("[0-9]*/*/*/*") if p.is_dir())
+    year, month, day, hour = (int(part) for part in hours[0].parts)
+    return datetime(year, month, day, hour, tzinfo=UTC)
+
+
+def test_a_smaller_range_records_what_it_wrote_not_what_the_tables_hold(
+    runs: Any, archive: Path, tmp_path: Path
+) -> None:
+    """The same one-hour backfill into a fresh warehouse and into the full one: both write the
+    same rows, and only the tables' totals tell the two warehouses apart."""
+    full_warehouse, _, _, _ = runs
+    start = _first_hour(archive / "archive")
+    end = start + timedelta(hours=1)
+    window = ["--start", f"{start:%Y-%m-%dT%H:%M:%SZ}", "--end", f"{end:%Y-%m-%dT%H:%M:%SZ}"]
+    fresh, full = tmp_path / "fresh.duckdb", tmp_path / "full.duckdb"
+    shutil.copyfile(full_warehouse, full)
+    written = {}
+    for warehouse in (fresh, full):
+        summary = tmp_path / f"{warehouse.stem}.json"
+        run_backfill(
+            archive, warehouse, tmp_path / "out.txt", *window, "--summary_json", str(summary)
+        )
+        document = json.loads(summary.read_text())
+        (run,) = [run for run in recent_runs(str(warehouse), 10) if run.range_start == start]
+        assert run.run_id == document["run_id"]
+        assert {item.destination: item.rows for item in run.rows_written} == (
+            document["written_by_this_run"]
+        )
+        totals = {name: len(table) for name, table in snapshot(warehouse).items()}
+        assert document["table_totals"] == totals
+        written[warehouse.stem] = (document["written_by_this_run"], totals)
+
+    (fresh_written, fresh_totals), (full_written, full_totals) = written["fresh"], written["full"]
+    assert full_written == fresh_written
+    # Into a fresh warehouse the run's rows are all the tables hold; into the full one they
+    # are a part of it.
+    assert sum(fresh_written.values()) == sum(fresh_totals.values()) > 0
+    assert sum(full_written.values()) < sum(full_totals.values())

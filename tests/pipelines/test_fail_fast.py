@@ -27,13 +27,18 @@ from psycopg import conninfo
 
 from pipelines import backfill, streaming
 from pipelines.launch import EXIT_INFRASTRUCTURE, expected_failure, start
+from tests.fixtures.http_server import SilentEndpoint
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.postgres import PostgresServer
 from tools import put_on_kinesis
 from tools.dataflow_steps import DRY_RUN_ARGS
 from tools.generate_archive import generate, write_archive
+from transforms import infrastructure
+from transforms.infrastructure import AWS_ATTEMPTS
 from transforms.sinks.duckdb import WarehouseLockedError, connect_waiting
 from transforms.sinks.postgres import ContributionsStoreError
+from transforms.sinks.run_history import recent_runs
+from transforms.sources import archive as archive_source
 
 SAMPLE_ARCHIVE = Path(__file__).resolve().parents[2] / "sample" / "archive"
 #: DataflowRunner's offline dry-run options: Beam accepts them and contacts nothing.
@@ -189,6 +194,44 @@ def test_an_unreachable_s3_endpoint_fails_in_seconds(
         '&prefix=stripe%2F&encoding-type=url" (check --s3_endpoint_url or AWS_ENDPOINT_URL, '
         "the region and the credentials)"
     )
+
+
+#: The read timeout the silent-endpoint test gives every client instead of READ_TIMEOUT_S:
+#: the same bound, reached in seconds.
+SHORT_READ_TIMEOUT_S = 0.5
+
+
+def test_a_silent_s3_endpoint_fails_after_each_attempts_read_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An endpoint that accepts and never answers: each attempt ends at the read timeout."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setattr(infrastructure, "READ_TIMEOUT_S", SHORT_READ_TIMEOUT_S)
+    monkeypatch.setattr(
+        archive_source, "RETRYING_CLIENT_CONFIG", infrastructure.aws_client_config(AWS_ATTEMPTS)
+    )
+    argv = ["--source", "s3://archive/stripe/", "--s3_region_name", "eu-west-1"]
+    argv += ["--warehouse", str(tmp_path / "w.duckdb")]
+
+    with SilentEndpoint() as endpoint:
+        began = time.monotonic()
+        code = backfill.run([*argv, "--s3_endpoint_url", endpoint.url])
+        elapsed = time.monotonic() - began
+        connections = endpoint.connections
+
+    assert code == 3
+    assert connections == AWS_ATTEMPTS
+    # Every attempt waited its read timeout; botocore's backoff between them is under 1 + 2 s.
+    assert AWS_ATTEMPTS * SHORT_READ_TIMEOUT_S <= elapsed < AWS_ATTEMPTS * SHORT_READ_TIMEOUT_S + 5
+    assert _only_line(capsys.readouterr().err) == (
+        f"{BACKFILL}--source s3://archive/stripe/ cannot be listed: ReadTimeoutError: "
+        f'Read timeout on endpoint URL: "{endpoint.url}/archive?list-type=2'
+        '&prefix=stripe%2F&encoding-type=url" (check --s3_endpoint_url or AWS_ENDPOINT_URL, '
+        "the region and the credentials)"
+    )
+    assert not (tmp_path / "w.duckdb").exists()
 
 
 def test_a_missing_bucket_or_an_empty_prefix_stops_the_backfill(
@@ -379,13 +422,26 @@ def test_a_store_that_fails_during_the_run_ends_it_in_one_line(
     write_archive(generate(payments=2, seed=3), archive)
     argv = ["--source", str(archive), "--warehouse", str(tmp_path / "w.duckdb")]
     argv += ["--contributions_store", f"{dsn} user={role}", "--stripe_mode", "test"]
+    argv += ["--summary_json", str(tmp_path / "summary.json")]
 
     assert backfill.run(argv) == 3
 
-    line = _only_line(capsys.readouterr().err)
+    err = capsys.readouterr().err
+    line = _only_line(err)
     assert line.startswith(
         f"{BACKFILL}Could not create tables in the contributions store at "
         f"{postgres_server.host}:{postgres_server.port}/{database}: InsufficientPrivilege "
         "[42501]: permission denied for schema public"
     )
     assert line.endswith("']")  # Beam names the step: [while running '...']
+    # The failed run is in the history all the same, with its exit code and zero counts; it
+    # ended without a summary, so no --summary_json.
+    (run,) = recent_runs(str(tmp_path / "w.duckdb"), 5)
+    assert (run.job, run.exit_code, run.source, run.arguments) == (
+        "backfill", 3, str(archive), tuple(argv)
+    )  # fmt: skip
+    counts = (run.records_read, run.processed, run.skipped, run.dead_lettered, run.rows_written)
+    assert counts == (0, 0, 0, 0, ())
+    assert run.started_at <= run.ended_at
+    assert not (tmp_path / "summary.json").exists()
+    assert f"run {run.run_id} recorded in pipeline_runs of {tmp_path / 'w.duckdb'}" in err

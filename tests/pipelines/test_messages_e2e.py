@@ -238,3 +238,43 @@ def test_no_messages_sends_nothing_and_writes_the_store(
     stored = sorted(store_rows(dsn, STORE_SQL))
     assert stored == _rows(expected.plain, STORE_SQL + " WHERE livemode")
     assert _analytics(warehouse, live_only=False) == _analytics(expected.plain, live_only=True)
+
+
+def test_no_messages_sends_nothing_to_the_store_queue_and_writes_every_table(
+    expected: Expected, tmp_path: Path
+) -> None:
+    """The store through its queue is a message sink: `--no_messages` holds back every
+    payment's store message and refund, claims none, and the run counts none as written."""
+    store_queue = create_queue(fifo=False)
+    supporter = create_table(SUPPORTER_KEY, unique("SupporterProductData"))
+    ledger = create_table(LEDGER_KEY, unique("sent-messages"))
+    warehouse, summary_json = tmp_path / "w.duckdb", tmp_path / "summary.json"
+    summary = _run(
+        [
+            "--source", str(expected.folder), "--warehouse", str(warehouse),
+            "--stripe_mode", "live", "--no_messages",
+            "--contributions_store_queue_url", store_queue,
+            "--contributions_store_key_id", "key-1", "--supporter_table", supporter,
+            "--sent_messages_table", ledger, "--summary_json", str(summary_json),
+        ],
+        tmp_path / "run.txt",
+    )  # fmt: skip
+
+    assert drain_bodies(store_queue) == []
+    # No claim; only the facts of the full refunds, which a later run that sends their
+    # payments' messages follows with the refund messages.
+    refunded = expected.refunded[True] + expected.refunded[False]
+    assert ledger_items(ledger) == {f"refund_due#{charge}": "recorded" for charge in refunded}
+    assert _outputs_skipped(summary)["no_messages"] == len(
+        expected.store[True] + expected.store[False]
+    )
+    assert "message_too_old" not in summary
+    written = json.loads(summary_json.read_text())["written_by_this_run"]
+    assert [name for name in written if name.startswith("sent:")] == []
+    # The queue takes the store's records in place of the warehouse's copy: none anywhere.
+    assert written["warehouse:contributions_store"] == 0
+    assert _rows(warehouse, STORE_SQL) == []
+    assert _analytics(warehouse, live_only=False) == _analytics(expected.plain, live_only=True)
+    assert sorted(supporter_items(supporter)) == _rows(
+        expected.plain, SUPPORTER_SQL + " WHERE livemode"
+    )

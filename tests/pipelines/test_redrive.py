@@ -254,6 +254,80 @@ def test_selection_by_reason_redrives_only_that_letter(archive: Path, warehouse:
     assert _query(warehouse, "SELECT payment_intent_id FROM contributions") == [("pi_2",)]
 
 
+def _letter_ids(path: str) -> dict[str, str]:
+    return dict(_query(path, "SELECT step, dead_letter_id FROM dead_letters"))
+
+
+@pytest.mark.parametrize(
+    ("steps", "contributions"),
+    [
+        pytest.param(["classify"], [("pi_2",)], id="one-id"),
+        pytest.param(["classify", "join_payment"], [("pi_1",), ("pi_2",)], id="two-ids"),
+        pytest.param([], [], id="an-id-that-is-no-letter"),
+    ],
+)
+def test_selection_by_ids_redrives_only_those_letters(
+    archive: Path, warehouse: str, steps: list[str], contributions: list[tuple[str]]
+) -> None:
+    ids = _letter_ids(warehouse)
+    chosen = ",".join(ids[step] for step in steps) or "0" * 64
+
+    code = redrive.run(["--warehouse", warehouse, "--ids", chosen, "--source", str(archive)])
+
+    assert code == 0
+    assert _query(
+        warehouse, "SELECT step FROM dead_letters WHERE redriven_at IS NOT NULL ORDER BY 1"
+    ) == [(step,) for step in sorted(steps)]
+    assert _query(warehouse, "SELECT payment_intent_id FROM contributions ORDER BY 1") == (
+        contributions
+    )
+
+
+# The classify letter's time is its envelope's (T0 + 60 s); the charge_missing letter is a
+# payment's, with no time, so any range leaves it out.
+SESSION_2_TIME = "2024-12-05T23:01:00Z"
+
+
+@pytest.mark.parametrize(
+    ("window", "redriven"),
+    [
+        pytest.param(["--since", SESSION_2_TIME], ["invalid_event"], id="since-is-inclusive"),
+        pytest.param(["--since", "2024-12-05T23:01:01Z"], [], id="since-after-the-letter"),
+        pytest.param(["--until", "2024-12-05T23:01:01Z"], ["invalid_event"], id="until-after"),
+        pytest.param(["--until", SESSION_2_TIME], [], id="until-is-exclusive"),
+        pytest.param(
+            ["--since", "2024-12-05T23:00:00Z", "--until", "2024-12-05T23:02:00Z"],
+            ["invalid_event"],
+            id="both-around-the-letter",
+        ),
+        pytest.param(
+            ["--since", "2024-12-06T00:01:00+01:00"], ["invalid_event"], id="since-with-an-offset"
+        ),
+    ],
+)
+def test_selection_by_time_takes_only_timed_letters_in_the_range(
+    archive: Path,
+    warehouse: str,
+    capsys: pytest.CaptureFixture[str],
+    window: list[str],
+    redriven: list[str],
+) -> None:
+    capsys.readouterr()
+
+    code = redrive.run(["--warehouse", warehouse, *window, "--source", str(archive)])
+
+    assert code == 0
+    assert _query(
+        warehouse, "SELECT reason FROM dead_letters WHERE redriven_at IS NOT NULL ORDER BY 1"
+    ) == [(reason,) for reason in redriven]
+    assert _query(warehouse, "SELECT payment_intent_id FROM contributions") == (
+        [("pi_2",)] if redriven else []
+    )
+    out = capsys.readouterr().out
+    if not redriven:
+        assert out == "no dead letters match the selection: nothing to re-drive\n"
+
+
 @pytest.mark.parametrize(
     ("argv", "code"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import shlex
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,11 +17,29 @@ import stripe
 from tools import generate_archive as ga
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Must match the command in the module docstring that made sample/.
-SAMPLE_ARGS = [
-    "--payments", "320", "--seed", "20250301", "--start", "2025-03-01T00:00:00Z",
-    "--hours", "6", "--buffer_seconds", "900",
-]  # fmt: skip
+MODULE = "tools.generate_archive"
+
+
+def _generate_archive_arguments(text: str) -> list[str]:
+    """The arguments of the one `python -m tools.generate_archive ...` command in `text`
+    (shell lines, backslash continuations joined)."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    (line,) = [line for line in joined.splitlines() if f"-m {MODULE} " in line]
+    words = shlex.split(line)
+    return words[words.index(MODULE) + 1 :]
+
+
+def _make_recipe(target: str) -> str:
+    """The recipe (tab-indented lines) of `target` in the Makefile."""
+    makefile = (ROOT / "Makefile").read_text()
+    match = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert match, f"no {target} target in the Makefile"
+    return match.group(1)
+
+
+#: The arguments of `make sample`, the command that made sample/ (its --out is the test's).
+MAKE_SAMPLE = _generate_archive_arguments(_make_recipe("sample"))
+SAMPLE_ARGS = MAKE_SAMPLE[MAKE_SAMPLE.index("--out") + 2 :]
 KEY = re.compile(
     r"^(\d{4})/(\d{2})/(\d{2})/(\d{2})/stripe-events-archive-1-"
     r"(\d{4})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-"
@@ -99,6 +118,17 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Written:
 
 def test_committed_sample_is_what_the_documented_command_writes(sample: Written) -> None:
     assert _tree(ROOT / "sample") == _tree(sample.root)
+
+
+def test_make_sample_writes_into_sample_and_the_docs_show_its_command() -> None:
+    assert MAKE_SAMPLE[: MAKE_SAMPLE.index("--out") + 2] == ["--out", "sample/archive"]
+    assert "--payments" in SAMPLE_ARGS and "--seed" in SAMPLE_ARGS
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Sample and generator") :].split("```sh\n")[1]
+    assert _generate_archive_arguments(section.split("```")[0]) == MAKE_SAMPLE
+    docstring = ga.__doc__ or ""
+    made_with = docstring[docstring.index("The committed sample was made with::") :]
+    assert _generate_archive_arguments(made_with.split("\n\n")[1]) == MAKE_SAMPLE
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ Failures:
   SQLSTATE and Postgres's primary message, never its DETAIL, which may quote
   the row) and the others are written.
 - A dropped connection or a transient server error (`psycopg.OperationalError`:
-  shutdown, restart, failover, deadlock, serialization failure) -> the
+  shutdown, restart, failover, deadlock, serialization failure; a server that
+  went silent, found by `KEEPALIVE_PARAMETERS` in about 30 s) -> the
   connection is thrown away and the whole batch transaction is retried on a
   new one, after an exponential backoff with full jitter (`Backoff`). When
   the attempts run out, `ContributionsStoreError` fails the bundle and the
@@ -104,6 +105,18 @@ RECORD_TYPES: tuple[type, ...] = (ContributionStoreRecord, PaymentAdjustment)
 
 _METRICS_NAMESPACE = "WriteToContributionsStore"
 _CONNECT_TIMEOUT_SECONDS = 10
+#: A connection whose server vanished (a failover, a dropped NAT entry) is found dead by the
+#: kernel instead of waited on for hours: TCP keepalives probe an idle socket after 10 s,
+#: every 5 s, 3 times (about 25 s), and data left unacknowledged for 30 s (the AWS clients'
+#: read timeout) closes it. The writer then retries the batch on a new connection. No
+#: statement_timeout: a batch may rightly wait for another's advisory lock.
+KEEPALIVE_PARAMETERS: Mapping[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # milliseconds
+}
 _MASK = "********"
 # Advisory lock key serialising table creation across workers.
 _DDL_LOCK_KEY = 0x636F6E7472696275  # "contribu"
@@ -419,10 +432,8 @@ class _WriteBatchesFn(beam.DoFn):
         connection = self._connection
         if connection is None or connection.closed or connection.broken:
             self._close()
-            params: dict[str, Any] = {"autocommit": True}
-            if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(self._dsn):
-                params["connect_timeout"] = _CONNECT_TIMEOUT_SECONDS
-            connection = self._connection = psycopg.connect(self._dsn, **params)
+            params = connection_parameters(self._dsn, _CONNECT_TIMEOUT_SECONDS)
+            connection = self._connection = psycopg.connect(self._dsn, autocommit=True, **params)
         return connection
 
     def _close(self) -> None:
@@ -552,6 +563,16 @@ DSN_SCHEMES = ("postgresql", "postgres")
 CHECK_CONNECT_TIMEOUT_SECONDS = 5
 
 
+def connection_parameters(dsn: str, connect_timeout: int) -> dict[str, Any]:
+    """libpq parameters bounding every wait on the store: `connect_timeout` seconds to
+    connect, `KEEPALIVE_PARAMETERS` once connected. Those `dsn` sets itself are left to it."""
+    from psycopg import conninfo
+
+    given = conninfo.conninfo_to_dict(dsn)
+    wanted = {"connect_timeout": connect_timeout, **KEEPALIVE_PARAMETERS}
+    return {name: value for name, value in wanted.items() if name not in given}
+
+
 def check_dsn(dsn: str) -> None:
     """ValueError, the password masked, unless `dsn` is a Postgres URL or key=value DSN."""
     import psycopg
@@ -574,14 +595,11 @@ def check_dsn(dsn: str) -> None:
 def check_store(dsn: str) -> None:
     """`ConfigurationError` (password masked) unless the store accepts a connection now."""
     import psycopg
-    from psycopg import conninfo
 
     mask = DsnMask(dsn)
-    params: dict[str, Any] = {"autocommit": True}
-    if "connect_timeout" not in conninfo.conninfo_to_dict(dsn):
-        params["connect_timeout"] = CHECK_CONNECT_TIMEOUT_SECONDS
+    params = connection_parameters(dsn, CHECK_CONNECT_TIMEOUT_SECONDS)
     try:
-        psycopg.connect(dsn, **params).close()
+        psycopg.connect(dsn, autocommit=True, **params).close()
     except psycopg.Error as error:
         raise ConfigurationError(
             f"{CONTRIBUTIONS_STORE.option}: cannot connect to the contributions store at "

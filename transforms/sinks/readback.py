@@ -30,16 +30,15 @@ from decimal import Decimal
 from typing import Any
 
 import boto3
-import botocore.config
 import botocore.exceptions
 import duckdb
 import psycopg
 
 from transforms.domain.reconcile import Holding
-from transforms.infrastructure import ConfigurationError, describe_error
+from transforms.infrastructure import ConfigurationError, aws_client_config, describe_error
 from transforms.sinks.bigquery import bigquery_dataset
 from transforms.sinks.dynamodb import SUPPORTER_TABLE
-from transforms.sinks.postgres import DsnMask
+from transforms.sinks.postgres import DsnMask, connection_parameters
 
 #: One SQL statement in, its rows out.
 Query = Callable[[str], list[tuple[Any, ...]]]
@@ -47,10 +46,9 @@ Query = Callable[[str], list[tuple[Any, ...]]]
 _PAID = "('Paid', 'Refunded')"
 _REFUNDED = "Refunded"
 _SUBSCRIPTION_PREFIX = "Stripe - "
-#: Bounded waits and botocore's standard retry mode for the reads.
-_AWS_CONFIG = botocore.config.Config(
-    connect_timeout=10, read_timeout=30, retries={"mode": "standard", "max_attempts": 5}
-)
+#: The project's bounded waits; botocore's standard retries, six attempts as before (these
+#: reads page through whole tables, so a throttled page is worth more tries).
+_AWS_CONFIG = aws_client_config(max_attempts=6)
 _BATCH_GET_KEYS = 100
 _BATCH_GET_ROUNDS = 20
 
@@ -103,7 +101,8 @@ def postgres_query(dsn: str) -> Query:
 
     def run(sql: str) -> list[tuple[Any, ...]]:
         try:
-            with psycopg.connect(dsn, connect_timeout=10, options="-c TimeZone=UTC") as connection:
+            params = connection_parameters(dsn, connect_timeout=10)
+            with psycopg.connect(dsn, options="-c TimeZone=UTC", **params) as connection:
                 return connection.execute(sql.encode()).fetchall()
         except psycopg.Error as error:
             message = DsnMask(dsn)(str(error).strip().splitlines()[0])

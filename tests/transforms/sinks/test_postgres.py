@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
@@ -34,7 +35,7 @@ from tests.builders import refund_adjustment as refund
 from tests.builders import store_record as any_store_record
 from tests.fixtures.postgres import PostgresServer, _free_port
 from transforms.domain.events import make_dead_letter
-from transforms.sinks import common, postgres
+from transforms.sinks import common, postgres, readback
 from transforms.sinks.common import INVALID_ROW
 from transforms.sinks.postgres import (
     REJECTED_BY_POSTGRES,
@@ -411,3 +412,72 @@ def test_the_password_never_reaches_logs_or_errors(
     assert ContributionsStoreError.__name__ in texts[0]
     assert any("attempt 1 of 2" in text for text in texts)  # the retry was logged
     assert [text for text in texts if "S3cr3t" in text] == []
+
+
+@pytest.mark.parametrize(
+    ("dsn", "expected"),
+    [
+        pytest.param(
+            "host=h dbname=d",
+            {"connect_timeout": 7, **postgres.KEEPALIVE_PARAMETERS},
+            id="key-value",
+        ),
+        pytest.param(
+            "postgresql://u:p@h/d?keepalives_idle=60&connect_timeout=2",
+            {
+                "keepalives": 1,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+                "tcp_user_timeout": 30_000,
+            },
+            id="the-dsns-own-values-win",
+        ),
+        pytest.param("host=h keepalives=0 tcp_user_timeout=0", {
+            "connect_timeout": 7, "keepalives_idle": 10, "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }, id="turned-off-in-the-dsn"),
+    ],
+)  # fmt: skip
+def test_connection_parameters_bound_every_wait_unless_the_dsn_says(
+    dsn: str, expected: dict[str, int]
+) -> None:
+    assert postgres.connection_parameters(dsn, 7) == expected
+
+
+def _socket_options(connection: psycopg.Connection[Any]) -> tuple[int, ...]:
+    """What the kernel holds for the connection's socket: keepalive on, idle, interval,
+    count (seconds, probes) and TCP_USER_TIMEOUT (milliseconds)."""
+    import socket
+
+    with socket.socket(fileno=os.dup(connection.fileno())) as sock:
+        return (
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+        )
+
+
+def test_every_connection_to_the_store_has_keepalives_and_a_user_timeout(
+    postgres_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's, the pre-launch check's and the reconcile's connections, on their sockets."""
+    seen: list[tuple[int, ...]] = []
+    real = psycopg.connect
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        connection = real(*args, **kwargs)
+        seen.append(_socket_options(connection))
+        return connection
+
+    monkeypatch.setattr(psycopg, "connect", recording)
+
+    run_writer(postgres_database, [store_record("ch_1")])
+    writer = len(seen)
+    postgres.check_store(postgres_database)
+    rows = readback.postgres_query(postgres_database)(f'SELECT payment_id FROM "{STORE}"')
+
+    assert rows == [("ch_1",)]
+    assert writer >= 1 and len(seen) == writer + 2
+    assert set(seen) == {(1, 10, 5, 3, 30_000)}
