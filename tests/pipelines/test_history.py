@@ -93,6 +93,11 @@ def test_the_run_record_holds_the_runs_counts_and_what_it_wrote() -> None:
         ),
         code_version="1.2.3",
         git_commit="abc123",
+        dataflow_job_id=None,
+        dataflow_project=None,
+        dataflow_region=None,
+        dataflow_state=None,
+        recorded_at=ENDED,
     )
     failed = run_record(start, None, 3, ENDED, ("1.2.3", None))
     assert (failed.exit_code, failed.records_read, failed.rows_written) == (3, 0, ())

@@ -38,11 +38,11 @@ def test_lists_the_recent_runs_newest_first(
     assert runs.main(["--warehouse", warehouse, "--limit", "2"]) == 0
 
     assert capsys.readouterr().out.splitlines() == [
-        "started (UTC)        duration  job        exit  read  processed  skipped"
+        "started (UTC)        duration  job        state  exit  read  processed  skipped"
         "  dead-lettered  written  source          run id",
-        "2026-01-02 05:04:05   1:00:01  streaming     1    12         10        1"
+        "2026-01-02 05:04:05   1:00:01  streaming  ended     1    12         10        1"
         "              0      314  stripe-events   " + "b" * 32,
-        "2026-01-02 03:04:05   0:01:01  backfill      0  2264       1176     1080"
+        "2026-01-02 03:04:05   0:01:01  backfill   ended     0  2264       1176     1080"
         "              8      314  sample/archive  " + "a" * 32,
     ]
 

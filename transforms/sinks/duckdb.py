@@ -313,12 +313,12 @@ def _create_tables(connection: duckdb.DuckDBPyConnection, record_types: Iterable
     """Creates missing tables, then (re)creates the analysts' views, which read them."""
     for record_type in record_types:
         connection.execute(duckdb_ddl(record_type))
-        _add_missing_columns(connection, record_type)
+        add_missing_columns(connection, record_type)
     for statement in duckdb_view_statements():
         connection.execute(statement)
 
 
-def _add_missing_columns(connection: duckdb.DuckDBPyConnection, record_type: type) -> None:
+def add_missing_columns(connection: duckdb.DuckDBPyConnection, record_type: type) -> None:
     """Adds the nullable columns a table made by an older release lacks (e.g. `redriven_at`).
 
     Only nullable columns are ever added to a record type, so old rows read as null.

@@ -38,6 +38,11 @@ def a_run(run_id: str, started: datetime, **changes: object) -> PipelineRun:
         ),
         code_version="0.1.0",
         git_commit="0170fb1",
+        dataflow_job_id=None,
+        dataflow_project=None,
+        dataflow_region=None,
+        dataflow_state=None,
+        recorded_at=started + timedelta(seconds=61),
     )
     return dataclasses.replace(run, **changes)  # type: ignore[arg-type]
 
