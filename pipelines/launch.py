@@ -373,7 +373,7 @@ def record_submitted(
     if options.view_as(TestOptions).dry_run:
         return
     job = None
-    if isinstance(result, DataflowPipelineResult) and result.has_job():
+    if isinstance(result, DataflowPipelineResult) and result.has_job:
         cloud = options.view_as(GoogleCloudOptions)
         job = SubmittedJob(result.job_id(), cloud.project or "", cloud.region or "")
     record = submitted_record(run, job, datetime.now(UTC), code_version())
