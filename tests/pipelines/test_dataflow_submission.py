@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from google.cloud import dataflow
 
-from pipelines import flex_template
+from pipelines import flex_template, streaming
 from schemas.records import PipelineRun, TableRows
 from tests.fixtures.bigquery import BigQueryEmulator
 from tests.fixtures.dataflow_api import SUBMITTED_JOB_ID, DataflowApi, counter_updates
@@ -35,11 +36,33 @@ from tests.fixtures.sinks import (
     unique,
 )
 from tools import runs
+from tools.put_on_kinesis import create_stream, kinesis_client
 from transforms.sinks.run_history import recent_runs
 
 SAMPLE_ARCHIVE = Path(__file__).resolve().parents[2] / "sample" / "archive"
-PROJECT_REGION = ("test-project", "europe-west1")
 JOB_PATH = f"/v1b3/projects/test-project/locations/europe-west1/jobs/{SUBMITTED_JOB_ID}"
+
+
+def _dataflow_flags(
+    api: DataflowApi, emulator: BigQueryEmulator, postgres: PostgresServer, warehouse: str
+) -> list[str]:
+    """DataflowRunner against the stand-in, and the production sinks on the local servers."""
+    return [
+        "--runner=DataflowRunner",
+        "--project=test-project",
+        "--region=europe-west1",
+        f"--temp_location={emulator.temp_location}",
+        f"--dataflow_endpoint={api.url}",
+        "--no_auth",
+        f"--warehouse={warehouse}",
+        f"--contributions_store={postgres.create_database()}",
+        f"--supporter_table={create_table(SUPPORTER_KEY, unique('SupporterProductData'))}",
+        f"--emails_queue_url={create_queue()}",
+        f"--opt_ins_queue_url={create_queue()}",
+        f"--sent_messages_table={create_table(LEDGER_KEY, unique('sent-messages'))}",
+        f"--acquisitions_bus={create_bus()[0]}",
+        "--stripe_mode=live",
+    ]
 
 
 def test_a_submitted_backfill_is_recorded_then_refreshed_to_its_end(
@@ -52,21 +75,8 @@ def test_a_submitted_backfill_is_recorded_then_refreshed_to_its_end(
 ) -> None:
     warehouse = f"bigquery:{bigquery_emulator.project}.submitted_{uuid.uuid4().hex[:8]}"
     argv = [
-        "--runner=DataflowRunner",
-        "--project=test-project",
-        "--region=europe-west1",
-        f"--temp_location={bigquery_emulator.temp_location}",
-        f"--dataflow_endpoint={dataflow_api.url}",
-        "--no_auth",
+        *_dataflow_flags(dataflow_api, bigquery_emulator, postgres_server, warehouse),
         f"--source={SAMPLE_ARCHIVE}",
-        f"--warehouse={warehouse}",
-        f"--contributions_store={postgres_server.create_database()}",
-        f"--supporter_table={create_table(SUPPORTER_KEY, unique('SupporterProductData'))}",
-        f"--emails_queue_url={create_queue()}",
-        f"--opt_ins_queue_url={create_queue()}",
-        f"--sent_messages_table={create_table(LEDGER_KEY, unique('sent-messages'))}",
-        f"--acquisitions_bus={create_bus()[0]}",
-        "--stripe_mode=live",
         "--allow_empty=false",
     ]
     monkeypatch.setenv(flex_template.JOB_VARIABLE, "backfill")
@@ -162,3 +172,62 @@ def test_a_submitted_backfill_is_recorded_then_refreshed_to_its_end(
         ("GET", JOB_PATH, None),
         ("GET", f"{JOB_PATH}/metrics", None),
     ]
+
+
+def test_a_streaming_job_submitted_unbounded_is_recorded_as_submitted(
+    dataflow_api: DataflowApi,
+    bigquery_emulator: BigQueryEmulator,
+    moto_server: MotoServer,
+    postgres_server: PostgresServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`python -m pipelines.streaming` itself (not the launcher): an unbounded read on Dataflow."""
+    warehouse = f"bigquery:{bigquery_emulator.project}.streaming_{uuid.uuid4().hex[:8]}"
+    stream = unique("stripe-events")
+    kinesis = kinesis_client()
+    create_stream(kinesis, stream, 1)
+    kinesis.close()
+    argv = [
+        *_dataflow_flags(dataflow_api, bigquery_emulator, postgres_server, warehouse),
+        "--streaming",
+        f"--kinesis_stream={stream}",
+    ]
+
+    assert streaming.run(argv) == 0
+
+    out, err = capsys.readouterr()
+    [submitted] = recent_runs(warehouse, 5)
+    assert out.splitlines()[-1] == (
+        f"submitted: <DataflowPipelineResult {SUBMITTED_JOB_ID} PENDING>; it runs until drained"
+        " or cancelled"
+    )
+    assert (
+        err.splitlines()[-1] == f"run {submitted.run_id} recorded in pipeline_runs of {warehouse}"
+    )
+    # Beam's client sends enums as numbers (`$alt=json;enum-encoding=int`).
+    assert [body["type"] for body in dataflow_api.created] == [
+        int(dataflow.JobType.JOB_TYPE_STREAMING)
+    ]
+    assert (
+        submitted.job,
+        submitted.source,
+        submitted.arguments,
+        submitted.ended_at,
+        submitted.exit_code,
+        submitted.records_read,
+        submitted.dataflow_job_id,
+        submitted.dataflow_project,
+        submitted.dataflow_region,
+        submitted.dataflow_state,
+    ) == (
+        "streaming",
+        stream,
+        tuple(argv),
+        None,
+        None,
+        None,
+        SUBMITTED_JOB_ID,
+        "test-project",
+        "europe-west1",
+        None,
+    )

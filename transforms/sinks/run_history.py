@@ -78,12 +78,14 @@ def insert_id(run: PipelineRun) -> str:
 def _select(table: str, existing: frozenset[str], limit: int) -> str:
     """Each run's latest row; a column an older table lacks reads as null."""
     names = ", ".join(name if name in existing else f"NULL AS {name}" for name in _COLUMNS)
-    recorded = "recorded_at" if "recorded_at" in existing else "NULL"
+    # A table without `recorded_at` holds one row per run. (No `ORDER BY NULL` then:
+    # DuckDB 1.5 drops every row when the window is ordered by a constant and filtered.)
+    latest = " ORDER BY recorded_at DESC NULLS LAST" if "recorded_at" in existing else ""
     return (
         f"SELECT {', '.join(_COLUMNS)} FROM ("
-        f"SELECT {names}, ROW_NUMBER() OVER ("
-        f"PARTITION BY run_id ORDER BY {recorded} DESC NULLS LAST) AS row_rank FROM {table}"
-        f") AS latest WHERE row_rank = 1 ORDER BY started_at DESC, run_id LIMIT {int(limit)}"
+        f"SELECT {names}, ROW_NUMBER() OVER (PARTITION BY run_id{latest}) AS row_rank"
+        f" FROM {table}) AS latest"
+        f" WHERE row_rank = 1 ORDER BY started_at DESC, run_id LIMIT {int(limit)}"
     )
 
 
@@ -100,8 +102,10 @@ def _from_row(row: dict[str, Any]) -> PipelineRun:
 def _append_duckdb(path: str, run: PipelineRun) -> None:
     staged = pa.Table.from_pylist([to_row(run)], schema=arrow_schema(PipelineRun))
     with duckdb.connect(path) as connection:
+        if _duckdb_columns(connection):
+            # Before the DDL, whose column comments name the new columns.
+            _migrate_duckdb(connection)
         connection.execute(duckdb_ddl(PipelineRun))
-        _migrate_duckdb(connection)
         connection.register("staged_run", staged)
         names = ", ".join(f'"{name}"' for name in _COLUMNS)
         connection.execute(f'INSERT INTO "{TABLE}" ({names}) SELECT {names} FROM staged_run')
@@ -120,21 +124,26 @@ def _migrate_duckdb(connection: duckdb.DuckDBPyConnection) -> None:
             connection.execute(f'ALTER TABLE "{TABLE}" ALTER COLUMN "{name}" DROP NOT NULL')
 
 
+def _duckdb_columns(connection: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """The columns of `pipeline_runs`; empty when there is no such table."""
+    found = connection.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [TABLE]
+    ).fetchall()
+    return frozenset(name for (name,) in found)
+
+
 def _recent_duckdb(path: str, limit: int) -> list[PipelineRun]:
     with duckdb.connect(path, read_only=True) as connection:
         connection.execute("SET TimeZone = 'UTC'")
-        found = connection.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [TABLE]
-        ).fetchall()
-        if not found:
+        existing = _duckdb_columns(connection)
+        if not existing:
             return []
-        existing = frozenset(name for (name,) in found)
         cursor = connection.execute(_select(f'"{TABLE}"', existing, limit))
         names = [column[0] for column in cursor.description]
         return [_from_row(dict(zip(names, values, strict=True))) for values in cursor.fetchall()]
 
 
-def _table(client: bigquery.Client, project: str, dataset: str) -> bigquery.Table:
+def ensure_bigquery_table(client: bigquery.Client, project: str, dataset: str) -> bigquery.Table:
     """The `pipeline_runs` table, created (and its dataset) when missing, migrated if older."""
     client.create_dataset(bigquery.Dataset(f"{project}.{dataset}"), exists_ok=True)
     wanted = [bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema(PipelineRun)]
@@ -173,7 +182,7 @@ def _migrate_bigquery(
 def _append_bigquery(project: str, dataset: str, run: PipelineRun) -> None:
     client = bigquery.Client(project=project)
     try:
-        table = _table(client, project, dataset)
+        table = ensure_bigquery_table(client, project, dataset)
         errors = client.insert_rows_json(
             table, [to_bigquery_json_row(run)], row_ids=[insert_id(run)]
         )
