@@ -13,17 +13,16 @@ never a flag. Each look-up is one `projects.locations.jobs.get` and, once
 the job is in a terminal state, one `projects.locations.jobs.getMetrics`,
 without retries: a refresh that fails changes nothing and can be run again.
 
-The counters are read as the Dataflow runner reads them
-(`apache_beam.runners.dataflow.dataflow_metrics.DataflowMetrics`: the
-`user` metrics, committed values where the service has them) and summed as
-a local run's summary sums them (`pipelines.summary.summary_of`). A terminal
+The counters are read as the Dataflow runner reads them (`user_counters`:
+the `user` metrics, committed values where the service has them, per step)
+and summed as a local run's summary sums them (`pipelines.summary.summary_of`). A terminal
 state maps onto the jobs' exit codes (`TERMINAL_STATES`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,8 +30,8 @@ from typing import Any
 import google.auth
 import google.auth.exceptions
 import requests
-from apache_beam.metrics.execution import MetricResult
-from apache_beam.runners.dataflow.dataflow_metrics import DataflowMetrics
+from apache_beam.metrics.execution import MetricKey, MetricResult
+from apache_beam.metrics.metricbase import MetricName
 from google.api_core import client_options as client_options_lib
 from google.api_core import exceptions as api_exceptions
 from google.cloud import dataflow
@@ -172,20 +171,13 @@ class DataflowJobs:
         return JobStatus(state=state, state_time=_utc(found.current_state_time), counters=counters)
 
     def _counters(self, job: SubmittedJob) -> tuple[MetricResult, ...]:
-        metrics = DataflowMetrics(dataflow_client=_MetricsOf(self, job))
-        return tuple(
-            result
-            for result in metrics.all_metrics(job_id=job.job_id)
-            if isinstance(result.attempted, numbers.Number)
-        )
-
-    def get_job_metrics(self, job: SubmittedJob) -> dataflow.JobMetrics:
-        return self._metrics.get_job_metrics(
+        found = self._metrics.get_job_metrics(
             dataflow.GetJobMetricsRequest(
                 project_id=job.project, location=job.region, job_id=job.job_id
             ),
             timeout=self._timeout_s,
         )
+        return user_counters(found.metrics)
 
     def _failure(self, job: SubmittedJob, error: Exception) -> str:
         if isinstance(error, api_exceptions.GoogleAPICallError):
@@ -198,15 +190,34 @@ class DataflowJobs:
         )
 
 
-@dataclass(frozen=True)
-class _MetricsOf:
-    """The one method `DataflowMetrics` calls on Beam's Dataflow client, for one job."""
+def user_counters(updates: Iterable[Any]) -> tuple[MetricResult, ...]:
+    """The user counters among a job's MetricUpdates, one result per step, namespace and name.
 
-    jobs: DataflowJobs
-    job: SubmittedJob
-
-    def get_job_metrics(self, job_id: str) -> Any:
-        return self.jobs.get_job_metrics(self.job)
+    As Beam's `DataflowMetrics` reads them: origin `user`, the namespace and
+    step in the name's context, the committed value in the update without
+    `tentative`, the attempted one in the update with `tentative: "true"`.
+    The step is kept as Dataflow names it (s1, s2, ...): without the job's
+    graph it cannot be translated, and `DataflowMetrics` would then merge
+    one counter's steps into one result where they must be summed.
+    """
+    values: dict[tuple[str, str, str], dict[str, int]] = {}
+    for update in updates:
+        name, scalar = update.name, update.scalar
+        # Not a service metric, nor a distribution (no scalar); bool is not a count.
+        if name.origin != "user" or not isinstance(scalar, int | float) or isinstance(scalar, bool):
+            continue
+        context = dict(name.context)
+        key = (context.get("step", ""), context.get("namespace", ""), name.name)
+        kind = "attempted" if context.get("tentative") == "true" else "committed"
+        values.setdefault(key, {})[kind] = int(scalar)
+    return tuple(
+        MetricResult(
+            MetricKey(step, MetricName(namespace, name)),
+            committed=value.get("committed"),
+            attempted=value.get("attempted", value.get("committed")),
+        )
+        for (step, namespace, name), value in values.items()
+    )
 
 
 def _utc(moment: datetime | None) -> datetime | None:

@@ -171,7 +171,28 @@ def test_refresh_ends_a_done_job_with_its_exit_code_and_counts(
     submitted = a_submitted_run()
     append_run(warehouse, submitted)
     dataflow_api.job(JOB_ID, "JOB_STATE_DONE", "2026-01-02T04:05:06.500Z")
-    dataflow_api.metrics[JOB_ID] = counter_updates(BALANCED)
+    # The same counters counted in another step too: the steps add up. A service metric
+    # and a distribution of the same name are not counters of ours.
+    dataflow_api.metrics[JOB_ID] = [
+        *counter_updates(BALANCED),
+        *counter_updates(
+            {("stripe_events", "records_read"): 3, ("stripe_events", "processed"): 3}, step="s7"
+        ),
+        {
+            "name": {"origin": "dataflow/v1b3", "name": "records_read", "context": {}},
+            "kind": "Sum",
+            "scalar": 99,
+        },
+        {
+            "name": {
+                "origin": "user",
+                "name": "records_read",
+                "context": {"namespace": "stripe_events", "step": "s9"},
+            },
+            "kind": "Distribution",
+            "distribution": {"count": 5, "sum": 50, "min": 1, "max": 20},
+        },
+    ]
     key_file = use_adc(monkeypatch, tmp_path, dataflow_api)
     before = datetime.now(UTC)
 
@@ -181,7 +202,7 @@ def test_refresh_ends_a_done_job_with_its_exit_code_and_counts(
     assert out.splitlines() == [
         "started (UTC)        duration  job       state  exit  read  processed  skipped"
         "  dead-lettered  written  source                run id",
-        "2026-01-02 03:04:05   1:01:01  backfill  done      0    10          7        2"
+        "2026-01-02 03:04:05   1:01:01  backfill  done      0    13         10        2"
         "              1        6  s3://archive/stripe/  " + "e" * 32,
     ]
     assert err.splitlines() == [
@@ -194,8 +215,8 @@ def test_refresh_ends_a_done_job_with_its_exit_code_and_counts(
         submitted,
         ended_at=datetime(2026, 1, 2, 4, 5, 6, 500000, tzinfo=UTC),
         exit_code=0,
-        records_read=10,
-        processed=7,
+        records_read=13,
+        processed=10,
         skipped=2,
         dead_lettered=1,
         rows_written=(TableRows("bigquery:contributions", 4), TableRows("sent:thank_you_email", 2)),
