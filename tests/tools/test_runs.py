@@ -392,3 +392,27 @@ def test_help_with_refresh_asks_nothing_and_writes_nothing(
         before,
     )
     assert dataflow_api.requests == []
+
+
+def test_no_credentials_is_one_line_exit_3_and_the_row_unchanged(
+    tmp_path: Path,
+    dataflow_api: DataflowApi,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    warehouse = str(tmp_path / "w.duckdb")
+    append_run(warehouse, a_submitted_run())
+    rows = _rows(warehouse)
+    use_adc(monkeypatch, tmp_path, dataflow_api)
+    missing = tmp_path / "no-such-key.json"
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(missing))
+
+    assert _refresh(warehouse, dataflow_api) == 3
+
+    assert capsys.readouterr() == (
+        "",
+        "python -m tools.runs: error: no Google Cloud credentials for the Dataflow Jobs API: set"
+        " up Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS or gcloud): File"
+        f" {missing} was not found.\n",
+    )
+    assert (_rows(warehouse), dataflow_api.requests) == (rows, [])
