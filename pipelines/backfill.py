@@ -51,6 +51,7 @@ from pipelines.launch import (
     parse_options,
     quiet_beam_logs,
     record_run,
+    record_submitted,
     runner_for,
     start,
 )
@@ -164,6 +165,7 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         return result
     if not wait:
         print(f"submitted: {result}")
+        record_submitted(started, sinks, result, options)
         return 0
     return finish(result, sinks, PROG, started, options.view_as(ReportOptions).summary_json)
 

@@ -3,7 +3,9 @@
 `RunStart` is taken when a job is launched (the arguments, with secrets
 and DSN passwords masked, and the start time); `run_record` turns it and the
 finished run's summary into the `schemas.records.PipelineRun` row that
-`transforms.sinks.run_history.append_run` appends to the warehouse.
+`transforms.sinks.run_history.append_run` appends to the warehouse, and
+`submitted_record` into the row of a job submitted and not waited for (its
+end, exit code and counts unknown, so null).
 """
 
 from __future__ import annotations
@@ -123,6 +125,15 @@ def code_version() -> tuple[str, str | None]:
     return version, commit if found.returncode == 0 and commit else None
 
 
+@dataclass(frozen=True)
+class SubmittedJob:
+    """Where a submitted Dataflow job is found in the Jobs API."""
+
+    job_id: str
+    project: str
+    region: str
+
+
 def run_record(
     start: RunStart,
     summary: RunSummary | None,
@@ -152,6 +163,37 @@ def run_record(
         ),
         code_version=version[0],
         git_commit=version[1],
+        dataflow_job_id=None,
+        dataflow_project=None,
+        dataflow_region=None,
+        dataflow_state=None,
+        recorded_at=ended_at,
+    )
+
+
+def submitted_record(
+    start: RunStart,
+    job: SubmittedJob | None,
+    recorded_at: datetime,
+    version: tuple[str, str | None],
+) -> PipelineRun:
+    """The row of a run submitted and not waited for: no end, exit code or counts yet (null).
+
+    `job` is where a Dataflow job is looked up (`tools.runs --refresh`);
+    None for another runner, whose row stays as submitted. Its state is
+    null: nobody has looked at the job yet.
+    """
+    return dataclasses.replace(
+        run_record(start, None, 0, recorded_at, version),
+        ended_at=None,
+        exit_code=None,
+        records_read=None,
+        processed=None,
+        skipped=None,
+        dead_lettered=None,
+        dataflow_job_id=job.job_id if job else None,
+        dataflow_project=job.project if job else None,
+        dataflow_region=job.region if job else None,
     )
 
 
@@ -182,7 +224,7 @@ def write_summary_json(path: str, record: PipelineRun, summary: RunSummary) -> N
         run_id=record.run_id,
         job=record.job,
         started_at=_iso(record.started_at),
-        ended_at=_iso(record.ended_at),
+        ended_at=_iso(record.ended_at) if record.ended_at else None,
         exit_code=record.exit_code,
         source=record.source,
         range_start=_iso(record.range_start) if record.range_start else None,

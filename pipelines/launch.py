@@ -22,10 +22,13 @@ import apache_beam as beam
 import botocore.exceptions
 import duckdb
 from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
     PipelineOptions,
     StandardOptions,
+    TestOptions,
     _BeamArgumentParser,
 )
+from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
@@ -33,8 +36,10 @@ from pipelines.aws_role import start_role
 from pipelines.flags import FlagParser
 from pipelines.history import (
     RunStart,
+    SubmittedJob,
     code_version,
     run_record,
+    submitted_record,
     tool_run_record,
     write_summary_json,
 )
@@ -388,6 +393,27 @@ def record_run(
     record = run_record(run, summary, exit_code, datetime.now(UTC), code_version())
     if summary_path is not None and summary is not None:
         write_summary_json(summary_path, record, summary)
+    _append_record(str(sinks[WAREHOUSE.name]), record)
+
+
+def record_submitted(
+    run: RunStart, sinks: SinkConfig, result: PipelineResult, options: PipelineOptions
+) -> None:
+    """Appends the `pipeline_runs` row of a job submitted and not waited for (`submitted_record`).
+
+    Its end, exit code and counts are not known yet (null in the row); a
+    Dataflow job's id, with the project and region it runs in, lets
+    `tools.runs --refresh` bring the run up to date from the Jobs API. A dry
+    run (Beam's `--dry_run`, by Beam's own test of it) submits nothing and
+    records nothing.
+    """
+    if options.view_as(TestOptions).dry_run:
+        return
+    job = None
+    if isinstance(result, DataflowPipelineResult) and result.has_job:
+        cloud = options.view_as(GoogleCloudOptions)
+        job = SubmittedJob(result.job_id(), cloud.project or "", cloud.region or "")
+    record = submitted_record(run, job, datetime.now(UTC), code_version())
     _append_record(str(sinks[WAREHOUSE.name]), record)
 
 

@@ -80,6 +80,7 @@ from pipelines.launch import (
     parse_options,
     quiet_beam_logs,
     record_run,
+    record_submitted,
     runner_for,
     start,
 )
@@ -255,6 +256,7 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         return result
     if not wait or (local is None and not options.view_as(KinesisOptions).read_is_bounded()):
         print(f"submitted: {result}; it runs until drained or cancelled")
+        record_submitted(started, sinks, result, options)
         return 0
     return finish(result, sinks, PROG, started, options.view_as(ReportOptions).summary_json)
 

@@ -16,10 +16,11 @@ warehouse's tables hold now, every earlier run included.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from apache_beam.metrics.execution import MetricResult
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
@@ -110,11 +111,28 @@ class RunSummary:
 
 def counters_of(result: PipelineResult) -> dict[str, int]:
     """The pipeline's counters by name (committed values where the runner has them)."""
-    found = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+    return counters_from(result.metrics().query(MetricsFilter())["counters"])
+
+
+def counters_from(counters: Iterable[MetricResult]) -> dict[str, int]:
+    """The pipeline's counters (namespace `stripe_events`) by name, from any runner's results.
+
+    The committed value where the runner has one, else the attempted one.
+    """
     values: dict[str, int] = {}
-    for counter in found["counters"]:
+    for (namespace, name), value in _counter_values(counters).items():
+        if namespace == metrics.NAMESPACE:
+            values[name] = values.get(name, 0) + value
+    return values
+
+
+def _counter_values(counters: Iterable[MetricResult]) -> dict[tuple[str, str], int]:
+    """`{(namespace, name): value}` summed over steps; committed where known, else attempted."""
+    values: dict[tuple[str, str], int] = {}
+    for counter in counters:
         value = counter.committed if counter.committed is not None else counter.attempted
-        values[counter.key.metric.name] = values.get(counter.key.metric.name, 0) + int(value or 0)
+        key = (counter.key.metric.namespace, counter.key.metric.name)
+        values[key] = values.get(key, 0) + int(value or 0)
     return values
 
 
@@ -160,12 +178,22 @@ def written_by_destination(counters: Mapping[tuple[str, str], int]) -> dict[str,
 
 def writer_counts_of(result: PipelineResult) -> dict[str, int]:
     """What the run wrote, by destination (see `written_by_destination`)."""
-    values: dict[tuple[str, str], int] = {}
-    for counter in result.metrics().query(MetricsFilter())["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        key = (counter.key.metric.namespace, counter.key.metric.name)
-        values[key] = values.get(key, 0) + int(value or 0)
-    return written_by_destination(values)
+    return written_by_destination(
+        _counter_values(result.metrics().query(MetricsFilter())["counters"])
+    )
+
+
+def summary_of(counters: Iterable[MetricResult]) -> RunSummary:
+    """The summary of a run from its counters alone, as a remote runner reports them.
+
+    No table totals: the warehouse of such a run is not a DuckDB file.
+    """
+    results = list(counters)
+    return RunSummary(
+        counters=counters_from(results),
+        table_rows={},
+        written=written_by_destination(_counter_values(results)),
+    )
 
 
 def render(summary: RunSummary) -> str:

@@ -321,14 +321,17 @@ class TableRows:
 
 @dataclass(frozen=True)
 class PipelineRun:
-    """One run of a job, appended by the launcher once the run has ended.
+    """One run of a job: appended by the launcher once the run has ended, or when submitted.
 
     Not a pipeline output, so not in `ALL_RECORD_TYPES`: the writers create,
     stage, upsert and count every type there (its steps would join the pinned
     Dataflow graph, and the summary's table totals would count runs as data),
-    whereas this row only exists after the graph has finished (its end time,
-    exit code and counts come from the finished run) and is written once by the
-    launcher (`transforms.sinks.run_history`).
+    whereas this row is written by the launcher (`transforms.sinks.run_history`)
+    from what it knows of the run: its end time, exit code and counts once it
+    has finished. A job only submitted to Dataflow gets a row without them
+    (null) and its Dataflow job id; each refresh that sees its state change
+    (`tools.runs --refresh`) appends a newer row for the same run id, and the
+    run is its row with the latest `recorded_at`.
     """
 
     TABLE: ClassVar[Table] = Table(
@@ -350,18 +353,44 @@ class PipelineRun:
     range_start: datetime | None = column("--start of a backfill (UTC), when given.")
     range_end: datetime | None = column("--end of a backfill (UTC, exclusive), when given.")
     started_at: datetime = column("When the job was launched (UTC).")
-    ended_at: datetime = column("When the run ended and its summary was made (UTC).")
-    exit_code: int = column("The job's exit code: 0 done, 1 records unaccounted for, 3 failed.")
-    records_read: int = column("Records read (the summary's first line).")
-    processed: int = column("Records processed.")
-    skipped: int = column("Records skipped, duplicates included.")
-    dead_lettered: int = column("Records dead-lettered.")
+    ended_at: datetime | None = column(
+        "When the run ended and its summary was made (UTC); for a Dataflow job, when it "
+        "entered its terminal state. Null while a submitted job has not ended."
+    )
+    exit_code: int | None = column(
+        "The job's exit code: 0 done, 1 records unaccounted for, 3 failed (a Dataflow job's "
+        "terminal state maps onto these: see the README). Null while a submitted job has "
+        "not ended."
+    )
+    records_read: int | None = column(
+        "Records read (the summary's first line). Null while a submitted job has not ended."
+    )
+    processed: int | None = column("Records processed. Null while a submitted job has not ended.")
+    skipped: int | None = column(
+        "Records skipped, duplicates included. Null while a submitted job has not ended."
+    )
+    dead_lettered: int | None = column(
+        "Records dead-lettered. Null while a submitted job has not ended."
+    )
     rows_written: tuple[TableRows, ...] = column(
         "What the run itself wrote, per destination (from the writers' counters; not "
-        "the tables' totals)."
+        "the tables' totals). Empty while a submitted job has not ended."
     )
     code_version: str = column("Version of the installed stripe-contributions-pipeline package.")
     git_commit: str | None = column("Commit of the checkout the job ran from, when known.")
+    dataflow_job_id: str | None = column(
+        "Id of the Dataflow job the run submitted; null for a run on the launching machine."
+    )
+    dataflow_project: str | None = column("Google Cloud project of the Dataflow job.")
+    dataflow_region: str | None = column("Region of the Dataflow job.")
+    dataflow_state: str | None = column(
+        "The Dataflow job's state (JOB_STATE_RUNNING, JOB_STATE_DONE, ...) when this row was "
+        "written from the Jobs API; null at submission (not looked at yet) and for local runs."
+    )
+    recorded_at: datetime | None = column(
+        "When this row was written (UTC). A run's latest row is the one that counts; null in "
+        "rows of earlier releases, which wrote one row per run."
+    )
 
 
 #: Every table with a generated schema: the pipeline's outputs and the run history.

@@ -19,3 +19,7 @@ __all__ += ["both_warehouses"]
 from tests.fixtures.metadata_server import metadata_server  # noqa: E402
 
 __all__ += ["metadata_server"]
+
+from tests.fixtures.dataflow_api import dataflow_api  # noqa: E402
+
+__all__ += ["dataflow_api"]

@@ -442,6 +442,6 @@ def test_a_store_that_fails_during_the_run_ends_it_in_one_line(
     )  # fmt: skip
     counts = (run.records_read, run.processed, run.skipped, run.dead_lettered, run.rows_written)
     assert counts == (0, 0, 0, 0, ())
-    assert run.started_at <= run.ended_at
+    assert run.ended_at is not None and run.started_at <= run.ended_at
     assert not (tmp_path / "summary.json").exists()
     assert f"run {run.run_id} recorded in pipeline_runs of {tmp_path / 'w.duckdb'}" in err

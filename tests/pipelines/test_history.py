@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from pipelines.history import (
+    SubmittedJob,
     masked_arguments,
     run_record,
     start_run,
+    submitted_record,
     tool_run_record,
     write_summary_json,
 )
@@ -124,6 +126,11 @@ def test_the_run_record_holds_the_runs_counts_and_what_it_wrote() -> None:
         ),
         code_version="1.2.3",
         git_commit="abc123",
+        dataflow_job_id=None,
+        dataflow_project=None,
+        dataflow_region=None,
+        dataflow_state=None,
+        recorded_at=ENDED,
     )
     failed = run_record(start, None, 3, ENDED, ("1.2.3", None))
     assert (failed.exit_code, failed.records_read, failed.rows_written) == (3, 0, ())
@@ -191,3 +198,43 @@ def test_a_redrive_row_carries_its_letter_counts_and_no_record_counts() -> None:
         TableRows(destination="letters_failed", rows=2),
     )
     assert (record.code_version, record.git_commit) == ("1.2.3", "abc")
+
+
+def test_a_submitted_record_knows_where_the_job_is_and_nothing_of_its_end() -> None:
+    start = start_run(
+        "streaming",
+        ["--kinesis_stream", "s", "--runner", "DataflowRunner"],
+        runner="DataflowRunner",
+        source="s",
+        now=lambda: STARTED,
+    )
+    job = SubmittedJob("2026-01-02_03_04_05-1", "p", "europe-west1")
+
+    record = submitted_record(start, job, ENDED, ("1.2.3", "abc"))
+
+    assert record == PipelineRun(
+        run_id=start.run_id,
+        job="streaming",
+        arguments=("--kinesis_stream", "s", "--runner", "DataflowRunner"),
+        runner="DataflowRunner",
+        source="s",
+        range_start=None,
+        range_end=None,
+        started_at=STARTED,
+        ended_at=None,
+        exit_code=None,
+        records_read=None,
+        processed=None,
+        skipped=None,
+        dead_lettered=None,
+        rows_written=(),
+        code_version="1.2.3",
+        git_commit="abc",
+        dataflow_job_id="2026-01-02_03_04_05-1",
+        dataflow_project="p",
+        dataflow_region="europe-west1",
+        dataflow_state=None,
+        recorded_at=ENDED,
+    )
+    other_runner = submitted_record(start, None, ENDED, ("1.2.3", "abc"))
+    assert (other_runner.dataflow_job_id, other_runner.exit_code) == (None, None)

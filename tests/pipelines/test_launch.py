@@ -11,11 +11,20 @@ from typing import Any
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TypeOptions
+from apache_beam.runners.runner import PipelineResult
 
 from pipelines import backfill, reconcile, redrive, streaming
 from pipelines.flags import unknown_flags
-from pipelines.launch import JobOptions, beam_leftovers, known_flags, parse_options
+from pipelines.history import start_run
+from pipelines.launch import (
+    JobOptions,
+    beam_leftovers,
+    known_flags,
+    parse_options,
+    record_submitted,
+)
 from pipelines.options import SinkOptions
+from transforms.sinks.run_history import recent_runs
 
 
 @pytest.mark.parametrize(
@@ -194,3 +203,34 @@ def test_the_backfill_builds_the_same_graph_with_job_options_as_with_beams(
 
     assert len(reused) > 50
     assert reused == graph_of(PipelineOptions(argv))
+
+
+@pytest.mark.parametrize(
+    ("flags", "recorded"),
+    [
+        (["--dry_run=True"], []),
+        ([], [(None, None, None, None)]),
+    ],
+    ids=["dry-run-submits-nothing", "another-runner-has-no-job-id"],
+)
+def test_a_submission_without_a_dataflow_job(
+    flags: list[str],
+    recorded: list[tuple[object, ...]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    warehouse = tmp_path / "w.duckdb"
+    options = PipelineOptions(["--runner", "PortableRunner", "--warehouse", str(warehouse), *flags])
+    run = start_run(
+        "streaming", ["--runner", "PortableRunner"], runner="PortableRunner", source="s"
+    )
+
+    record_submitted(
+        run, options.view_as(SinkOptions).sink_config(), PipelineResult("RUNNING"), options
+    )
+
+    runs = recent_runs(str(warehouse), 5) if warehouse.exists() else []
+    assert [(r.dataflow_job_id, r.exit_code, r.ended_at, r.records_read) for r in runs] == recorded
+    assert [r.run_id for r in runs] == [run.run_id] * len(recorded)
+    expected = [f"run {run.run_id} recorded in pipeline_runs of {warehouse}"] if recorded else []
+    assert capsys.readouterr().err.splitlines() == expected

@@ -362,6 +362,13 @@ def _add_missing_columns(
             )
 
 
+def add_missing_columns(connection: duckdb.DuckDBPyConnection, record_type: type) -> None:
+    """`_add_missing_columns` for one table, its columns read here (for a caller
+    outside the load, e.g. `transforms.sinks.run_history`)."""
+    existing = _columns_by_table(connection).get(table_of(record_type).name)
+    _add_missing_columns(connection, record_type, existing)
+
+
 class _CreateTables(beam.DoFn):
     """Creates every table once, so that tables without rows exist too. Emits nothing."""
 
