@@ -92,7 +92,7 @@ from pipelines.options import (
     SinkOptions,
 )
 from schemas.records import DeadLetter
-from transforms.infrastructure import check_table_key
+from transforms.infrastructure import check_table_key, naming_flag
 from transforms.sinks.router import TriggerLoads, WriteOutputs
 from transforms.sources.decode import DecodeEvents
 from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis, check_stream
@@ -149,7 +149,8 @@ def check_source(options: PipelineOptions) -> None:
     if kinesis.kinesis_stream:
         check_stream(kinesis.kinesis_stream)
     if kinesis.kinesis_coordination_table:
-        check_table_key(kinesis.kinesis_coordination_table, COORDINATION_KEY_SCHEMA)
+        with naming_flag("--kinesis_coordination_table"):
+            check_table_key(kinesis.kinesis_coordination_table, COORDINATION_KEY_SCHEMA)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
