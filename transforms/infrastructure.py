@@ -16,6 +16,7 @@ here knows a record type.
   what an AWS failure is.
 - `dynamodb_client`, `check_table_key`: DynamoDB clients and key checks.
 - `naming_flag`: a pre-launch check's `ConfigurationError` starts with the flag to fix.
+- `describe_request_error`: a Google client's failure in one line that stays the same.
 - `use_aws_role`, `WebIdentityRole`, `metadata_token_source`: AWS credentials
   for workers outside AWS (Dataflow): every boto3 session of the process
   assumes one IAM role with a Google-signed identity token.
@@ -209,6 +210,19 @@ def describe_error(error: Exception) -> str:
         message = error.response.get("Error", {}).get("Message", "")
         return f"{error_code(error)}: {message}"
     return f"{type(error).__name__}: {error}"
+
+
+def describe_request_error(error: Exception) -> str:
+    """A Google client's failure in one line: its type and, for an unanswered request, where to.
+
+    A connection error's own text holds object addresses, different on every run.
+    """
+    request = getattr(error, "request", None)
+    url = getattr(request, "url", None)
+    if url:
+        parts = urllib.parse.urlsplit(str(url))
+        return f"{type(error).__name__} from {parts.scheme}://{parts.netloc}"
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 #: Google's metadata server on every Compute Engine (so Dataflow) VM: an OpenID Connect
