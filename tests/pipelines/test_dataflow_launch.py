@@ -19,22 +19,29 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import HTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import google.auth
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
+from google.api_core.exceptions import NotFound
 from google.auth import _default as google_auth_default
 from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import RefreshError
+from google.cloud import bigquery
 
 from pipelines import backfill, streaming
 from pipelines.google_cloud import check_google_cloud
 from pipelines.launch import check_flags, launch_checked, parse_options
 from tests.fixtures.bigquery import BigQueryEmulator
+from tests.fixtures.http_server import JsonApiHandler, serving
 from transforms.infrastructure import InfrastructureError
+from transforms.sinks.bigquery import check_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -296,3 +303,118 @@ def test_any_other_error_while_constructing_the_pipeline_keeps_its_traceback(
 
     with pytest.raises(KeyError, match="a bug"):
         launch_checked("prog", options, backfill.plan, runner=broken)
+
+
+class _BigQueryStandIn(JsonApiHandler):
+    """BigQuery's REST answers for a project that does not exist and one the caller may not use."""
+
+    requests: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802  # http.server's name
+        type(self).requests.append(self.path.split("?")[0])
+        project = self.path.split("/")[4]
+        if project == "denied-project":
+            self._answer(403, _google_error(403, f"Access Denied: Project {project}"))
+        elif self.path.split("?")[0].endswith("/datasets"):
+            self._answer(404, _google_error(404, f"Not found: Project {project}"))
+        else:
+            self._answer(404, _google_error(404, f"Not found: Dataset {project}:contributions"))
+
+
+def _google_error(code: int, message: str) -> dict[str, object]:
+    status = "NOT_FOUND" if code == 404 else "PERMISSION_DENIED"
+    return {"error": {"code": code, "message": message, "status": status}}
+
+
+@pytest.fixture
+def bigquery_stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """BIGQUERY_EMULATOR_HOST at `_BigQueryStandIn`, anonymous credentials; the paths asked."""
+    _BigQueryStandIn.requests = []
+    with serving(HTTPServer(("127.0.0.1", 0), _BigQueryStandIn)) as url:
+        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", url)
+        monkeypatch.setattr(google.auth, "default", _anonymous)
+        yield _BigQueryStandIn.requests
+
+
+@pytest.mark.parametrize(
+    ("project", "asked", "line"),
+    [
+        pytest.param(
+            "absent-project",
+            [
+                "/bigquery/v2/projects/absent-project/datasets/contributions",
+                "/bigquery/v2/projects/absent-project/datasets",
+            ],
+            "--warehouse bigquery:absent-project.contributions: project absent-project does not "
+            "exist or these credentials cannot see it: correct the flag",
+            id="absent-project",
+        ),
+        pytest.param(
+            "denied-project",
+            ["/bigquery/v2/projects/denied-project/datasets/contributions"],
+            "--warehouse bigquery:denied-project.contributions: these credentials may not use "
+            "BigQuery in project denied-project: grant them roles/bigquery.dataEditor and "
+            "roles/bigquery.jobUser, or give another project",
+            id="denied-project",
+        ),
+    ],
+)
+def test_a_bigquery_project_that_cannot_be_used_stops_the_job_before_launch(
+    project: str,
+    asked: list[str],
+    line: str,
+    bigquery_stand_in: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    flags = [*PRODUCTION_SINKS, f"--warehouse=bigquery:{project}.contributions"]
+
+    assert backfill.run(flags) == 3
+    assert capsys.readouterr().err == f"{BACKFILL}{line}\n"
+    # One attempt per call: the check does not retry what the service refused.
+    assert bigquery_stand_in == asked
+
+
+def test_bigquery_not_answering_stops_the_job_in_seconds(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = _closed_port()
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(google.auth, "default", _anonymous)
+
+    began = time.monotonic()
+    code = streaming.run([*PRODUCTION_SINKS, "--kinesis_stream=stripe-events"])
+    elapsed = time.monotonic() - began
+
+    assert code == 3
+    assert capsys.readouterr().err == (
+        "python -m pipelines.streaming: error: --warehouse bigquery:test-project.contributions: "
+        f"BigQuery did not answer: ConnectionError from http://127.0.0.1:{port}: check the "
+        "network, the credentials and BIGQUERY_EMULATOR_HOST\n"
+    )
+    assert elapsed < PROMPTLY_S
+
+
+def test_without_credentials_a_bigquery_warehouse_stops_the_job(
+    missing_credentials: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = missing_credentials
+    assert backfill.run(PRODUCTION_SINKS) == 3
+    assert capsys.readouterr().err == (
+        f"{BACKFILL}--warehouse bigquery:test-project.contributions: no Google Cloud "
+        f"credentials (File {missing} was not found): run `gcloud auth application-default "
+        "login`, or set GOOGLE_APPLICATION_CREDENTIALS\n"
+    )
+
+
+def test_a_served_project_passes_without_its_dataset_which_the_writer_creates(
+    bigquery_emulator: BigQueryEmulator,
+) -> None:
+    dataset = f"launch_check_{uuid.uuid4().hex[:8]}"
+
+    check_dataset(bigquery_emulator.project, dataset)
+
+    client = bigquery.Client(project=bigquery_emulator.project)
+    with pytest.raises(NotFound):  # the check created nothing
+        client.get_dataset(f"{bigquery_emulator.project}.{dataset}")
+    client.close()
