@@ -98,7 +98,7 @@ def check_google_cloud(options: PipelineOptions) -> None:
 
 
 def google_credentials(scopes: list[str] | None = None) -> Any:
-    """Application default credentials, found once; `InfrastructureError` when there are none."""
+    """Application default credentials, looked up once, no retries; else `InfrastructureError`."""
     import google.auth
     from google.auth import exceptions as auth_exceptions
 
