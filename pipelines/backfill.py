@@ -16,14 +16,20 @@ Locally, on the bundled sample (FnApiRunner):
     python -m pipelines.backfill --source s3://archive/stripe/ \\
         --start 2024-12-01 --end 2024-12-08 --warehouse out/december.duckdb
 
-On Dataflow, into the production sinks:
+On Dataflow, into the production sinks (every record type with personal data
+needs its own: BigQuery gets none):
 
-    python -m pipelines.backfill --runner DataflowRunner --project P \\
-        --region europe-west1 --temp_location gs://B/tmp --setup_file ./setup.py \\
-        --source s3://archive/stripe/ --start 2024-12-01 --end 2024-12-08 \\
-        --warehouse bigquery:P.contributions --contributions_store postgresql://... \\
-        --supporter_table SupporterProductData --emails_queue_url https://...fifo \\
-        --opt_ins_queue_url https://...fifo --sent_messages_table contribution-messages-sent
+    python -m pipelines.backfill --runner DataflowRunner --project my-project \\
+        --region europe-west1 --temp_location gs://my-project-dataflow/tmp \\
+        --setup_file ./setup.py --source s3://archive/stripe/ \\
+        --start 2024-12-01 --end 2024-12-08 --stripe_mode live \\
+        --warehouse bigquery:my-project.contributions --acquisitions_bus acquisitions-bus \\
+        --supporter_table SupporterProductData \\
+        --contributions_store_queue_url https://sqs.eu-west-1.amazonaws.com/123456789012/store \\
+        --contributions_store_key_id KEY_ID \\
+        --emails_queue_url https://sqs.eu-west-1.amazonaws.com/123456789012/emails.fifo \\
+        --opt_ins_queue_url https://sqs.eu-west-1.amazonaws.com/123456789012/opt-ins.fifo \\
+        --sent_messages_table contribution-messages-sent
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ if __name__ == "__main__":
     # the start-up's CPU time. Collection resumes below, with those objects frozen.
     gc.disable()
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -46,8 +52,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipelines.history import start_run
 from pipelines.launch import (
-    build_checked,
     finish,
+    launch_checked,
     parse_options,
     quiet_beam_logs,
     record_run,
@@ -86,12 +92,21 @@ PROG = "python -m pipelines.backfill"
 
 def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     """Reads the archive, applies the core and writes every output."""
+    plan(options)(pipeline)
+
+
+def plan(options: PipelineOptions) -> Callable[[beam.Pipeline], None]:
+    """Every flag the graph reads, checked (ValueError naming the flag); then what builds it.
+
+    Needs no pipeline, so the launch checks the flags before constructing one.
+    """
     archive = options.view_as(BackfillOptions).archive_arguments()
     core = options.view_as(CoreOptions).process_stripe_events(
         group_by_key=disk_grouping(options, options.view_as(StandardOptions).runner),
         resolve_identities=options.view_as(IdentityOptions).identity_resolver(),
     )
-    read_process_write(pipeline, archive, core, options.view_as(SinkOptions).sink_config())
+    sinks = options.view_as(SinkOptions).sink_config()
+    return lambda pipeline: read_process_write(pipeline, archive, core, sinks)
 
 
 def disk_grouping(options: PipelineOptions, runner: str | None) -> GroupByKeyOnDisk | None:
@@ -150,10 +165,10 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         range_end=archive.end,
     )
     local = runner_for(options)
-    pipeline = beam.Pipeline(runner=local, options=options)
-    sinks = build_checked(PROG, pipeline, options, build, extra_check=archive.check_source)
-    if isinstance(sinks, int):
-        return sinks
+    launch = launch_checked(PROG, options, plan, runner=local, extra_check=archive.check_source)
+    if isinstance(launch, int):
+        return launch
+    pipeline, sinks = launch.pipeline, launch.sinks
     # Only a local run's workers update this process's progress; the FnApiRunner
     # runs the whole pipeline inside `start`.
     interval = archive.progress_interval_s if local is not None and wait else 0.0

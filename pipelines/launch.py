@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -21,6 +22,7 @@ from typing import Any, TypeVar, cast
 import apache_beam as beam
 import botocore.exceptions
 import duckdb
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
     PipelineOptions,
@@ -34,6 +36,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
 from pipelines.aws_role import start_role
 from pipelines.flags import FlagParser
+from pipelines.google_cloud import check_google_cloud, check_temp_location
 from pipelines.history import (
     RunStart,
     SubmittedJob,
@@ -225,6 +228,53 @@ def check_sinks(sinks: SinkConfig) -> None:
             check(sinks)
 
 
+#: What a job reads from its options before any pipeline exists: every flag's value
+#: checked (ValueError naming the flag), the graph then applied to the pipeline given.
+Plan = Callable[[PipelineOptions], Callable[[beam.Pipeline], None]]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A checked job ready to run: its pipeline, graph applied, and its sinks."""
+
+    pipeline: beam.Pipeline
+    sinks: SinkConfig
+
+
+def launch_checked(
+    prog: str,
+    options: PipelineOptions,
+    plan: Plan,
+    *,
+    runner: PipelineRunner | None,
+    extra_check: Callable[[], None] | None = None,
+) -> Launch | int:
+    """Checks the flags, then the infrastructure, then constructs the pipeline and builds it.
+
+    In this order, so that a refused launch never waits for anything:
+
+    1. usage (ValueError, `EXIT_USAGE`): the sink flags, `--stripe_mode`, the
+       runner against the warehouse, Dataflow's `--project` and
+       `--temp_location` (`pipelines.google_cloud`), then every flag the graph
+       reads (`plan(options)`);
+    2. infrastructure (`InfrastructureError` or an AWS error,
+       `EXIT_INFRASTRUCTURE`): Google Cloud for a Dataflow launch, the AWS role,
+       each selected sink, the Stripe key, `extra_check` (the source);
+    3. `beam.Pipeline(runner=runner, options=options)`, which on Dataflow
+       calls Google Cloud: an error there is infrastructure too, one line;
+       Beam's option validation errors are usage;
+    4. the graph applied to it; the DuckDB warehouse's folder made.
+
+    Returns the `Launch`, or the exit code after printing one line the way
+    argparse does.
+    """
+
+    def construct() -> beam.Pipeline:
+        return beam.Pipeline(runner=runner, options=options)
+
+    return _checked(prog, options, plan, construct, extra_check)
+
+
 def build_checked(
     prog: str,
     pipeline: beam.Pipeline,
@@ -232,26 +282,55 @@ def build_checked(
     build: Callable[[beam.Pipeline, PipelineOptions], None],
     extra_check: Callable[[], None] | None = None,
 ) -> SinkConfig | int:
-    """Checks the flags, the sinks (and `extra_check`), builds the graph, readies the warehouse.
+    """`launch_checked` for a pipeline constructed already (a local one: the re-drive's).
 
-    Returns the sinks, or the exit code after printing one line the way
-    argparse does: `EXIT_USAGE` for a bad flag combination (ValueError),
-    `EXIT_INFRASTRUCTURE` for a source or sink that is missing, unreachable
-    or of the wrong kind (`InfrastructureError`, or an AWS error of a check).
+    The graph is built among the usage checks, as its ValueErrors are flags.
     """
-    try:
-        sinks = options.view_as(SinkOptions).sink_config()
-        # A flag combination is reported before any infrastructure is looked at.
-        options.view_as(CoreOptions).checked_stripe_mode()
-        check_runner(options, sinks)
-        # Every flag is checked (usage, exit 2) before any infrastructure is (exit 3).
+
+    def plan(options: PipelineOptions) -> Callable[[beam.Pipeline], None]:
         build(pipeline, options)
+        return lambda _: None
+
+    launch = _checked(prog, options, plan, lambda: pipeline, extra_check)
+    return launch if isinstance(launch, int) else launch.sinks
+
+
+def check_flags(options: PipelineOptions, plan: Plan) -> Callable[[beam.Pipeline], None]:
+    """A launch's usage checks (ValueError naming the flag), offline; what builds the graph.
+
+    The sink flags, `--stripe_mode`, the runner against the warehouse,
+    Dataflow's `--project` and `--temp_location`, then `plan(options)`.
+    """
+    sinks = options.view_as(SinkOptions).sink_config()
+    options.view_as(CoreOptions).checked_stripe_mode()
+    check_runner(options, sinks)
+    check_temp_location(options)
+    return plan(options)
+
+
+def _checked(
+    prog: str,
+    options: PipelineOptions,
+    plan: Plan,
+    construct: Callable[[], beam.Pipeline],
+    extra_check: Callable[[], None] | None,
+) -> Launch | int:
+    try:
+        apply = check_flags(options, plan)
+        sinks = options.view_as(SinkOptions).sink_config()
+        # What constructing the pipeline would do first: the source check matches a glob
+        # with Beam's filesystems, which read their options (S3 endpoint, ...) from here.
+        FileSystems.set_options(options)
+        # Every flag is checked (usage, exit 2) before any infrastructure is (exit 3).
+        check_google_cloud(options)
         # Before the checks, which are AWS calls too; workers start it themselves.
         start_role(options)
         check_sinks(sinks)
         options.view_as(CoreOptions).check_stripe_key()
         if extra_check is not None:
             extra_check()
+        pipeline = _constructed(construct)
+        apply(pipeline)
     except ValueError as error:
         return fail(prog, str(error), EXIT_USAGE)
     except InfrastructureError as error:
@@ -261,7 +340,27 @@ def build_checked(
     warehouse = duckdb_path(sinks)
     if warehouse:
         Path(warehouse).parent.mkdir(parents=True, exist_ok=True)
-    return sinks
+    return Launch(pipeline, sinks)
+
+
+#: Where the errors of Beam's launch-time Google Cloud calls come from (auth, API, HTTP).
+_GOOGLE_CLOUD_ERROR_MODULES = ("google.auth.", "google.api_core.", "requests.")
+
+
+def _constructed(construct: Callable[[], beam.Pipeline]) -> beam.Pipeline:
+    """`construct()`; a Google Cloud error of Beam's launch-time calls as `InfrastructureError`.
+
+    Matched by module rather than imported: a local run never loads those clients.
+    """
+    try:
+        return construct()
+    except Exception as error:
+        if not type(error).__module__.startswith(_GOOGLE_CLOUD_ERROR_MODULES):
+            raise
+        message = " ".join(str(error).split())
+        raise InfrastructureError(
+            f"the pipeline could not be constructed: {type(error).__name__}: {message}"
+        ) from None
 
 
 def check_runner(options: PipelineOptions, sinks: SinkConfig) -> None:

@@ -49,13 +49,20 @@ the signal's number), loading nothing more. While it reads, a local run says
 on stderr how many records it has read, when that changed (at most every
 `PROGRESS_INTERVAL_S`, the first at once).
 
-On Dataflow (runs until drained or cancelled; the warehouse path must be
-reachable by the workers):
+On Dataflow (runs until drained or cancelled), into BigQuery and the production
+sinks:
 
     python -m pipelines.streaming --runner DataflowRunner --streaming \\
-        --project P --region europe-west1 --temp_location gs://B/tmp \\
-        --setup_file ./setup.py \\
-        --kinesis_stream arn:aws:kinesis:eu-west-1:123456789012:stream/stripe-events
+        --project my-project --region europe-west1 \\
+        --temp_location gs://my-project-dataflow/tmp --setup_file ./setup.py \\
+        --kinesis_stream arn:aws:kinesis:eu-west-1:123456789012:stream/stripe-events \\
+        --stripe_mode live --warehouse bigquery:my-project.contributions \\
+        --acquisitions_bus acquisitions-bus --supporter_table SupporterProductData \\
+        --contributions_store_queue_url https://sqs.eu-west-1.amazonaws.com/123456789012/store \\
+        --contributions_store_key_id KEY_ID \\
+        --emails_queue_url https://sqs.eu-west-1.amazonaws.com/123456789012/emails.fifo \\
+        --opt_ins_queue_url https://sqs.eu-west-1.amazonaws.com/123456789012/opt-ins.fifo \\
+        --sent_messages_table contribution-messages-sent
 """
 
 from __future__ import annotations
@@ -66,7 +73,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 import apache_beam as beam
@@ -75,8 +82,8 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.history import start_run
 from pipelines.launch import (
-    build_checked,
     finish,
+    launch_checked,
     parse_options,
     quiet_beam_logs,
     record_run,
@@ -93,7 +100,7 @@ from pipelines.options import (
     SinkOptions,
 )
 from schemas.records import DeadLetter
-from transforms.infrastructure import check_table_key
+from transforms.infrastructure import check_table_key, naming_flag
 from transforms.sinks.router import TriggerLoads, WriteOutputs
 from transforms.sources.decode import DecodeEvents
 from transforms.sources.kinesis import COORDINATION_KEY_SCHEMA, ReadFromKinesis, check_stream
@@ -120,25 +127,37 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
 
     Raises ValueError for a bad flag combination (e.g. no `--kinesis_stream`).
     """
+    plan(options)(pipeline)
+
+
+def plan(options: PipelineOptions) -> Callable[[beam.Pipeline], None]:
+    """Every flag the graph reads, checked (ValueError naming the flag); then what builds it.
+
+    Needs no pipeline, so the launch checks the flags before constructing one.
+    """
     kinesis = options.view_as(KinesisOptions)
     read_arguments = kinesis.kinesis_arguments()
     core = options.view_as(CoreOptions).process_stripe_events(
         resolve_identities=options.view_as(IdentityOptions).identity_resolver()
     )
     sinks = options.view_as(SinkOptions).sink_config()
+    load_interval = kinesis.load_interval()
 
-    records = pipeline | "ReadFromKinesis" >> ReadFromKinesis(**read_arguments)
-    decoded = records | "DecodeEvents" >> DecodeEvents()
-    outputs = decoded.events | "ProcessStripeEvents" >> core
-    tables = outputs.by_record_type()
-    tables[DeadLetter] = (
-        outputs.dead_letters,
-        decoded.dead_letters,
-    ) | "CollectDeadLetters" >> beam.Flatten()
-    loads = TriggerLoads(
-        kinesis.load_interval(), early_panes=not isinstance(pipeline.runner, FnApiRunner)
-    )
-    _ = tables | "WriteOutputs" >> WriteOutputs(sinks, loads)
+    def apply(pipeline: beam.Pipeline) -> None:
+        records = pipeline | "ReadFromKinesis" >> ReadFromKinesis(**read_arguments)
+        decoded = records | "DecodeEvents" >> DecodeEvents()
+        outputs = decoded.events | "ProcessStripeEvents" >> core
+        tables = outputs.by_record_type()
+        tables[DeadLetter] = (
+            outputs.dead_letters,
+            decoded.dead_letters,
+        ) | "CollectDeadLetters" >> beam.Flatten()
+        loads = TriggerLoads(
+            load_interval, early_panes=not isinstance(pipeline.runner, FnApiRunner)
+        )
+        _ = tables | "WriteOutputs" >> WriteOutputs(sinks, loads)
+
+    return apply
 
 
 def check_source(options: PipelineOptions) -> None:
@@ -150,7 +169,8 @@ def check_source(options: PipelineOptions) -> None:
     if kinesis.kinesis_stream:
         check_stream(kinesis.kinesis_stream)
     if kinesis.kinesis_coordination_table:
-        check_table_key(kinesis.kinesis_coordination_table, COORDINATION_KEY_SCHEMA)
+        with naming_flag("--kinesis_coordination_table"):
+            check_table_key(kinesis.kinesis_coordination_table, COORDINATION_KEY_SCHEMA)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -241,10 +261,12 @@ def run(argv: Sequence[str] | None = None, *, wait: bool = True) -> int:
         runner=options.view_as(StandardOptions).runner,
         source=options.view_as(KinesisOptions).kinesis_stream or "",
     )
-    pipeline = beam.Pipeline(runner=local, options=options)
-    sinks = build_checked(PROG, pipeline, options, build, extra_check=lambda: check_source(options))
-    if isinstance(sinks, int):
-        return sinks
+    launch = launch_checked(
+        PROG, options, plan, runner=local, extra_check=lambda: check_source(options)
+    )
+    if isinstance(launch, int):
+        return launch
+    pipeline, sinks = launch.pipeline, launch.sinks
     if local is None:
         result = start(PROG, pipeline)
     else:

@@ -15,6 +15,8 @@ here knows a record type.
 - `error_code`, `is_retryable` (botocore's standard-mode rules), `describe_error`:
   what an AWS failure is.
 - `dynamodb_client`, `check_table_key`: DynamoDB clients and key checks.
+- `naming_flag`: a pre-launch check's `ConfigurationError` starts with the flag to fix.
+- `describe_request_error`: a Google client's failure in one line that stays the same.
 - `use_aws_role`, `WebIdentityRole`, `metadata_token_source`: AWS credentials
   for workers outside AWS (Dataflow): every boto3 session of the process
   assumes one IAM role with a Google-signed identity token.
@@ -22,6 +24,7 @@ here knows a record type.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -31,7 +34,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,8 +176,8 @@ def check_table_key(
     except botocore.exceptions.ClientError as error:
         if error_code(error) == "ResourceNotFoundException":
             raise ConfigurationError(
-                f"DynamoDB table {table_name!r} does not exist; the job does not create it: "
-                f"provision it with key ({expected})"
+                f"the DynamoDB table {table_name!r} does not exist; the job does not create it: "
+                f"check the name, region and endpoint, or create it with key ({expected})"
             ) from None
         raise
     found = tuple(
@@ -184,8 +187,21 @@ def check_table_key(
     if found != tuple(key_schema):
         shown = ", ".join(f"{name} {kind}" for name, kind in found)
         raise ConfigurationError(
-            f"DynamoDB table {table_name!r} has key ({shown}); expected ({expected})"
+            f"the DynamoDB table {table_name!r} has key ({shown}); the job needs ({expected}): "
+            "give a table with that key"
         )
+
+
+@contextlib.contextmanager
+def naming_flag(option: str) -> Iterator[None]:
+    """A `ConfigurationError` raised inside starts with `<option>: `: the line names what to fix.
+
+    For the pre-launch checks; on a worker the same checks have no flag to name.
+    """
+    try:
+        yield
+    except ConfigurationError as error:
+        raise ConfigurationError(f"{option}: {error}") from None
 
 
 def describe_error(error: Exception) -> str:
@@ -194,6 +210,19 @@ def describe_error(error: Exception) -> str:
         message = error.response.get("Error", {}).get("Message", "")
         return f"{error_code(error)}: {message}"
     return f"{type(error).__name__}: {error}"
+
+
+def describe_request_error(error: Exception) -> str:
+    """A Google client's failure in one line: its type and, for an unanswered request, where to.
+
+    A connection error's own text holds object addresses, different on every run.
+    """
+    request = getattr(error, "request", None)
+    url = getattr(request, "url", None)
+    if url:
+        parts = urllib.parse.urlsplit(str(url))
+        return f"{type(error).__name__} from {parts.scheme}://{parts.netloc}"
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 #: Google's metadata server on every Compute Engine (so Dataflow) VM: an OpenID Connect

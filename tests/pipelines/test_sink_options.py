@@ -41,10 +41,15 @@ from transforms.sinks.registry import SINKS
 Job = Callable[[list[str]], int]
 JOBS = [pytest.param(backfill.run, id="backfill"), pytest.param(streaming.run, id="streaming")]
 LEDGER_NEEDED = (
-    "error: {flag} need --sent_messages_table: neither "
+    "{flag} need --sent_messages_table: neither "
     "EventBridge, CloudWatch nor a standard queue de-duplicates, the ledger makes them "
-    "exactly once\n"
+    "exactly once"
 )
+
+
+def error_line(job: Job, message: str) -> str:
+    """The one line a job prints on stderr for an expected failure."""
+    return f"python -m {job.__module__}: error: {message}\n"
 
 
 @pytest.fixture(scope="module")
@@ -70,50 +75,75 @@ def test_a_queue_without_the_ledger_exits_2_with_the_reason(
     warehouse = tmp_path / "out" / "w.duckdb"
     argv = [queue_flag, "https://sqs.eu-west-1.amazonaws.com/1/q.fifo"]
     assert job([*argv, "--warehouse", str(warehouse)]) == 2
-    assert capsys.readouterr().err.endswith(LEDGER_NEEDED.format(flag=queue_flag))
+    assert capsys.readouterr().err == error_line(job, LEDGER_NEEDED.format(flag=queue_flag))
     assert not warehouse.parent.exists()
 
 
-#: (flags, error) for infrastructure that is missing or of the wrong kind, built from
-#: freshly provisioned moto resources.
-Case = Callable[[], tuple[list[str], str]]
+#: (flags, stderr lines before the error, error) for infrastructure that is missing or of the
+#: wrong kind, built from freshly provisioned moto resources.
+Case = Callable[[], tuple[list[str], list[str], str]]
 
 
-def _missing_supporter_table() -> tuple[list[str], str]:
-    return ["--supporter_table", "absent-supporters"], (
-        "DynamoDB table 'absent-supporters' does not exist; the job does not create it: "
-        "provision it with key (identityId HASH, subscriptionName RANGE)"
+def _missing_supporter_table() -> tuple[list[str], list[str], str]:
+    return (
+        ["--supporter_table", "absent-supporters"],
+        [],
+        "--supporter_table: the DynamoDB table 'absent-supporters' does not exist; the job "
+        "does not create it: check the name, region and endpoint, or create it with key "
+        "(identityId HASH, subscriptionName RANGE)",
     )
 
 
-def _mis_keyed_supporter_table() -> tuple[list[str], str]:
+def _mis_keyed_supporter_table() -> tuple[list[str], list[str], str]:
     table = create_table(SUPPORTER_KEY[:1])
-    return ["--supporter_table", table], (
-        f"DynamoDB table {table!r} has key (identityId HASH); "
-        "expected (identityId HASH, subscriptionName RANGE)"
+    return (
+        ["--supporter_table", table],
+        [],
+        f"--supporter_table: the DynamoDB table {table!r} has key (identityId HASH); the job "
+        "needs (identityId HASH, subscriptionName RANGE): give a table with that key",
     )
 
 
-def _missing_queue() -> tuple[list[str], str]:
+def _missing_queue() -> tuple[list[str], list[str], str]:
     queue = create_queue().replace("messages-", "absent-")
-    return ["--opt_ins_queue_url", queue, "--sent_messages_table", create_table(LEDGER_KEY)], (
-        f"SQS queue {queue} does not exist; the job does not create it"
+    return (
+        ["--opt_ins_queue_url", queue, "--sent_messages_table", create_table(LEDGER_KEY)],
+        [],
+        f"--opt_ins_queue_url: the SQS queue {queue} does not exist; the job does not create "
+        "it: check the URL, region and endpoint, or create the queue (standard or FIFO)",
     )
 
 
-def _missing_bus() -> tuple[list[str], str]:
-    return [
-        "--acquisitions_bus",
-        "absent-bus",
-        "--sent_messages_table",
-        create_table(LEDGER_KEY),
-    ], ("EventBridge bus 'absent-bus' does not exist; the job does not create it")
+def _missing_store_queue() -> tuple[list[str], list[str], str]:
+    queue = create_queue().replace("messages-", "absent-")
+    flags = ["--contributions_store_queue_url", queue, "--contributions_store_key_id", "k"]
+    return (
+        [*flags, "--sent_messages_table", create_table(LEDGER_KEY)],
+        [],
+        f"--contributions_store_queue_url: the SQS queue {queue} does not exist; the job does "
+        "not create it: check the URL, region and endpoint, or create the queue (standard or "
+        "FIFO)",
+    )
 
 
-def _missing_ledger() -> tuple[list[str], str]:
-    return ["--emails_queue_url", create_queue(), "--sent_messages_table", "absent-ledger"], (
-        "DynamoDB table 'absent-ledger' does not exist; the job does not create it: "
-        "provision it with key (messageKey HASH)"
+def _missing_bus() -> tuple[list[str], list[str], str]:
+    return (
+        ["--acquisitions_bus", "absent-bus", "--sent_messages_table", create_table(LEDGER_KEY)],
+        [],
+        "--acquisitions_bus: the EventBridge bus 'absent-bus' does not exist; the job does not "
+        "create it: check the name, region and endpoint, or create the bus",
+    )
+
+
+def _missing_ledger() -> tuple[list[str], list[str], str]:
+    queue = create_queue()
+    return (
+        ["--emails_queue_url", queue, "--sent_messages_table", "absent-ledger"],
+        # The queue is checked, and found, before its ledger.
+        [f"SQS queue {queue}: FIFO"],
+        "--sent_messages_table: the DynamoDB table 'absent-ledger' does not exist; the job "
+        "does not create it: check the name, region and endpoint, or create it with key "
+        "(messageKey HASH)",
     )
 
 
@@ -125,6 +155,7 @@ def _missing_ledger() -> tuple[list[str], str]:
         pytest.param(_mis_keyed_supporter_table, id="mis-keyed-supporter-table"),
         pytest.param(_missing_bus, id="missing-bus"),
         pytest.param(_missing_queue, id="missing-queue"),
+        pytest.param(_missing_store_queue, id="missing-store-queue"),
         pytest.param(_missing_ledger, id="missing-ledger"),
     ],
 )
@@ -135,12 +166,14 @@ def test_missing_or_wrong_infrastructure_stops_before_launch(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    flags, error = case()
+    flags, before, error = case()
     warehouse = tmp_path / "out" / "w.duckdb"
     # The stream does not exist: the sinks are checked before the source.
     flags += ["--kinesis_stream", "absent-stream", "--stripe_mode", "test"]
     assert job([*flags, "--warehouse", str(warehouse)]) == 3
-    assert capsys.readouterr().err.endswith(f"error: {error}\n")
+    assert capsys.readouterr().err == "".join(f"{line}\n" for line in before) + error_line(
+        job, error
+    )
     assert not warehouse.parent.exists()
 
 
@@ -189,10 +222,11 @@ def test_production_sinks_need_a_live_or_test_stage(
     warehouse = tmp_path / "out" / "w.duckdb"
     stage = [] if mode is None else ["--stripe_mode", mode]
     assert job([*flags, *stage, "--warehouse", str(warehouse)]) == 2
-    assert capsys.readouterr().err.endswith(
-        f"error: --stripe_mode live or --stripe_mode test is required with production sinks "
+    assert capsys.readouterr().err == error_line(
+        job,
+        f"--stripe_mode live or --stripe_mode test is required with production sinks "
         f"({named}): a deployment serves one stage, and test payments must not reach live "
-        "resources\n"
+        "resources",
     )
     assert not warehouse.parent.exists()
 
@@ -311,9 +345,12 @@ def test_streaming_stops_before_launch_without_its_coordination_table(
         ]
     )
     assert code == 3
-    err = capsys.readouterr().err
-    assert "no-such-coordination-table" in err
-    assert "python -m pipelines.streaming: error:" in err
+    assert capsys.readouterr().err == error_line(
+        streaming.run,
+        "--kinesis_coordination_table: the DynamoDB table 'no-such-coordination-table' does "
+        "not exist; the job does not create it: check the name, region and endpoint, or create "
+        "it with key (shardKey HASH)",
+    )
 
 
 @pytest.mark.parametrize("job", JOBS)
@@ -361,12 +398,26 @@ def test_message_flags_make_the_window(flags: list[str], window: MessageWindow) 
 
 
 @pytest.mark.parametrize(
-    "flags",
-    [["--messages_max_age_hours", "0"], ["--run_started_at", "yesterday"]],
-    ids=["zero-age", "bad-time"],
+    ("flags", "error"),
+    [
+        pytest.param(
+            ["--messages_max_age_hours", "0"],
+            "argument --messages_max_age_hours: must be greater than 0, got 0",
+            id="zero-age",
+        ),
+        pytest.param(
+            ["--run_started_at", "yesterday"],
+            "argument --run_started_at: not an ISO 8601 date or time: 'yesterday' "
+            "(e.g. 2024-12-05 or 2024-12-05T23:00:00Z)",
+            id="bad-time",
+        ),
+    ],
 )
-def test_bad_message_flags_exit_2(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_message_flags_exit_2(
+    flags: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exited:
         backfill.run(flags)
     assert exited.value.code == 2
-    assert flags[0] in capsys.readouterr().err
+    # argparse's usage, then its one error line.
+    assert capsys.readouterr().err.splitlines(keepends=True)[-1] == error_line(backfill.run, error)

@@ -104,6 +104,7 @@ from schemas.views import (
 )
 from transforms.domain.events import make_dead_letter
 from transforms.domain.redact import redacted
+from transforms.infrastructure import READ_TIMEOUT_S, ConfigurationError, describe_request_error
 from transforms.sinks.common import BIGQUERY_PREFIX, WAREHOUSE, RecordCheck
 from transforms.sinks.contract import Sink, SinkConfig
 
@@ -446,6 +447,65 @@ def describe_google_error(error: Exception) -> str:
     return f"{type(error).__name__}: {message}"
 
 
+#: One attempt per call of the pre-launch check: the client retries only when given a
+#: `Retry` (its annotation asks for one; None is how it is told not to).
+_ONE_ATTEMPT: Any = None
+
+
+def check_dataset(project: str, dataset: str) -> None:
+    """Before launch: `ConfigurationError` naming `--warehouse` unless BigQuery serves the project.
+
+    With the launch's credentials (application default), one attempt per call,
+    bounded waits: the dataset is read, and if it is missing, the project's
+    datasets are listed (the writer creates a missing dataset, not a project).
+    """
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+
+    where = f"{WAREHOUSE.option} {BIGQUERY_PREFIX}{project}.{dataset}"
+    try:
+        client = bigquery.Client(project=project)
+        try:
+            try:
+                client.get_dataset(
+                    f"{project}.{dataset}", timeout=READ_TIMEOUT_S, retry=_ONE_ATTEMPT
+                )
+            except NotFound:
+                listed = client.list_datasets(
+                    project, max_results=1, timeout=READ_TIMEOUT_S, retry=_ONE_ATTEMPT
+                )
+                next(iter(listed), None)
+        finally:
+            client.close()
+    except NotFound:
+        raise ConfigurationError(
+            f"{where}: project {project} does not exist or these credentials cannot see it: "
+            "correct the flag"
+        ) from None
+    except api_exceptions.Forbidden:
+        raise ConfigurationError(
+            f"{where}: these credentials may not use BigQuery in project {project}: grant them "
+            "roles/bigquery.dataEditor and roles/bigquery.jobUser, or give another project"
+        ) from None
+    except auth_exceptions.DefaultCredentialsError as error:
+        found = str(error).split(". ", 1)[0].rstrip(".")
+        raise ConfigurationError(
+            f"{where}: no Google Cloud credentials ({found}): run `gcloud auth "
+            "application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS"
+        ) from None
+    except Exception as error:  # requests' and google's transport errors: no common base
+        if not type(error).__module__.startswith(("google.", "requests.", "urllib3.")):
+            raise
+        raise ConfigurationError(
+            f"{where}: BigQuery did not answer: {describe_request_error(error)}: check the "
+            "network, the credentials and BIGQUERY_EMULATOR_HOST"
+        ) from None
+
+
+def _check(config: SinkConfig) -> None:
+    check_dataset(*bigquery_dataset(str(config[WAREHOUSE.name])))
+
+
 def _check_flags(config: SinkConfig) -> None:
     bigquery_dataset(str(config[WAREHOUSE.name]))
     missing = [t for t in PERSONAL_RECORD_TYPES if t not in config.taken()]
@@ -488,6 +548,7 @@ SINK = Sink(
     flags=(WAREHOUSE,),
     write=_write,
     check_flags=_check_flags,
+    check=_check,
     selected_when=lambda config: str(config[WAREHOUSE.name]).startswith(BIGQUERY_PREFIX),
     warehouse=True,
 )

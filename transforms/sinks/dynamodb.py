@@ -64,6 +64,7 @@ from transforms.infrastructure import (
     describe_error,
     dynamodb_client,
     is_retryable,
+    naming_flag,
 )
 from transforms.sinks.common import Buffered, WriteInBatches, invalid_row
 from transforms.sinks.contract import Flag, Sink, SinkConfig
@@ -274,12 +275,17 @@ def _write(config: SinkConfig, pcolls: Mapping[type, beam.PCollection]) -> beam.
     return supporter.dead_letters
 
 
+def _check(config: SinkConfig) -> None:
+    with naming_flag(SUPPORTER_TABLE.option):
+        check_supporter_table(str(config[SUPPORTER_TABLE.name]))
+
+
 SINK = Sink(
     name="supporter_items",
     flags=(SUPPORTER_TABLE,),
     write=_write,
     takes=(SupporterProductData,),
-    check=lambda config: check_supporter_table(str(config[SUPPORTER_TABLE.name])),
+    check=_check,
 )
 
 

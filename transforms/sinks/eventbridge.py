@@ -43,6 +43,7 @@ from transforms.infrastructure import (
     Backoff,
     ConfigurationError,
     error_code,
+    naming_flag,
 )
 from transforms.sinks.contract import SEND_ALL, Flag, MessageWindow, Sink, SinkConfig
 from transforms.sinks.ledger import (
@@ -74,7 +75,8 @@ def check_event_bus(bus: str, client: Any | None = None) -> None:
     except botocore.exceptions.ClientError as error:
         if error_code(error) == "ResourceNotFoundException":
             raise ConfigurationError(
-                f"EventBridge bus {bus!r} does not exist; the job does not create it"
+                f"the EventBridge bus {bus!r} does not exist; the job does not create it: "
+                "check the name, region and endpoint, or create the bus"
             ) from None
         raise
 
@@ -193,7 +195,8 @@ ACQUISITIONS_SOURCE = Flag(
 
 
 def _check(config: SinkConfig) -> None:
-    check_event_bus(str(config[ACQUISITIONS_BUS.name]))
+    with naming_flag(ACQUISITIONS_BUS.option):
+        check_event_bus(str(config[ACQUISITIONS_BUS.name]))
     check_ledger(config)
 
 

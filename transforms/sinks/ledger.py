@@ -86,6 +86,7 @@ from transforms.infrastructure import (
     dynamodb_client,
     error_code,
     is_retryable,
+    naming_flag,
 )
 from transforms.sinks.common import Buffered
 from transforms.sinks.contract import SEND_ALL, Flag, MessageWindow, SinkConfig
@@ -156,7 +157,8 @@ def check_ledger_given(config: SinkConfig) -> None:
 
 def check_ledger(config: SinkConfig) -> None:
     """The pre-launch check of the ledger table (`check_ledger_table`)."""
-    check_ledger_table(str(config[SENT_MESSAGES_TABLE.name]))
+    with naming_flag(SENT_MESSAGES_TABLE.option):
+        check_ledger_table(str(config[SENT_MESSAGES_TABLE.name]))
 
 
 def claim_note(claimed_at: float) -> str:

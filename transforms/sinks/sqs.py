@@ -65,6 +65,7 @@ from transforms.infrastructure import (
     Backoff,
     ConfigurationError,
     error_code,
+    naming_flag,
 )
 from transforms.sinks.contract import SEND_ALL, Flag, MessageWindow, Sink, SinkConfig
 from transforms.sinks.ledger import (
@@ -151,7 +152,8 @@ def check_message_queue(queue_url: str, client: Any | None = None) -> str:
     except botocore.exceptions.ClientError as error:
         if error_code(error) in _MISSING_QUEUE_CODES:
             raise ConfigurationError(
-                f"SQS queue {queue_url} does not exist; the job does not create it"
+                f"the SQS queue {queue_url} does not exist; the job does not create it: check "
+                "the URL, region and endpoint, or create the queue (standard or FIFO)"
             ) from None
         raise
     return FIFO if attributes.get("Attributes", {}).get("FifoQueue") == "true" else STANDARD
@@ -286,7 +288,8 @@ def _message_sink(record_type: type, kind: str, queue: Flag, label: str) -> Sink
         return sent.dead_letters
 
     def check(config: SinkConfig) -> None:
-        check_queue(str(config[queue.name]))
+        with naming_flag(queue.option):
+            check_queue(str(config[queue.name]))
         check_ledger(config)
 
     return Sink(

@@ -64,7 +64,13 @@ from schemas.records import ContributionStoreRecord, DeadLetter, PaymentAdjustme
 from transforms.core.metrics import NAMESPACE
 from transforms.domain.events import make_dead_letter
 from transforms.domain.store_messages import new_contribution_message, refunded_payment_message
-from transforms.infrastructure import DEFAULT_BACKOFF, Backoff, describe_error, dynamodb_client
+from transforms.infrastructure import (
+    DEFAULT_BACKOFF,
+    Backoff,
+    describe_error,
+    dynamodb_client,
+    naming_flag,
+)
 from transforms.sinks.contract import SEND_ALL, Flag, MessageWindow, Sink, SinkConfig
 from transforms.sinks.ledger import (
     LEDGER_ERROR,
@@ -253,7 +259,8 @@ def _check_flags(config: SinkConfig) -> None:
 
 
 def _check(config: SinkConfig) -> None:
-    check_queue(str(config[CONTRIBUTIONS_STORE_QUEUE_URL.name]))
+    with naming_flag(CONTRIBUTIONS_STORE_QUEUE_URL.option):
+        check_queue(str(config[CONTRIBUTIONS_STORE_QUEUE_URL.name]))
     check_ledger(config)
 
 

@@ -67,8 +67,12 @@ def test_setup_rejects_a_missing_or_mis_keyed_coordination_table(moto_server: Mo
         AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    with pytest.raises(ConfigurationError, match=r"expected \(shardKey HASH\)"):
+    with pytest.raises(ConfigurationError) as raised:
         ReadStreamFn(None, None, FAST_POLL, coordination_table=name).setup()
+    assert str(raised.value) == (
+        f"the DynamoDB table {name!r} has key (leaseKey HASH); the job needs (shardKey HASH): "
+        "give a table with that key"
+    )
 
 
 def test_split_while_running_children_are_adopted_by_the_parents_restriction(
