@@ -21,6 +21,7 @@ Only Dataflow runners are checked: other remote runners stage elsewhere.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlparse
 
 from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
@@ -59,6 +60,13 @@ def _staging_flag(options: PipelineOptions) -> str | None:
     return None
 
 
+def _is_service(cloud: GoogleCloudOptions) -> bool:
+    """Whether the job goes to the Dataflow service: Beam's rule, which takes an endpoint
+    on localhost (a local stand-in) for something else."""
+    endpoint = cloud.dataflow_endpoint
+    return endpoint is None or not urlparse(endpoint).netloc.startswith("localhost")
+
+
 def check_temp_location(options: PipelineOptions) -> None:
     """ValueError unless a Dataflow launch has `--project` and a valid `gs://` folder."""
     runner = options.view_as(StandardOptions).runner
@@ -67,8 +75,13 @@ def check_temp_location(options: PipelineOptions) -> None:
     cloud = options.view_as(GoogleCloudOptions)
     if not cloud.project:
         raise ValueError(f"--runner {runner} needs --project, the Google Cloud project to run in")
-    # Beam's own checks of --project and --job_name, which need no network.
-    errors = PipelineOptionsValidator(options, None).validate_cloud_options(cloud)
+    # Beam's own checks of --project and --job_name, which need no network; Beam makes
+    # them only for the service, not for a `--dataflow_endpoint` on localhost.
+    errors = (
+        PipelineOptionsValidator(options, None).validate_cloud_options(cloud)
+        if _is_service(cloud)
+        else []
+    )
     if errors:
         raise ValueError(f"--runner {runner}: {' '.join(errors)}")
     if _staging_flag(options) is not None:
