@@ -454,6 +454,21 @@ def validate(record: Any) -> None:
     declared type). Raises RowValidationError naming the first bad column, or
     TypeError when the record's type is not a supported record type.
     """
+    if _RECENTLY_VALID.get(id(record)) is record:
+        return
     # The fast path answers for the valid rows; the full check explains the rest.
     if not _surely_valid(record):
         _validate(record, "")
+    if len(_RECENTLY_VALID) >= _RECENTLY_VALID_MAX:
+        _RECENTLY_VALID.clear()
+    _RECENTLY_VALID[id(record)] = record
+
+
+# The last records found valid, by identity. Records are frozen and hold only
+# immutable values, so one found valid stays valid: the same object checked
+# again (BuildRecords checks each record of a payment before emitting any, and
+# its writer checks it again, in the same fused step) costs a lookup. Held here,
+# an object's id cannot be reused while it is in the map; bounded, and cleared
+# when full.
+_RECENTLY_VALID: dict[int, Any] = {}
+_RECENTLY_VALID_MAX = 256

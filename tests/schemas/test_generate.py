@@ -13,6 +13,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from schemas import rows
 from schemas.generate import (
     arrow_schema,
     bigquery_clustering,
@@ -356,6 +357,19 @@ def test_validate_judges_each_amount_by_value_however_often_it_is_seen() -> None
         validate(_contribution(amount=Decimal("12.500000000")))
         with pytest.raises(RowValidationError, match="at most 29 digits before the point"):
             validate(_contribution(amount=too_large))
+
+
+def test_a_record_found_valid_is_remembered_an_invalid_one_never() -> None:
+    good, bad = _contribution(), _contribution(status=1)
+    for _ in range(2):
+        validate(good)
+        with pytest.raises(RowValidationError, match="expected str"):
+            validate(bad)
+    assert rows._RECENTLY_VALID.get(id(good)) is good
+    assert id(bad) not in rows._RECENTLY_VALID
+    for index in range(2 * rows._RECENTLY_VALID_MAX):
+        validate(_contribution(payment_id=f"ch_{index}"))
+    assert len(rows._RECENTLY_VALID) <= rows._RECENTLY_VALID_MAX
 
 
 def test_validate_rejects_datetime_in_date_and_bool_in_int() -> None:
