@@ -50,7 +50,11 @@ from pipelines.options import LOCAL_RUNNERS, CoreOptions, SinkOptions
 from pipelines.summary import RunSummary, counters_of, render, writer_counts_of
 from schemas.generate import table_of
 from schemas.records import ALL_RECORD_TYPES, PipelineRun
-from transforms.infrastructure import InfrastructureError, describe_error
+from transforms.infrastructure import (
+    InfrastructureError,
+    describe_error,
+    standard_retries_by_default,
+)
 from transforms.sinks.common import BIGQUERY_PREFIX, WAREHOUSE
 from transforms.sinks.contract import SinkConfig
 from transforms.sinks.duckdb import duckdb_path
@@ -102,6 +106,7 @@ def parse_options(
     dropped = beam_leftovers(rest)
     if dropped:
         parser.error(f"unrecognized arguments: {' '.join(dropped)} (the jobs take only flags)")
+    standard_retries_by_default()
     return JobOptions(args)
 
 

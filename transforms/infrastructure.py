@@ -34,7 +34,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,19 @@ def aws_client_config(max_attempts: int) -> botocore.config.Config:
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
     )
+
+
+def standard_retries_by_default(environ: MutableMapping[str, str] = os.environ) -> None:
+    """botocore's standard retry mode for the clients made without a Config of ours.
+
+    Beam's own S3 client (the archive's reads, after the pre-launch check) is made
+    with no `botocore.config.Config`, so botocore takes its retry mode and attempts
+    from the environment, `legacy` and 5 by default. Unless the environment already
+    says otherwise, it gets what every client of ours has: `standard`, `AWS_ATTEMPTS`
+    attempts in all. (Its timeouts stay botocore's, 60 s: no variable sets them.)
+    """
+    environ.setdefault("AWS_RETRY_MODE", "standard")
+    environ.setdefault("AWS_MAX_ATTEMPTS", str(AWS_ATTEMPTS))
 
 
 #: For the writers, whose own loops retry per `Backoff` (and the ledger decides whether a

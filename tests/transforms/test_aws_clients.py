@@ -10,6 +10,7 @@ config); the backfill lists `--source` with its own bounded client first.
 from __future__ import annotations
 
 import ast
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,16 @@ from typing import Any
 import boto3
 import botocore.config
 import pytest
+from apache_beam.io.aws.clients.s3 import boto3_client as beam_s3_client
 
 from pipelines import backfill
+from pipelines.launch import parse_options
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.sinks import DuckDBWarehouse, provision_sinks
 from tools.generate_archive import generate, write_archive
 from transforms.infrastructure import (
+    AWS_ATTEMPTS,
     CLIENT_CONFIG,
     CONNECT_TIMEOUT_S,
     READ_TIMEOUT_S,
@@ -157,3 +161,38 @@ def test_every_client_a_backfill_into_every_aws_sink_makes_is_bounded(
         "cloudwatch", "dynamodb", "events", "sqs"
     }  # fmt: skip
     assert [service for service, config in client_configs if not _bounded(config)] == []
+
+
+@pytest.mark.parametrize(
+    ("environment", "retries"),
+    [
+        ({}, {"mode": "standard", "total_max_attempts": AWS_ATTEMPTS}),
+        (
+            {"AWS_RETRY_MODE": "adaptive", "AWS_MAX_ATTEMPTS": "7"},
+            {"mode": "adaptive", "total_max_attempts": 7},
+        ),
+    ],
+    ids=["standard-by-default", "the-environment-decides"],
+)
+def test_beams_own_s3_client_retries_in_standard_mode_unless_told_otherwise(
+    environment: dict[str, str], retries: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS"):
+        # Set, then removed: the test's end restores the variable as it was before.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    options = parse_options(
+        ["--source", "s3://archive/stripe/", "--s3_region_name", "eu-west-1"],
+        backfill.OPTION_CLASSES,
+        prog="p",
+        description="",
+    )
+
+    # The client Beam's S3 filesystem reads the archive with; it is made with no Config.
+    client = beam_s3_client.Client(options).client
+
+    assert client.meta.config.retries == retries
+    expected_attempts = environment.get("AWS_MAX_ATTEMPTS", str(AWS_ATTEMPTS))
+    assert os.environ["AWS_MAX_ATTEMPTS"] == expected_attempts
