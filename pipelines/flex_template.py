@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import backfill, streaming
 
 JOB_VARIABLE = "FLEX_TEMPLATE_JOB"
+PROG = "python -m pipelines.flex_template"
 #: Job name -> (its option classes, its run function).
 JOBS: dict[str, tuple[Sequence[type[PipelineOptions]], Callable[..., int]]] = {
     "backfill": (backfill.OPTION_CLASSES, backfill.run),
@@ -51,13 +52,16 @@ def switch_flags(option_classes: Iterable[type[PipelineOptions]]) -> frozenset[s
 
 
 def normalise(argv: Sequence[str], switches: frozenset[str]) -> list[str]:
-    """`--switch=true` -> `--switch`, `--switch=false` -> nothing; other arguments unchanged."""
+    """`--switch=true` -> `--switch`, `--switch=false` -> nothing; other arguments unchanged.
+
+    ValueError for a switch given another value.
+    """
     result = []
     for argument in argv:
         name, equals, value = argument.partition("=")
         if equals and name in switches:
             if value.lower() not in ("true", "false"):
-                raise SystemExit(f"{name} takes true or false, got {value!r}")
+                raise ValueError(f"{name} takes true or false, got {value!r}")
             if value.lower() == "true":
                 result.append(name)
             continue
@@ -83,7 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     option_classes, run = JOBS[job]
-    return run(normalise(args, switch_flags(option_classes)), wait=False)
+    try:
+        normalised = normalise(args, switch_flags(option_classes))
+    except ValueError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    return run(normalised, wait=False)
 
 
 if __name__ == "__main__":

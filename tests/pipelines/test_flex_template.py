@@ -19,7 +19,14 @@ import jsonschema
 import pytest
 
 from pipelines import flex_template
-from pipelines.flex_template import JOBS, job_parser, normalise, switch_flags
+from pipelines.flex_template import (
+    JOB_VARIABLE,
+    JOBS,
+    job_parser,
+    main,
+    normalise,
+    switch_flags,
+)
 from tools.flex_metadata import METADATA_DIR, help_text, metadata_path, rendered
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -101,8 +108,22 @@ def test_the_jobs_switches_are_the_ones_the_launcher_normalises(
 
 
 def test_a_switch_with_another_value_is_refused() -> None:
-    with pytest.raises(SystemExit, match="--a_switch takes true or false, got 'yes'"):
+    with pytest.raises(ValueError, match="^--a_switch takes true or false, got 'yes'$"):
         normalise(["--a_switch=yes"], frozenset({"--a_switch"}))
+
+
+def test_the_entry_point_refuses_a_switch_with_another_value_as_usage(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(JOB_VARIABLE, "backfill")
+
+    assert main(["--no_messages=yes"]) == 2
+
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == (
+        "",
+        "python -m pipelines.flex_template: error: --no_messages takes true or false, got 'yes'\n",
+    )
 
 
 def test_the_entry_point_submits_the_named_job_without_waiting(
