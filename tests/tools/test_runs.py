@@ -20,7 +20,7 @@ import pytest
 
 from schemas.records import PipelineRun, TableRows
 from tests.builders import RUN_STARTED, pipeline_run, submitted_run
-from tests.fixtures.bigquery import without_google_credentials
+from tests.fixtures.bigquery import run_without_google_credentials
 from tests.fixtures.dataflow_api import (
     CLIENT_EMAIL,
     DataflowApi,
@@ -110,7 +110,6 @@ def test_a_missing_duckdb_warehouse_exits_3_in_one_line_and_is_not_created(
     assert list(tmp_path.iterdir()) == []
 
 
-ROOT = Path(__file__).resolve().parents[2]
 NO_CREDENTIALS = (
     "python -m tools.runs: error: --warehouse bigquery:p.d: no Google credentials ({found}): "
     "give application default credentials: GOOGLE_APPLICATION_CREDENTIALS naming a key file, "
@@ -134,15 +133,8 @@ NO_CREDENTIALS = (
 def test_bigquery_without_credentials_is_exit_3_in_one_line(
     key_file: bool, found: str, tmp_path: Path
 ) -> None:
-    # A child process: the emulator fixture, once started, gives this one anonymous credentials.
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.runs", "--warehouse", "bigquery:p.d"],
-        cwd=ROOT,
-        env=without_google_credentials(tmp_path, key_file=key_file),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = run_without_google_credentials(
+        ["-m", "tools.runs", "--warehouse", "bigquery:p.d"], tmp_path, key_file=key_file
     )
     assert (done.returncode, done.stdout) == (3, "")
     assert done.stderr.splitlines() == [NO_CREDENTIALS.format(found=found.format(tmp=tmp_path))]
