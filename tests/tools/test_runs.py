@@ -206,6 +206,16 @@ def _refresh(warehouse: str, api: DataflowApi) -> int:
     return runs.main(["--warehouse", warehouse, "--refresh", "--dataflow_endpoint", api.url])
 
 
+def _refresh_fails(warehouse: str, endpoint: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """`--refresh` against `endpoint`, which must exit 3, print nothing and leave every row
+    as it was; what it said on stderr."""
+    rows = _rows(warehouse)
+    code = runs.main(["--warehouse", warehouse, "--refresh", "--dataflow_endpoint", endpoint])
+    out, err = capsys.readouterr()
+    assert (code, out, _rows(warehouse)) == (3, "", rows)
+    return err
+
+
 @dataclasses.dataclass(frozen=True)
 class Submitted:
     """A DuckDB `warehouse` holding `a_submitted_run()`, with Application Default Credentials
@@ -376,35 +386,22 @@ def test_an_unreachable_api_is_one_line_exit_3_and_the_row_unchanged(
 ) -> None:
     warehouse = submitted.warehouse
     append_run(warehouse, pipeline_run("a" * 32, RUN_STARTED - timedelta(days=1)))
-    rows = _rows(warehouse)
     endpoint = f"http://localhost:{closed_port()}"
 
-    code = runs.main(["--warehouse", warehouse, "--refresh", "--dataflow_endpoint", endpoint])
-
-    assert code == 3
-    assert capsys.readouterr() == (
-        "",
+    assert _refresh_fails(warehouse, endpoint, capsys) == (
         f"python -m tools.runs: error: the Dataflow Jobs API at {endpoint} is unreachable"
-        f" (ConnectionError): job {JOB_ID} not looked up\n",
+        f" (ConnectionError): job {JOB_ID} not looked up\n"
     )
-    assert _rows(warehouse) == rows
 
 
 def test_a_job_the_api_does_not_know_is_one_line_exit_3_and_the_row_unchanged(
     submitted: Submitted, dataflow_api: DataflowApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    warehouse = submitted.warehouse
-    rows = _rows(warehouse)
-
-    assert _refresh(warehouse, dataflow_api) == 3
-
-    assert capsys.readouterr() == (
-        "",
+    assert _refresh_fails(submitted.warehouse, dataflow_api.url, capsys) == (
         f"python -m tools.runs: error: the Dataflow Jobs API at {dataflow_api.url} answered 404"
         f" for job {JOB_ID} in test-project/europe-west1: GET {dataflow_api.url}{JOB_PATH}"
-        f"?%24alt=json%3Benum-encoding%3Dint: no such resource: {JOB_PATH}\n",
+        f"?%24alt=json%3Benum-encoding%3Dint: no such resource: {JOB_PATH}\n"
     )
-    assert _rows(warehouse) == rows
 
 
 def test_refresh_asks_nothing_when_every_listed_run_has_ended(
@@ -449,17 +446,12 @@ def test_no_credentials_is_one_line_exit_3_and_the_row_unchanged(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    warehouse = submitted.warehouse
-    rows = _rows(warehouse)
     missing = tmp_path / "no-such-key.json"
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(missing))
 
-    assert _refresh(warehouse, dataflow_api) == 3
-
-    assert capsys.readouterr() == (
-        "",
+    assert _refresh_fails(submitted.warehouse, dataflow_api.url, capsys) == (
         "python -m tools.runs: error: no Google Cloud credentials for the Dataflow Jobs API: set"
         " up Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS or gcloud): File"
-        f" {missing} was not found.\n",
+        f" {missing} was not found.\n"
     )
-    assert (_rows(warehouse), dataflow_api.requests) == (rows, [])
+    assert dataflow_api.requests == []
