@@ -9,7 +9,7 @@ tests one valid record of each kind to vary with `changes`.
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -19,8 +19,10 @@ from schemas.records import (
     Contribution,
     ContributionStoreRecord,
     PaymentAdjustment,
+    PipelineRun,
     QueryParameter,
     SupporterProductData,
+    TableRows,
 )
 from transforms.domain.events import StripeEvent
 from transforms.domain.facts import ChargeFact, SessionFact, classify
@@ -471,3 +473,59 @@ def acquisition_record(payment_id: str = "ch_1", **changes: Any) -> Acquisition:
         account="ed_test_1",
     )
     return dataclasses.replace(record, **changes)
+
+
+RUN_STARTED = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+
+
+def pipeline_run(run_id: str, started: datetime, **changes: Any) -> PipelineRun:
+    """A backfill that ended with exit code 0 after 61 s; `changes` replace fields."""
+    run = PipelineRun(
+        run_id=run_id,
+        job="backfill",
+        arguments=("--source", "sample/archive", "--start", "2025-03-01"),
+        runner="FnApiRunner",
+        source="sample/archive",
+        range_start=datetime(2025, 3, 1, tzinfo=UTC),
+        range_end=None,
+        started_at=started,
+        ended_at=started + timedelta(seconds=61),
+        exit_code=0,
+        records_read=2264,
+        processed=1176,
+        skipped=1080,
+        dead_lettered=8,
+        rows_written=(
+            TableRows("sent:thank_you_email", 0),
+            TableRows("warehouse:contributions", 314),
+        ),
+        code_version="0.1.0",
+        git_commit="0170fb1",
+        dataflow_job_id=None,
+        dataflow_project=None,
+        dataflow_region=None,
+        dataflow_state=None,
+        recorded_at=started + timedelta(seconds=61),
+    )
+    return dataclasses.replace(run, **changes)
+
+
+def submitted_run(run_id: str, started: datetime, **changes: Any) -> PipelineRun:
+    """`pipeline_run` as submitted to Dataflow and not waited for: nothing known of its end."""
+    submitted = pipeline_run(
+        run_id,
+        started,
+        runner="DataflowRunner",
+        ended_at=None,
+        exit_code=None,
+        records_read=None,
+        processed=None,
+        skipped=None,
+        dead_lettered=None,
+        rows_written=(),
+        dataflow_job_id="2026-01-02_03_04_05-1",
+        dataflow_project="test-project",
+        dataflow_region="europe-west1",
+        recorded_at=started,
+    )
+    return dataclasses.replace(submitted, **changes)

@@ -23,6 +23,7 @@ from google.cloud import dataflow
 
 from pipelines import flex_template, streaming
 from schemas.records import PipelineRun, TableRows
+from tests.builders import submitted_run
 from tests.fixtures.bigquery import BigQueryEmulator
 from tests.fixtures.dataflow_api import SUBMITTED_JOB_ID, DataflowApi, counter_updates
 from tests.fixtures.moto_server import MotoServer
@@ -96,32 +97,19 @@ def test_a_submitted_backfill_is_recorded_then_refreshed_to_its_end(
         "/v1b3/projects/test-project/locations/europe-west1/jobs",
     )
     assert submitted.recorded_at is not None and before <= submitted.recorded_at
-    assert submitted == PipelineRun(
-        run_id=submitted.run_id,
-        job="backfill",
+    assert submitted == submitted_run(
+        submitted.run_id,
+        submitted.started_at,
         arguments=tuple(
             flex_template.normalise(
                 argv, flex_template.switch_flags(flex_template.JOBS["backfill"][0])
             )
         ),
-        runner="DataflowRunner",
         source=str(SAMPLE_ARCHIVE),
         range_start=None,
-        range_end=None,
-        started_at=submitted.started_at,
-        ended_at=None,
-        exit_code=None,
-        records_read=None,
-        processed=None,
-        skipped=None,
-        dead_lettered=None,
-        rows_written=(),
         code_version=submitted.code_version,
         git_commit=submitted.git_commit,
         dataflow_job_id=SUBMITTED_JOB_ID,
-        dataflow_project="test-project",
-        dataflow_region="europe-west1",
-        dataflow_state=None,
         recorded_at=submitted.recorded_at,
     )
 

@@ -18,7 +18,8 @@ from pipelines.history import (
     write_summary_json,
 )
 from pipelines.summary import RunSummary
-from schemas.records import PipelineRun, TableRows
+from schemas.records import TableRows
+from tests.builders import pipeline_run, submitted_run
 
 STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 ENDED = datetime(2026, 1, 2, 3, 5, 6, tzinfo=UTC)
@@ -105,17 +106,11 @@ def test_the_run_record_holds_the_runs_counts_and_what_it_wrote() -> None:
     )
     record = run_record(start, summary, 0, ENDED, ("1.2.3", "abc123"))
     assert len(record.run_id) == 32
-    assert record == PipelineRun(
-        run_id=record.run_id,
-        job="backfill",
+    assert record == pipeline_run(
+        record.run_id,
+        STARTED,
         arguments=("--start", "2025-03-01"),
-        runner="FnApiRunner",
-        source="sample/archive",
-        range_start=datetime(2025, 3, 1, tzinfo=UTC),
-        range_end=None,
-        started_at=STARTED,
         ended_at=ENDED,
-        exit_code=0,
         records_read=10,
         processed=6,
         skipped=3,
@@ -126,10 +121,6 @@ def test_the_run_record_holds_the_runs_counts_and_what_it_wrote() -> None:
         ),
         code_version="1.2.3",
         git_commit="abc123",
-        dataflow_job_id=None,
-        dataflow_project=None,
-        dataflow_region=None,
-        dataflow_state=None,
         recorded_at=ENDED,
     )
     failed = run_record(start, None, 3, ENDED, ("1.2.3", None))
@@ -212,28 +203,18 @@ def test_a_submitted_record_knows_where_the_job_is_and_nothing_of_its_end() -> N
 
     record = submitted_record(start, job, ENDED, ("1.2.3", "abc"))
 
-    assert record == PipelineRun(
-        run_id=start.run_id,
+    assert record == submitted_run(
+        start.run_id,
+        STARTED,
         job="streaming",
         arguments=("--kinesis_stream", "s", "--runner", "DataflowRunner"),
-        runner="DataflowRunner",
         source="s",
         range_start=None,
-        range_end=None,
-        started_at=STARTED,
-        ended_at=None,
-        exit_code=None,
-        records_read=None,
-        processed=None,
-        skipped=None,
-        dead_lettered=None,
-        rows_written=(),
         code_version="1.2.3",
         git_commit="abc",
         dataflow_job_id="2026-01-02_03_04_05-1",
         dataflow_project="p",
         dataflow_region="europe-west1",
-        dataflow_state=None,
         recorded_at=ENDED,
     )
     other_runner = submitted_record(start, None, ENDED, ("1.2.3", "abc"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from pipelines import backfill
 from tests.builders import T0, charge_object, payment_intent_object, session_object
+from tests.fixtures.http_server import closed_port
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.stripe_api import API_KEY, StripeEventsApi, stripe_events_api
 from tools import export_events
@@ -234,12 +234,6 @@ EXPORT_NAME = "stripe-events-20241205T230000Z-20241206T230000Z.jsonl"
 EXPORT = "python -m tools.export_events: error: "
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_exports_into_an_s3_archive_which_the_backfill_then_reads(
     served: StripeEventsApi,
     moto_server: MotoServer,
@@ -305,7 +299,7 @@ def test_an_unreachable_s3_endpoint_is_exit_3_in_seconds(
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "absent"))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    port = _closed_port()
+    port = closed_port()
     endpoint = f"http://127.0.0.1:{port}"
 
     began = time.monotonic()

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -23,7 +21,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.fixtures.bigquery import without_google_credentials
+from tests.fixtures.bigquery import run_without_google_credentials
 from tests.fixtures.warehouses import Warehouses
 from tools import report
 
@@ -224,16 +222,10 @@ def test_bad_arguments_exit_with_a_one_line_error_and_write_nothing(
 
 
 def test_bigquery_without_credentials_is_exit_3_in_one_line(tmp_path: Path) -> None:
-    # A child process: the emulator fixture, once started, gives this one anonymous credentials.
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.report", "--warehouse", "bigquery:p.d"]
-        + ["--out", str(tmp_path / "report")],
-        cwd=Path(__file__).resolve().parents[2],
-        env=without_google_credentials(tmp_path, key_file=True),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = run_without_google_credentials(
+        ["-m", "tools.report", "--warehouse", "bigquery:p.d", "--out", str(tmp_path / "report")],
+        tmp_path,
+        key_file=True,
     )
     assert (done.returncode, done.stdout) == (3, "")
     assert done.stderr.splitlines() == [

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,8 @@ import duckdb
 import pytest
 
 from schemas.records import PipelineRun, TableRows
-from tests.fixtures.bigquery import without_google_credentials
+from tests.builders import RUN_STARTED, pipeline_run, submitted_run
+from tests.fixtures.bigquery import run_without_google_credentials
 from tests.fixtures.dataflow_api import (
     CLIENT_EMAIL,
     DataflowApi,
@@ -28,7 +28,7 @@ from tests.fixtures.dataflow_api import (
     counter_updates,
     use_adc,
 )
-from tests.transforms.sinks.test_run_history import STARTED, a_run
+from tests.fixtures.http_server import closed_port
 from tools import runs
 from transforms.sinks.run_history import append_run, recent_runs
 
@@ -37,23 +37,23 @@ def test_lists_the_recent_runs_newest_first(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     warehouse = str(tmp_path / "w.duckdb")
-    append_run(warehouse, a_run("a" * 32, STARTED))
+    append_run(warehouse, pipeline_run("a" * 32, RUN_STARTED))
     append_run(
         warehouse,
-        a_run(
+        pipeline_run(
             "b" * 32,
-            STARTED + timedelta(hours=2),
+            RUN_STARTED + timedelta(hours=2),
             job="streaming",
             source="stripe-events",
             exit_code=1,
-            ended_at=STARTED + timedelta(hours=3, seconds=1),
+            ended_at=RUN_STARTED + timedelta(hours=3, seconds=1),
             records_read=12,
             processed=10,
             skipped=1,
             dead_lettered=0,
         ),
     )
-    append_run(warehouse, a_run("c" * 32, STARTED - timedelta(days=1)))
+    append_run(warehouse, pipeline_run("c" * 32, RUN_STARTED - timedelta(days=1)))
 
     assert runs.main(["--warehouse", warehouse, "--limit", "2"]) == 0
 
@@ -110,7 +110,6 @@ def test_a_missing_duckdb_warehouse_exits_3_in_one_line_and_is_not_created(
     assert list(tmp_path.iterdir()) == []
 
 
-ROOT = Path(__file__).resolve().parents[2]
 NO_CREDENTIALS = (
     "python -m tools.runs: error: --warehouse bigquery:p.d: no Google credentials ({found}): "
     "give application default credentials: GOOGLE_APPLICATION_CREDENTIALS naming a key file, "
@@ -134,15 +133,8 @@ NO_CREDENTIALS = (
 def test_bigquery_without_credentials_is_exit_3_in_one_line(
     key_file: bool, found: str, tmp_path: Path
 ) -> None:
-    # A child process: the emulator fixture, once started, gives this one anonymous credentials.
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.runs", "--warehouse", "bigquery:p.d"],
-        cwd=ROOT,
-        env=without_google_credentials(tmp_path, key_file=key_file),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = run_without_google_credentials(
+        ["-m", "tools.runs", "--warehouse", "bigquery:p.d"], tmp_path, key_file=key_file
     )
     assert (done.returncode, done.stdout) == (3, "")
     assert done.stderr.splitlines() == [NO_CREDENTIALS.format(found=found.format(tmp=tmp_path))]
@@ -152,7 +144,7 @@ def test_a_locked_duckdb_file_is_exit_3_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     warehouse = str(tmp_path / "w.duckdb")
-    append_run(warehouse, a_run("a" * 32, STARTED))
+    append_run(warehouse, pipeline_run("a" * 32, RUN_STARTED))
     # A job writing the warehouse holds its lock; another process cannot open it.
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import duckdb, sys; c = duckdb.connect({warehouse!r}); "
@@ -196,24 +188,10 @@ BALANCED = {
 }
 
 
-def a_submitted_run(run_id: str = "e" * 32) -> PipelineRun:
-    """The row `record_submitted` appends for a Dataflow job: nothing known of its end."""
-    return a_run(
-        run_id,
-        STARTED,
-        runner="DataflowRunner",
-        source="s3://archive/stripe/",
-        ended_at=None,
-        exit_code=None,
-        records_read=None,
-        processed=None,
-        skipped=None,
-        dead_lettered=None,
-        rows_written=(),
-        dataflow_job_id=JOB_ID,
-        dataflow_project="test-project",
-        dataflow_region="europe-west1",
-        recorded_at=STARTED,
+def a_submitted_run() -> PipelineRun:
+    """The row `record_submitted` appends for Dataflow job JOB_ID: nothing known of its end."""
+    return submitted_run(
+        "e" * 32, RUN_STARTED, source="s3://archive/stripe/", dataflow_job_id=JOB_ID
     )
 
 
@@ -226,6 +204,34 @@ def _rows(warehouse: str) -> list[tuple[object, ...]]:
 
 def _refresh(warehouse: str, api: DataflowApi) -> int:
     return runs.main(["--warehouse", warehouse, "--refresh", "--dataflow_endpoint", api.url])
+
+
+def _refresh_fails(warehouse: str, endpoint: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """`--refresh` against `endpoint`, which must exit 3, print nothing and leave every row
+    as it was; what it said on stderr."""
+    rows = _rows(warehouse)
+    code = runs.main(["--warehouse", warehouse, "--refresh", "--dataflow_endpoint", endpoint])
+    out, err = capsys.readouterr()
+    assert (code, out, _rows(warehouse)) == (3, "", rows)
+    return err
+
+
+@dataclasses.dataclass(frozen=True)
+class Submitted:
+    """A DuckDB `warehouse` holding `a_submitted_run()`, with Application Default Credentials
+    for the Dataflow stand-in from `key_file`."""
+
+    warehouse: str
+    key_file: Path
+
+
+@pytest.fixture
+def submitted(
+    tmp_path: Path, dataflow_api: DataflowApi, monkeypatch: pytest.MonkeyPatch
+) -> Submitted:
+    warehouse = str(tmp_path / "w.duckdb")
+    append_run(warehouse, a_submitted_run())
+    return Submitted(warehouse, use_adc(monkeypatch, tmp_path, dataflow_api))
 
 
 def test_a_submitted_run_is_listed_as_submitted_with_nothing_invented(
@@ -245,14 +251,9 @@ def test_a_submitted_run_is_listed_as_submitted_with_nothing_invented(
 
 
 def test_refresh_ends_a_done_job_with_its_exit_code_and_counts(
-    tmp_path: Path,
-    dataflow_api: DataflowApi,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    submitted: Submitted, dataflow_api: DataflowApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    warehouse = str(tmp_path / "w.duckdb")
-    submitted = a_submitted_run()
-    append_run(warehouse, submitted)
+    warehouse = submitted.warehouse
     dataflow_api.job(JOB_ID, "JOB_STATE_DONE", "2026-01-02T04:05:06.500Z")
     # The same counters counted in another step too: the steps add up. A service metric
     # and a distribution of the same name are not counters of ours.
@@ -276,7 +277,6 @@ def test_refresh_ends_a_done_job_with_its_exit_code_and_counts(
             "distribution": {"count": 5, "sum": 50, "min": 1, "max": 20},
         },
     ]
-    key_file = use_adc(monkeypatch, tmp_path, dataflow_api)
     before = datetime.now(UTC)
 
     assert _refresh(warehouse, dataflow_api) == 0
@@ -295,7 +295,7 @@ def test_refresh_ends_a_done_job_with_its_exit_code_and_counts(
     [done] = recent_runs(warehouse, 5)
     assert done.recorded_at is not None and before <= done.recorded_at <= datetime.now(UTC)
     assert done == dataclasses.replace(
-        submitted,
+        a_submitted_run(),
         ended_at=datetime(2026, 1, 2, 4, 5, 6, 500000, tzinfo=UTC),
         exit_code=0,
         records_read=13,
@@ -309,7 +309,7 @@ def test_refresh_ends_a_done_job_with_its_exit_code_and_counts(
     assert len(_rows(warehouse)) == 2  # appended: the submission's row is kept
     assert dataflow_api.paths() == [("GET", JOB_PATH), ("GET", f"{JOB_PATH}/metrics")]
     for _, _, authorization in dataflow_api.requests:
-        claims = adc_claims(authorization, key_file)
+        claims = adc_claims(authorization, submitted.key_file)
         assert (claims["iss"], claims["scope"]) == (
             CLIENT_EMAIL,
             "https://www.googleapis.com/auth/cloud-platform",
@@ -332,16 +332,13 @@ def test_each_terminal_state_maps_to_its_documented_exit_code(
     counters: dict[tuple[str, str], int],
     listed: str,
     exit_code: int,
-    tmp_path: Path,
+    submitted: Submitted,
     dataflow_api: DataflowApi,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    warehouse = str(tmp_path / "w.duckdb")
-    append_run(warehouse, a_submitted_run())
+    warehouse = submitted.warehouse
     dataflow_api.job(JOB_ID, state, "2026-01-02T03:34:05.123456Z")
     dataflow_api.metrics[JOB_ID] = counter_updates(counters)
-    use_adc(monkeypatch, tmp_path, dataflow_api)
 
     assert _refresh(warehouse, dataflow_api) == 0
 
@@ -355,16 +352,10 @@ def test_each_terminal_state_maps_to_its_documented_exit_code(
 
 
 def test_a_running_job_stays_running_and_an_unchanged_state_appends_nothing(
-    tmp_path: Path,
-    dataflow_api: DataflowApi,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    submitted: Submitted, dataflow_api: DataflowApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    warehouse = str(tmp_path / "w.duckdb")
-    submitted = a_submitted_run()
-    append_run(warehouse, submitted)
+    warehouse = submitted.warehouse
     dataflow_api.job(JOB_ID, "JOB_STATE_RUNNING", "2026-01-02T03:05:00Z")
-    use_adc(monkeypatch, tmp_path, dataflow_api)
 
     assert _refresh(warehouse, dataflow_api) == 0
     first = capsys.readouterr()
@@ -382,7 +373,7 @@ def test_a_running_job_stays_running_and_an_unchanged_state_appends_nothing(
     ]
     [running] = recent_runs(warehouse, 5)
     assert running == dataclasses.replace(
-        submitted, dataflow_state="JOB_STATE_RUNNING", recorded_at=running.recorded_at
+        a_submitted_run(), dataflow_state="JOB_STATE_RUNNING", recorded_at=running.recorded_at
     )
     assert (second.out, second.err) == (first.out, "")
     assert len(rows) == 2 and _rows(warehouse) == rows
@@ -390,63 +381,34 @@ def test_a_running_job_stays_running_and_an_unchanged_state_appends_nothing(
     assert dataflow_api.paths() == [("GET", JOB_PATH)] * 2
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_an_unreachable_api_is_one_line_exit_3_and_the_row_unchanged(
-    tmp_path: Path,
-    dataflow_api: DataflowApi,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    submitted: Submitted, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    warehouse = str(tmp_path / "w.duckdb")
-    append_run(warehouse, a_run("a" * 32, STARTED - timedelta(days=1)))
-    append_run(warehouse, a_submitted_run())
-    rows = _rows(warehouse)
-    use_adc(monkeypatch, tmp_path, dataflow_api)
-    endpoint = f"http://localhost:{_closed_port()}"
+    warehouse = submitted.warehouse
+    append_run(warehouse, pipeline_run("a" * 32, RUN_STARTED - timedelta(days=1)))
+    endpoint = f"http://localhost:{closed_port()}"
 
-    code = runs.main(["--warehouse", warehouse, "--refresh", "--dataflow_endpoint", endpoint])
-
-    assert code == 3
-    assert capsys.readouterr() == (
-        "",
+    assert _refresh_fails(warehouse, endpoint, capsys) == (
         f"python -m tools.runs: error: the Dataflow Jobs API at {endpoint} is unreachable"
-        f" (ConnectionError): job {JOB_ID} not looked up\n",
+        f" (ConnectionError): job {JOB_ID} not looked up\n"
     )
-    assert _rows(warehouse) == rows
 
 
 def test_a_job_the_api_does_not_know_is_one_line_exit_3_and_the_row_unchanged(
-    tmp_path: Path,
-    dataflow_api: DataflowApi,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    submitted: Submitted, dataflow_api: DataflowApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    warehouse = str(tmp_path / "w.duckdb")
-    append_run(warehouse, a_submitted_run())
-    rows = _rows(warehouse)
-    use_adc(monkeypatch, tmp_path, dataflow_api)
-
-    assert _refresh(warehouse, dataflow_api) == 3
-
-    assert capsys.readouterr() == (
-        "",
+    assert _refresh_fails(submitted.warehouse, dataflow_api.url, capsys) == (
         f"python -m tools.runs: error: the Dataflow Jobs API at {dataflow_api.url} answered 404"
         f" for job {JOB_ID} in test-project/europe-west1: GET {dataflow_api.url}{JOB_PATH}"
-        f"?%24alt=json%3Benum-encoding%3Dint: no such resource: {JOB_PATH}\n",
+        f"?%24alt=json%3Benum-encoding%3Dint: no such resource: {JOB_PATH}\n"
     )
-    assert _rows(warehouse) == rows
 
 
 def test_refresh_asks_nothing_when_every_listed_run_has_ended(
     tmp_path: Path, dataflow_api: DataflowApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
     warehouse = str(tmp_path / "w.duckdb")
-    append_run(warehouse, a_run("a" * 32, STARTED))
+    append_run(warehouse, pipeline_run("a" * 32, RUN_STARTED))
 
     assert _refresh(warehouse, dataflow_api) == 0
 
@@ -478,24 +440,18 @@ def test_help_with_refresh_asks_nothing_and_writes_nothing(
 
 
 def test_no_credentials_is_one_line_exit_3_and_the_row_unchanged(
-    tmp_path: Path,
+    submitted: Submitted,
     dataflow_api: DataflowApi,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
-    warehouse = str(tmp_path / "w.duckdb")
-    append_run(warehouse, a_submitted_run())
-    rows = _rows(warehouse)
-    use_adc(monkeypatch, tmp_path, dataflow_api)
     missing = tmp_path / "no-such-key.json"
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(missing))
 
-    assert _refresh(warehouse, dataflow_api) == 3
-
-    assert capsys.readouterr() == (
-        "",
+    assert _refresh_fails(submitted.warehouse, dataflow_api.url, capsys) == (
         "python -m tools.runs: error: no Google Cloud credentials for the Dataflow Jobs API: set"
         " up Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS or gcloud): File"
-        f" {missing} was not found.\n",
+        f" {missing} was not found.\n"
     )
-    assert (_rows(warehouse), dataflow_api.requests) == (rows, [])
+    assert dataflow_api.requests == []

@@ -4,60 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
 from google.cloud import bigquery
 
 from schemas.generate import bigquery_schema, columns
-from schemas.records import PipelineRun, TableRows
+from schemas.records import PipelineRun
 from schemas.rows import to_bigquery_json_row
+from tests.builders import RUN_STARTED, pipeline_run, submitted_run
 from tests.fixtures.bigquery import BigQueryEmulator
 from transforms.sinks.run_history import append_run, ensure_bigquery_table, recent_runs
-
-STARTED = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
-
-
-def a_run(run_id: str, started: datetime, **changes: object) -> PipelineRun:
-    run = PipelineRun(
-        run_id=run_id,
-        job="backfill",
-        arguments=("--source", "sample/archive", "--start", "2025-03-01"),
-        runner="FnApiRunner",
-        source="sample/archive",
-        range_start=datetime(2025, 3, 1, tzinfo=UTC),
-        range_end=None,
-        started_at=started,
-        ended_at=started + timedelta(seconds=61),
-        exit_code=0,
-        records_read=2264,
-        processed=1176,
-        skipped=1080,
-        dead_lettered=8,
-        rows_written=(
-            TableRows("sent:thank_you_email", 0),
-            TableRows("warehouse:contributions", 314),
-        ),
-        code_version="0.1.0",
-        git_commit="0170fb1",
-        dataflow_job_id=None,
-        dataflow_project=None,
-        dataflow_region=None,
-        dataflow_state=None,
-        recorded_at=started + timedelta(seconds=61),
-    )
-    return dataclasses.replace(run, **changes)  # type: ignore[arg-type]
 
 
 def test_duckdb_appends_one_row_per_run_and_lists_newest_first(tmp_path: Path) -> None:
     warehouse = str(tmp_path / "w.duckdb")
     duckdb.connect(warehouse).close()
     assert recent_runs(warehouse, 5) == []
-    first = a_run("a" * 32, STARTED)
-    second = a_run(
+    first = pipeline_run("a" * 32, RUN_STARTED)
+    second = pipeline_run(
         "b" * 32,
-        STARTED + timedelta(hours=1),
+        RUN_STARTED + timedelta(hours=1),
         job="streaming",
         exit_code=1,
         range_start=None,
@@ -79,9 +47,9 @@ def test_bigquery_creates_the_table_and_reads_the_runs_back(
 ) -> None:
     warehouse = f"bigquery:{bigquery_emulator.project}.runs_{uuid.uuid4().hex[:8]}"
     assert recent_runs(warehouse, 5) == []
-    first = a_run("c" * 32, STARTED)
-    second = a_run(
-        "d" * 32, STARTED + timedelta(minutes=5), exit_code=3, records_read=0, rows_written=()
+    first = pipeline_run("c" * 32, RUN_STARTED)
+    second = pipeline_run(
+        "d" * 32, RUN_STARTED + timedelta(minutes=5), exit_code=3, records_read=0, rows_written=()
     )
 
     append_run(warehouse, first)
@@ -95,32 +63,15 @@ ADDED = ("dataflow_job_id", "dataflow_project", "dataflow_region", "dataflow_sta
 RELAXED = ("ended_at", "exit_code", "records_read", "processed", "skipped", "dead_lettered")
 
 
-def a_submitted_run(run_id: str, started: datetime) -> PipelineRun:
-    return a_run(
-        run_id,
-        started,
-        runner="DataflowRunner",
-        ended_at=None,
-        exit_code=None,
-        records_read=None,
-        processed=None,
-        skipped=None,
-        dead_lettered=None,
-        rows_written=(),
-        dataflow_job_id="2026-01-02_03_04_05-1",
-        dataflow_project="test-project",
-        dataflow_region="europe-west1",
-        recorded_at=started,
-    )
-
-
 def test_a_run_is_its_latest_row(tmp_path: Path) -> None:
     warehouse = str(tmp_path / "w.duckdb")
-    submitted = a_submitted_run("e" * 32, STARTED)
+    submitted = submitted_run("e" * 32, RUN_STARTED)
     running = dataclasses.replace(
-        submitted, dataflow_state="JOB_STATE_RUNNING", recorded_at=STARTED + timedelta(minutes=1)
+        submitted,
+        dataflow_state="JOB_STATE_RUNNING",
+        recorded_at=RUN_STARTED + timedelta(minutes=1),
     )
-    other = a_run("f" * 32, STARTED - timedelta(hours=1))
+    other = pipeline_run("f" * 32, RUN_STARTED - timedelta(hours=1))
 
     append_run(warehouse, running)  # appended first, recorded later: the order does not matter
     append_run(warehouse, submitted)
@@ -152,10 +103,10 @@ def test_duckdb_reads_an_older_table_as_is_and_migrates_it_on_the_next_append(
     tmp_path: Path,
 ) -> None:
     warehouse = str(tmp_path / "w.duckdb")
-    old = a_run("a" * 32, STARTED, recorded_at=None)
+    old = pipeline_run("a" * 32, RUN_STARTED, recorded_at=None)
     _an_older_release_table(warehouse, old)
     before = _columns(warehouse)
-    submitted = a_submitted_run("e" * 32, STARTED + timedelta(hours=1))
+    submitted = submitted_run("e" * 32, RUN_STARTED + timedelta(hours=1))
 
     assert recent_runs(warehouse, 5) == [old]
     assert _columns(warehouse) == before  # reading changes nothing
@@ -171,17 +122,17 @@ def test_bigquery_keeps_every_row_and_lists_each_runs_latest(
     bigquery_emulator: BigQueryEmulator,
 ) -> None:
     warehouse = f"bigquery:{bigquery_emulator.project}.runs_{uuid.uuid4().hex[:8]}"
-    submitted = a_submitted_run("e" * 32, STARTED)
+    submitted = submitted_run("e" * 32, RUN_STARTED)
     done = dataclasses.replace(
         submitted,
-        ended_at=STARTED + timedelta(minutes=30),
+        ended_at=RUN_STARTED + timedelta(minutes=30),
         exit_code=0,
         records_read=10,
         processed=7,
         skipped=2,
         dead_lettered=1,
         dataflow_state="JOB_STATE_DONE",
-        recorded_at=STARTED + timedelta(minutes=31),
+        recorded_at=RUN_STARTED + timedelta(minutes=31),
     )
 
     append_run(warehouse, submitted)
@@ -202,7 +153,7 @@ def test_bigquery_reads_an_older_table_and_patches_its_schema_before_appending(
     both changes in place (a NULLABLE column added, REQUIRED relaxed to NULLABLE)."""
     project, dataset = bigquery_emulator.project, f"runs_{uuid.uuid4().hex[:8]}"
     warehouse = f"bigquery:{project}.{dataset}"
-    old = a_run("a" * 32, STARTED, recorded_at=None)
+    old = pipeline_run("a" * 32, RUN_STARTED, recorded_at=None)
     older_schema = [
         bigquery.SchemaField.from_api_repr(
             {**field, "mode": "REQUIRED"} if field["name"] in RELAXED else field
