@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from pipelines.google_cloud import check_google_cloud
 from pipelines.launch import check_flags, launch_checked, parse_options
 from tests.fixtures.bigquery import BigQueryEmulator
 from tests.fixtures.http_server import JsonApiHandler, serving
+from tests.fixtures.unreachable import closed_port
 from transforms.infrastructure import InfrastructureError
 from transforms.sinks.bigquery import check_dataset
 
@@ -68,12 +68,6 @@ PRODUCTION_SINKS = [
 #: Well above a refused launch (about 2 s, most of it imports), far below Beam's retries
 #: (the launch this replaces hung 112 s).
 PROMPTLY_S = 20.0
-
-
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _anonymous(*args: object, **kwargs: object) -> tuple[AnonymousCredentials, str]:
@@ -178,7 +172,7 @@ def test_cloud_storage_not_answering_stops_the_launch_in_seconds(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    port = _closed_port()
+    port = closed_port()
     monkeypatch.setattr(google.auth, "default", _anonymous)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
     flags = [*DATAFLOW, *PRODUCTION_SINKS, "--kinesis_stream=stripe-events"]
@@ -218,7 +212,7 @@ def test_an_existing_bucket_passes_and_a_dry_run_contacts_nothing(
     launch = [*DATAFLOW, f"--temp_location={bigquery_emulator.temp_location}"]
     check_google_cloud(PipelineOptions(launch))
 
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{closed_port()}")
     with pytest.raises(InfrastructureError, match="Cloud Storage did not answer"):
         check_google_cloud(PipelineOptions(launch))
     check_google_cloud(PipelineOptions([*launch, "--dry_run=True"]))
@@ -378,7 +372,7 @@ def test_a_bigquery_project_that_cannot_be_used_stops_the_job_before_launch(
 def test_bigquery_not_answering_stops_the_job_in_seconds(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = _closed_port()
+    port = closed_port()
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://127.0.0.1:{port}")
     monkeypatch.setattr(google.auth, "default", _anonymous)
 

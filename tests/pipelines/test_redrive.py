@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
 import time
 from collections.abc import Sequence
 from decimal import Decimal
@@ -47,6 +46,7 @@ from tests.fixtures.sinks import (
     supporter_items,
     unique,
 )
+from tests.fixtures.unreachable import UNUSABLE_SOURCES, closed_port, offline_aws
 from transforms.core import process
 from transforms.domain.events import make_dead_letter
 from transforms.domain.facts import ClassifyError
@@ -357,37 +357,7 @@ def test_a_warehouse_that_does_not_exist_is_not_created_by_the_runs_row(tmp_path
     assert not (tmp_path / "w.duckdb").exists()
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.mark.parametrize(
-    ("source", "line"),
-    [
-        pytest.param(
-            "/nonexistent/archive",
-            "--source /nonexistent/archive does not exist: give the archive's folder, a glob "
-            "or s3://bucket/prefix",
-            id="missing-folder",
-        ),
-        pytest.param(
-            "{tmp}/empty",
-            "--source {tmp}/empty holds no files: check --source and the range, or pass "
-            "--allow_empty to run on nothing",
-            id="empty-folder",
-        ),
-        pytest.param(
-            "s3://archive/stripe/",
-            "--source s3://archive/stripe/ cannot be listed: EndpointConnectionError: Could not "
-            'connect to the endpoint URL: "http://127.0.0.1:{port}/archive?list-type=2&prefix='
-            'stripe%2F&encoding-type=url" (check --s3_endpoint_url or AWS_ENDPOINT_URL, the '
-            "region and the credentials)",
-            id="unreachable-s3",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("source", "line"), UNUSABLE_SOURCES)
 def test_a_missing_empty_or_unreachable_source_stops_the_redrive_in_one_line(
     warehouse: str,
     tmp_path: Path,
@@ -396,11 +366,9 @@ def test_a_missing_empty_or_unreachable_source_stops_the_redrive_in_one_line(
     source: str,
     line: str,
 ) -> None:
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    offline_aws(monkeypatch, tmp_path)
     (tmp_path / "empty").mkdir()
-    port = _closed_port()
+    port = closed_port()
     argv = ["--warehouse", warehouse, "--source", source.format(tmp=tmp_path)]
     argv += ["--s3_endpoint_url", f"http://127.0.0.1:{port}", "--s3_region_name", "eu-west-1"]
     capsys.readouterr()
