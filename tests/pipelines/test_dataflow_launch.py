@@ -39,7 +39,7 @@ from pipelines.google_cloud import check_google_cloud
 from pipelines.launch import check_flags, launch_checked, parse_options
 from tests.fixtures.bigquery import BigQueryEmulator
 from tests.fixtures.http_server import JsonApiHandler, serving
-from tests.fixtures.unreachable import closed_port
+from tests.fixtures.unreachable import closed_port, timed
 from transforms.infrastructure import InfrastructureError
 from transforms.sinks.bigquery import check_dataset
 
@@ -72,6 +72,14 @@ PROMPTLY_S = 20.0
 
 def _anonymous(*args: object, **kwargs: object) -> tuple[AnonymousCredentials, str]:
     return AnonymousCredentials(), "test-project"
+
+
+def _not_answering(emulator_host: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Anonymous credentials and the service behind `emulator_host` at a closed port (returned)."""
+    port = closed_port()
+    monkeypatch.setattr(google.auth, "default", _anonymous)
+    monkeypatch.setenv(emulator_host, f"http://127.0.0.1:{port}")
+    return port
 
 
 @pytest.fixture
@@ -140,9 +148,7 @@ def test_a_duckdb_warehouse_on_dataflow_is_refused_at_once_as_typed(tmp_path: Pa
 def test_dataflow_flags_are_refused_before_anything_is_contacted(
     flags: list[str], line: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    began = time.monotonic()
-    code = backfill.run([*flags, *PRODUCTION_SINKS])
-    elapsed = time.monotonic() - began
+    code, elapsed = timed(backfill.run, [*flags, *PRODUCTION_SINKS])
 
     assert code == 2
     assert capsys.readouterr().err == f"{BACKFILL}{line}\n"
@@ -153,9 +159,7 @@ def test_without_credentials_the_launch_stops_in_one_line(
     missing_credentials: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = missing_credentials
-    began = time.monotonic()
-    code = backfill.run([*DATAFLOW, *PRODUCTION_SINKS])
-    elapsed = time.monotonic() - began
+    code, elapsed = timed(backfill.run, [*DATAFLOW, *PRODUCTION_SINKS])
 
     assert code == 3
     assert capsys.readouterr().err == (
@@ -172,18 +176,14 @@ def test_cloud_storage_not_answering_stops_the_launch_in_seconds(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    port = closed_port()
-    monkeypatch.setattr(google.auth, "default", _anonymous)
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    port = _not_answering("STORAGE_EMULATOR_HOST", monkeypatch)
     flags = [*DATAFLOW, *PRODUCTION_SINKS, "--kinesis_stream=stripe-events"]
     if job is streaming.run:
         flags.append("--streaming")
     else:
         flags.remove("--kinesis_stream=stripe-events")
 
-    began = time.monotonic()
-    code = job(flags)
-    elapsed = time.monotonic() - began
+    code, elapsed = timed(job, flags)
 
     assert code == 3
     assert capsys.readouterr().err == (
@@ -372,13 +372,9 @@ def test_a_bigquery_project_that_cannot_be_used_stops_the_job_before_launch(
 def test_bigquery_not_answering_stops_the_job_in_seconds(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = closed_port()
-    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    monkeypatch.setattr(google.auth, "default", _anonymous)
+    port = _not_answering("BIGQUERY_EMULATOR_HOST", monkeypatch)
 
-    began = time.monotonic()
-    code = streaming.run([*PRODUCTION_SINKS, "--kinesis_stream=stripe-events"])
-    elapsed = time.monotonic() - began
+    code, elapsed = timed(streaming.run, [*PRODUCTION_SINKS, "--kinesis_stream=stripe-events"])
 
     assert code == 3
     assert capsys.readouterr().err == (
