@@ -870,9 +870,11 @@ def _emailed(queue: str) -> list[str]:
     return sorted(json.loads(body)["To"]["Address"] for body in bodies)
 
 
-def _unknown_outcome(
-    archive: Path, tmp_path: Path, *, fifo: bool = True
-) -> tuple[str, str, str, list[str]]:
+#: (queue, ledger, warehouse, the re-drive's flags for the outcome_unknown letter)
+UnknownOutcome = tuple[str, str, str, list[str]]
+
+
+def _unknown_outcome(archive: Path, tmp_path: Path, *, fifo: bool = True) -> UnknownOutcome:
     """A backfill meeting a claim of ch_2's thank-you email left days ago (a crash between
     claim and mark): ch_1's email goes, ch_2's becomes an outcome_unknown letter naming that
     claim. (queue, ledger, warehouse, the re-drive's flags for that letter)."""
@@ -894,6 +896,18 @@ def _unknown_outcome(
     ]
     flags = ["--warehouse", path, "--source", str(archive), "--reason", "outcome_unknown"]
     return queue, ledger, path, [*flags, *sinks]
+
+
+@pytest.fixture
+def unknown_outcome(archive: Path, tmp_path: Path, moto_server: MotoServer) -> UnknownOutcome:
+    """`_unknown_outcome` on a FIFO queue."""
+    return _unknown_outcome(archive, tmp_path)
+
+
+@pytest.fixture(params=["delivered", "not_delivered"])
+def delivery(request: pytest.FixtureRequest) -> str:
+    """The operator's word on an outcome_unknown letter, each in turn."""
+    return str(request.param)
 
 
 def _letters(path: str) -> list[tuple[str, bool]]:
@@ -919,9 +933,9 @@ def _counts(
 
 
 def test_an_outcome_unknown_letter_without_the_operators_word_is_listed_and_left_pending(
-    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+    unknown_outcome: UnknownOutcome, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    queue, ledger, path, flags = unknown_outcome
     claim = _ledger_item(ledger)
     capsys.readouterr()
 
@@ -938,9 +952,9 @@ def test_an_outcome_unknown_letter_without_the_operators_word_is_listed_and_left
 
 
 def test_delivered_marks_the_letters_claim_sent_resolves_it_and_sends_nothing(
-    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+    unknown_outcome: UnknownOutcome, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    queue, ledger, path, flags = unknown_outcome
     flags += ["--outcome_unknown", "delivered"]
     claim, tables = _ledger_item(ledger), _tables(path)
     capsys.readouterr()
@@ -1019,15 +1033,10 @@ def test_not_delivered_releases_the_claim_and_sends_the_message_exactly_once(
     ]
 
 
-@pytest.mark.parametrize("delivery", ["delivered", "not_delivered"])
 def test_a_claim_that_changed_since_the_outcome_unknown_letter_is_kept(
-    archive: Path,
-    tmp_path: Path,
-    moto_server: MotoServer,
-    capsys: pytest.CaptureFixture[str],
-    delivery: str,
+    unknown_outcome: UnknownOutcome, capsys: pytest.CaptureFixture[str], delivery: str
 ) -> None:
-    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    queue, ledger, path, flags = unknown_outcome
     flags += ["--outcome_unknown", delivery]
     # Released by hand and claimed again by a later send still in flight: not the letter's.
     _put_claim(ledger, CLAIMED_AT + 60)
@@ -1055,15 +1064,10 @@ def test_a_claim_that_changed_since_the_outcome_unknown_letter_is_kept(
     assert _query(path, _OUTCOME_RUNS) == [(1, counts)]
 
 
-@pytest.mark.parametrize("delivery", ["delivered", "not_delivered"])
 def test_an_outcome_unknown_letter_naming_no_claim_is_refused(
-    archive: Path,
-    tmp_path: Path,
-    moto_server: MotoServer,
-    capsys: pytest.CaptureFixture[str],
-    delivery: str,
+    unknown_outcome: UnknownOutcome, capsys: pytest.CaptureFixture[str], delivery: str
 ) -> None:
-    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    queue, ledger, path, flags = unknown_outcome
     # As letters were written before they named their claim.
     with duckdb.connect(path) as connection:
         connection.execute("UPDATE dead_letters SET error = split_part(error, '; claim left', 1)")
@@ -1079,9 +1083,9 @@ def test_an_outcome_unknown_letter_naming_no_claim_is_refused(
 
 
 def test_not_delivered_outside_the_message_window_stays_pending_until_it_is_sent(
-    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+    unknown_outcome: UnknownOutcome, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    queue, ledger, path, flags = unknown_outcome
     flags += ["--outcome_unknown", "not_delivered"]
     # Without the wide window the payment (2024) gets its rows but no message.
     narrow = (
