@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -46,7 +45,7 @@ from tests.fixtures.sinks import (
     supporter_items,
     unique,
 )
-from tests.fixtures.unreachable import UNUSABLE_SOURCES, closed_port, offline_aws
+from tests.fixtures.unreachable import UNUSABLE_SOURCES, closed_port, offline_aws, timed
 from transforms.core import process
 from transforms.domain.events import make_dead_letter
 from transforms.domain.facts import ClassifyError
@@ -373,9 +372,7 @@ def test_a_missing_empty_or_unreachable_source_stops_the_redrive_in_one_line(
     argv += ["--s3_endpoint_url", f"http://127.0.0.1:{port}", "--s3_region_name", "eu-west-1"]
     capsys.readouterr()
 
-    began = time.monotonic()
-    code = redrive.run(argv)
-    elapsed = time.monotonic() - began
+    code, elapsed = timed(redrive.run, argv)
 
     captured = capsys.readouterr()
     assert (code, captured.out) == (3, "")
