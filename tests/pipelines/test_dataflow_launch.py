@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from pipelines.google_cloud import check_google_cloud
 from pipelines.launch import check_flags, launch_checked, parse_options
 from tests.fixtures.bigquery import BigQueryEmulator
 from tests.fixtures.http_server import JsonApiHandler, serving
+from tests.fixtures.unreachable import closed_port, timed
 from transforms.infrastructure import InfrastructureError
 from transforms.sinks.bigquery import check_dataset
 
@@ -70,14 +70,16 @@ PRODUCTION_SINKS = [
 PROMPTLY_S = 20.0
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _anonymous(*args: object, **kwargs: object) -> tuple[AnonymousCredentials, str]:
     return AnonymousCredentials(), "test-project"
+
+
+def _not_answering(emulator_host: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Anonymous credentials and the service behind `emulator_host` at a closed port (returned)."""
+    port = closed_port()
+    monkeypatch.setattr(google.auth, "default", _anonymous)
+    monkeypatch.setenv(emulator_host, f"http://127.0.0.1:{port}")
+    return port
 
 
 @pytest.fixture
@@ -146,9 +148,7 @@ def test_a_duckdb_warehouse_on_dataflow_is_refused_at_once_as_typed(tmp_path: Pa
 def test_dataflow_flags_are_refused_before_anything_is_contacted(
     flags: list[str], line: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    began = time.monotonic()
-    code = backfill.run([*flags, *PRODUCTION_SINKS])
-    elapsed = time.monotonic() - began
+    code, elapsed = timed(backfill.run, [*flags, *PRODUCTION_SINKS])
 
     assert code == 2
     assert capsys.readouterr().err == f"{BACKFILL}{line}\n"
@@ -159,9 +159,7 @@ def test_without_credentials_the_launch_stops_in_one_line(
     missing_credentials: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = missing_credentials
-    began = time.monotonic()
-    code = backfill.run([*DATAFLOW, *PRODUCTION_SINKS])
-    elapsed = time.monotonic() - began
+    code, elapsed = timed(backfill.run, [*DATAFLOW, *PRODUCTION_SINKS])
 
     assert code == 3
     assert capsys.readouterr().err == (
@@ -178,18 +176,14 @@ def test_cloud_storage_not_answering_stops_the_launch_in_seconds(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    port = _closed_port()
-    monkeypatch.setattr(google.auth, "default", _anonymous)
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    port = _not_answering("STORAGE_EMULATOR_HOST", monkeypatch)
     flags = [*DATAFLOW, *PRODUCTION_SINKS, "--kinesis_stream=stripe-events"]
     if job is streaming.run:
         flags.append("--streaming")
     else:
         flags.remove("--kinesis_stream=stripe-events")
 
-    began = time.monotonic()
-    code = job(flags)
-    elapsed = time.monotonic() - began
+    code, elapsed = timed(job, flags)
 
     assert code == 3
     assert capsys.readouterr().err == (
@@ -218,7 +212,7 @@ def test_an_existing_bucket_passes_and_a_dry_run_contacts_nothing(
     launch = [*DATAFLOW, f"--temp_location={bigquery_emulator.temp_location}"]
     check_google_cloud(PipelineOptions(launch))
 
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{closed_port()}")
     with pytest.raises(InfrastructureError, match="Cloud Storage did not answer"):
         check_google_cloud(PipelineOptions(launch))
     check_google_cloud(PipelineOptions([*launch, "--dry_run=True"]))
@@ -378,13 +372,9 @@ def test_a_bigquery_project_that_cannot_be_used_stops_the_job_before_launch(
 def test_bigquery_not_answering_stops_the_job_in_seconds(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = _closed_port()
-    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    monkeypatch.setattr(google.auth, "default", _anonymous)
+    port = _not_answering("BIGQUERY_EMULATOR_HOST", monkeypatch)
 
-    began = time.monotonic()
-    code = streaming.run([*PRODUCTION_SINKS, "--kinesis_stream=stripe-events"])
-    elapsed = time.monotonic() - began
+    code, elapsed = timed(streaming.run, [*PRODUCTION_SINKS, "--kinesis_stream=stripe-events"])
 
     assert code == 3
     assert capsys.readouterr().err == (

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +28,7 @@ from pipelines.launch import EXIT_INFRASTRUCTURE, expected_failure, start
 from tests.fixtures.http_server import SilentEndpoint
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.postgres import PostgresServer
+from tests.fixtures.unreachable import closed_port, offline_aws, timed
 from tools import put_on_kinesis
 from tools.dataflow_steps import DRY_RUN_ARGS
 from tools.generate_archive import generate, write_archive
@@ -45,12 +44,6 @@ SAMPLE_ARCHIVE = Path(__file__).resolve().parents[2] / "sample" / "archive"
 DATAFLOW = list(DRY_RUN_ARGS)
 BACKFILL = "python -m pipelines.backfill: error: "
 STREAMING = "python -m pipelines.streaming: error: "
-
-
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 #: What a run that got going always reports on stderr: its progress and its history row.
@@ -175,16 +168,12 @@ def test_an_empty_folder_needs_allow_empty(
 def test_an_unreachable_s3_endpoint_fails_in_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    port = _closed_port()
+    offline_aws(monkeypatch, tmp_path)
+    port = closed_port()
     argv = ["--source", "s3://archive/stripe/", "--s3_endpoint_url", f"http://127.0.0.1:{port}"]
     argv += ["--s3_region_name", "eu-west-1", "--warehouse", str(tmp_path / "w.duckdb")]
 
-    began = time.monotonic()
-    code = backfill.run(argv)
-    elapsed = time.monotonic() - began
+    code, elapsed = timed(backfill.run, argv)
 
     assert code == 3
     assert elapsed < 30
@@ -205,9 +194,7 @@ def test_a_silent_s3_endpoint_fails_after_each_attempts_read_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An endpoint that accepts and never answers: each attempt ends at the read timeout."""
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    offline_aws(monkeypatch, tmp_path)
     monkeypatch.setattr(infrastructure, "READ_TIMEOUT_S", SHORT_READ_TIMEOUT_S)
     monkeypatch.setattr(
         archive_source, "RETRYING_CLIENT_CONFIG", infrastructure.aws_client_config(AWS_ATTEMPTS)
@@ -216,9 +203,7 @@ def test_a_silent_s3_endpoint_fails_after_each_attempts_read_timeout(
     argv += ["--warehouse", str(tmp_path / "w.duckdb")]
 
     with SilentEndpoint() as endpoint:
-        began = time.monotonic()
-        code = backfill.run([*argv, "--s3_endpoint_url", endpoint.url])
-        elapsed = time.monotonic() - began
+        code, elapsed = timed(backfill.run, [*argv, "--s3_endpoint_url", endpoint.url])
         connections = endpoint.connections
 
     assert code == 3
@@ -279,7 +264,7 @@ def test_a_missing_stream_stops_the_streaming_job_and_the_producer(
 def test_an_unreachable_store_stops_before_launch_without_its_password(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = _closed_port()
+    port = closed_port()
     dsn = f"postgresql://postgres:S3cretPw9%21@127.0.0.1:{port}/store"
     argv = ["--contributions_store", dsn, "--stripe_mode", "test"]
 

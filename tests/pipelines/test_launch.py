@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,6 +28,16 @@ from pipelines.options import SinkOptions
 from transforms.sinks.run_history import recent_runs
 
 
+def _usage_error(
+    run: Callable[[list[str]], object], argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> str:
+    """What `run(argv)` writes on stderr; it must stop with exit 2, a usage error."""
+    with pytest.raises(SystemExit) as raised:
+        run(argv)
+    assert raised.value.code == 2
+    return capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("job", "argv", "message"),
     [
@@ -48,10 +59,7 @@ from transforms.sinks.run_history import recent_runs
 def test_an_unknown_flag_exits_2_naming_the_closest_known_one(
     job: ModuleType, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as raised:
-        job.run(argv)
-    assert raised.value.code == 2
-    err = capsys.readouterr().err
+    err = _usage_error(job.run, argv, capsys)
     assert err.endswith(f"error: {message}" if message.endswith("\n") else f"error: {message}\n")
 
 
@@ -97,10 +105,7 @@ def test_an_abbreviated_flag_is_refused_with_exit_2_naming_the_flag_meant(
 ) -> None:
     # Beam takes no abbreviation: one our parser took would be dropped, and the run go on.
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as raised:
-        job.run(argv)
-    assert raised.value.code == 2
-    err = capsys.readouterr().err
+    err = _usage_error(job.run, argv, capsys)
     assert err.splitlines()[-1] == (
         f"{job.PROG}: error: unrecognized flag {flag} (did you mean {meant}?)"
     )
@@ -134,10 +139,7 @@ def test_an_argument_beam_would_discard_exits_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as raised:
-        backfill.run(argv)
-    assert raised.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
+    assert _usage_error(backfill.run, argv, capsys).splitlines()[-1] == (
         f"{backfill.PROG}: error: unrecognized arguments: {left} (the jobs take only flags)"
     )
     assert list(tmp_path.iterdir()) == []

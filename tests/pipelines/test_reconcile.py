@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -37,6 +36,7 @@ from tests.fixtures.sinks import (
     provision_sinks,
     unique,
 )
+from tests.fixtures.unreachable import UNUSABLE_SOURCES, closed_port
 from tools.generate_archive import generate, write_archive
 from transforms.domain.money import currency_exponent
 from transforms.domain.reconcile import Holding, compared
@@ -349,42 +349,12 @@ def test_bad_flags_exit_2_and_unreachable_stores_3_with_one_line(
         assert rest == []
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.mark.parametrize(
-    ("source", "line"),
-    [
-        pytest.param(
-            "/nonexistent/archive",
-            "--source /nonexistent/archive does not exist: give the archive's folder, a glob "
-            "or s3://bucket/prefix",
-            id="missing-folder",
-        ),
-        pytest.param(
-            "{tmp}/empty",
-            "--source {tmp}/empty holds no files: check --source and the range, or pass "
-            "--allow_empty to run on nothing",
-            id="empty-folder",
-        ),
-        pytest.param(
-            "s3://archive/stripe/",
-            "--source s3://archive/stripe/ cannot be listed: EndpointConnectionError: Could not "
-            'connect to the endpoint URL: "http://127.0.0.1:{port}/archive?list-type=2&prefix='
-            'stripe%2F&encoding-type=url" (check --s3_endpoint_url or AWS_ENDPOINT_URL, the '
-            "region and the credentials)",
-            id="unreachable-s3",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("source", "line"), UNUSABLE_SOURCES)
 def test_a_missing_empty_or_unreachable_source_is_exit_3_in_seconds_not_differences(
     reconciled: Reconciled, archive: Archive, tmp_path: Path, source: str, line: str
 ) -> None:
     (tmp_path / "empty").mkdir()
-    port = _closed_port()
+    port = closed_port()
     argv = ["--source", source.format(tmp=tmp_path), "--warehouse", str(reconciled.warehouse)]
     argv += ["--s3_endpoint_url", f"http://127.0.0.1:{port}", "--s3_region_name", "eu-west-1"]
 

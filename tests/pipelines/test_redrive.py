@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
-import time
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -47,6 +45,7 @@ from tests.fixtures.sinks import (
     supporter_items,
     unique,
 )
+from tests.fixtures.unreachable import UNUSABLE_SOURCES, closed_port, offline_aws, timed
 from transforms.core import process
 from transforms.domain.events import make_dead_letter
 from transforms.domain.facts import ClassifyError
@@ -357,37 +356,7 @@ def test_a_warehouse_that_does_not_exist_is_not_created_by_the_runs_row(tmp_path
     assert not (tmp_path / "w.duckdb").exists()
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.mark.parametrize(
-    ("source", "line"),
-    [
-        pytest.param(
-            "/nonexistent/archive",
-            "--source /nonexistent/archive does not exist: give the archive's folder, a glob "
-            "or s3://bucket/prefix",
-            id="missing-folder",
-        ),
-        pytest.param(
-            "{tmp}/empty",
-            "--source {tmp}/empty holds no files: check --source and the range, or pass "
-            "--allow_empty to run on nothing",
-            id="empty-folder",
-        ),
-        pytest.param(
-            "s3://archive/stripe/",
-            "--source s3://archive/stripe/ cannot be listed: EndpointConnectionError: Could not "
-            'connect to the endpoint URL: "http://127.0.0.1:{port}/archive?list-type=2&prefix='
-            'stripe%2F&encoding-type=url" (check --s3_endpoint_url or AWS_ENDPOINT_URL, the '
-            "region and the credentials)",
-            id="unreachable-s3",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("source", "line"), UNUSABLE_SOURCES)
 def test_a_missing_empty_or_unreachable_source_stops_the_redrive_in_one_line(
     warehouse: str,
     tmp_path: Path,
@@ -396,18 +365,14 @@ def test_a_missing_empty_or_unreachable_source_stops_the_redrive_in_one_line(
     source: str,
     line: str,
 ) -> None:
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    offline_aws(monkeypatch, tmp_path)
     (tmp_path / "empty").mkdir()
-    port = _closed_port()
+    port = closed_port()
     argv = ["--warehouse", warehouse, "--source", source.format(tmp=tmp_path)]
     argv += ["--s3_endpoint_url", f"http://127.0.0.1:{port}", "--s3_region_name", "eu-west-1"]
     capsys.readouterr()
 
-    began = time.monotonic()
-    code = redrive.run(argv)
-    elapsed = time.monotonic() - began
+    code, elapsed = timed(redrive.run, argv)
 
     captured = capsys.readouterr()
     assert (code, captured.out) == (3, "")
@@ -902,9 +867,11 @@ def _emailed(queue: str) -> list[str]:
     return sorted(json.loads(body)["To"]["Address"] for body in bodies)
 
 
-def _unknown_outcome(
-    archive: Path, tmp_path: Path, *, fifo: bool = True
-) -> tuple[str, str, str, list[str]]:
+#: (queue, ledger, warehouse, the re-drive's flags for the outcome_unknown letter)
+UnknownOutcome = tuple[str, str, str, list[str]]
+
+
+def _unknown_outcome(archive: Path, tmp_path: Path, *, fifo: bool = True) -> UnknownOutcome:
     """A backfill meeting a claim of ch_2's thank-you email left days ago (a crash between
     claim and mark): ch_1's email goes, ch_2's becomes an outcome_unknown letter naming that
     claim. (queue, ledger, warehouse, the re-drive's flags for that letter)."""
@@ -926,6 +893,18 @@ def _unknown_outcome(
     ]
     flags = ["--warehouse", path, "--source", str(archive), "--reason", "outcome_unknown"]
     return queue, ledger, path, [*flags, *sinks]
+
+
+@pytest.fixture
+def unknown_outcome(archive: Path, tmp_path: Path, moto_server: MotoServer) -> UnknownOutcome:
+    """`_unknown_outcome` on a FIFO queue."""
+    return _unknown_outcome(archive, tmp_path)
+
+
+@pytest.fixture(params=["delivered", "not_delivered"])
+def delivery(request: pytest.FixtureRequest) -> str:
+    """The operator's word on an outcome_unknown letter, each in turn."""
+    return str(request.param)
 
 
 def _letters(path: str) -> list[tuple[str, bool]]:
@@ -951,9 +930,9 @@ def _counts(
 
 
 def test_an_outcome_unknown_letter_without_the_operators_word_is_listed_and_left_pending(
-    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+    unknown_outcome: UnknownOutcome, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    queue, ledger, path, flags = unknown_outcome
     claim = _ledger_item(ledger)
     capsys.readouterr()
 
@@ -970,9 +949,9 @@ def test_an_outcome_unknown_letter_without_the_operators_word_is_listed_and_left
 
 
 def test_delivered_marks_the_letters_claim_sent_resolves_it_and_sends_nothing(
-    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+    unknown_outcome: UnknownOutcome, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    queue, ledger, path, flags = unknown_outcome
     flags += ["--outcome_unknown", "delivered"]
     claim, tables = _ledger_item(ledger), _tables(path)
     capsys.readouterr()
@@ -1051,15 +1030,10 @@ def test_not_delivered_releases_the_claim_and_sends_the_message_exactly_once(
     ]
 
 
-@pytest.mark.parametrize("delivery", ["delivered", "not_delivered"])
 def test_a_claim_that_changed_since_the_outcome_unknown_letter_is_kept(
-    archive: Path,
-    tmp_path: Path,
-    moto_server: MotoServer,
-    capsys: pytest.CaptureFixture[str],
-    delivery: str,
+    unknown_outcome: UnknownOutcome, capsys: pytest.CaptureFixture[str], delivery: str
 ) -> None:
-    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    queue, ledger, path, flags = unknown_outcome
     flags += ["--outcome_unknown", delivery]
     # Released by hand and claimed again by a later send still in flight: not the letter's.
     _put_claim(ledger, CLAIMED_AT + 60)
@@ -1087,15 +1061,10 @@ def test_a_claim_that_changed_since_the_outcome_unknown_letter_is_kept(
     assert _query(path, _OUTCOME_RUNS) == [(1, counts)]
 
 
-@pytest.mark.parametrize("delivery", ["delivered", "not_delivered"])
 def test_an_outcome_unknown_letter_naming_no_claim_is_refused(
-    archive: Path,
-    tmp_path: Path,
-    moto_server: MotoServer,
-    capsys: pytest.CaptureFixture[str],
-    delivery: str,
+    unknown_outcome: UnknownOutcome, capsys: pytest.CaptureFixture[str], delivery: str
 ) -> None:
-    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    queue, ledger, path, flags = unknown_outcome
     # As letters were written before they named their claim.
     with duckdb.connect(path) as connection:
         connection.execute("UPDATE dead_letters SET error = split_part(error, '; claim left', 1)")
@@ -1111,9 +1080,9 @@ def test_an_outcome_unknown_letter_naming_no_claim_is_refused(
 
 
 def test_not_delivered_outside_the_message_window_stays_pending_until_it_is_sent(
-    archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+    unknown_outcome: UnknownOutcome, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    queue, ledger, path, flags = _unknown_outcome(archive, tmp_path)
+    queue, ledger, path, flags = unknown_outcome
     flags += ["--outcome_unknown", "not_delivered"]
     # Without the wide window the payment (2024) gets its rows but no message.
     narrow = (

@@ -13,9 +13,10 @@ and refuses an abbreviation of one (exit 2, naming the flag).
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,15 @@ def _written() -> dict[str, bytes]:
     }
 
 
+@contextlib.contextmanager
+def _writes_nothing(workdir: Path) -> Iterator[None]:
+    """The block must leave the tools' output folders as they were and `workdir` empty."""
+    before = _written()
+    yield
+    assert _written() == before
+    assert list(workdir.iterdir()) == []
+
+
 @pytest.mark.parametrize("module", sorted(COMMANDS))
 def test_help_prints_usage_and_changes_nothing(
     module: str,
@@ -108,17 +118,15 @@ def test_help_prints_usage_and_changes_nothing(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FLEX_TEMPLATE_JOB", raising=False)
     entry = entry_of(module)
-    before = _written()
 
-    try:
-        code = entry(["--help"])
-    except SystemExit as exited:
-        code = exited.code
+    with _writes_nothing(tmp_path):
+        try:
+            code = entry(["--help"])
+        except SystemExit as exited:
+            code = exited.code
 
     assert code in (0, None)
     assert capsys.readouterr().out.startswith("usage: ")
-    assert _written() == before
-    assert list(tmp_path.iterdir()) == []
 
 
 class _Parsing(BaseException):
@@ -166,14 +174,11 @@ def test_an_abbreviated_flag_exits_2_naming_the_flag(
     own = {f for f in parser.flags - {"-h", "--help"} if f[:-1] not in parser.flags}
     flag = min(own or {"--help"})
     abbreviation = flag[:-1]
-    before = _written()
 
-    with pytest.raises(SystemExit) as exited:
+    with _writes_nothing(tmp_path), pytest.raises(SystemExit) as exited:
         entry_of(command)([abbreviation, "x"])
 
     assert exited.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"{parser.prog}: error: unrecognized flag {abbreviation} (did you mean {flag}?)"
     )
-    assert _written() == before
-    assert list(tmp_path.iterdir()) == []

@@ -25,6 +25,7 @@ a claim or a mark appends a copy of the row with the new values and a later
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -128,7 +129,27 @@ def _letter(row: Sequence[Any]) -> DeadLetter:
     return DeadLetter(**values)
 
 
-class DuckDBLetters:
+class _ContributionLookups(ABC):
+    """What the re-drive asks of the warehouse's contributions, the same on either warehouse."""
+
+    @abstractmethod
+    def _contributions(self, selected: str, key: str, wanted: list[str]) -> list[Any]:
+        """The `selected` columns of the contributions whose `key` is one of `wanted`."""
+
+    def _lookup(self, selected: str, key: str, ids: Iterable[str]) -> list[Any]:
+        wanted = sorted(set(ids))
+        return self._contributions(selected, key, wanted) if wanted else []
+
+    def paid_or_failed(self, payment_intents: Iterable[str]) -> set[str]:
+        rows = self._lookup("DISTINCT payment_intent_id", "payment_intent_id", payment_intents)
+        return {row[0] for row in rows}
+
+    def settled_at(self, payment_ids: Iterable[str]) -> dict[str, datetime]:
+        rows = self._lookup("payment_id, created", "payment_id", payment_ids)
+        return {row[0]: row[1].astimezone(UTC) for row in rows}
+
+
+class DuckDBLetters(_ContributionLookups):
     def __init__(self, path: str) -> None:
         self._path = path
 
@@ -196,31 +217,13 @@ class DuckDBLetters:
                 {"run": run_id, "ids": list(ids)},
             )
 
-    def paid_or_failed(self, payment_intents: Iterable[str]) -> set[str]:
-        wanted = sorted(set(payment_intents))
-        if not wanted:
-            return set()
+    def _contributions(self, selected: str, key: str, wanted: list[str]) -> list[Any]:
         table = table_of(Contribution).name
         with self._connect(read_only=True) as connection:
-            rows = connection.execute(
-                f'SELECT DISTINCT payment_intent_id FROM "{table}" '
-                "WHERE payment_intent_id IN (SELECT unnest($ids))",
+            return connection.execute(
+                f'SELECT {selected} FROM "{table}" WHERE {key} IN (SELECT unnest($ids))',
                 {"ids": wanted},
             ).fetchall()
-        return {row[0] for row in rows}
-
-    def settled_at(self, payment_ids: Iterable[str]) -> dict[str, datetime]:
-        wanted = sorted(set(payment_ids))
-        if not wanted:
-            return {}
-        table = table_of(Contribution).name
-        with self._connect(read_only=True) as connection:
-            rows = connection.execute(
-                f'SELECT payment_id, created FROM "{table}" '
-                "WHERE payment_id IN (SELECT unnest($ids))",
-                {"ids": wanted},
-            ).fetchall()
-        return {row[0]: row[1].astimezone(UTC) for row in rows}
 
     def claimed(self, ids: Sequence[str], run_id: str) -> set[str]:
         """Which of `ids` are still claimed by `run_id` (not rewritten, not yet marked)."""
@@ -242,7 +245,7 @@ class DuckDBLetters:
         return {row[0] for row in rows}
 
 
-class BigQueryLetters:
+class BigQueryLetters(_ContributionLookups):
     def __init__(self, project: str, dataset: str) -> None:
         from google.cloud import bigquery
 
@@ -317,28 +320,11 @@ class BigQueryLetters:
         )
         return {row[0] for row in rows}
 
-    def paid_or_failed(self, payment_intents: Iterable[str]) -> set[str]:
-        wanted = sorted(set(payment_intents))
-        if not wanted:
-            return set()
-        rows = self._query(
-            "SELECT DISTINCT payment_intent_id "
-            f"FROM `{self._dataset}.{table_of(Contribution).name}` "
-            "WHERE payment_intent_id IN UNNEST(@ids)",
-            {"ids": wanted},
+    def _contributions(self, selected: str, key: str, wanted: list[str]) -> list[Any]:
+        table = f"{self._dataset}.{table_of(Contribution).name}"
+        return self._query(
+            f"SELECT {selected} FROM `{table}` WHERE {key} IN UNNEST(@ids)", {"ids": wanted}
         )
-        return {row[0] for row in rows}
-
-    def settled_at(self, payment_ids: Iterable[str]) -> dict[str, datetime]:
-        wanted = sorted(set(payment_ids))
-        if not wanted:
-            return {}
-        rows = self._query(
-            f"SELECT payment_id, created FROM `{self._dataset}.{table_of(Contribution).name}` "
-            "WHERE payment_id IN UNNEST(@ids)",
-            {"ids": wanted},
-        )
-        return {row[0]: row[1].astimezone(UTC) for row in rows}
 
 
 def _describe(record: Any) -> str:

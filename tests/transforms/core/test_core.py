@@ -76,6 +76,30 @@ def charge_succeeded(event_id: str = "evt_c1", **kwargs: Any) -> StripeEvent:
     return b.event(event_id, "charge.succeeded", b.charge_object(**kwargs), created=created)
 
 
+def bacs_pending() -> StripeEvent:
+    """A Bacs debit's session at T0: completed, unpaid until the debit settles."""
+    return session_completed(
+        payment_status="unpaid", payment_method_types=("bacs_debit",), created=b.T0
+    )
+
+
+def bacs_settled(created: int) -> StripeEvent:
+    """The async success of `bacs_pending`'s session, at `created`."""
+    return b.event(
+        "evt_s2",
+        "checkout.session.async_payment_succeeded",
+        b.session_object(payment_method_types=("bacs_debit",)),
+        created=created,
+    )
+
+
+def bacs_contribution(created: datetime) -> Contribution:
+    """The contribution of `bacs_pending` settled at `created` (its country from the address)."""
+    return paid_contribution(
+        country_code="GB", country_source="address", payment_method="bacs_debit", created=created
+    )
+
+
 def refund(event_id: str, *, total: int, before: int, created: int) -> StripeEvent:
     return b.event(
         event_id,
@@ -340,15 +364,8 @@ class TestStreaming:
         run_stream(stream, check)
 
     def test_async_success_two_days_later(self) -> None:
-        pending = session_completed(
-            payment_status="unpaid", payment_method_types=("bacs_debit",), created=b.T0
-        )
-        settled = b.event(
-            "evt_s2",
-            "checkout.session.async_payment_succeeded",
-            b.session_object(payment_method_types=("bacs_debit",)),
-            created=b.T0 + 2 * DAY,
-        )
+        pending = bacs_pending()
+        settled = bacs_settled(b.T0 + 2 * DAY)
         debit = charge_succeeded(created=b.T0 + 2 * DAY - 5, method="bacs_debit")
         stream = (
             EventStream()
@@ -358,12 +375,7 @@ class TestStreaming:
             .add_elements(stamped(debit, settled))
             .advance_watermark_to_infinity()
         )
-        expected = paid_contribution(
-            country_code="GB",
-            country_source="address",
-            payment_method="bacs_debit",
-            created=T0_DT + timedelta(days=2),
-        )
+        expected = bacs_contribution(T0_DT + timedelta(days=2))
 
         def check(out: CoreOutputs) -> None:
             assert_that(out.contributions, equal_to([expected]), label="Contrib")

@@ -38,6 +38,9 @@ from tests.transforms.core.test_core import (
     DAY,
     HOUR,
     T0_DT,
+    bacs_contribution,
+    bacs_pending,
+    bacs_settled,
     paid_contribution,
     session_completed,
     stamped,
@@ -168,6 +171,18 @@ def expect_records(out: CoreOutputs, payment: Payment | None) -> None:
         assert_that(pcoll, equal_to(values), label=label)
 
 
+def late_charge_stream(session: StripeEvent, late_charge: StripeEvent) -> EventStream:
+    """`session` at T0, then `late_charge` once the watermark is past its charge deadline."""
+    return (
+        EventStream()
+        .advance_watermark_to(b.T0 - 10)
+        .add_elements(stamped(session))
+        .advance_watermark_to(b.T0 + 2 * HOUR)
+        .add_elements(stamped(late_charge))
+        .advance_watermark_to_infinity()
+    )
+
+
 def complete_payment(*events: StripeEvent) -> Payment:
     """The payment the bounded fold makes of `events`: as if every one had come in time."""
     facts = [classify(event) for event in events]
@@ -183,15 +198,8 @@ def test_a_charge_event_after_the_completion_is_counted_and_emits_nothing_more(
     serve_pi_1(api)
     session = session_completed()
     late_charge = charge_event()
-    stream = (
-        EventStream()
-        .advance_watermark_to(b.T0 - 10)
-        .add_elements(stamped(session))
-        # Past the charge deadline (T0 + 1 h): the timer fires, pi_1 is retrieved.
-        .advance_watermark_to(b.T0 + 2 * HOUR)
-        .add_elements(stamped(late_charge))
-        .advance_watermark_to_infinity()
-    )
+    # Past the charge deadline (T0 + 1 h): the timer fires, pi_1 is retrieved.
+    stream = late_charge_stream(session, late_charge)
 
     def check(out: CoreOutputs) -> None:
         assert_that(out.contributions, equal_to([paid_contribution()]), label="Contribution")
@@ -220,15 +228,7 @@ def test_a_payment_the_expiry_leaves_charge_missing_is_completed_too(
     settled_at = b.T0 + 21 * DAY - 600
     api = stripe_payment_intents_api
     serve_pi_1(api, settled_at - 5, method="bacs_debit")
-    pending = session_completed(
-        payment_status="unpaid", payment_method_types=("bacs_debit",), created=b.T0
-    )
-    settled = b.event(
-        "evt_s2",
-        "checkout.session.async_payment_succeeded",
-        b.session_object(payment_method_types=("bacs_debit",)),
-        created=settled_at,
-    )
+    pending, settled = bacs_pending(), bacs_settled(settled_at)
     late_charge = charge_event(settled_at - 5, method="bacs_debit")
     stream = (
         EventStream()
@@ -241,12 +241,7 @@ def test_a_payment_the_expiry_leaves_charge_missing_is_completed_too(
         .add_elements(stamped(late_charge))
         .advance_watermark_to_infinity()
     )
-    expected = paid_contribution(
-        country_code="GB",
-        country_source="address",
-        payment_method="bacs_debit",
-        created=T0_DT + timedelta(days=21, seconds=-600),
-    )
+    expected = bacs_contribution(T0_DT + timedelta(days=21, seconds=-600))
 
     def check(out: CoreOutputs) -> None:
         assert_that(out.contributions, equal_to([expected]), label="Contribution")
@@ -298,14 +293,7 @@ def test_a_failed_retrieval_writes_the_letter_the_bounded_path_writes(
         url = f"http://127.0.0.1:{_unused_port()}"
     session = session_completed()
     late_charge = charge_event()
-    stream = (
-        EventStream()
-        .advance_watermark_to(b.T0 - 10)
-        .add_elements(stamped(session))
-        .advance_watermark_to(b.T0 + 2 * HOUR)
-        .add_elements(stamped(late_charge))
-        .advance_watermark_to_infinity()
-    )
+    stream = late_charge_stream(session, late_charge)
     expected = make_dead_letter(
         step="join_payment",
         reason="charge_missing",
