@@ -38,8 +38,8 @@ from pipelines import backfill, streaming
 from pipelines.google_cloud import check_google_cloud
 from pipelines.launch import check_flags, launch_checked, parse_options
 from tests.fixtures.bigquery import BigQueryEmulator
-from tests.fixtures.http_server import JsonApiHandler, serving
-from tests.fixtures.unreachable import closed_port, timed
+from tests.fixtures.http_server import JsonApiHandler, closed_port, serving
+from tests.fixtures.unreachable import timed
 from transforms.infrastructure import InfrastructureError
 from transforms.sinks.bigquery import check_dataset
 

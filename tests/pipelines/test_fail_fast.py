@@ -25,10 +25,10 @@ from psycopg import conninfo
 
 from pipelines import backfill, streaming
 from pipelines.launch import EXIT_INFRASTRUCTURE, expected_failure, start
-from tests.fixtures.http_server import SilentEndpoint
+from tests.fixtures.http_server import SilentEndpoint, closed_port
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.postgres import PostgresServer
-from tests.fixtures.unreachable import closed_port, offline_aws, timed
+from tests.fixtures.unreachable import offline_aws, timed
 from tools import put_on_kinesis
 from tools.dataflow_steps import DRY_RUN_ARGS
 from tools.generate_archive import generate, write_archive

@@ -25,6 +25,7 @@ import psycopg
 import pytest
 
 from pipelines import backfill, reconcile
+from tests.fixtures.http_server import closed_port
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.sinks import (
@@ -36,7 +37,7 @@ from tests.fixtures.sinks import (
     provision_sinks,
     unique,
 )
-from tests.fixtures.unreachable import UNUSABLE_SOURCES, closed_port
+from tests.fixtures.unreachable import UNUSABLE_SOURCES
 from tools.generate_archive import generate, write_archive
 from transforms.domain.money import currency_exponent
 from transforms.domain.reconcile import Holding, compared

@@ -33,6 +33,7 @@ from tests.builders import (
     stripe_event_document,
     supporter_item,
 )
+from tests.fixtures.http_server import closed_port
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.sinks import (
     LEDGER_KEY,
@@ -45,7 +46,7 @@ from tests.fixtures.sinks import (
     supporter_items,
     unique,
 )
-from tests.fixtures.unreachable import UNUSABLE_SOURCES, closed_port, offline_aws, timed
+from tests.fixtures.unreachable import UNUSABLE_SOURCES, offline_aws, timed
 from transforms.core import process
 from transforms.domain.events import make_dead_letter
 from transforms.domain.facts import ClassifyError
