@@ -591,9 +591,7 @@ def _messages_flags(queue: str, ledger: str) -> list[str]:
 def test_a_rejected_sends_letter_releases_its_claim_and_sends_the_message_once(
     archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
-    path = str(tmp_path / "warehouse.duckdb")
-    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    queue, ledger, path = _backfilled(archive, tmp_path)
     _rejected_email(queue, ledger, path, claimed_at=CLAIMED_AT)
     capsys.readouterr()
     flags = ["--warehouse", path, "--source", str(archive), *_messages_flags(queue, ledger)]
@@ -625,9 +623,7 @@ def test_a_rejected_sends_letter_releases_its_claim_and_sends_the_message_once(
 def test_a_ledger_error_letter_is_redriven_without_a_claim_to_release(
     archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
-    path = str(tmp_path / "warehouse.duckdb")
-    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    queue, ledger, path = _backfilled(archive, tmp_path)
     letter = make_dead_letter(
         step="send_thank_you_email",
         reason="ledger_error",
@@ -651,9 +647,7 @@ def test_a_ledger_error_letter_is_redriven_without_a_claim_to_release(
 def test_a_claim_that_changed_since_the_letter_is_not_released_and_nothing_is_sent(
     archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
-    path = str(tmp_path / "warehouse.duckdb")
-    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    queue, ledger, path = _backfilled(archive, tmp_path)
     # Claimed again after the failure (a later send in flight): not the letter's claim.
     letter = _rejected_email(queue, ledger, path, claimed_at=CLAIMED_AT + 60)
     capsys.readouterr()
@@ -761,9 +755,7 @@ def test_a_senders_letter_the_run_cannot_send_is_refused_before_anything_is_clai
     refusal: str,
     dry_run: bool,
 ) -> None:
-    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
-    path = str(tmp_path / "warehouse.duckdb")
-    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    queue, ledger, path = _backfilled(archive, tmp_path)
     letter = _rejected_email(queue, ledger, path, claimed_at=CLAIMED_AT)
     claim, tables = _ledger_item(ledger), _tables(path)
     capsys.readouterr()
@@ -802,9 +794,7 @@ def test_a_senders_letter_the_run_cannot_send_is_refused_before_anything_is_clai
 def test_a_senders_letter_outside_the_message_window_stays_pending_until_it_is_sent(
     archive: Path, tmp_path: Path, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
-    path = str(tmp_path / "warehouse.duckdb")
-    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    queue, ledger, path = _backfilled(archive, tmp_path)
     letter = _rejected_email(queue, ledger, path, claimed_at=CLAIMED_AT)
     capsys.readouterr()
     flags = ["--warehouse", path, "--source", str(archive), *_messages_flags(queue, ledger)]
@@ -836,6 +826,15 @@ def test_a_senders_letter_outside_the_message_window_stays_pending_until_it_is_s
 
 
 EMAIL_KEY = "thank_you_email#ch_2"
+
+
+def _backfilled(archive: Path, tmp_path: Path) -> tuple[str, str, str]:
+    """(a FIFO queue, a ledger table, a warehouse the archive was backfilled into without
+    messages), for a test that then plants a sender's letter and re-drives it."""
+    queue, ledger = create_queue(), create_table(LEDGER_KEY, unique("sent-messages"))
+    path = str(tmp_path / "warehouse.duckdb")
+    assert backfill.run(["--source", str(archive), "--warehouse", path]) == 0
+    return queue, ledger, path
 
 
 def _ledger_item(ledger: str) -> dict[str, Any] | None:
